@@ -1,0 +1,91 @@
+"""Protocol-neutral request and decision objects.
+
+The RADIUS layer turns bytes into an :class:`AccessRequest` and a :class:`Decision` back into
+bytes; everything in between (policy, directory, factors) sees only these plain values.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class AuthMethod(enum.Enum):
+    """How the client presented the credential; only PAP carries a password we can check."""
+
+    PAP = "pap"
+    CHAP = "chap"
+    MSCHAP = "mschap"
+    EAP = "eap"
+    NONE = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRequest:
+    """One Access-Request after wire decoding and client authentication.
+
+    ``user_name`` and ``password`` stay raw bytes: the pipeline, not the codec, decides what a
+    valid name or password is (strict UTF-8, no control characters) so that no library can
+    silently repair them.
+    """
+
+    user_name: bytes | None
+    password: bytes | None
+    method: AuthMethod
+    state: bytes | None
+    client_name: str
+    client_address: str
+    nas_identifier: str | None = None
+    nas_ip_address: str | None = None
+    calling_station_id: str | None = None
+    packet_id: int = 0
+
+
+class Outcome(enum.Enum):
+    ACCEPT = "accept"
+    REJECT = "reject"
+    CHALLENGE = "challenge"
+    #: No reply at all, so the client fails over (e.g. overload).
+    DROP = "drop"
+
+
+class Reason(enum.Enum):
+    """Internal reason codes: logged and counted, never shown to the user."""
+
+    OK = "ok"
+    BAD_USER_NAME = "bad_user_name"
+    BAD_PASSWORD_ENCODING = "bad_password_encoding"
+    EMPTY_PASSWORD = "empty_password"
+    UNSUPPORTED_METHOD = "unsupported_method"
+    BAD_PASSWORD = "bad_password"
+    NO_SUCH_USER = "no_such_user"
+    AMBIGUOUS_USER = "ambiguous_user"
+    BAD_OTP = "bad_otp"
+    OTP_REPLAY = "otp_replay"
+    NO_TOKEN = "no_token"
+    LOCKED = "locked"
+    BAD_STATE = "bad_state"
+    DIRECTORY_UNAVAILABLE = "directory_unavailable"
+    STORE_UNAVAILABLE = "store_unavailable"
+    CHALLENGE_ISSUED = "challenge_issued"
+    PASSWORD_ONLY = "password_only"
+    OVERLOADED = "overloaded"
+    INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the pipeline decided; the RADIUS layer encodes it."""
+
+    outcome: Outcome
+    reason: Reason
+    user: str | None = None
+    reply_message: str | None = None
+    state: bytes | None = None
+    #: How the second factor was presented: "append", "challenge", or None.
+    method: str | None = None
+    #: Which factor proved possession ("totp", ...), for the audit line.
+    factor: str | None = None
+
+
+GENERIC_REJECT_MESSAGE = "Authentication failed."

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs everything the daemon and its test suite need: Debian packages for the real peers
+# (slapd, radclient, pam_radius_auth, pamtester) and a virtualenv with the Python packages.
+# Idempotent: does nothing that is already done.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+venv=${RADMFA_VENV:-$here/.venv}
+want_deb=(slapd ldap-utils freeradius-utils libpam-radius-auth pamtester)
+if [ "${1:-}" = "--bench" ]; then want_deb+=(freeradius); shift; fi
+
+missing=()
+for p in "${want_deb[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: need root to install: ${missing[*]}" >&2; exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  # slapd's postinst would start a system slapd on :389; the tests start their own.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  rm -f /usr/sbin/policy-rc.d
+fi
+
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+stamp="$venv/.radmfa-installed"
+if [ ! -f "$stamp" ] || [ "$here/pyproject.toml" -nt "$stamp" ]; then
+  "$venv/bin/pip" install -q --upgrade pip >/dev/null
+  "$venv/bin/pip" install -q -e "$here[test]"
+  touch "$stamp"
+fi
