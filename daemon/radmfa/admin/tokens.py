@@ -1,0 +1,102 @@
+"""Token administration shared by the CLI and anything else that manages enrolments."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import secrets
+from dataclasses import dataclass
+
+import pyotp
+
+from radmfa.config import TotpConfig
+from radmfa.factors.totp import make_otp
+from radmfa.store.base import TokenRecord
+
+#: RFC 4226 asks for 160-bit secrets; pyotp refuses fewer than 112 bits.
+SECRET_BYTES = 20
+MIN_SECRET_BYTES = 14
+ALGORITHMS = ("SHA1", "SHA256", "SHA512")
+TOKEN_TYPES = ("totp",)
+
+
+class TokenError(ValueError):
+    """A token request an admin can fix (bad secret, unsupported option)."""
+
+
+def parse_base32_secret(text: str) -> bytes:
+    """Base32 as apps show it: any case, spaces and dashes allowed, padding optional."""
+    cleaned = "".join(ch for ch in text if ch not in " -\t").upper().rstrip("=")
+    if not cleaned:
+        raise TokenError("the secret is empty")
+    try:
+        raw = base64.b32decode(cleaned + "=" * (-len(cleaned) % 8))
+    except (binascii.Error, ValueError) as e:
+        raise TokenError(f"the secret is not valid base32 ({e})") from None
+    if len(raw) < MIN_SECRET_BYTES:
+        raise TokenError(
+            f"the secret has {len(raw) * 8} bits; at least {MIN_SECRET_BYTES * 8} are required"
+        )
+    return raw
+
+
+def new_token_id() -> str:
+    return secrets.token_hex(6)
+
+
+@dataclass(frozen=True)
+class TokenSpec:
+    type: str = "totp"
+    digits: int = 6
+    algorithm: str = "SHA1"
+    period: int = 30
+    description: str = ""
+
+    @classmethod
+    def from_defaults(cls, totp: TotpConfig, **overrides: object) -> TokenSpec:
+        values: dict[str, object] = {
+            "digits": totp.digits,
+            "algorithm": totp.algorithm,
+            "period": totp.period,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        spec = cls(**values)  # type: ignore[arg-type]
+        spec.validate()
+        return spec
+
+    def validate(self) -> None:
+        if self.type not in TOKEN_TYPES:
+            raise TokenError(f"unsupported token type {self.type!r} (supported: totp)")
+        if self.digits not in (6, 7, 8, 9, 10):
+            raise TokenError("digits must be 6 to 10 (6 or 8 for most apps)")
+        if self.algorithm not in ALGORITHMS:
+            raise TokenError(f"algorithm must be one of {', '.join(ALGORITHMS)}")
+        if not 1 <= self.period <= 120:
+            raise TokenError("period must be 1 to 120 seconds")
+
+
+def build_token(user: str, spec: TokenSpec, now: float, secret: bytes | None = None) -> TokenRecord:
+    token = TokenRecord(
+        token_id=new_token_id(),
+        user=user,
+        type=spec.type,
+        secret=secret if secret is not None else os.urandom(SECRET_BYTES),
+        digits=spec.digits,
+        algorithm=spec.algorithm,
+        period=spec.period,
+        created_at=now,
+        description=spec.description,
+    )
+    make_otp(token)  # pyotp's own checks, so a bad token never reaches the store
+    return token
+
+
+def provisioning_uri(token: TokenRecord, issuer: str) -> str:
+    """The otpauth:// URI an authenticator app scans. It contains the secret: never log it."""
+    otp: pyotp.TOTP = make_otp(token)
+    return otp.provisioning_uri(name=token.user, issuer_name=issuer)
+
+
+def secret_base32(token: TokenRecord) -> str:
+    return base64.b32encode(token.secret).decode("ascii").rstrip("=")

@@ -1,0 +1,104 @@
+"""Argument parsing only: every command calls into the same services the daemon uses.
+
+Exit codes: 0 ok, 1 the operation failed (unknown user, ...), 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from radmfa import __version__
+from radmfa.config import DEFAULT_CONFIG_PATH
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class CommandFailed(Exception):
+    """The operation could not be done; the message says why (exit 1)."""
+
+
+class UsageError(Exception):
+    """The command line or configuration is wrong (exit 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="radmfa", description="RADIUS server with LDAP passwords and second factors."
+    )
+    parser.add_argument("--version", action="version", version=f"radmfa {__version__}")
+    parser.add_argument(
+        "-c",
+        "--config",
+        default=os.environ.get("RADMFA_CONFIG", DEFAULT_CONFIG_PATH),
+        help="configuration file (default: $RADMFA_CONFIG or %(default)s)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the daemon in the foreground, logging to stderr")
+    serve.set_defaults(run="radmfa.cli.serve:run_serve")
+
+    check = sub.add_parser("check-config", help="validate the configuration file")
+    check.set_defaults(run="radmfa.cli.serve:run_check_config")
+
+    demo = sub.add_parser(
+        "demo", help="write a self-contained demo setup (users file, token) and serve it"
+    )
+    demo.add_argument("--dir", default="radmfa-demo", help="directory for the demo files")
+    demo.add_argument("--port", type=int, default=1812, help="UDP port on 127.0.0.1")
+    demo.add_argument("--no-serve", action="store_true", help="only write the files")
+    demo.set_defaults(run="radmfa.cli.demo:run_demo")
+
+    token = sub.add_parser("token", help="manage second-factor tokens")
+    tsub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    add = tsub.add_parser("add", help="enroll a token (prints a QR code to scan)")
+    add.add_argument("user")
+    add.add_argument("--type", default="totp", choices=["totp"])
+    add.add_argument("--secret", help="import an existing base32 secret instead of generating one")
+    add.add_argument("--digits", type=int, choices=[6, 7, 8, 9, 10])
+    add.add_argument("--algorithm", type=str.upper, choices=["SHA1", "SHA256", "SHA512"])
+    add.add_argument("--period", type=int, help="seconds per code (default from the config)")
+    add.add_argument("--description", default="")
+    add.add_argument("--json", action="store_true", help="machine-readable output")
+    add.add_argument("--no-qr", action="store_true", help="print the URI but no QR code")
+    add.set_defaults(run="radmfa.cli.tokens:run_add")
+    lst = tsub.add_parser("list", help="list tokens")
+    lst.add_argument("user", nargs="?")
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(run="radmfa.cli.tokens:run_list")
+    rm = tsub.add_parser("remove", help="remove a user's tokens (all, or one by id)")
+    rm.add_argument("user")
+    rm.add_argument("token_id", nargs="?")
+    rm.set_defaults(run="radmfa.cli.tokens:run_remove")
+
+    user = sub.add_parser("user", help="inspect and unlock users")
+    usub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    show = usub.add_parser("show", help="tokens, failure count and lock state")
+    show.add_argument("user")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(run="radmfa.cli.users:run_show")
+    unlock = usub.add_parser("unlock", help="clear failures and lock")
+    unlock.add_argument("user")
+    unlock.set_defaults(run="radmfa.cli.users:run_unlock")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    module_name, _, func_name = args.run.partition(":")
+    import importlib
+
+    func = getattr(importlib.import_module(module_name), func_name)
+    try:
+        return int(func(args) or EXIT_OK)
+    except UsageError as e:
+        print(f"radmfa: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except CommandFailed as e:
+        print(f"radmfa: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130

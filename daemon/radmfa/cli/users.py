@@ -1,0 +1,61 @@
+"""radmfa user show | unlock."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from radmfa.cli.common import config_from, now, store_from, user_arg
+from radmfa.cli.main import CommandFailed
+from radmfa.cli.tokens import _iso, token_description, token_summary
+
+
+def run_show(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    user = user_arg(args.user)
+    store = store_from(config)
+    try:
+        tokens = store.list_tokens(user)
+        lock = store.lock_state(user)
+    finally:
+        store.close()
+    if not tokens and lock.failures == 0 and lock.locked_until is None:
+        raise CommandFailed(f"no record of user {user} (no tokens, no failures)")
+    locked = lock.is_locked(now())
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "user": user,
+                    "tokens": [token_summary(t) for t in tokens],
+                    "failures": lock.failures,
+                    "locked": locked,
+                    "locked_until": _iso(lock.locked_until)
+                    if locked and lock.locked_until
+                    else None,
+                }
+            )
+        )
+        return 0
+    print(f"user:      {user}")
+    print(f"tokens:    {len(tokens)}")
+    for t in tokens:
+        print(f"  {t.token_id}  {t.type}  {token_description(t)}")
+    print(f"failures:  {lock.failures}")
+    if locked and lock.locked_until:
+        print(f"locked:    yes, until {_iso(lock.locked_until)}")
+    else:
+        print("locked:    no")
+    return 0
+
+
+def run_unlock(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    user = user_arg(args.user)
+    store = store_from(config)
+    try:
+        changed = store.unlock(user)
+    finally:
+        store.close()
+    print(f"{user} unlocked" if changed else f"{user} was not locked")
+    return 0

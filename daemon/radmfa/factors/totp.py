@@ -1,0 +1,60 @@
+"""TOTP (RFC 6238) via pyotp, with the input checks and window pyotp leaves to us."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+import pyotp
+
+from radmfa.factors.base import NO_MATCH, CodeMatch, MatchKind
+from radmfa.store.base import TokenRecord
+
+_DIGESTS = {"SHA1": hashlib.sha1, "SHA256": hashlib.sha256, "SHA512": hashlib.sha512}
+_ASCII_DIGITS = frozenset("0123456789")
+
+
+def is_code_shaped(code: str, digits: int) -> bool:
+    """Exactly ``digits`` ASCII digits: pyotp NFKC-normalises, so full-width digits would pass."""
+    return len(code) == digits and all(c in _ASCII_DIGITS for c in code)
+
+
+def make_otp(token: TokenRecord) -> pyotp.TOTP:
+    return pyotp.TOTP(
+        base64.b32encode(token.secret).decode("ascii"),
+        digits=token.digits,
+        digest=_DIGESTS[token.algorithm],
+        interval=token.period,
+    )
+
+
+class TotpFactor:
+    """Accepts codes from ``skew`` steps before to ``skew`` steps after now, each step once."""
+
+    type = "totp"
+
+    def __init__(self, skew: int = 1) -> None:
+        self.skew = skew
+
+    def code_lengths(self, token: TokenRecord) -> tuple[int, ...]:
+        return (token.digits,)
+
+    def verify(self, token: TokenRecord, code: str, now: float) -> CodeMatch:
+        if not is_code_shaped(code, token.digits):
+            return NO_MATCH
+        otp = make_otp(token)
+        current = int(now) // token.period
+        replayed: int | None = None
+        # Newest first, so a code valid for two steps (it cannot be, but cheaply) takes the later.
+        for step in range(current + self.skew, current - self.skew - 1, -1):
+            if step < 0:
+                continue
+            if hmac.compare_digest(otp.generate_otp(step), code):
+                if token.last_step is not None and step <= token.last_step:
+                    replayed = step
+                    continue
+                return CodeMatch(MatchKind.MATCH, step)
+        if replayed is not None:
+            return CodeMatch(MatchKind.REPLAY, replayed)
+        return NO_MATCH

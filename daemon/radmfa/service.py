@@ -1,0 +1,237 @@
+"""Wiring: builds the object graph from a Config and owns its life cycle on a reactor.
+
+Everything that a reload may change (clients, secrets, directory settings, OTP and lockout
+policy) lives in one immutable :class:`Runtime`; a reload builds a new one and swaps a single
+reference, so a request runs start to finish under the settings it started with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from radmfa.auth.model import AccessRequest, Decision
+from radmfa.auth.pipeline import Authenticator, PipelineSettings
+from radmfa.config import Config, ConfigError, ListenAddress, load_config
+from radmfa.directory.base import PasswordChecker
+from radmfa.directory.ldap import LdapPasswordChecker
+from radmfa.directory.local import LocalUsersChecker, UsersFileError
+from radmfa.factors.base import FactorRegistry
+from radmfa.factors.totp import TotpFactor
+from radmfa.radius.clients import ClientTable
+from radmfa.radius.protocol import RadiusServerProtocol, RadiusStats
+from radmfa.store import open_store
+from radmfa.store.base import Store
+from radmfa.threads import BlockingRunner, ThreadPoolRunner
+
+log = Logger(namespace="radmfa.service")
+
+#: Store work is short (indexed single-row statements); a few threads keep it off the reactor.
+DB_THREADS = 4
+PURGE_INTERVAL = 60.0
+
+
+class SetupError(Exception):
+    """The daemon cannot start with this configuration (bad users file, unusable store...)."""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    config: Config
+    clients: ClientTable
+    directory: PasswordChecker
+    authenticator: Authenticator
+
+
+def build_directory(config: Config, runner: BlockingRunner, clock: Any) -> PasswordChecker:
+    if config.ldap is not None:
+        return LdapPasswordChecker(config.ldap, runner, clock)
+    if config.local_users is not None:
+        try:
+            return LocalUsersChecker(config.local_users.path, runner)
+        except UsersFileError as e:
+            raise SetupError(str(e)) from None
+    raise SetupError("no password backend configured (ldap or local_users)")
+
+
+def build_runtime(
+    config: Config,
+    *,
+    store: Store,
+    db: BlockingRunner,
+    directory_runner: BlockingRunner,
+    clock: Any,
+) -> Runtime:
+    directory = build_directory(config, directory_runner, clock)
+    factors = FactorRegistry([TotpFactor(skew=config.otp.totp.skew)])
+    authenticator = Authenticator(
+        settings=PipelineSettings(otp=config.otp, lockout=config.lockout),
+        directory=directory,
+        store=store,
+        db=db,
+        factors=factors,
+        clock=clock,
+    )
+    return Runtime(config, ClientTable(config.clients), directory, authenticator)
+
+
+class Daemon:
+    """One radmfa process: sockets, thread pools, store, and the current Runtime."""
+
+    def __init__(self, config: Config, reactor: Any) -> None:
+        self.reactor = reactor
+        self.config = config
+        self.stats = RadiusStats()
+        self.store: Store | None = None
+        self.db = ThreadPoolRunner(reactor, "radmfa-db", DB_THREADS)
+        pool_size = config.ldap.pool_size if config.ldap else 4
+        self.directory_runner = ThreadPoolRunner(reactor, "radmfa-directory", pool_size)
+        self.runtime: Runtime | None = None
+        self.ports: dict[ListenAddress, tuple[Any, RadiusServerProtocol]] = {}
+        self._purge = LoopingCall(self._purge_expired)
+        self._purge.clock = reactor
+
+    # -- the handler the protocols call --------------------------------------------------------
+
+    def handle(self, request: AccessRequest) -> Deferred[Decision]:
+        assert self.runtime is not None
+        return self.runtime.authenticator.handle(request)
+
+    def current_clients(self) -> ClientTable:
+        assert self.runtime is not None
+        return self.runtime.clients
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the store, start the pools and bind every listen address (raises on failure)."""
+        try:
+            self.store = open_store(self.config.store)
+        except Exception as e:
+            raise SetupError(f"cannot open the store {self.config.store.path}: {e}") from None
+        self.db.start()
+        self.directory_runner.start()
+        self.runtime = self._build(self.config)
+        for address in self.config.listen:
+            self._listen(address)
+        self._purge.start(PURGE_INTERVAL, now=False)
+        self.reactor.addSystemEventTrigger("before", "shutdown", self.stop)
+        log.info(
+            "radmfa ready: listening on {addrs}, {n} client(s), password backend {backend}, "
+            "otp mode {mode}",
+            addrs=", ".join(_fmt(a) for a in self.config.listen),
+            n=len(self.config.clients),
+            backend="ldap" if self.config.ldap else "local users file",
+            mode=self.config.otp.mode,
+        )
+
+    def _build(self, config: Config) -> Runtime:
+        assert self.store is not None
+        return build_runtime(
+            config,
+            store=self.store,
+            db=self.db,
+            directory_runner=self.directory_runner,
+            clock=self.reactor,
+        )
+
+    def _listen(self, address: ListenAddress) -> None:
+        protocol = RadiusServerProtocol(
+            clients=self.current_clients,
+            handler=self,
+            clock=self.reactor,
+            radius_config=self.config.radius,
+            stats=self.stats,
+        )
+        port = self.reactor.listenUDP(address.port, protocol, interface=address.host)
+        self.ports[address] = (port, protocol)
+
+    def reload(self, path: str) -> bool:
+        """Re-read the config; on any problem keep running on the old one and say why."""
+        try:
+            config = load_config(path)
+        except ConfigError as e:
+            for problem in e.problems:
+                log.error(
+                    "reload refused, keeping the running configuration: {problem}", problem=problem
+                )
+            return False
+        try:
+            runtime = self._build(config)
+        except Exception as e:
+            log.error("reload refused, keeping the running configuration: {err}", err=str(e))
+            return False
+        self._warn_restart_only(config)
+        old, self.runtime, self.config = self.runtime, runtime, config
+        self._rebind(config)
+        for protocol in self._protocols():
+            protocol.radius_config = config.radius
+        if old is not None and old.directory is not runtime.directory:
+            # Requests in flight still hold the old directory: close it once they are done.
+            self.reactor.callLater(config.radius.request_timeout + 1, old.directory.close)
+        log.info("configuration reloaded from {path}", path=path)
+        return True
+
+    def _warn_restart_only(self, config: Config) -> None:
+        if config.store != self.config.store:
+            log.warn("store settings changed: they take effect at the next restart")
+        old_pool = self.config.ldap.pool_size if self.config.ldap else None
+        new_pool = config.ldap.pool_size if config.ldap else None
+        if old_pool != new_pool:
+            log.warn("ldap.pool_size changed: it takes effect at the next restart")
+
+    def _rebind(self, config: Config) -> None:
+        wanted = set(config.listen)
+        for address in list(self.ports):
+            if address not in wanted:
+                port, _ = self.ports.pop(address)
+                port.stopListening()
+                log.info("stopped listening on {addr}", addr=_fmt(address))
+        for address in config.listen:
+            if address not in self.ports:
+                try:
+                    self._listen(address)
+                    log.info("listening on {addr}", addr=_fmt(address))
+                except Exception as e:
+                    log.error("cannot listen on {addr}: {err}", addr=_fmt(address), err=str(e))
+
+    def _protocols(self) -> list[RadiusServerProtocol]:
+        return [protocol for _, protocol in self.ports.values()]
+
+    def stop(self) -> Deferred[Any]:
+        """Stop taking packets, let in-flight requests finish, then release everything."""
+        if self._purge.running:
+            self._purge.stop()
+        drains = [protocol.drain() for protocol in self._protocols()]
+        d: Deferred[Any] = DeferredList(drains) if drains else succeed(None)
+
+        def release(_: object) -> None:
+            for port, _protocol in self.ports.values():
+                port.stopListening()
+            self.ports.clear()
+            if self.runtime is not None:
+                self.runtime.directory.close()
+            self.directory_runner.stop()
+            self.db.stop()
+            if self.store is not None:
+                self.store.close()
+            log.info("radmfa stopped")
+
+        d.addCallback(release)
+        return d
+
+    def _purge_expired(self) -> Deferred[Any] | None:
+        if self.store is None:
+            return None
+        d = self.db.run(self.store.purge_expired, self.reactor.seconds())
+        d.addErrback(lambda f: log.failure("purging expired challenges failed", f))
+        return d
+
+
+def _fmt(address: ListenAddress) -> str:
+    host = f"[{address.host}]" if ":" in address.host else address.host
+    return f"{host}:{address.port}"

@@ -1,0 +1,74 @@
+"""Documented fakes for tests: use these rather than ad-hoc mocks.
+
+They implement the same contracts as the real parts (radmfa.threads.BlockingRunner,
+radmfa.directory.base.PasswordChecker) so a unit test exercises the real pipeline with a
+deterministic clock and no threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+
+from radmfa.directory.base import DirectoryOutcome, DirectoryResult
+
+T = TypeVar("T")
+
+
+class InlineRunner:
+    """A BlockingRunner that runs the call on the spot: the Deferred has fired on return."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        self.calls += 1
+        return defer.maybeDeferred(fn, *args, **kwargs)
+
+
+@dataclass
+class FakeDirectory:
+    """A PasswordChecker over a dict; records every bind so tests can count them.
+
+    ``unavailable`` simulates a dead directory; ``pending`` makes binds wait until the test
+    fires them (to test retransmissions and concurrency).
+    """
+
+    users: dict[str, str] = field(default_factory=dict)
+    unavailable: bool = False
+    hold: bool = False
+    binds: list[tuple[str, str]] = field(default_factory=list)
+    pending: list[tuple[Deferred[DirectoryResult], DirectoryResult]] = field(default_factory=list)
+
+    def check_password(self, username: str, password: str) -> Deferred[DirectoryResult]:
+        if not password:
+            raise AssertionError("the pipeline must never ask for an empty-password bind")
+        self.binds.append((username, password))
+        result = self._result(username, password)
+        if self.hold:
+            d: Deferred[DirectoryResult] = Deferred()
+            self.pending.append((d, result))
+            return d
+        return defer.succeed(result)
+
+    def release(self) -> None:
+        pending, self.pending = self.pending, []
+        for d, result in pending:
+            d.callback(result)
+
+    def _result(self, username: str, password: str) -> DirectoryResult:
+        if self.unavailable:
+            return DirectoryResult(DirectoryOutcome.UNAVAILABLE, detail="fake outage")
+        expected = self.users.get(username)
+        if expected is None:
+            return DirectoryResult(DirectoryOutcome.INVALID_CREDENTIALS)
+        if expected == password:
+            return DirectoryResult(DirectoryOutcome.OK, dn=f"uid={username},ou=fake")
+        return DirectoryResult(DirectoryOutcome.INVALID_CREDENTIALS, dn=f"uid={username},ou=fake")
+
+    def close(self) -> None:
+        pass
