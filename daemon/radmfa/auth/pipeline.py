@@ -276,17 +276,15 @@ class Authenticator:
 
     async def _fail(self, key: str) -> None:
         lockout = self.settings.lockout
+        now = self.clock.seconds()
         state = await self.db.run(
-            self.store.record_failure,
-            key,
-            self.clock.seconds(),
-            lockout.max_failures,
-            lockout.duration,
+            self.store.record_failure, key, now, lockout.max_failures, lockout.duration
         )
-        if state.failures >= lockout.max_failures and state.locked_until is not None:
+        if state.locked_until == now + lockout.duration:  # this failure set the lock
             log.warn(
-                "{user} locked after {n} consecutive failures",
+                "{user} locked for {secs:.0f}s after {n} consecutive failures",
                 user=key,
+                secs=lockout.duration,
                 n=state.failures,
             )
 

@@ -1,0 +1,451 @@
+"""The default engine: one SQLite file, safe across threads, processes and daemons on one host.
+
+Every write runs in ``BEGIN IMMEDIATE`` (take the write lock first, wait up to the busy timeout)
+so read-then-write sequences never race and never hit WAL snapshot conflicts. Each thread gets
+its own connection, because the daemon calls the store from a thread pool. Token secrets are
+sealed with :class:`~radmfa.store.crypto.SecretBox` before they reach the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+
+from radmfa.store.base import ChallengeRecord, LockState, StoreError, TokenRecord
+from radmfa.store.crypto import SecretBox, SecretBoxError, token_secret_aad
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStore", "next_failure_state"]
+
+BUSY_TIMEOUT_MS = 5000
+
+#: Ordered schema migrations; entry N-1 brings the schema from version N-1 to N.
+#: Append only: never edit a migration that has shipped.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: initial schema
+    (
+        """
+        CREATE TABLE tokens (
+            token_id    TEXT PRIMARY KEY,
+            user        TEXT NOT NULL,
+            type        TEXT NOT NULL,
+            secret_blob BLOB NOT NULL,
+            digits      INTEGER NOT NULL,
+            algorithm   TEXT NOT NULL,
+            period      INTEGER NOT NULL,
+            created_at  REAL NOT NULL,
+            last_step   INTEGER,
+            description TEXT NOT NULL DEFAULT ''
+        )
+        """,
+        "CREATE INDEX tokens_by_user ON tokens (user)",
+        """
+        CREATE TABLE users (
+            user            TEXT PRIMARY KEY,
+            failures        INTEGER NOT NULL DEFAULT 0,
+            locked_until    REAL,
+            last_failure_at REAL,
+            last_success_at REAL
+        )
+        """,
+        """
+        CREATE TABLE challenges (
+            state_id       BLOB PRIMARY KEY,
+            user           TEXT NOT NULL,
+            client_name    TEXT NOT NULL,
+            client_address TEXT NOT NULL,
+            created_at     REAL NOT NULL,
+            expires_at     REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX challenges_by_expiry ON challenges (expires_at)",
+    ),
+)
+
+#: The schema version this code writes and understands.
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# Statements spelled out in full (no string building), so every query is a reviewable literal.
+_INSERT_TOKEN = (
+    "INSERT INTO tokens (token_id, user, type, secret_blob, digits, algorithm, period, "
+    "created_at, last_step, description) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SELECT_ALL_TOKENS = (
+    "SELECT token_id, user, type, secret_blob, digits, algorithm, period, created_at, "
+    "last_step, description FROM tokens ORDER BY user, created_at, token_id"
+)
+_SELECT_USER_TOKENS = (
+    "SELECT token_id, user, type, secret_blob, digits, algorithm, period, created_at, "
+    "last_step, description FROM tokens WHERE user = ? ORDER BY created_at, token_id"
+)
+_SELECT_LOCK = (
+    "SELECT user, failures, locked_until, last_failure_at, last_success_at "
+    "FROM users WHERE user = ?"
+)
+_UPSERT_FAILURE = (
+    "INSERT INTO users (user, failures, locked_until, last_failure_at) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (user) DO UPDATE SET failures = excluded.failures, "
+    "locked_until = excluded.locked_until, last_failure_at = excluded.last_failure_at"
+)
+_INSERT_CHALLENGE = (
+    "INSERT INTO challenges (state_id, user, client_name, client_address, expires_at, "
+    "created_at) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_TAKE_CHALLENGE = (
+    "DELETE FROM challenges WHERE state_id = ? "
+    "RETURNING state_id, user, client_name, client_address, expires_at, created_at"
+)
+_SELECT_CHALLENGE = (
+    "SELECT state_id, user, client_name, client_address, expires_at, created_at "
+    "FROM challenges WHERE state_id = ?"
+)
+
+# DELETE ... RETURNING arrived in SQLite 3.35.0.
+_HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
+
+
+class SqliteStore:
+    """:class:`~radmfa.store.base.Store` on a SQLite file (WAL, one connection per thread)."""
+
+    def __init__(self, path: str, box: SecretBox) -> None:
+        if not path or path == ":memory:" or path.startswith("file:"):
+            raise StoreError(
+                f"SQLite store needs a file path, got {path!r} (each thread opens its own "
+                "connection, so in-memory databases cannot be shared)"
+            )
+        self.path = os.path.abspath(path)
+        self._box = box
+        self._pid = os.getpid()
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        #: Every open connection with the thread that owns it, so close() can reach them all.
+        self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
+        self._closed = False
+        self._use_returning = _HAS_RETURNING
+        self._create_file()
+        self._migrate()
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self.path!r})"
+
+    # -- connections and transactions -------------------------------------------------------
+
+    def _create_file(self) -> None:
+        """Create the directory (0700) and an empty database file (0600) if missing.
+
+        SQLite gives the -wal and -shm files the mode of the database file, so creating the
+        file ourselves keeps all three private whatever the process umask is.
+        """
+        try:
+            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            return
+        except OSError as e:
+            raise StoreError(f"cannot create database {self.path}: {e.strerror}") from None
+        os.close(fd)
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreError(f"store {self.path} is closed")
+        if os.getpid() != self._pid:
+            raise StoreError(
+                f"store {self.path} was opened in process {self._pid}; open a new store in "
+                "each process (SQLite connections must not cross fork)"
+            )
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            # isolation_level=None: no implicit transactions; we issue BEGIN/COMMIT ourselves.
+            # check_same_thread=False only so close() may close other threads' connections.
+            conn = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open database {self.path}: {e}") from e
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(
+                    f"database {self.path} refused WAL journal mode (got {mode!r}); "
+                    "is it on a network file system?"
+                )
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as e:
+            conn.close()
+            raise StoreError(f"cannot open database {self.path}: {e}") from e
+        except StoreError:
+            conn.close()
+            raise
+        with self._lock:
+            if self._closed:
+                conn.close()
+                raise StoreError(f"store {self.path} is closed")
+            # Threads come and go in a pool: close what finished threads left behind.
+            orphans = [c for t, c in self._connections if not t.is_alive()]
+            self._connections = [(t, c) for t, c in self._connections if t.is_alive()]
+            self._connections.append((threading.current_thread(), conn))
+        for orphan in orphans:
+            with contextlib.suppress(sqlite3.Error):
+                orphan.close()
+        return conn
+
+    @contextlib.contextmanager
+    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        """A ``BEGIN IMMEDIATE`` transaction; sqlite3 errors become StoreError naming ``what``."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            with contextlib.suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            raise StoreError(f"{what} failed on {self.path}: {e}") from e
+
+    @contextlib.contextmanager
+    def _read(self, what: str) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        try:
+            yield conn
+        except sqlite3.Error as e:
+            raise StoreError(f"{what} failed on {self.path}: {e}") from e
+
+    def _migrate(self) -> None:
+        """Bring the schema to :data:`SCHEMA_VERSION` in one transaction; refuse newer DBs."""
+        with self._write("schema migration") as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY)")
+            current = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
+            if current > SCHEMA_VERSION:
+                raise StoreError(
+                    f"database {self.path} has schema version {current}, but this radmfa only "
+                    f"knows versions up to {SCHEMA_VERSION}; upgrade radmfa (or restore a "
+                    "backup made by this version)"
+                )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[version - 1]:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+
+    def schema_version(self) -> int:
+        with self._read("reading the schema version") as conn:
+            return int(conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0])
+
+    def close(self) -> None:
+        """Close every connection this store opened, in any thread. Call at shutdown only."""
+        with self._lock:
+            self._closed = True
+            connections, self._connections = self._connections, []
+        for _, conn in connections:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    # -- tokens -----------------------------------------------------------------------------
+
+    def add_token(self, token: TokenRecord) -> None:
+        blob = self._box.seal(token.secret, token_secret_aad(token.user, token.token_id))
+        try:
+            with self._write(f"adding token {token.token_id!r} for {token.user!r}") as conn:
+                conn.execute(
+                    _INSERT_TOKEN,
+                    (
+                        token.token_id,
+                        token.user,
+                        token.type,
+                        blob,
+                        token.digits,
+                        token.algorithm,
+                        token.period,
+                        token.created_at,
+                        token.last_step,
+                        token.description,
+                    ),
+                )
+        except StoreError as e:
+            if isinstance(e.__cause__, sqlite3.IntegrityError):
+                raise StoreError(f"token id {token.token_id!r} already exists") from e.__cause__
+            raise
+
+    def list_tokens(self, user: str | None = None) -> list[TokenRecord]:
+        with self._read("listing tokens") as conn:
+            if user is None:
+                rows = conn.execute(_SELECT_ALL_TOKENS).fetchall()
+            else:
+                rows = conn.execute(_SELECT_USER_TOKENS, (user,)).fetchall()
+        return [self._token_from_row(row) for row in rows]
+
+    def _token_from_row(self, row: tuple) -> TokenRecord:
+        token_id, user, type_, blob, digits, algorithm, period, created_at, last_step, desc = row
+        try:
+            secret = self._box.open(bytes(blob), token_secret_aad(user, token_id))
+        except SecretBoxError as e:
+            raise StoreError(
+                f"cannot decrypt the secret of token {token_id!r} of user {user!r} in "
+                f"{self.path}: {e}"
+            ) from e
+        return TokenRecord(
+            token_id=token_id,
+            user=user,
+            type=type_,
+            secret=secret,
+            digits=digits,
+            algorithm=algorithm,
+            period=period,
+            created_at=created_at,
+            last_step=last_step,
+            description=desc,
+        )
+
+    def remove_tokens(self, user: str, token_id: str | None = None) -> int:
+        with self._write(f"removing tokens of {user!r}") as conn:
+            if token_id is None:
+                cur = conn.execute("DELETE FROM tokens WHERE user = ?", (user,))
+            else:
+                cur = conn.execute(
+                    "DELETE FROM tokens WHERE user = ? AND token_id = ?", (user, token_id)
+                )
+            return cur.rowcount
+
+    def advance_step(self, token_id: str, step: int) -> bool:
+        with self._write(f"advancing the step of token {token_id!r}") as conn:
+            cur = conn.execute(
+                "UPDATE tokens SET last_step = ? "
+                "WHERE token_id = ? AND (last_step IS NULL OR last_step < ?)",
+                (step, token_id, step),
+            )
+            changed = cur.rowcount
+        # Only reached after COMMIT succeeded: a failed commit raises instead of accepting.
+        return changed == 1
+
+    # -- lockout ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _lock_from_row(row: tuple) -> LockState:
+        user, failures, locked_until, last_failure_at, last_success_at = row
+        return LockState(user, failures, locked_until, last_failure_at, last_success_at)
+
+    def lock_state(self, user: str) -> LockState:
+        with self._read(f"reading the lock state of {user!r}") as conn:
+            row = conn.execute(_SELECT_LOCK, (user,)).fetchone()
+        return LockState(user) if row is None else self._lock_from_row(row)
+
+    def record_failure(
+        self, user: str, now: float, max_failures: int, lock_seconds: float
+    ) -> LockState:
+        if max_failures < 1:
+            raise ValueError(f"max_failures must be at least 1, got {max_failures}")
+        with self._write(f"recording a failure for {user!r}") as conn:
+            row = conn.execute(_SELECT_LOCK, (user,)).fetchone()
+            state = LockState(user) if row is None else self._lock_from_row(row)
+            new = next_failure_state(state, now, max_failures, lock_seconds)
+            if new is not state:
+                conn.execute(
+                    _UPSERT_FAILURE, (user, new.failures, new.locked_until, new.last_failure_at)
+                )
+        return new
+
+    def record_success(self, user: str, now: float) -> None:
+        with self._write(f"recording a success for {user!r}") as conn:
+            conn.execute(
+                "INSERT INTO users (user, failures, locked_until, last_success_at) "
+                "VALUES (?, 0, NULL, ?) "
+                "ON CONFLICT (user) DO UPDATE SET failures = 0, locked_until = NULL, "
+                "last_success_at = excluded.last_success_at",
+                (user, now),
+            )
+
+    def unlock(self, user: str) -> bool:
+        with self._write(f"unlocking {user!r}") as conn:
+            cur = conn.execute(
+                "UPDATE users SET failures = 0, locked_until = NULL "
+                "WHERE user = ? AND (failures > 0 OR locked_until IS NOT NULL)",
+                (user,),
+            )
+            return cur.rowcount == 1
+
+    def known_users(self) -> list[str]:
+        with self._read("listing users") as conn:
+            rows = conn.execute(
+                "SELECT user FROM tokens UNION SELECT user FROM users ORDER BY user"
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    # -- challenges -------------------------------------------------------------------------
+
+    def put_challenge(self, challenge: ChallengeRecord) -> None:
+        try:
+            with self._write(f"storing a challenge for {challenge.user!r}") as conn:
+                conn.execute(
+                    _INSERT_CHALLENGE,
+                    (
+                        challenge.state_id,
+                        challenge.user,
+                        challenge.client_name,
+                        challenge.client_address,
+                        challenge.expires_at,
+                        challenge.created_at,
+                    ),
+                )
+        except StoreError as e:
+            if isinstance(e.__cause__, sqlite3.IntegrityError):
+                raise StoreError("a challenge with this state id already exists") from e.__cause__
+            raise
+
+    def take_challenge(self, state_id: bytes) -> ChallengeRecord | None:
+        with self._write("taking a challenge") as conn:
+            if self._use_returning:
+                row = conn.execute(_TAKE_CHALLENGE, (state_id,)).fetchone()
+            else:
+                row = conn.execute(_SELECT_CHALLENGE, (state_id,)).fetchone()
+                if row is not None:
+                    conn.execute("DELETE FROM challenges WHERE state_id = ?", (state_id,))
+        if row is None:
+            return None
+        state, user, client_name, client_address, expires_at, created_at = row
+        return ChallengeRecord(
+            bytes(state), user, client_name, client_address, expires_at, created_at
+        )
+
+    def purge_expired(self, now: float) -> int:
+        with self._write("purging expired challenges") as conn:
+            return conn.execute("DELETE FROM challenges WHERE expires_at <= ?", (now,)).rowcount
+
+
+def next_failure_state(
+    state: LockState, now: float, max_failures: int, lock_seconds: float
+) -> LockState:
+    """The lock state after one more failure; ``state`` itself when locked (never extended).
+
+    Shared by every engine so they count identically: an expired lock starts a fresh count, and
+    reaching ``max_failures`` locks until ``now + lock_seconds``.
+    """
+    if state.is_locked(now):
+        return state
+    failures = 0 if state.locked_until is not None else state.failures
+    failures += 1
+    locked_until = now + lock_seconds if failures >= max_failures else None
+    return LockState(
+        user=state.user,
+        failures=failures,
+        locked_until=locked_until,
+        last_failure_at=now,
+        last_success_at=state.last_success_at,
+    )

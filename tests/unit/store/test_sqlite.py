@@ -1,0 +1,326 @@
+"""What only the SQLite engine promises: files, modes, encryption at rest, migrations, processes.
+
+The behaviour every engine shares is in test_store_contract.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from radmfa.config import StoreConfig
+from radmfa.store import open_store
+from radmfa.store.base import ChallengeRecord, StoreError, TokenRecord
+from radmfa.store.crypto import KeyFileError, SecretBox, SecretBoxError
+from radmfa.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore
+
+NOW = 1_800_000_000.0
+SECRET_A = bytes.fromhex("3132333435363738393031323334353637383930")  # RFC 6238 test key
+SECRET_B = bytes(range(100, 120))
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _token(token_id: str, user: str, secret: bytes) -> TokenRecord:
+    return TokenRecord(token_id, user, "totp", secret, 6, "SHA1", 30, NOW)
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    return tmp_path / "keys" / "secret.key"
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "var" / "radmfa.sqlite3"
+
+
+@pytest.fixture
+def store(db_path: Path, key_file: Path):
+    s = SqliteStore(str(db_path), SecretBox.from_key_file(key_file))
+    yield s
+    s.close()
+
+
+def _raw(db_path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(db_path, isolation_level=None)
+
+
+# -- files and modes -----------------------------------------------------------------------
+
+
+def test_open_store_creates_key_and_database_private(tmp_path: Path) -> None:
+    config = StoreConfig(
+        path=str(tmp_path / "a" / "db.sqlite3"), key_file=str(tmp_path / "k" / "key")
+    )
+    old = os.umask(0o022)
+    try:
+        s = open_store(config)
+        s.add_token(_token("t1", "alice", SECRET_A))
+    finally:
+        os.umask(old)
+    try:
+        assert _mode(Path(config.key_file)) == 0o600
+        assert _mode(Path(config.path)) == 0o600
+        assert _mode(Path(config.path).parent) == 0o700
+        for suffix in ("-wal", "-shm"):
+            side = Path(config.path + suffix)
+            if side.exists():
+                assert _mode(side) == 0o600, suffix
+    finally:
+        s.close()
+
+
+def test_key_file_is_reused_so_secrets_survive_a_restart(db_path: Path, key_file: Path) -> None:
+    first = SqliteStore(str(db_path), SecretBox.from_key_file(key_file))
+    first.add_token(_token("t1", "alice", SECRET_A))
+    first.close()
+    second = SqliteStore(str(db_path), SecretBox.from_key_file(key_file))
+    assert second.list_tokens()[0].secret == SECRET_A
+    second.close()
+
+
+def test_world_readable_key_file_is_refused(tmp_path: Path, key_file: Path) -> None:
+    SecretBox.from_key_file(key_file)
+    key_file.chmod(0o644)
+    with pytest.raises(StoreError, match="chmod 600") as info:
+        open_store(StoreConfig(path=str(tmp_path / "db"), key_file=str(key_file)))
+    assert isinstance(info.value.__cause__, KeyFileError)
+    assert not (tmp_path / "db").exists()
+
+
+def test_in_memory_database_is_refused() -> None:
+    with pytest.raises(StoreError, match="file path"):
+        SqliteStore(":memory:", SecretBox(bytes(32)))
+
+
+def test_a_file_that_is_not_a_database_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match=str(path)):
+        SqliteStore(str(path), SecretBox(bytes(32)))
+
+
+def test_connection_settings(store: SqliteStore) -> None:
+    conn = store._conn()
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+
+
+# -- secrets at rest -----------------------------------------------------------------------
+
+
+def test_database_files_and_dump_hold_no_secret(store: SqliteStore, db_path: Path) -> None:
+    store.add_token(_token("t1", "alice", SECRET_A))
+    store.add_token(_token("t2", "bob", SECRET_B))
+    raw = b"".join(p.read_bytes() for p in db_path.parent.iterdir())
+    dump = "\n".join(_raw(db_path).iterdump())
+    assert "tokens" in dump  # the dump did see the rows
+    for secret in (SECRET_A, SECRET_B):
+        b32 = base64.b32encode(secret).decode()
+        for form in (b32, b32.lower(), b32.rstrip("="), secret.hex(), secret.hex().upper()):
+            assert form.encode() not in raw
+            assert form not in dump
+        assert secret not in raw
+
+
+def test_swapped_secret_blobs_fail_to_decrypt(store: SqliteStore, db_path: Path) -> None:
+    store.add_token(_token("t1", "alice", SECRET_A))
+    store.add_token(_token("t2", "bob", SECRET_B))
+    conn = _raw(db_path)
+    (blob_a,) = conn.execute("SELECT secret_blob FROM tokens WHERE token_id='t1'").fetchone()
+    (blob_b,) = conn.execute("SELECT secret_blob FROM tokens WHERE token_id='t2'").fetchone()
+    conn.execute("UPDATE tokens SET secret_blob=? WHERE token_id='t1'", (blob_b,))
+    conn.execute("UPDATE tokens SET secret_blob=? WHERE token_id='t2'", (blob_a,))
+    conn.close()
+    with pytest.raises(
+        StoreError, match="cannot decrypt the secret of token 't1' of user 'alice'"
+    ) as info:
+        store.list_tokens("alice")
+    assert isinstance(info.value.__cause__, SecretBoxError)
+    assert SECRET_A.hex() not in str(info.value) and SECRET_B.hex() not in str(info.value)
+    with pytest.raises(StoreError):
+        store.list_tokens("bob")
+
+
+def test_moving_a_token_to_another_user_fails_to_decrypt(store: SqliteStore, db_path: Path) -> None:
+    store.add_token(_token("t1", "alice", SECRET_A))
+    conn = _raw(db_path)
+    conn.execute("UPDATE tokens SET user='mallory' WHERE token_id='t1'")
+    conn.close()
+    with pytest.raises(StoreError, match="mallory"):
+        store.list_tokens()
+
+
+def test_wrong_key_file_is_reported(db_path: Path, key_file: Path, tmp_path: Path) -> None:
+    s = SqliteStore(str(db_path), SecretBox.from_key_file(key_file))
+    s.add_token(_token("t1", "alice", SECRET_A))
+    s.close()
+    other = SqliteStore(str(db_path), SecretBox.from_key_file(tmp_path / "other.key"))
+    with pytest.raises(StoreError, match="wrong key file"):
+        other.list_tokens()
+    other.close()
+
+
+# -- schema versions -----------------------------------------------------------------------
+
+
+def test_fresh_database_is_at_the_latest_version(store: SqliteStore, db_path: Path) -> None:
+    assert store.schema_version() == SCHEMA_VERSION == len(MIGRATIONS)
+    conn = _raw(db_path)
+    versions = [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY version")]
+    tables = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert versions == list(range(1, SCHEMA_VERSION + 1))
+    assert {"schema_version", "tokens", "users", "challenges"} <= tables
+
+
+def test_reopening_keeps_data_and_version(db_path: Path, key_file: Path) -> None:
+    box = SecretBox.from_key_file(key_file)
+    s = SqliteStore(str(db_path), box)
+    s.add_token(_token("t1", "alice", SECRET_A))
+    s.close()
+    again = SqliteStore(str(db_path), box)
+    assert again.schema_version() == SCHEMA_VERSION
+    assert [t.token_id for t in again.list_tokens()] == ["t1"]
+    again.close()
+
+
+def test_database_from_a_newer_radmfa_is_refused(store: SqliteStore, db_path: Path) -> None:
+    store.add_token(_token("t1", "alice", SECRET_A))
+    store.close()
+    conn = _raw(db_path)
+    conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION + 1,))
+    conn.close()
+    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}.*upgrade radmfa"):
+        SqliteStore(str(db_path), SecretBox(bytes(32)))
+    # refused without touching it
+    conn = _raw(db_path)
+    assert (
+        conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION + 1
+    )
+    assert conn.execute("SELECT COUNT(*) FROM tokens").fetchone()[0] == 1
+    conn.close()
+
+
+# -- threads and processes -----------------------------------------------------------------
+
+
+def test_each_thread_gets_its_own_connection_and_close_closes_all(store: SqliteStore) -> None:
+    seen: list[sqlite3.Connection] = []
+
+    def work() -> None:
+        store.list_tokens()
+        seen.append(store._conn())
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    main = store._conn()
+    assert len({id(c) for c in [*seen, main]}) == 4
+    store.close()
+    for conn in [*seen, main]:
+        with pytest.raises(sqlite3.ProgrammingError):
+            conn.execute("SELECT 1")
+    with pytest.raises(StoreError, match="closed"):
+        store.list_tokens()
+
+
+def test_connections_of_finished_threads_are_closed(store: SqliteStore) -> None:
+    seen: list[sqlite3.Connection] = []
+    worker = threading.Thread(target=lambda: seen.append(store._conn()))
+    worker.start()
+    worker.join()
+    seen[0].execute("SELECT 1")  # still open: its thread has ended but nobody noticed yet
+    done = threading.Thread(target=store.list_tokens)  # a new thread opens a connection
+    done.start()
+    done.join()
+    with pytest.raises(sqlite3.ProgrammingError):
+        seen[0].execute("SELECT 1")
+
+
+def test_take_challenge_without_returning_is_still_single_use(store: SqliteStore) -> None:
+    store._use_returning = False  # the path for SQLite < 3.35
+    c = ChallengeRecord(b"x" * 16, "alice", "vpn", "192.0.2.1", NOW + 60, NOW)
+    store.put_challenge(c)
+    barrier = threading.Barrier(8)
+    results: list[object] = []
+
+    def take() -> None:
+        barrier.wait()
+        results.append(store.take_challenge(c.state_id))
+
+    threads = [threading.Thread(target=take) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r for r in results if r is not None] == [c]
+
+
+WORKER = """
+import json, sys
+from radmfa.store.crypto import SecretBox
+from radmfa.store.sqlite import SqliteStore
+
+db, key, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+store = SqliteStore(db, SecretBox.from_key_file(key, create=False))
+print("ready", flush=True)
+sys.stdin.readline()  # the start gun: every worker is connected
+won = []
+for step in range(1, rounds + 1):
+    if store.advance_step("t1", step):
+        won.append(step)
+    store.record_failure("alice", 1800000000.0, 100000, 60)
+store.close()
+print(json.dumps(won), flush=True)
+"""
+
+
+def test_processes_accept_each_step_exactly_once(
+    store: SqliteStore, db_path: Path, key_file: Path
+) -> None:
+    store.add_token(_token("t1", "alice", SECRET_A))
+    rounds, workers = 200, 4
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(db_path), str(key_file), str(rounds)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(workers)
+    ]
+    try:
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        outputs = [p.communicate(timeout=60)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0] * workers
+    won = [step for out in outputs for step in json.loads(out.strip().splitlines()[-1])]
+    assert sorted(won) == list(range(1, rounds + 1))  # every step accepted once, no step twice
+    assert store.list_tokens()[0].last_step == rounds
+    assert store.lock_state("alice").failures == rounds * workers

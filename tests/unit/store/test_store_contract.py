@@ -1,0 +1,331 @@
+"""The Store contract, run against every engine.
+
+A new engine (PostgreSQL) joins by adding a factory to ``ENGINES``; every test here must then
+pass unchanged. Times are explicit ``now`` values: nothing sleeps or reads the clock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from radmfa.store.base import ChallengeRecord, LockState, Store, StoreError, TokenRecord
+from radmfa.store.crypto import SecretBox
+from radmfa.store.memory import MemoryStore
+from radmfa.store.sqlite import SqliteStore
+
+NOW = 1_800_000_000.0
+
+
+def _memory(tmp_path: Path) -> Store:
+    return MemoryStore()
+
+
+def _sqlite(tmp_path: Path) -> Store:
+    return SqliteStore(str(tmp_path / "db" / "radmfa.sqlite3"), SecretBox(bytes(range(32))))
+
+
+ENGINES: dict[str, Callable[[Path], Store]] = {"memory": _memory, "sqlite": _sqlite}
+
+
+@pytest.fixture(params=sorted(ENGINES))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    engine = ENGINES[request.param](tmp_path)
+    yield engine
+    engine.close()
+
+
+def token(token_id: str = "t1", user: str = "alice", **kw: object) -> TokenRecord:
+    fields: dict[str, object] = {
+        "type": "totp",
+        "secret": b"\x00\x01secret-bytes-" + token_id.encode(),
+        "digits": 6,
+        "algorithm": "SHA1",
+        "period": 30,
+        "created_at": NOW,
+    }
+    fields.update(kw)
+    return TokenRecord(token_id=token_id, user=user, **fields)  # type: ignore[arg-type]
+
+
+def challenge(state_id: bytes = b"s" * 16, user: str = "alice", **kw: object) -> ChallengeRecord:
+    fields: dict[str, object] = {
+        "client_name": "vpn",
+        "client_address": "192.0.2.10",
+        "created_at": NOW,
+        "expires_at": NOW + 120,
+    }
+    fields.update(kw)
+    return ChallengeRecord(state_id=state_id, user=user, **fields)  # type: ignore[arg-type]
+
+
+def run_concurrently(n: int, fn: Callable[[], object]) -> list[object]:
+    """Call ``fn`` from ``n`` threads released together by a barrier."""
+    barrier = threading.Barrier(n)
+
+    def go() -> object:
+        barrier.wait()
+        return fn()
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(lambda _: go(), range(n)))
+
+
+# -- tokens --------------------------------------------------------------------------------
+
+
+def test_added_token_is_listed_with_every_field(store: Store) -> None:
+    t = token(last_step=7, description="phone", digits=8, algorithm="SHA256", period=60)
+    store.add_token(t)
+    assert store.list_tokens() == [t]
+    assert store.list_tokens("alice") == [t]
+
+
+def test_list_tokens_filters_by_user_and_is_ordered(store: Store) -> None:
+    b = token("b1", "bob", created_at=NOW)
+    a2 = token("a2", "alice", created_at=NOW + 5)
+    a1 = token("a1", "alice", created_at=NOW + 1)
+    a0 = token("a0", "alice", created_at=NOW + 1)
+    for t in (b, a2, a1, a0):
+        store.add_token(t)
+    assert store.list_tokens() == [a0, a1, a2, b]
+    assert store.list_tokens("alice") == [a0, a1, a2]
+    assert store.list_tokens("bob") == [b]
+    assert store.list_tokens("carol") == []
+
+
+def test_user_names_are_stored_as_given(store: Store) -> None:
+    store.add_token(token("t1", "Alice"))
+    assert store.list_tokens("alice") == []
+    assert [t.user for t in store.list_tokens("Alice")] == ["Alice"]
+
+
+def test_duplicate_token_id_is_refused(store: Store) -> None:
+    store.add_token(token("t1", "alice"))
+    with pytest.raises(StoreError, match="already exists"):
+        store.add_token(token("t1", "bob"))
+    assert [t.user for t in store.list_tokens()] == ["alice"]
+
+
+def test_remove_one_token_or_all_of_a_user(store: Store) -> None:
+    for tid, user in (("a1", "alice"), ("a2", "alice"), ("a3", "alice"), ("b1", "bob")):
+        store.add_token(token(tid, user))
+    assert store.remove_tokens("alice", "a1") == 1
+    assert store.remove_tokens("alice", "a1") == 0
+    assert store.remove_tokens("alice", "b1") == 0  # not alice's token
+    assert store.remove_tokens("alice") == 2
+    assert [t.token_id for t in store.list_tokens()] == ["b1"]
+    assert store.remove_tokens("nobody") == 0
+
+
+def test_advance_step_only_moves_forward(store: Store) -> None:
+    store.add_token(token())
+    assert store.advance_step("t1", 100) is True
+    assert store.advance_step("t1", 100) is False  # same code again: replay
+    assert store.advance_step("t1", 99) is False  # older code after a newer one
+    assert store.advance_step("t1", 101) is True
+    assert store.list_tokens()[0].last_step == 101
+
+
+def test_advance_step_respects_a_stored_last_step(store: Store) -> None:
+    store.add_token(token(last_step=50))
+    assert store.advance_step("t1", 50) is False
+    assert store.advance_step("t1", 51) is True
+
+
+def test_advance_step_is_per_token(store: Store) -> None:
+    store.add_token(token("t1"))
+    store.add_token(token("t2"))
+    assert store.advance_step("t1", 10) is True
+    assert store.advance_step("t2", 10) is True
+
+
+def test_advance_step_of_unknown_token_is_false(store: Store) -> None:
+    assert store.advance_step("nope", 1) is False
+
+
+def test_concurrent_advance_step_accepts_exactly_once(store: Store) -> None:
+    """Protocol-security O-01(b): the same code in concurrent requests, 50 times."""
+    store.add_token(token())
+    for step in range(1000, 1050):
+        results = run_concurrently(8, lambda step=step: store.advance_step("t1", step))
+        assert results.count(True) == 1, f"step {step}: {results}"
+    assert store.list_tokens()[0].last_step == 1049
+
+
+# -- lockout -------------------------------------------------------------------------------
+
+
+def test_unknown_user_has_default_lock_state(store: Store) -> None:
+    assert store.lock_state("alice") == LockState("alice")
+    assert not store.lock_state("alice").is_locked(NOW)
+
+
+def test_failures_count_up_then_lock(store: Store) -> None:
+    s1 = store.record_failure("alice", NOW, max_failures=3, lock_seconds=300)
+    s2 = store.record_failure("alice", NOW + 1, max_failures=3, lock_seconds=300)
+    assert (s1.failures, s1.locked_until, s1.last_failure_at) == (1, None, NOW)
+    assert (s2.failures, s2.locked_until) == (2, None)
+    s3 = store.record_failure("alice", NOW + 2, max_failures=3, lock_seconds=300)
+    assert s3.failures == 3
+    assert s3.locked_until == NOW + 2 + 300
+    assert s3.is_locked(NOW + 2)
+    assert store.lock_state("alice") == s3
+
+
+def test_failure_while_locked_does_not_extend_the_lock(store: Store) -> None:
+    for i in range(2):
+        locked = store.record_failure("alice", NOW + i, max_failures=2, lock_seconds=300)
+    assert locked.locked_until == NOW + 301
+    again = store.record_failure("alice", NOW + 200, max_failures=2, lock_seconds=300)
+    assert again == locked
+    assert store.lock_state("alice") == locked
+
+
+def test_lock_expires_at_locked_until(store: Store) -> None:
+    locked = store.record_failure("alice", NOW, max_failures=1, lock_seconds=60)
+    assert locked.is_locked(NOW + 59.999)
+    assert not locked.is_locked(NOW + 60)
+
+
+def test_failure_after_lock_expiry_starts_a_fresh_count(store: Store) -> None:
+    store.record_failure("alice", NOW, max_failures=2, lock_seconds=60)
+    store.record_failure("alice", NOW + 1, max_failures=2, lock_seconds=60)  # locked to +61
+    after = store.record_failure("alice", NOW + 61, max_failures=2, lock_seconds=60)
+    assert (after.failures, after.locked_until, after.last_failure_at) == (1, None, NOW + 61)
+    relocked = store.record_failure("alice", NOW + 62, max_failures=2, lock_seconds=60)
+    assert relocked.locked_until == NOW + 122
+
+
+def test_failures_are_per_user(store: Store) -> None:
+    store.record_failure("alice", NOW, max_failures=1, lock_seconds=60)
+    assert store.lock_state("bob") == LockState("bob")
+    assert store.record_failure("bob", NOW, max_failures=5, lock_seconds=60).failures == 1
+
+
+def test_max_failures_below_one_is_refused(store: Store) -> None:
+    with pytest.raises(ValueError, match="max_failures"):
+        store.record_failure("alice", NOW, max_failures=0, lock_seconds=60)
+
+
+def test_success_resets_failures_and_lock(store: Store) -> None:
+    store.record_failure("alice", NOW, max_failures=5, lock_seconds=60)
+    store.record_failure("alice", NOW + 1, max_failures=5, lock_seconds=60)
+    store.record_success("alice", NOW + 2)
+    state = store.lock_state("alice")
+    assert (state.failures, state.locked_until) == (0, None)
+    assert (state.last_failure_at, state.last_success_at) == (NOW + 1, NOW + 2)
+    # the count starts again from zero
+    assert store.record_failure("alice", NOW + 3, max_failures=5, lock_seconds=60).failures == 1
+    assert store.lock_state("alice").last_success_at == NOW + 2
+
+
+def test_success_of_unknown_user_records_it(store: Store) -> None:
+    store.record_success("alice", NOW)
+    assert store.lock_state("alice") == LockState("alice", 0, None, None, NOW)
+
+
+def test_unlock_clears_a_lock_and_says_whether_there_was_one(store: Store) -> None:
+    assert store.unlock("alice") is False
+    store.record_failure("alice", NOW, max_failures=1, lock_seconds=600)
+    assert store.unlock("alice") is True
+    state = store.lock_state("alice")
+    assert (state.failures, state.locked_until, state.last_failure_at) == (0, None, NOW)
+    assert not state.is_locked(NOW + 1)
+    assert store.unlock("alice") is False
+
+
+def test_unlock_counts_plain_failures_too(store: Store) -> None:
+    store.record_failure("alice", NOW, max_failures=5, lock_seconds=600)
+    assert store.unlock("alice") is True
+    assert store.lock_state("alice").failures == 0
+
+
+def test_concurrent_failures_are_each_counted_once(store: Store) -> None:
+    def fail_five() -> None:
+        for _ in range(5):
+            store.record_failure("alice", NOW, max_failures=1000, lock_seconds=60)
+
+    run_concurrently(8, fail_five)
+    assert store.lock_state("alice").failures == 40
+
+
+def test_concurrent_failures_lock_exactly_at_the_limit(store: Store) -> None:
+    results = run_concurrently(
+        8, lambda: store.record_failure("alice", NOW, max_failures=5, lock_seconds=60)
+    )
+    assert sorted(r.failures for r in results) == [1, 2, 3, 4, 5, 5, 5, 5]
+    assert store.lock_state("alice").locked_until == NOW + 60
+
+
+def test_known_users_lists_token_and_lock_users_once_sorted(store: Store) -> None:
+    assert store.known_users() == []
+    store.add_token(token("t1", "carol"))
+    store.add_token(token("t2", "alice"))
+    store.add_token(token("t3", "alice"))
+    store.record_failure("bob", NOW, max_failures=5, lock_seconds=60)
+    store.record_failure("alice", NOW, max_failures=5, lock_seconds=60)
+    assert store.known_users() == ["alice", "bob", "carol"]
+
+
+# -- challenges ----------------------------------------------------------------------------
+
+
+def test_challenge_is_returned_once(store: Store) -> None:
+    c = challenge()
+    store.put_challenge(c)
+    assert store.take_challenge(c.state_id) == c
+    assert store.take_challenge(c.state_id) is None
+
+
+def test_unknown_challenge_is_none(store: Store) -> None:
+    assert store.take_challenge(b"\x00" * 16) is None
+
+
+def test_challenges_are_keyed_by_state_bytes(store: Store) -> None:
+    a = challenge(b"\x00" * 16, "alice")
+    b = challenge(b"\x00" * 15 + b"\x01", "bob")
+    store.put_challenge(a)
+    store.put_challenge(b)
+    assert store.take_challenge(b.state_id) == b
+    assert store.take_challenge(a.state_id) == a
+
+
+def test_duplicate_state_id_is_refused(store: Store) -> None:
+    store.put_challenge(challenge(user="alice"))
+    with pytest.raises(StoreError, match="already exists"):
+        store.put_challenge(challenge(user="bob"))
+    taken = store.take_challenge(b"s" * 16)
+    assert taken is not None and taken.user == "alice"
+
+
+def test_concurrent_takers_get_a_challenge_exactly_once(store: Store) -> None:
+    store.put_challenge(challenge())
+    results = run_concurrently(8, lambda: store.take_challenge(b"s" * 16))
+    assert sum(r is not None for r in results) == 1
+
+
+def test_purge_removes_only_expired_challenges(store: Store) -> None:
+    store.put_challenge(challenge(b"a" * 16, expires_at=NOW + 10))
+    store.put_challenge(challenge(b"b" * 16, expires_at=NOW + 20))
+    store.put_challenge(challenge(b"c" * 16, expires_at=NOW + 30))
+    assert store.purge_expired(NOW + 5) == 0
+    assert store.purge_expired(NOW + 20) == 2  # expires_at == now counts as expired
+    assert store.take_challenge(b"a" * 16) is None
+    assert store.take_challenge(b"b" * 16) is None
+    assert store.take_challenge(b"c" * 16) is not None
+    assert store.purge_expired(NOW + 100) == 0
+
+
+# -- lifecycle -----------------------------------------------------------------------------
+
+
+def test_closed_store_refuses_calls(store: Store) -> None:
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.list_tokens()
+    store.close()  # idempotent
