@@ -1,0 +1,114 @@
+"""Runs the real daemon as a subprocess (``python -m radmfa serve``) on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.ports import free_port
+
+READY_LINE = "radmfa ready"
+
+
+def deadline_poll(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
+    """Poll ``predicate`` until it returns a truthy value or the deadline passes."""
+    end = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class RadmfaDaemon:
+    """One daemon process with its own directory, config, store and log file."""
+
+    def __init__(self, workdir: Path, config: dict[str, Any], port: int | None = None) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port("udp")
+        self.config = config
+        self.config.setdefault("listen", [f"127.0.0.1:{self.port}"])
+        self.config.setdefault(
+            "store",
+            {"path": str(workdir / "radmfa.sqlite3"), "key_file": str(workdir / "secret.key")},
+        )
+        self.config_path = workdir / "radmfa.yaml"
+        self.log_path = workdir / "radmfa.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.write_config()
+
+    def write_config(self, config: dict[str, Any] | None = None) -> None:
+        if config is not None:
+            self.config = config
+        self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        env.pop("JOURNAL_STREAM", None)
+        return env
+
+    def start(self, timeout: float = 15.0) -> None:
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "radmfa", "-c", str(self.config_path), "serve"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env(),
+        )
+        log.close()
+
+        def ready() -> bool:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"radmfa exited with {self.process.returncode}:\n{self.log()}")
+            return READY_LINE in self.log()
+
+        deadline_poll(ready, timeout, what="radmfa to be ready")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for_log(self, text: str, timeout: float = 10.0, count: int = 1) -> None:
+        deadline_poll(lambda: self.log().count(text) >= count, timeout, what=repr(text))
+
+    def signal(self, sig: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        code = self.process.returncode
+        self.process = None
+        return code
+
+    def cli(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "radmfa", "-c", str(self.config_path), *args],
+            capture_output=True,
+            text=True,
+            input=input,
+            env=self.env(),
+            timeout=60,
+        )
