@@ -11,7 +11,31 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
+from urllib.parse import urlsplit
+
+from radmfa.configload import Document, Section, Value, parse_duration, placeholders
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "ClientConfig",
+    "Config",
+    "ConfigError",
+    "LdapConfig",
+    "ListenAddress",
+    "LocalUsersConfig",
+    "LockoutConfig",
+    "LoggingConfig",
+    "OtpConfig",
+    "RadiusConfig",
+    "StoreConfig",
+    "TotpConfig",
+    "format_problems",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+    "parse_listen_address",
+]
 
 DEFAULT_CONFIG_PATH = "/etc/radmfa/radmfa.yaml"
 
@@ -121,6 +145,9 @@ class Config:
     lockout: LockoutConfig
     radius: RadiusConfig
     logging: LoggingConfig
+    #: Things that work but deserve a look (short secrets, cleartext LDAP), each as
+    #: ``FILE:LINE: key.path: message``; the daemon logs them at startup.
+    warnings: tuple[str, ...] = ()
 
 
 class ConfigError(Exception):
@@ -131,11 +158,592 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+# -- loading ---------------------------------------------------------------------------------
+
+
 def load_config(path: str | Path) -> Config:
     """Parse and validate ``path``; raise :class:`ConfigError` listing every problem."""
-    raise NotImplementedError  # implemented below by the config loader
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{source}: cannot read: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{source}: cannot read: not UTF-8 text (byte {exc.start})"]) from exc
+    return parse_config(text, source=source, base_dir=Path(path).absolute().parent)
 
 
-def parse_duration(value: object) -> float:
-    """``30`` / ``"30s"`` / ``"15m"`` / ``"12h"`` / ``"30d"`` -> seconds; ValueError otherwise."""
-    raise NotImplementedError
+def parse_config(text: str, source: str = "<string>", base_dir: str | Path = ".") -> Config:
+    """:func:`load_config` for YAML already in memory; relative paths start at ``base_dir``."""
+    doc = Document(text, source, str(Path(base_dir).absolute()))
+    root = doc.root(_TOP_KEYS) if not doc.report.errors else None
+    if root is None:  # a syntax error, or not a mapping: nothing more to say
+        raise ConfigError(doc.report.errors)
+    listen = _listen(root)
+    clients = _clients(root)
+    ldap, local_users = _directory(root)
+    config = Config(
+        source=source,
+        listen=listen,
+        clients=clients,
+        ldap=ldap,
+        local_users=local_users,
+        store=_store(root.section("store", ("path", "key_file"))),
+        otp=_otp(root.section("otp", _OTP_KEYS)),
+        lockout=_lockout(root.section("lockout", ("max_failures", "duration"))),
+        radius=_radius(root.section("radius", _RADIUS_KEYS)),
+        logging=_logging(root.section("logging", ("level",))),
+        warnings=tuple(doc.report.warnings),
+    )
+    if doc.report.errors:
+        raise ConfigError(doc.report.errors)
+    return config
+
+
+def format_problems(err: ConfigError) -> str:
+    """A count, then one ``FILE:LINE: key.path: message`` per line (so editors can jump)."""
+    count = len(err.problems)
+    noun = "problem" if count == 1 else "problems"
+    return "\n".join([f"the configuration has {count} {noun}:", *err.problems])
+
+
+_TOP_KEYS = (
+    "listen",
+    "clients",
+    "ldap",
+    "local_users",
+    "store",
+    "otp",
+    "lockout",
+    "radius",
+    "logging",
+)
+
+
+def _required(section: Section, key: str, message: str) -> Value | None:
+    """The value of ``key``, or None after reporting ``missing: message``."""
+    value = section.get(key)
+    if value is None:
+        section.error(key, f"missing: {message}")
+    return value
+
+
+# -- listen ----------------------------------------------------------------------------------
+
+_DEFAULT_LISTEN = (ListenAddress("127.0.0.1", 1812),)
+_LISTEN_EXAMPLE = 'write host:port with an IP address, e.g. "127.0.0.1:1812" or "[::1]:1812"'
+
+
+def parse_listen_address(text: str) -> ListenAddress:
+    """``"127.0.0.1:1812"`` or ``"[::1]:1812"`` -> ListenAddress; ValueError says what is wrong."""
+    text = text.strip()
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or not rest.startswith(":"):
+            raise ValueError(f"{text!r} is not host:port; {_LISTEN_EXAMPLE}")
+        port, version = rest[1:], 6
+    else:
+        host, colon, port = text.rpartition(":")
+        if not colon:
+            raise ValueError(f"{text!r} is not host:port; {_LISTEN_EXAMPLE}")
+        if ":" in host:
+            raise ValueError(f'put an IPv6 address in brackets: "[{host}]:{port}"')
+        version = 4
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(
+            f"{host!r} is not an IP address (host names are not looked up); {_LISTEN_EXAMPLE}"
+        ) from None
+    if ip.version != version:
+        raise ValueError(f"only IPv6 addresses go in brackets; {_LISTEN_EXAMPLE}")
+    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+        raise ValueError(f"port {port!r} must be a number from 1 to 65535")
+    return ListenAddress(str(ip), int(port))
+
+
+def _listen(root: Section) -> tuple[ListenAddress, ...]:
+    value = root.get("listen")
+    if value is None:
+        return _DEFAULT_LISTEN
+    items = value.as_list()
+    if items is None:
+        return _DEFAULT_LISTEN
+    if not items:
+        value.error(f"list at least one address to listen on; {_LISTEN_EXAMPLE}")
+    taken: dict[ListenAddress, str] = {}
+    for item in items:
+        text = item.text()
+        if text is None:
+            continue
+        try:
+            address = parse_listen_address(text)
+        except ValueError as exc:
+            item.error(str(exc))
+            continue
+        clash = _listen_clash(address, taken)
+        if clash is not None:
+            item.error(clash)
+            continue
+        taken[address] = item.path
+    return tuple(taken)
+
+
+def _listen_clash(address: ListenAddress, taken: dict[ListenAddress, str]) -> str | None:
+    """Why binding ``address`` after ``taken`` would fail, if it would."""
+    if address in taken:
+        return f"listed twice (also {taken[address]})"
+    ip = ipaddress.ip_address(address.host)
+    for other, path in taken.items():
+        other_ip = ipaddress.ip_address(other.host)
+        if other.port != address.port or other_ip.version != ip.version:
+            continue
+        if ip.is_unspecified or other_ip.is_unspecified:
+            wildcard = address.host if ip.is_unspecified else other.host
+            return (
+                f"overlaps {path}: {wildcard} already means every address, "
+                "so the second bind would fail; keep one of them"
+            )
+    return None
+
+
+# -- clients ---------------------------------------------------------------------------------
+
+_CLIENT_KEYS = (
+    "name",
+    "address",
+    "secret",
+    "secret_file",
+    "require_message_authenticator",
+    "limit_proxy_state",
+)
+#: RFC 2865 section 3: the secret should be at least 16 octets.
+MIN_SECRET_LENGTH = 16
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _clients(root: Section) -> tuple[ClientConfig, ...]:
+    value = _required(root, "clients", "list the RADIUS clients (name, address, secret)")
+    items = value.as_list() if value is not None else None
+    if items is None:
+        return ()
+    if value is not None and not items:
+        value.error("list at least one RADIUS client (name, address, secret)")
+    clients = []
+    names: dict[str, str] = {}
+    networks: dict[Network, str] = {}
+    for item in items:
+        section = item.as_section(_CLIENT_KEYS)
+        if section is not None:
+            client = _client(section, names, networks)
+            if client is not None:
+                clients.append(client)
+    return tuple(clients)
+
+
+def _client(s: Section, names: dict[str, str], networks: dict[Network, str]) -> ClientConfig | None:
+    """One client; ``names`` and ``networks`` hold the earlier ones, to refuse repeats."""
+    name_value = _required(s, "name", "give the client a name (it is used in logs)")
+    name = name_value.as_str() if name_value is not None else None
+    if name is not None:
+        if name in names:
+            s.error("name", f"{name!r} is already the name of {names[name]}")
+        names.setdefault(name, s.path)
+    network = _client_network(s)
+    if network is not None:
+        if network in networks:
+            s.error("address", f"{network} is already the address of {networks[network]}")
+        networks.setdefault(network, s.path + (f" ({name})" if name else ""))
+    secret = _client_secret(s)
+    require_ma = s.get_bool("require_message_authenticator", True)
+    limit_proxy_state = s.get_bool("limit_proxy_state", True)
+    if not require_ma and not limit_proxy_state:
+        s.warn(
+            "limit_proxy_state",
+            "with require_message_authenticator and limit_proxy_state both false this client "
+            "is exposed to BlastRADIUS (CVE-2024-3596) forged replies; "
+            "keep limit_proxy_state: true",
+        )
+    if name is None or network is None or secret is None:
+        return None
+    return ClientConfig(
+        name=name,
+        network=network,
+        secret=secret,
+        require_message_authenticator=require_ma,
+        limit_proxy_state=limit_proxy_state,
+    )
+
+
+def _client_network(s: Section) -> Network | None:
+    value = _required(s, "address", "give the client's IP address or CIDR network")
+    text = value.as_str() if value is not None else None
+    if value is None or text is None:
+        return None
+    try:
+        return ipaddress.ip_network(text.strip())
+    except ValueError:
+        pass
+    try:
+        loose = ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        value.error(
+            f"{text!r} is not an IP address or CIDR network (e.g. 192.0.2.10 or 192.0.2.0/24); "
+            "clients are matched by the packet's source address, so host names cannot be used"
+        )
+        return None
+    value.error(f"{text} has host bits set; write the network {loose} (or one address, no prefix)")
+    return None
+
+
+def _client_secret(s: Section) -> bytes | None:
+    """Exactly one of ``secret`` / ``secret_file``; a short secret is a warning."""
+    inline, from_file = s.get("secret"), s.get("secret_file")
+    if inline is not None and from_file is not None:
+        s.error("secret_file", "give secret or secret_file, not both")
+        return None
+    if inline is not None:
+        text = inline.as_str(secret=True)
+        secret, where = (text.encode(), inline) if text is not None else (None, inline)
+    elif from_file is not None:
+        secret, where = _read_secret_file(from_file), from_file
+    else:
+        s.error("secret", "missing: give the shared secret as secret, or secret_file: PATH")
+        return None
+    if secret is not None and len(secret) < MIN_SECRET_LENGTH:
+        where.warn(
+            f"the shared secret is shorter than {MIN_SECRET_LENGTH} characters (RFC 2865 asks for "
+            "at least 16) and can be guessed offline from one captured packet; use a long random "
+            "one, e.g. from `openssl rand -base64 24`"
+        )
+    return secret
+
+
+def _read_secret_file(value: Value) -> bytes | None:
+    """The file's contents without the trailing newline; problems are reported on ``value``."""
+    path = value.as_path()
+    if path is None:
+        return None
+    try:
+        data = Path(path).read_bytes().rstrip(b"\r\n")
+    except OSError as exc:
+        value.error(f"cannot read {path}: {exc.strerror or exc}")
+        return None
+    if not data:
+        value.error(f"{path} is empty")
+        return None
+    return data
+
+
+# -- password directory: ldap or local_users -------------------------------------------------
+
+_LDAP_KEYS = (
+    "servers",
+    "user_dn",
+    "base_dn",
+    "user_filter",
+    "bind_dn",
+    "bind_password",
+    "bind_password_file",
+    "start_tls",
+    "ca_file",
+    "timeout",
+    "pool_size",
+    "retry_after",
+)
+_LDAP_DEFAULTS = LdapConfig(servers=())
+_FILTER_EXAMPLE = '"(uid={username})" or "(&(objectClass=person)(uid={username}))"'
+
+
+def _directory(root: Section) -> tuple[LdapConfig | None, LocalUsersConfig | None]:
+    """Exactly one of ``ldap`` and ``local_users`` checks passwords."""
+    ldap_value, local_value = root.get("ldap"), root.get("local_users")
+    if ldap_value is None and local_value is None:
+        root.error(
+            "ldap",
+            "missing: configure ldap to check passwords against your directory "
+            "(or local_users for a demo or lab)",
+        )
+    elif ldap_value is not None and local_value is not None:
+        root.error("local_users", "give either ldap or local_users, not both")
+    ldap_section = ldap_value.as_section(_LDAP_KEYS) if ldap_value is not None else None
+    local_section = local_value.as_section(("path",)) if local_value is not None else None
+    ldap = _ldap(ldap_section) if ldap_section is not None else None
+    local_users = _local_users(local_section) if local_section is not None else None
+    return ldap, local_users
+
+
+def _ldap(s: Section) -> LdapConfig:
+    d = _LDAP_DEFAULTS
+    servers = _ldap_servers(s)
+    user_dn, base_dn, user_filter = _ldap_lookup(s)
+    bind_dn, bind_password = _ldap_bind(s, direct_bind="user_dn" in s)
+    start_tls = s.get_bool("start_tls", d.start_tls)
+    if start_tls and any(url.lower().startswith("ldaps:") for url, _value in servers):
+        s.error(
+            "start_tls",
+            "cannot be used with ldaps:// servers (ldaps:// is TLS from the first byte); "
+            "use ldap:// with start_tls: true, or ldaps:// without it",
+        )
+    if not start_tls:
+        for url, value in servers:
+            parts = urlsplit(url)
+            if parts.scheme.lower() == "ldap" and not _is_loopback(parts.hostname or ""):
+                value.warn(
+                    "passwords would cross the network unencrypted; use ldaps:// or start_tls: true"
+                )
+    ca_file = s.get_path("ca_file", None)
+    if ca_file is not None and not Path(ca_file).is_file():
+        s.error("ca_file", f"{ca_file} does not exist or is not a file")
+    return LdapConfig(
+        servers=tuple(url for url, _value in servers),
+        user_dn=user_dn,
+        base_dn=base_dn,
+        user_filter=user_filter,
+        bind_dn=bind_dn,
+        bind_password=bind_password,
+        start_tls=start_tls,
+        ca_file=ca_file,
+        timeout=s.get_duration("timeout", d.timeout, 0, 60, low_exclusive=True),
+        pool_size=s.get_int("pool_size", d.pool_size, 1, 256),
+        retry_after=s.get_duration("retry_after", d.retry_after, 0, 3600),
+    )
+
+
+def _ldap_servers(s: Section) -> list[tuple[str, Value]]:
+    value = _required(s, "servers", "list the directory servers, e.g. [ldaps://ldap.example.org]")
+    items = value.as_list() if value is not None else None
+    if value is None or items is None:
+        return []
+    if not items:
+        value.error("list at least one server: ldap://host[:port] or ldaps://host[:port]")
+    servers = []
+    for item in items:
+        url = item.as_str()
+        problem = _ldap_url_problem(url) if url is not None else None
+        if problem is not None:
+            item.error(problem)
+        elif url is not None:
+            servers.append((url, item))
+    return servers
+
+
+def _ldap_url_problem(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"{url!r} is not a valid URL ({exc})"
+    if parts.scheme.lower() not in ("ldap", "ldaps") or not parts.netloc:
+        return f"{url!r} must look like ldap://host[:port] or ldaps://host[:port]"
+    if not parts.hostname:
+        return f"{url!r} has no host name"
+    if port == 0:
+        return f"{url!r}: the port must be from 1 to 65535"
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        return (
+            f"{url!r}: give only scheme, host and port (ldap://host[:port]); "
+            "the DN belongs in user_dn or base_dn"
+        )
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _ldap_lookup(s: Section) -> tuple[str | None, str | None, str]:
+    """How a login name becomes a DN: ``user_dn`` (direct bind) or ``base_dn`` + filter."""
+    if "user_dn" in s and "base_dn" in s:
+        s.error(
+            "base_dn",
+            "give user_dn (bind directly as the user) or base_dn (search for the user, then "
+            "bind), not both",
+        )
+    elif "user_dn" not in s and "base_dn" not in s:
+        s.error(
+            "user_dn",
+            'missing: give user_dn (e.g. "uid={username},ou=people,dc=example,dc=org") '
+            "or base_dn to search for users",
+        )
+    user_dn = s.get_str("user_dn", None)
+    if user_dn is not None:
+        _check_template(s, "user_dn", user_dn)
+    base_dn = s.get_str("base_dn", None)
+    user_filter = s.get_str("user_filter", _LDAP_DEFAULTS.user_filter)
+    if "user_filter" in s:
+        if "user_dn" in s:
+            s.error("user_filter", "is only used with base_dn (search then bind); remove it")
+        elif _check_template(s, "user_filter", user_filter) and not _is_parenthesised(user_filter):
+            s.error("user_filter", f"must be one parenthesised LDAP filter, e.g. {_FILTER_EXAMPLE}")
+    return user_dn, base_dn, user_filter
+
+
+def _check_template(s: Section, key: str, template: str) -> bool:
+    """True if ``template`` has ``{username}`` and no other placeholder; else reports why."""
+    try:
+        fields = placeholders(template)
+    except ValueError:
+        s.error(key, "has an unmatched { or }; write a literal brace as {{ or }}")
+        return False
+    unknown = sorted(fields - {"username"})
+    if unknown:
+        s.error(key, f"unknown placeholder {{{unknown[0]}}}; only {{username}} is filled in")
+        return False
+    if "username" not in fields:
+        s.error(key, "must contain {username}, where the login name goes")
+        return False
+    return True
+
+
+def _is_parenthesised(text: str) -> bool:
+    """One ``( ... )`` group spanning the whole text (LDAP escapes literal parens as \\28)."""
+    depth = 0
+    for index, char in enumerate(text):
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth < 0 or (depth == 0 and index != len(text) - 1):
+                return False
+    return depth == 0 and text.startswith("(")
+
+
+def _ldap_bind(s: Section, *, direct_bind: bool) -> tuple[str | None, str | None]:
+    """The service account used to search: both DN and password, or neither."""
+    has_password, has_file = "bind_password" in s, "bind_password_file" in s
+    password = None
+    if has_password and has_file:
+        s.error("bind_password_file", "give bind_password or bind_password_file, not both")
+    elif has_password:
+        password = s.get_str("bind_password", None, secret=True)
+    elif has_file:
+        password = _read_text_secret(s, "bind_password_file")
+    bind_dn = s.get_str("bind_dn", None)
+    if "bind_dn" in s:
+        if direct_bind:
+            s.error(
+                "bind_dn",
+                "is only used with base_dn (search then bind); with user_dn radmfa binds as "
+                "the user, so remove bind_dn and its password",
+            )
+        elif not (has_password or has_file):
+            s.error(
+                "bind_dn",
+                "needs bind_password or bind_password_file: a bind with a DN and no password "
+                "is an unauthenticated bind, which radmfa refuses",
+            )
+    elif has_password or has_file:
+        key = "bind_password" if has_password else "bind_password_file"
+        s.error(key, "is set but bind_dn is not; add the DN to bind as, or remove it")
+    return bind_dn, password
+
+
+def _read_text_secret(s: Section, key: str) -> str | None:
+    value = s.get(key)
+    data = _read_secret_file(value) if value is not None else None
+    if value is None or data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        value.error("the file is not UTF-8 text")
+        return None
+
+
+def _local_users(s: Section) -> LocalUsersConfig:
+    value = _required(s, "path", "give the users file, e.g. /etc/radmfa/users")
+    path = value.as_path() if value is not None else None
+    return LocalUsersConfig(path=path or "")
+
+
+# -- the other sections ----------------------------------------------------------------------
+
+
+def _store(s: Section) -> StoreConfig:
+    d = StoreConfig()
+    store = StoreConfig(
+        path=s.get_path("path", d.path), key_file=s.get_path("key_file", d.key_file)
+    )
+    if store.path == store.key_file:
+        s.error("key_file", "must be a separate file from the database (store.path)")
+    return store
+
+
+_OTP_KEYS = ("mode", "totp", "challenge_timeout", "challenge_prompt", "allow_password_only")
+_TOTP_KEYS = ("digits", "period", "algorithm", "skew", "issuer")
+#: RFC 2865 attributes carry at most 253 bytes; the prompt travels as one Reply-Message.
+_MAX_REPLY_MESSAGE = 253
+
+
+def _otp(s: Section) -> OtpConfig:
+    d = OtpConfig()
+    prompt = s.get_str("challenge_prompt", d.challenge_prompt)
+    if len(prompt.encode()) > _MAX_REPLY_MESSAGE:
+        s.error(
+            "challenge_prompt",
+            f"is {len(prompt.encode())} bytes; a RADIUS Reply-Message holds at most 253",
+        )
+    mode = s.get_choice("mode", d.mode, ("append", "challenge", "auto"), fold=str.lower)
+    return OtpConfig(
+        mode=cast(OtpMode, mode),
+        totp=_totp(s.section("totp", _TOTP_KEYS)),
+        challenge_timeout=s.get_duration("challenge_timeout", d.challenge_timeout, 10, 600),
+        challenge_prompt=prompt,
+        allow_password_only=s.get_bool("allow_password_only", d.allow_password_only),
+    )
+
+
+def _totp(s: Section) -> TotpConfig:
+    d = TotpConfig()
+    digits = s.get_int("digits", d.digits, 6, 10)
+    if digits not in (6, 8):
+        s.warn("digits", f"most authenticator apps only show 6 or 8 digits, not {digits}")
+    algorithm = s.get_choice("algorithm", d.algorithm, ("SHA1", "SHA256", "SHA512"), fold=str.upper)
+    return TotpConfig(
+        digits=digits,
+        period=s.get_int("period", d.period, 1, 120),
+        algorithm=cast(Algorithm, algorithm),
+        skew=s.get_int("skew", d.skew, 0, 10),
+        issuer=s.get_str("issuer", d.issuer),
+    )
+
+
+def _lockout(s: Section) -> LockoutConfig:
+    d = LockoutConfig()
+    return LockoutConfig(
+        # NIST SP 800-63B 5.2.2: no more than 100 consecutive failed attempts.
+        max_failures=s.get_int("max_failures", d.max_failures, 1, 100),
+        duration=s.get_duration("duration", d.duration, 1),
+    )
+
+
+_RADIUS_KEYS = ("reject_delay", "duplicate_window", "max_in_flight", "request_timeout")
+
+
+def _radius(s: Section) -> RadiusConfig:
+    d = RadiusConfig()
+    radius = RadiusConfig(
+        # pam_radius waits 3 s per try by default: an Access-Reject must leave before that.
+        reject_delay=s.get_duration("reject_delay", d.reject_delay, 0, 2.5),
+        # RFC 5080 section 2.2.2: keep answered requests 5 to 30 seconds.
+        duplicate_window=s.get_duration("duplicate_window", d.duplicate_window, 5, 30),
+        max_in_flight=s.get_int("max_in_flight", d.max_in_flight, 1, 1_000_000),
+        request_timeout=s.get_duration("request_timeout", d.request_timeout, 1, 60),
+    )
+    if radius.request_timeout <= radius.reject_delay:
+        s.error("request_timeout", "must be longer than reject_delay")
+    return radius
+
+
+def _logging(s: Section) -> LoggingConfig:
+    level = s.get_choice(
+        "level", LoggingConfig.level, ("debug", "info", "warning", "error"), fold=str.lower
+    )
+    return LoggingConfig(level=cast(Literal["debug", "info", "warning", "error"], level))

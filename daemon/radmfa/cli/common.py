@@ -18,7 +18,7 @@ def config_from(args: argparse.Namespace) -> Config:
         config = load_config(args.config)
     except ConfigError as e:
         raise UsageError("invalid configuration:\n" + "\n".join(e.problems)) from None
-    for warning in getattr(config, "warnings", ()):
+    for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return config
 

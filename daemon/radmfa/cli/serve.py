@@ -17,7 +17,7 @@ def run_check_config(args: argparse.Namespace) -> int:
         for problem in e.problems:
             print(problem, file=sys.stderr)
         return EXIT_USAGE
-    for warning in getattr(config, "warnings", ()):
+    for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.config}: configuration OK")
     return 0
@@ -37,7 +37,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from radmfa.service import Daemon, SetupError
 
     predicate = configure_logging(config.logging.level)
-    for warning in getattr(config, "warnings", ()):
+    for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     daemon = Daemon(config, reactor)
     try:
