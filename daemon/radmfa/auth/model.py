@@ -7,7 +7,7 @@ bytes; everything in between (policy, directory, factors) sees only these plain 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class AuthMethod(enum.Enum):
@@ -30,7 +30,7 @@ class AccessRequest:
     """
 
     user_name: bytes | None
-    password: bytes | None
+    password: bytes | None = field(repr=False)
     method: AuthMethod
     state: bytes | None
     client_name: str

@@ -1,0 +1,77 @@
+"""Which configured client (and so which shared secret) a datagram came from.
+
+RADIUS identifies a client only by the UDP source address (RFC 2865 section 3, R-01), never by
+NAS-IP-Address or NAS-Identifier. A dual-stack listener sees IPv4 clients as ``::ffff:a.b.c.d``,
+so addresses are normalised to IPv4 first, and the most specific network wins.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Iterator
+
+from radmfa.config import ClientConfig
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def normalise_address(address: str) -> IPAddress | None:
+    """Parse a source address, mapping ``::ffff:a.b.c.d`` to ``a.b.c.d``; None if unparsable."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _normalise_network(network: IPNetwork) -> IPNetwork:
+    """A client written as ``::ffff:10.0.0.0/104`` means the IPv4 network ``10.0.0.0/8``."""
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
+        mapped = network.network_address.ipv4_mapped
+        if mapped is not None:
+            return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+    return network
+
+
+class ClientTable:
+    """Longest-prefix match from source address to :class:`ClientConfig`.
+
+    Immutable once built; a config reload builds a new table and swaps it. Lookups cost one
+    dict probe per distinct prefix length, not one per client. If two clients name the same
+    network, the first one wins (the config loader should refuse that anyway).
+    """
+
+    def __init__(self, clients: Iterable[ClientConfig]) -> None:
+        self._clients = tuple(clients)
+        by_version: dict[int, dict[int, dict[int, ClientConfig]]] = {4: {}, 6: {}}
+        for client in self._clients:
+            network = _normalise_network(client.network)
+            exact = by_version[network.version].setdefault(network.prefixlen, {})
+            exact.setdefault(int(network.network_address), client)
+        #: version -> [(prefix length, {network as int: client})], longest prefix first.
+        self._prefixes = {
+            version: sorted(table.items(), reverse=True) for version, table in by_version.items()
+        }
+
+    def lookup(self, address: str) -> ClientConfig | None:
+        """The client owning ``address`` (IPv4, IPv6 or IPv4-mapped IPv6), or None."""
+        ip = normalise_address(address)
+        if ip is None:
+            return None
+        value = int(ip)
+        bits = ip.max_prefixlen
+        for prefixlen, networks in self._prefixes[ip.version]:
+            shift = bits - prefixlen
+            client = networks.get((value >> shift) << shift)
+            if client is not None:
+                return client
+        return None
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def __iter__(self) -> Iterator[ClientConfig]:
+        return iter(self._clients)

@@ -1,0 +1,567 @@
+"""The RADIUS authentication socket: verify, de-duplicate, hand off, reply.
+
+``datagramReceived`` walks one direction only: find the client by source address, validate the
+bytes, check the Message-Authenticator, decode, consult the duplicate cache, hand a plain
+:class:`~radmfa.auth.model.AccessRequest` to the handler (the pipeline), and encode the
+:class:`~radmfa.auth.model.Decision` it returns. Every drop is counted and logged at most once
+per source per minute; nothing raises out of the protocol.
+
+Policy stays in the pipeline. Two wire-level cases are decided here because the pipeline could
+not tell them apart from an ordinary request:
+
+* a User-Password whose hidden length breaks RFC 2865 5.2 is rejected here with reason
+  ``BAD_PASSWORD_ENCODING`` (the pipeline never sees it);
+* Status-Server is answered here (RFC 5997) without touching the pipeline.
+
+CHAP, MS-CHAP and EAP requests (EAP only with a valid Message-Authenticator) do go to the
+handler, which rejects them with ``UNSUPPORTED_METHOD`` and writes the audit line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from radmfa.auth.model import (
+    GENERIC_REJECT_MESSAGE,
+    AccessRequest,
+    AuthMethod,
+    Decision,
+    Outcome,
+    Reason,
+)
+from radmfa.config import ClientConfig, RadiusConfig
+from radmfa.radius.clients import ClientTable, normalise_address
+from radmfa.radius.codec import (
+    ACCESS_ACCEPT,
+    ACCESS_CHALLENGE,
+    ACCESS_REJECT,
+    STATUS_SERVER,
+    DecodedRequest,
+    MalformedPacket,
+    decode_request,
+    encode_reply,
+    validate_datagram,
+    verify_message_authenticator,
+)
+from radmfa.radius.dupcache import IN_FLIGHT, Answered, CacheFull, DuplicateCache, Token
+
+#: Seconds between two log lines about the same kind of drop from the same source.
+LOG_INTERVAL = 60.0
+
+
+class RequestHandler(Protocol):
+    """The authentication pipeline as the protocol sees it."""
+
+    def handle(self, request: AccessRequest) -> Deferred[Decision]:
+        """Decide one request. May also return a Decision or raise; both are handled."""
+        ...
+
+
+@dataclass(slots=True)
+class RadiusStats:
+    """Counters for the status command and metrics (B-07). Each datagram counts once below
+    ``received``, except ``missing_authenticator``, which counts every request without a
+    Message-Authenticator, answered or not, to show who still needs migrating.
+    """
+
+    received: int = 0
+    unknown_client: int = 0
+    malformed: int = 0
+    bad_authenticator: int = 0
+    missing_authenticator: int = 0
+    #: Duplicates of requests in flight (dropped) or answered (reply resent).
+    duplicates: int = 0
+    #: Dropped by policy: MA required or Proxy-State/EAP without MA, shutting down, Decision DROP.
+    dropped: int = 0
+    accepts: int = 0
+    rejects: int = 0
+    challenges: int = 0
+    status_server: int = 0
+    overloaded: int = 0
+    internal_errors: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class _RateLimiter:
+    """At most one ``allow`` per key per interval, so a flood cannot flood the log."""
+
+    def __init__(self, clock: IReactorTime, interval: float, max_keys: int = 4096) -> None:
+        self._clock = clock
+        self._interval = interval
+        self._max_keys = max_keys
+        self._last: dict[tuple[str, str], float] = {}
+
+    def allow(self, kind: str, source: str) -> bool:
+        now = self._clock.seconds()
+        key = (kind, source)
+        last = self._last.get(key)
+        if last is not None and 0 <= now - last < self._interval:
+            return False
+        if len(self._last) >= self._max_keys:
+            self._last = {k: t for k, t in self._last.items() if 0 <= now - t < self._interval}
+            if len(self._last) >= self._max_keys:
+                return False  # a spoofed-source flood: stay quiet rather than grow
+        self._last[key] = now
+        return True
+
+
+@dataclass(eq=False, slots=True)
+class _Job:
+    """One request from acceptance to reply (or drop)."""
+
+    addr: Any
+    client: ClientConfig
+    decoded: DecodedRequest
+    token: Token
+    received_at: float
+    settled: bool = False
+    timer: IDelayedCall | None = None
+
+
+class RadiusServerProtocol(DatagramProtocol):
+    """One listening socket. ``clients`` may be a table or a callable returning the current
+    table, so a config reload can swap it without rebuilding the protocol.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clients: ClientTable | Callable[[], ClientTable],
+        handler: RequestHandler,
+        clock: IReactorTime,
+        radius_config: RadiusConfig,
+        stats: RadiusStats | None = None,
+        *,
+        cache: DuplicateCache | None = None,
+    ) -> None:
+        self._clients = clients
+        self._handler = handler
+        self._clock = clock
+        self._config = radius_config
+        self.stats = stats if stats is not None else RadiusStats()
+        self.cache = (
+            cache if cache is not None else DuplicateCache(clock, radius_config.duplicate_window)
+        )
+        self._accepting = True
+        self._in_flight = 0
+        self._outstanding: set[_Job] = set()
+        self._drain_waiters: list[Deferred[None]] = []
+        self._quiet = _RateLimiter(clock, LOG_INTERVAL)
+
+    # ---------------------------------------------------------------------------------------
+    # Lifecycle
+
+    @property
+    def radius_config(self) -> RadiusConfig:
+        return self._config
+
+    @radius_config.setter
+    def radius_config(self, config: RadiusConfig) -> None:
+        """Config reload: limits and delays apply to requests received from now on."""
+        self._config = config
+        self.cache.window = config.duplicate_window
+
+    @property
+    def in_flight(self) -> int:
+        """Requests waiting for the handler's decision."""
+        return self._in_flight
+
+    @property
+    def outstanding(self) -> int:
+        """Requests accepted and not yet answered (includes rejects waiting out the delay)."""
+        return len(self._outstanding)
+
+    def stopAccepting(self) -> None:
+        """Drop new requests and Status-Server from now on, so clients fail over;
+        retransmissions of answered requests still get their cached replies."""
+        self._accepting = False
+
+    def drain(self) -> Deferred[None]:
+        """Stop accepting and fire once every accepted request has been answered or dropped."""
+        self.stopAccepting()
+        if not self._outstanding:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._drain_waiters.append(waiter)
+        return waiter
+
+    def stopProtocol(self) -> None:
+        self.cache.stop()
+
+    # ---------------------------------------------------------------------------------------
+    # Receiving
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        try:
+            self._receive(datagram, addr)
+        except Exception:
+            self.stats.internal_errors += 1
+            self.log.failure("Unexpected error while handling a datagram from {addr!r}", addr=addr)
+
+    def _current_clients(self) -> ClientTable:
+        clients = self._clients
+        return clients if isinstance(clients, ClientTable) else clients()
+
+    def _receive(self, datagram: bytes, addr: Any) -> None:
+        self.stats.received += 1
+        received_at = self._clock.seconds()
+        host, port = str(addr[0]), int(addr[1])
+        ip = normalise_address(host)
+        source = str(ip) if ip is not None else host
+        admitted = self._admit(datagram, source)
+        if admitted is None:
+            return
+        client, decoded = admitted
+        if decoded.code == STATUS_SERVER:
+            if not self._accepting:
+                self.stats.dropped += 1  # shutting down: let proxies fail over
+                return
+            self._answer_status_server(decoded, client, addr)
+            return
+        self._dispatch(client, decoded, source, port, addr, received_at)
+
+    def _admit(self, datagram: bytes, source: str) -> tuple[ClientConfig, DecodedRequest] | None:
+        """Steps that need no state: client, structure, Message-Authenticator, BlastRADIUS rules.
+
+        Nothing here touches the duplicate cache, so forged packets leave no trace (B-06).
+        """
+        stats = self.stats
+        client = self._current_clients().lookup(source)
+        if client is None:
+            stats.unknown_client += 1
+            if self._quiet.allow("unknown", source):
+                self.log.warn(
+                    "Dropped a packet from {source}: not a configured client "
+                    "(further drops from it are not logged for {interval:.0f}s)",
+                    source=source,
+                    interval=LOG_INTERVAL,
+                )
+            return None
+
+        try:
+            packet = validate_datagram(datagram)
+        except MalformedPacket as error:
+            stats.malformed += 1
+            self._drop_log("malformed", client, source, f"malformed packet: {error.reason}")
+            return None
+
+        authentic = verify_message_authenticator(packet, client.secret)
+        if authentic is False:
+            stats.bad_authenticator += 1
+            self._drop_log(
+                "bad_ma",
+                client,
+                source,
+                "wrong Message-Authenticator (is the shared secret the same on both sides?)",
+            )
+            return None
+        if authentic is None:
+            stats.missing_authenticator += 1
+            if packet[0] == STATUS_SERVER:
+                stats.dropped += 1
+                self._drop_log(
+                    "status_no_ma", client, source, "Status-Server without Message-Authenticator"
+                )
+                return None
+            if client.require_message_authenticator:
+                stats.dropped += 1
+                self._drop_log(
+                    "missing_ma",
+                    client,
+                    source,
+                    "no Message-Authenticator and the client requires one "
+                    "(set require_message_authenticator: false only for legacy clients)",
+                )
+                return None
+
+        decoded = decode_request(packet, client.secret, client.name, source)
+        if authentic is None:
+            if decoded.proxy_states and client.limit_proxy_state:
+                stats.dropped += 1
+                self._drop_log(
+                    "proxy_state_no_ma",
+                    client,
+                    source,
+                    "Proxy-State without Message-Authenticator (BlastRADIUS pattern)",
+                )
+                return None
+            if decoded.request.method is AuthMethod.EAP:
+                stats.dropped += 1
+                self._drop_log(
+                    "eap_no_ma", client, source, "EAP-Message without Message-Authenticator"
+                )
+                return None
+            if self._quiet.allow("legacy", source):
+                self.log.info(
+                    "Client {client} ({source}) sends requests without Message-Authenticator; "
+                    "answering because require_message_authenticator is off",
+                    client=client.name,
+                    source=source,
+                )
+        return client, decoded
+
+    def _dispatch(
+        self,
+        client: ClientConfig,
+        decoded: DecodedRequest,
+        source: str,
+        port: int,
+        addr: Any,
+        received_at: float,
+    ) -> None:
+        """Duplicate cache, load limits, then the handler (R-12, max_in_flight)."""
+        stats = self.stats
+        key = (source, port, decoded.identifier)
+        found = self.cache.lookup(key, decoded.authenticator)
+        if found is IN_FLIGHT:
+            stats.duplicates += 1
+            self.log.debug(
+                "Dropped a retransmission of request {id} from {client}: still in progress",
+                id=decoded.identifier,
+                client=client.name,
+            )
+            return
+        if isinstance(found, Answered):
+            stats.duplicates += 1
+            self._write(found.reply, addr)
+            return
+
+        if not self._accepting:
+            stats.dropped += 1
+            self._drop_log("stopping", client, source, "shutting down")
+            return
+        if self._in_flight >= self._config.max_in_flight:
+            stats.overloaded += 1
+            self._drop_log("overloaded", client, source, "too many requests in flight")
+            return
+        try:
+            token = self.cache.begin(key, decoded.authenticator)
+        except CacheFull:
+            stats.overloaded += 1
+            self._drop_log("overloaded", client, source, "duplicate cache full")
+            return
+
+        job = _Job(addr, client, decoded, token, received_at)
+        self._outstanding.add(job)
+        if decoded.password_invalid:
+            self.log.info(
+                "Rejecting request {id} from {client}: User-Password has an invalid length",
+                id=decoded.identifier,
+                client=client.name,
+            )
+            self._reply(job, Decision(Outcome.REJECT, Reason.BAD_PASSWORD_ENCODING))
+            return
+        self._start(job)
+
+    def _drop_log(self, kind: str, client: ClientConfig, source: str, why: str) -> None:
+        if self._quiet.allow(kind, source):
+            self.log.warn(
+                "Dropped a packet from {client} ({source}): {why} "
+                "(not logged again for this source for {interval:.0f}s)",
+                client=client.name,
+                source=source,
+                why=why,
+                interval=LOG_INTERVAL,
+            )
+
+    def _answer_status_server(
+        self, decoded: DecodedRequest, client: ClientConfig, addr: Any
+    ) -> None:
+        """RFC 5997: an Access-Accept with MA (and echoed Proxy-State), no side effects.
+
+        Not cached: it is idempotent and clients send each probe with a fresh Identifier.
+        """
+        try:
+            reply = encode_reply(decoded, client.secret, ACCESS_ACCEPT)
+        except ValueError as error:  # only with a request stuffed with Proxy-State
+            self.stats.internal_errors += 1
+            self.log.error(
+                "Cannot answer Status-Server from {client}: {error}",
+                client=client.name,
+                error=str(error),
+            )
+            return
+        self.stats.status_server += 1
+        self._write(reply, addr)
+
+    # ---------------------------------------------------------------------------------------
+    # Handing off and replying
+
+    def _start(self, job: _Job) -> None:
+        self._in_flight += 1
+        job.timer = self._clock.callLater(self._config.request_timeout, self._timed_out, job)
+        result = maybeDeferred(self._handler.handle, job.decoded.request)
+        result.addCallbacks(self._decided, self._failed, callbackArgs=(job,), errbackArgs=(job,))
+        result.addErrback(self._bug, job)
+
+    def _settle(self, job: _Job) -> bool:
+        """Take the one decision for ``job``; False if a timeout already decided it."""
+        if job.settled:
+            return False
+        job.settled = True
+        self._in_flight -= 1
+        if job.timer is not None and job.timer.active():
+            job.timer.cancel()
+        job.timer = None
+        return True
+
+    def _decided(self, decision: object, job: _Job) -> None:
+        if not self._settle(job):
+            self.log.info(
+                "Ignored a late decision for request {id} from {client} (already timed out)",
+                id=job.decoded.identifier,
+                client=job.client.name,
+            )
+            return
+        if not isinstance(decision, Decision):
+            self.stats.internal_errors += 1
+            self.log.error(
+                "Handler returned {kind} instead of a Decision; rejecting",
+                kind=type(decision).__name__,
+            )
+            decision = Decision(Outcome.REJECT, Reason.INTERNAL_ERROR)
+        self._reply(job, decision)
+
+    def _failed(self, failure: Failure, job: _Job) -> None:
+        if not self._settle(job):
+            return  # a late failure after the timeout: consumed, already answered
+        self.stats.internal_errors += 1
+        self.log.failure(
+            "Handler failed on request {id} from {client}; rejecting (internal_error)",
+            failure,
+            id=job.decoded.identifier,
+            client=job.client.name,
+        )
+        self._reply(job, Decision(Outcome.REJECT, Reason.INTERNAL_ERROR))
+
+    def _timed_out(self, job: _Job) -> None:
+        job.timer = None
+        if not self._settle(job):
+            return
+        self.stats.internal_errors += 1
+        self.log.error(
+            "No decision for request {id} from {client} within {timeout}s; "
+            "rejecting (internal_error)",
+            id=job.decoded.identifier,
+            client=job.client.name,
+            timeout=self._config.request_timeout,
+        )
+        self._reply(job, Decision(Outcome.REJECT, Reason.INTERNAL_ERROR))
+
+    def _bug(self, failure: Failure, job: _Job) -> None:
+        """Last resort: a bug in our own reply path must not leave the request hanging."""
+        self.stats.internal_errors += 1
+        self.log.failure("Bug while replying to {client}", failure, client=job.client.name)
+        self.cache.abandon(job.token)
+        self._done(job)
+
+    def _reply(self, job: _Job, decision: Decision) -> None:
+        if decision.outcome is Outcome.DROP:
+            self.stats.dropped += 1
+            self.log.info(
+                "Dropped request {id} from {client} by decision ({reason})",
+                id=job.decoded.identifier,
+                client=job.client.name,
+                reason=decision.reason.value,
+            )
+            self.cache.abandon(job.token)
+            self._done(job)
+            return
+        try:
+            code, reply = self._encode(job, decision)
+        except ValueError as error:
+            self.stats.internal_errors += 1
+            self.log.error(
+                "Cannot encode the {outcome} for request {id} from {client} ({error}); "
+                "rejecting (internal_error)",
+                outcome=decision.outcome.value,
+                id=job.decoded.identifier,
+                client=job.client.name,
+                error=str(error),
+            )
+            try:
+                code, reply = self._encode(job, Decision(Outcome.REJECT, Reason.INTERNAL_ERROR))
+            except ValueError:
+                # Only a request stuffed with Proxy-State can make even this too big.
+                self.cache.abandon(job.token)
+                self._done(job)
+                return
+        if code == ACCESS_REJECT:
+            delay = job.received_at + self._config.reject_delay - self._clock.seconds()
+            if delay > 0:
+                self._clock.callLater(delay, self._send_safely, job, code, reply)
+                return
+        self._send(job, code, reply)
+
+    def _encode(self, job: _Job, decision: Decision) -> tuple[int, bytes]:
+        decoded, secret = job.decoded, job.client.secret
+        if decision.outcome is Outcome.ACCEPT:
+            message = decision.reply_message or None
+            return ACCESS_ACCEPT, encode_reply(
+                decoded, secret, ACCESS_ACCEPT, reply_messages=message
+            )
+        if decision.outcome is Outcome.CHALLENGE:
+            return ACCESS_CHALLENGE, encode_reply(
+                decoded,
+                secret,
+                ACCESS_CHALLENGE,
+                reply_messages=decision.reply_message,
+                state=decision.state,
+            )
+        message = decision.reply_message or GENERIC_REJECT_MESSAGE
+        return ACCESS_REJECT, encode_reply(decoded, secret, ACCESS_REJECT, reply_messages=message)
+
+    def _send_safely(self, job: _Job, code: int, reply: bytes) -> None:
+        try:
+            self._send(job, code, reply)
+        except Exception:
+            self.stats.internal_errors += 1
+            self.log.failure(
+                "Bug while sending a delayed reply to {client}", client=job.client.name
+            )
+            self._done(job)
+
+    def _send(self, job: _Job, code: int, reply: bytes) -> None:
+        current = self.cache.finish(job.token, reply)
+        self._done(job)
+        if not current:
+            self.log.info(
+                "Not sending the reply to request {id} from {client}: "
+                "a newer request with the same Identifier replaced it",
+                id=job.decoded.identifier,
+                client=job.client.name,
+            )
+            return
+        if code == ACCESS_ACCEPT:
+            self.stats.accepts += 1
+        elif code == ACCESS_CHALLENGE:
+            self.stats.challenges += 1
+        else:
+            self.stats.rejects += 1
+        self._write(reply, job.addr)
+
+    def _write(self, data: bytes, addr: Any) -> None:
+        if self.transport is None:
+            return
+        try:
+            self.transport.write(data, addr)
+        except OSError as error:
+            self.log.warn("Cannot send a reply to {addr!r}: {error}", addr=addr, error=str(error))
+
+    def _done(self, job: _Job) -> None:
+        self._outstanding.discard(job)
+        if not self._outstanding and self._drain_waiters:
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
