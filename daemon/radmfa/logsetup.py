@@ -38,6 +38,8 @@ class LineObserver:
             text = f"{text}\n{failure.getTraceback()}"
         level = event.get("log_level", LogLevel.info).name
         namespace = event.get("log_namespace", "-")
+        if namespace == "log_legacy":
+            namespace = "twisted"
         prefix = f"{level} {namespace}: "
         if self.timestamps:
             when = datetime.fromtimestamp(event.get("log_time", 0), UTC)

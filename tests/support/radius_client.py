@@ -73,12 +73,16 @@ def build_request(
 
 
 class RadiusTestClient:
-    def __init__(self, port: int, secret: bytes, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, port: int, secret: bytes, host: str = "127.0.0.1", source: str | None = None
+    ) -> None:
+        """``source`` picks the loopback address requests come from (127.0.0.0/8 is all ours),
+        so one daemon can be tested with several client entries."""
         self.address = (host, port)
         self.secret = secret
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
-        self.sock.bind((host, 0))
+        self.sock.bind((source or host, 0))
 
     def close(self) -> None:
         self.sock.close()

@@ -29,12 +29,13 @@ def sanitize(value: str | bytes | None, limit: int = 128) -> str:
     return text
 
 
-class DecisionLog:
-    log = Logger(namespace="radmfa.decision")
+_log = Logger(namespace="radmfa.decision")
 
+
+class DecisionLog:
     def record(self, request: AccessRequest, decision: Decision, elapsed: float) -> None:
         user = decision.user if decision.user is not None else request.user_name
-        self.log.info(
+        _log.info(
             'decision={outcome} reason={reason} user="{user}" client={client} src={src} '
             'nas_id="{nas_id}" station="{station}" method={method} factor={factor} '
             "ms={ms:.1f}",

@@ -134,6 +134,8 @@ class RadiusServerProtocol(DatagramProtocol):
     """
 
     log = Logger()
+    #: Twisted's "Starting protocol ..." lines say nothing an admin needs.
+    noisy = False
 
     def __init__(
         self,

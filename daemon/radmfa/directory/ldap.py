@@ -1,0 +1,835 @@
+"""Check a password with an LDAP simple bind (ldap3, in a bounded thread pool).
+
+Two modes, chosen by the config: a *direct bind* builds the user's DN from ``user_dn`` (the
+user name escaped per RFC 4514), and *search-then-bind* finds the DN with a service account
+(filter value escaped per RFC 4515) and binds as the DN the server returned.
+
+The blocking work (:class:`LdapAuthenticator`) runs through a :class:`BlockingRunner`, one call
+per check. The Twisted side (:class:`LdapPasswordChecker`) bounds concurrency, applies the
+overall deadline and remembers which servers failed recently; it never raises.
+
+Rules this module keeps (the LDAP items L-01..L-15 of the project's security checklist):
+
+- no bind with an empty password, and no LDAP traffic for it at all (L-01);
+- ldap3 ``SAFE_SYNC`` returns ``(status, result, response, request)`` and a tuple is always
+  true, so every answer goes through :func:`interpret_bind` / :func:`interpret_search` (L-02);
+- a fresh ``Server`` and ``Connection`` for every user bind, unbound afterwards; service
+  connections are pooled, one per worker at most, and never carry a user bind (L-03);
+- connect and receive timeouts on every socket, plus a deadline on the Deferred (L-04);
+- our own failover instead of ldap3's ``ServerPool`` and no RESTARTABLE strategy (L-05, L-06);
+- fail over on transport errors and busy/unavailable/other answers only; an answered bind is
+  final (L-07);
+- certificate validation with ``CERT_REQUIRED`` and StartTLS before any bind; a StartTLS failure
+  makes that server unusable, never a cleartext bind (L-08);
+- no referral chasing, and only ``searchResEntry`` results count (L-09);
+- exactly one search hit, else NO_SUCH_USER / AMBIGUOUS_USER (L-10, L-11, L-12).
+
+Passwords go to ldap3 as UTF-8 *bytes*, so ldap3 applies no SASLprep (RFC 4013) mapping: the
+directory sees exactly what the user typed, as OpenLDAP and Active Directory expect (L-15).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+import ssl
+import threading
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import ldap3
+from ldap3.core.exceptions import (
+    LDAPCertificateError,
+    LDAPCommunicationError,
+    LDAPResponseTimeoutError,
+    LDAPStartTLSError,
+)
+from ldap3.utils.conv import escape_filter_chars
+from ldap3.utils.dn import escape_rdn
+from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from radmfa.config import LdapConfig
+from radmfa.directory.base import DirectoryOutcome, DirectoryResult
+from radmfa.threads import BlockingRunner
+
+__all__ = [
+    "AD_DIAGNOSTICS",
+    "Attempt",
+    "ConnectionFactory",
+    "Ldap3Connector",
+    "LdapAnswer",
+    "LdapAuthenticator",
+    "LdapConnection",
+    "LdapPasswordChecker",
+    "LdapServer",
+    "SearchAnswer",
+    "Verdict",
+    "ad_diagnostic",
+    "build_user_dn",
+    "build_user_filter",
+    "interpret_bind",
+    "interpret_search",
+    "make_tls",
+    "parse_server",
+    "username_problem",
+]
+
+log = Logger(namespace="radmfa.directory.ldap")
+
+# LDAP result codes (RFC 4511 appendix A) this module treats specially.
+SUCCESS = 0
+SIZE_LIMIT_EXCEEDED = 4
+INVALID_CREDENTIALS = 49
+#: busy, unavailable, other: the server did not judge the request; try the next one (L-07).
+TRANSIENT_CODES = frozenset({51, 52, 80})
+#: Bind answers that mean "these credentials do not get in": noSuchObject, invalidDNSyntax,
+#: inappropriateAuthentication, invalidCredentials, insufficientAccessRights, unwillingToPerform.
+REJECTION_CODES = frozenset({32, 34, 48, INVALID_CREDENTIALS, 50, 53})
+
+#: Active Directory puts ``data <hex>`` in the diagnostic message of a failed bind (code 49).
+#: 530..775 are only sent when the password was right; the outcome stays INVALID_CREDENTIALS
+#: and the reason goes to ``detail`` for logs (account-state policy comes later, L-14).
+AD_DIAGNOSTICS: Mapping[str, str] = {
+    "525": "no_such_user",
+    "52e": "bad_password",
+    "530": "logon_hours_restricted",
+    "531": "workstation_restricted",
+    "532": "password_expired",
+    "533": "account_disabled",
+    "701": "account_expired",
+    "773": "password_must_change",
+    "775": "account_locked",
+}
+_AD_DATA = re.compile(r"\bdata ([0-9a-f]{3,8})\b", re.IGNORECASE)
+
+#: RADIUS User-Name is at most 253 octets; anything longer is not a user name.
+MAX_USERNAME_LENGTH = 256
+_BAD_NAME_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+
+#: Exceptions meaning "this server did not answer": the next server may.
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    LDAPCommunicationError,  # socket open/send/receive errors, session terminated by server
+    LDAPResponseTimeoutError,
+    LDAPStartTLSError,
+    LDAPCertificateError,
+    OSError,  # includes ssl.SSLError and socket.timeout
+)
+
+
+# -- pure helpers -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LdapServer:
+    """One configured server; ``url`` (normalised, no path) names it in logs and results."""
+
+    url: str
+    host: str
+    port: int
+    use_ssl: bool
+
+
+def parse_server(text: str) -> LdapServer:
+    """``ldap://host[:port][/]``, ``ldaps://host[:port][/]`` or bare ``host[:port]`` (ldap).
+
+    ValueError for anything else: a path, a query, credentials in the URL, ``ldapi://``.
+    """
+    raw = text.strip()
+    if "://" not in raw:
+        raw = "ldap://" + raw
+    parts = urlsplit(raw)
+    scheme = parts.scheme.lower()
+    if scheme not in ("ldap", "ldaps"):
+        raise ValueError(f"LDAP server {text!r}: scheme must be ldap:// or ldaps://")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"LDAP server {text!r}: no path, DN or query allowed, only host[:port]")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"LDAP server {text!r}: credentials do not belong in the URL")
+    host = parts.hostname
+    if not host:
+        raise ValueError(f"LDAP server {text!r}: no host name")
+    port = parts.port  # raises ValueError when out of range or not a number
+    use_ssl = scheme == "ldaps"
+    if port is None:
+        port = 636 if use_ssl else 389
+    shown = f"[{host}]" if ":" in host else host
+    return LdapServer(url=f"{scheme}://{shown}:{port}", host=host, port=port, use_ssl=use_ssl)
+
+
+def username_problem(username: object) -> str | None:
+    """Why ``username`` must not reach the directory, or None when it may.
+
+    Control characters (NUL included), lone surrogates and line/paragraph separators are
+    refused: they have no business in a login name and only serve injection (L-10).
+    """
+    if not isinstance(username, str) or not username.strip():
+        return "empty_username"
+    if len(username) > MAX_USERNAME_LENGTH:
+        return "username_too_long"
+    if any(unicodedata.category(ch) in _BAD_NAME_CATEGORIES for ch in username):
+        return "bad_username_characters"
+    return None
+
+
+def build_user_dn(template: str, username: str) -> str:
+    """The direct-bind DN: ``template`` with ``{username}`` as an RFC 4514 escaped RDN value."""
+    if not username:
+        raise ValueError("empty user name")  # escape_rdn raises IndexError on ""
+    return template.format(username=escape_rdn(username))
+
+
+def build_user_filter(template: str, username: str) -> str:
+    """The search filter: ``template`` with ``{username}`` escaped per RFC 4515."""
+    return template.format(username=escape_filter_chars(username))
+
+
+def ad_diagnostic(message: str | None) -> str | None:
+    """The reason behind an Active Directory bind failure (``... data 532, ...``), if any."""
+    if not message:
+        return None
+    match = _AD_DATA.search(message)
+    if match is None:
+        return None
+    code = match.group(1).lower()
+    return AD_DIAGNOSTICS.get(code, f"ad_data_{code}")
+
+
+class Verdict(enum.Enum):
+    OK = "ok"
+    #: The server judged the credentials and said no (final, never fail over).
+    REJECTED = "rejected"
+    #: No answer, or busy/unavailable/other: this server cannot help now, try the next.
+    TRANSIENT = "transient"
+    #: Any other answer: final, and not the user's fault (UNAVAILABLE).
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class LdapAnswer:
+    verdict: Verdict
+    code: int | None = None
+    description: str = ""
+    #: For REJECTED: ``bad_password`` or an Active Directory reason such as ``password_expired``.
+    detail: str = ""
+
+
+def _unpack(ret: object) -> tuple[object, dict[str, Any] | None, list[dict[str, Any]]]:
+    """Split a SAFE_SYNC ``(status, result, response, request)`` tuple.
+
+    Anything else (a bare bool from a non-thread-safe strategy) is a programming error: a
+    bool cannot be trusted to mean success, so refuse it loudly.
+    """
+    if not isinstance(ret, tuple) or len(ret) != 4:
+        raise TypeError(
+            f"expected a SAFE_SYNC (status, result, response, request) tuple, got {ret!r}"
+        )
+    status, result, response, _request = ret
+    if result is not None and not isinstance(result, dict):
+        raise TypeError(f"unexpected LDAP result {result!r}")
+    return status, result, list(response or ())
+
+
+def interpret_bind(ret: object) -> LdapAnswer:
+    """Judge a SAFE_SYNC ``bind()`` (or ``start_tls()``) return value.
+
+    Success needs ``status is True`` *and* result code 0. The tuple itself is always truthy:
+    ``if conn.bind():`` would accept every password (L-02).
+    """
+    status, result, _ = _unpack(ret)
+    if result is None:
+        return LdapAnswer(Verdict.TRANSIENT, description="no result")
+    code = result.get("result")
+    description = str(result.get("description") or "")
+    if status is True and code == SUCCESS:
+        return LdapAnswer(Verdict.OK, code, description)
+    if not isinstance(code, int):
+        return LdapAnswer(Verdict.ERROR, None, f"malformed result {result!r}")
+    if code in TRANSIENT_CODES:
+        return LdapAnswer(Verdict.TRANSIENT, code, description)
+    if code in REJECTION_CODES:
+        if code == INVALID_CREDENTIALS:
+            reason = ad_diagnostic(str(result.get("message") or "")) or "bad_password"
+        else:
+            reason = f"bind_refused_{description or code}"
+        return LdapAnswer(Verdict.REJECTED, code, description, reason)
+    if code == SUCCESS:  # status not True with result 0: inconsistent, refuse
+        return LdapAnswer(Verdict.ERROR, code, "status is not True despite result 0")
+    return LdapAnswer(Verdict.ERROR, code, description)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchAnswer:
+    verdict: Verdict
+    code: int | None = None
+    description: str = ""
+    #: ``searchResEntry`` results only (referrals and continuations dropped, L-09).
+    entries: tuple[dict[str, Any], ...] = ()
+    #: The server stopped at a size limit: more entries exist than were returned.
+    truncated: bool = False
+
+
+def interpret_search(ret: object) -> SearchAnswer:
+    """Judge a SAFE_SYNC ``search()`` return value by its result code.
+
+    sizeLimitExceeded counts as answered (and ``truncated``): more entries exist.
+    """
+    status, result, response = _unpack(ret)
+    if result is None:
+        return SearchAnswer(Verdict.TRANSIENT, description="no result")
+    code = result.get("result")
+    description = str(result.get("description") or "")
+    entries = tuple(item for item in response if item.get("type") == "searchResEntry")
+    # ldap3's search status is True only when entries came back, so it is not the success
+    # flag here: result code 0 with status False is a successful search that found nobody.
+    del status
+    if code == SUCCESS:
+        return SearchAnswer(Verdict.OK, code, description, entries)
+    if code == SIZE_LIMIT_EXCEEDED:
+        return SearchAnswer(Verdict.OK, code, description, entries, truncated=True)
+    if code in TRANSIENT_CODES:
+        return SearchAnswer(Verdict.TRANSIENT, code, description)
+    return SearchAnswer(Verdict.ERROR, code if isinstance(code, int) else None, description)
+
+
+def _describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+# -- the blocking part --------------------------------------------------------------------------
+
+
+class LdapConnection(Protocol):
+    """What :class:`LdapAuthenticator` uses of an ldap3 ``Connection`` (SAFE_SYNC)."""
+
+    tls_started: bool
+
+    def open(self, read_server_info: bool = ...) -> Any: ...
+    def start_tls(self, read_server_info: bool = ...) -> Any: ...
+    def bind(self, read_server_info: bool = ..., controls: Any = ...) -> Any: ...
+    def search(self, search_base: str, search_filter: str, **kwargs: Any) -> Any: ...
+    def unbind(self, controls: Any = ...) -> Any: ...
+
+
+#: ``connect(server, user, password)``: a new, unopened connection. ``user=None`` is anonymous.
+ConnectionFactory = Callable[[LdapServer, str | None, bytes | str | None], LdapConnection]
+
+
+class Ldap3Connector:
+    """Builds a fresh ldap3 ``Server`` and ``Connection`` per call (nothing shared between threads).
+
+    A ``Server`` object keeps per-address availability state and is not thread-safe (ldap3
+    #1174), so each connection gets its own; ``get_info=NONE`` means no schema reads.
+    """
+
+    def __init__(self, config: LdapConfig) -> None:
+        self.timeout = float(config.timeout)
+        self.receive_timeout = max(1, math.ceil(config.timeout))  # must be an int (ldap3 #1068)
+        self.tls: ldap3.Tls | None = None
+        if config.start_tls or any(parse_server(s).use_ssl for s in config.servers):
+            self.tls = make_tls(config.ca_file)
+
+    def __call__(
+        self, server: LdapServer, user: str | None, password: bytes | str | None
+    ) -> LdapConnection:
+        ldap_server = ldap3.Server(
+            server.host,
+            port=server.port,
+            use_ssl=server.use_ssl,
+            get_info=ldap3.NONE,
+            connect_timeout=self.timeout,
+            tls=self.tls,
+            allowed_referral_hosts=[],
+        )
+        conn: LdapConnection = ldap3.Connection(
+            ldap_server,
+            user=user,
+            password=password,
+            authentication=ldap3.SIMPLE if user is not None else ldap3.ANONYMOUS,
+            client_strategy=ldap3.SAFE_SYNC,
+            auto_bind=ldap3.AUTO_BIND_NONE,
+            read_only=True,
+            receive_timeout=self.receive_timeout,
+            auto_referrals=False,
+            raise_exceptions=False,
+        )
+        return conn
+
+
+def make_tls(ca_file: str | None) -> ldap3.Tls:
+    """Certificate and host name checked; TLS 1.2 or newer (L-08).
+
+    ``version=None`` makes ldap3 use ``ssl.create_default_context``, whose minimum is TLS 1.2
+    on Python 3.10+; the extra options only matter on an older or patched ssl module.
+    """
+    options: list[int] = []
+    if ssl.create_default_context().minimum_version < ssl.TLSVersion.TLSv1_2:
+        options = [ssl.OP_NO_SSLv2, ssl.OP_NO_SSLv3, ssl.OP_NO_TLSv1, ssl.OP_NO_TLSv1_1]
+    return ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=ca_file, ssl_options=options)
+
+
+class _ServerDown(Exception):
+    """This server gave no usable answer; the next one may."""
+
+
+class _Final(Exception):
+    """This server answered something that ends the check (no failover)."""
+
+    def __init__(self, result: DirectoryResult) -> None:
+        super().__init__(result.detail)
+        self.result = result
+
+
+def _quiet_unbind(conn: LdapConnection) -> None:
+    try:
+        conn.unbind()
+    except Exception:  # noqa: S110 -- the socket may be gone; nothing to do about it
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What one :meth:`LdapAuthenticator.authenticate` call did, for the server health map."""
+
+    result: DirectoryResult
+    #: (url, reason) for each server that gave no usable answer, in the order tried.
+    failed: tuple[tuple[str, str], ...] = ()
+    #: The server whose answer decided the result, if one did.
+    answered_by: str | None = None
+
+
+class _ServiceConnections:
+    """Idle service-account connections per server, reused across checks.
+
+    A connection is taken by one thread at a time, so the pool never holds more connections
+    than there are worker threads. Broken ones are dropped and replaced on the next take.
+    """
+
+    def __init__(self, open_connection: Callable[[LdapServer], LdapConnection]) -> None:
+        self._open = open_connection
+        self._idle: dict[str, list[LdapConnection]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def take(self, server: LdapServer, *, fresh: bool = False) -> tuple[LdapConnection, bool]:
+        """(connection, reused); opening a new one may raise _ServerDown or _Final."""
+        if not fresh:
+            with self._lock:
+                idle = self._idle.get(server.url)
+                if idle:
+                    return idle.pop(), True
+        return self._open(server), False
+
+    def give_back(self, server: LdapServer, conn: LdapConnection) -> None:
+        with self._lock:
+            if not self._closed:
+                self._idle.setdefault(server.url, []).append(conn)
+                return
+        _quiet_unbind(conn)
+
+    def drop_idle(self, server: LdapServer) -> None:
+        """Forget idle connections to ``server`` (one was found dead, so the rest likely are)."""
+        with self._lock:
+            idle = self._idle.pop(server.url, [])
+        for conn in idle:
+            _quiet_unbind(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle = [conn for conns in self._idle.values() for conn in conns]
+            self._idle.clear()
+        for conn in idle:
+            _quiet_unbind(conn)
+
+
+class LdapAuthenticator:
+    """The blocking half: tries the given servers in order and returns an :class:`Attempt`.
+
+    Thread-safe; one instance serves all worker threads. It never raises for LDAP or network
+    trouble (that becomes part of the Attempt), only for programming errors.
+    """
+
+    def __init__(
+        self,
+        config: LdapConfig,
+        connect: ConnectionFactory | None = None,
+        attributes: Sequence[str] = (),
+    ) -> None:
+        if bool(config.user_dn) == bool(config.base_dn):
+            raise ValueError("LDAP: set exactly one of user_dn (direct bind) or base_dn (search)")
+        if config.bind_dn and not config.bind_password:
+            raise ValueError(
+                "LDAP: bind_dn needs bind_password (an empty one would bind anonymously)"
+            )
+        if config.user_dn and "{username}" not in config.user_dn:
+            raise ValueError("LDAP: user_dn must contain {username}")
+        if config.base_dn and "{username}" not in config.user_filter:
+            raise ValueError("LDAP: user_filter must contain {username}")
+        self._config = config
+        self._connect: ConnectionFactory = connect or Ldap3Connector(config)
+        self._attributes = tuple(attributes)
+        self._time_limit = max(1, math.ceil(config.timeout))
+        self._service = _ServiceConnections(self._open_service_connection)
+
+    def close(self) -> None:
+        self._service.close()
+
+    def authenticate(
+        self, servers: Sequence[LdapServer], username: str, password: bytes
+    ) -> Attempt:
+        failed: list[tuple[str, str]] = []
+        for server in servers:
+            try:
+                result = self._check_on(server, username, password)
+            except _ServerDown as exc:
+                failed.append((server.url, str(exc)))
+                continue
+            except _Final as exc:
+                return Attempt(exc.result, tuple(failed), server.url)
+            return Attempt(result, tuple(failed), server.url)
+        reasons = "; ".join(f"{url}: {why}" for url, why in failed) or "no servers configured"
+        return Attempt(
+            DirectoryResult(
+                DirectoryOutcome.UNAVAILABLE, detail=f"no LDAP server answered ({reasons})"
+            ),
+            tuple(failed),
+        )
+
+    # -- one server --
+
+    def _check_on(self, server: LdapServer, username: str, password: bytes) -> DirectoryResult:
+        attributes: dict[str, list[str]] = {}
+        if self._config.user_dn:
+            dn = build_user_dn(self._config.user_dn, username)
+        else:
+            dn, attributes = self._find_user(server, username)
+        answer = self._user_bind(server, dn, password)
+        if answer.verdict is Verdict.OK:
+            return DirectoryResult(DirectoryOutcome.OK, dn, server.url, attributes=attributes)
+        if answer.verdict is Verdict.REJECTED:
+            return DirectoryResult(
+                DirectoryOutcome.INVALID_CREDENTIALS, dn, server.url, detail=answer.detail
+            )
+        if answer.verdict is Verdict.TRANSIENT:
+            raise _ServerDown(f"bind answered {answer.description or 'nothing'}")
+        return DirectoryResult(
+            DirectoryOutcome.UNAVAILABLE,
+            dn,
+            server.url,
+            detail=f"bind failed: {answer.description} ({answer.code})",
+        )
+
+    def _start_tls(self, conn: LdapConnection) -> None:
+        try:
+            ret = conn.start_tls(read_server_info=False)
+        except TRANSPORT_ERRORS as exc:
+            raise _ServerDown(f"StartTLS failed: {_describe(exc)}") from None
+        status = ret[0] if isinstance(ret, tuple) else ret
+        if status is not True or not getattr(conn, "tls_started", False):
+            raise _ServerDown("StartTLS failed")
+
+    def _open(self, server: LdapServer, conn: LdapConnection) -> None:
+        """Connect, and StartTLS when configured; _ServerDown if either fails."""
+        try:
+            conn.open(read_server_info=False)
+        except TRANSPORT_ERRORS as exc:
+            raise _ServerDown(_describe(exc)) from None
+        if self._config.start_tls and not server.use_ssl:
+            self._start_tls(conn)
+
+    def _user_bind(self, server: LdapServer, dn: str, password: bytes) -> LdapAnswer:
+        """The one user bind of this check, on its own connection."""
+        conn = self._connect(server, dn, password)
+        try:
+            self._open(server, conn)
+            try:
+                return interpret_bind(conn.bind(read_server_info=False))
+            except TRANSPORT_ERRORS as exc:
+                raise _ServerDown(f"bind got no answer: {_describe(exc)}") from None
+        finally:
+            _quiet_unbind(conn)
+
+    def _open_service_connection(self, server: LdapServer) -> LdapConnection:
+        bind_dn = self._config.bind_dn or None
+        password = (self._config.bind_password or "").encode("utf-8") if bind_dn else None
+        conn = self._connect(server, bind_dn, password)
+        try:
+            self._open(server, conn)
+            if bind_dn is None:
+                return conn  # anonymous search
+            try:
+                answer = interpret_bind(conn.bind(read_server_info=False))
+            except TRANSPORT_ERRORS as exc:
+                raise _ServerDown(f"service bind got no answer: {_describe(exc)}") from None
+        except BaseException:
+            _quiet_unbind(conn)
+            raise
+        if answer.verdict is Verdict.OK:
+            return conn
+        _quiet_unbind(conn)
+        if answer.verdict is Verdict.TRANSIENT:
+            raise _ServerDown(f"service bind answered {answer.description or 'nothing'}")
+        raise _Final(
+            DirectoryResult(
+                DirectoryOutcome.UNAVAILABLE,
+                server=server.url,
+                detail=f"service account bind failed: {answer.description} ({answer.code})",
+            )
+        )
+
+    def _search(self, server: LdapServer, search_filter: str) -> SearchAnswer:
+        """Search as the service account; a stale pooled connection is replaced once."""
+        config = self._config
+        assert config.base_dn is not None
+        for attempt in range(2):
+            conn, reused = self._service.take(server, fresh=attempt > 0)
+            try:
+                ret = conn.search(
+                    config.base_dn,
+                    search_filter,
+                    search_scope=ldap3.SUBTREE,
+                    attributes=list(self._attributes) or ldap3.NO_ATTRIBUTES,
+                    size_limit=2,
+                    time_limit=self._time_limit,
+                )
+                answer = interpret_search(ret)
+            except TRANSPORT_ERRORS as exc:
+                _quiet_unbind(conn)
+                if reused:  # idle timeout or server restart since it was pooled
+                    self._service.drop_idle(server)
+                    continue
+                raise _ServerDown(f"search got no answer: {_describe(exc)}") from None
+            except BaseException:
+                _quiet_unbind(conn)
+                raise
+            if answer.verdict is Verdict.TRANSIENT:
+                _quiet_unbind(conn)
+                raise _ServerDown(f"search answered {answer.description or 'nothing'}")
+            self._service.give_back(server, conn)
+            return answer
+        raise AssertionError("unreachable: the second attempt uses a fresh connection")
+
+    def _find_user(self, server: LdapServer, username: str) -> tuple[str, dict[str, list[str]]]:
+        answer = self._search(server, build_user_filter(self._config.user_filter, username))
+        if answer.verdict is not Verdict.OK:
+            raise _Final(
+                DirectoryResult(
+                    DirectoryOutcome.UNAVAILABLE,
+                    server=server.url,
+                    detail=f"user search failed: {answer.description} ({answer.code})",
+                )
+            )
+        if len(answer.entries) > 1 or answer.truncated:
+            raise _Final(
+                DirectoryResult(
+                    DirectoryOutcome.AMBIGUOUS_USER,
+                    server=server.url,
+                    detail=f"{len(answer.entries)}{'+' if answer.truncated else ''} entries match",
+                )
+            )
+        if not answer.entries:
+            raise _Final(
+                DirectoryResult(
+                    DirectoryOutcome.NO_SUCH_USER, server=server.url, detail="no_such_user"
+                )
+            )
+        entry = answer.entries[0]
+        dn = entry.get("dn")
+        if not isinstance(dn, str) or not dn:
+            raise _Final(
+                DirectoryResult(
+                    DirectoryOutcome.UNAVAILABLE,
+                    server=server.url,
+                    detail="search returned an entry without a DN",
+                )
+            )
+        return dn, self._pick_attributes(entry)
+
+    def _pick_attributes(self, entry: Mapping[str, Any]) -> dict[str, list[str]]:
+        if not self._attributes:
+            return {}
+        raw = {
+            str(name).lower(): values
+            for name, values in (entry.get("raw_attributes") or {}).items()
+        }
+        picked: dict[str, list[str]] = {}
+        for name in self._attributes:
+            values = raw.get(name.lower())
+            if values:
+                picked[name] = [
+                    v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values
+                ]
+        return picked
+
+
+# -- the Twisted part ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    """One check in flight: the caller's Deferred and the semaphore ticket it waits on."""
+
+    outer: Deferred[DirectoryResult]
+    ticket: Deferred[Any] | None = None
+
+
+class LdapPasswordChecker:
+    """:class:`~radmfa.directory.base.PasswordChecker` backed by LDAP simple binds.
+
+    ``runner`` should be a pool of ``config.pool_size`` threads; a semaphore of the same size
+    keeps at most that many checks in the pool, and at most ``max_pending`` waiting for it (more
+    are answered UNAVAILABLE at once). Each check has a deadline of
+    ``timeout * len(servers) + 1`` seconds measured on ``clock``; past it the caller gets
+    UNAVAILABLE while the thread finishes on its own (ldap3's socket timeouts bound it).
+
+    A server that gave no usable answer is tried last for ``retry_after`` seconds; servers are
+    otherwise tried in the configured order.
+    """
+
+    def __init__(
+        self,
+        config: LdapConfig,
+        runner: BlockingRunner,
+        clock: IReactorTime,
+        *,
+        attributes: Sequence[str] = (),
+        max_pending: int = 1000,
+        connect: ConnectionFactory | None = None,
+    ) -> None:
+        if not config.servers:
+            raise ValueError("LDAP: no servers configured")
+        self._config = config
+        self._servers = tuple(parse_server(s) for s in config.servers)
+        self._runner = runner
+        self._clock = clock
+        self._authenticator = LdapAuthenticator(config, connect, attributes)
+        self._semaphore = DeferredSemaphore(max(1, config.pool_size))
+        self._max_pending = max_pending
+        self._deadline = config.timeout * len(self._servers) + 1.0
+        self._down_until: dict[str, float] = {}
+        self._closed = False
+
+    @property
+    def servers(self) -> tuple[LdapServer, ...]:
+        return self._servers
+
+    @property
+    def deadline(self) -> float:
+        return self._deadline
+
+    def servers_down(self) -> list[str]:
+        """URLs currently skipped after a failure (for status output and tests)."""
+        now = self._clock.seconds()
+        return [s.url for s in self._servers if self._down_until.get(s.url, now) > now]
+
+    def check_password(self, username: str, password: str) -> Deferred[DirectoryResult]:
+        try:
+            return self._check(username, password)
+        except Exception as exc:  # never raise to the pipeline
+            log.failure("LDAP check failed unexpectedly", Failure())
+            return succeed(_unavailable(f"internal error: {_describe(exc)}"))
+
+    def close(self) -> None:
+        self._closed = True
+        self._authenticator.close()
+
+    # -- internals --
+
+    def _check(self, username: str, password: str) -> Deferred[DirectoryResult]:
+        if self._closed:
+            return succeed(_unavailable("LDAP checker is closed"))
+        if not isinstance(password, str) or password == "":
+            return succeed(_invalid("empty_password"))
+        problem = username_problem(username)
+        if problem is not None:
+            return succeed(_invalid(problem))
+        try:
+            secret = password.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            return succeed(_invalid("unencodable_password"))
+        if len(self._semaphore.waiting) >= self._max_pending:
+            return succeed(_unavailable("LDAP queue full"))
+
+        pending = _Pending(outer=Deferred(lambda _d: self._abandon(pending)))
+        pending.outer.addTimeout(self._deadline, self._clock, onTimeoutCancel=self._timed_out)
+        pending.ticket = self._semaphore.acquire()
+        pending.ticket.addCallback(self._start, pending, username, secret)
+        pending.ticket.addErrback(self._ticket_failed, pending)
+        return pending.outer
+
+    def _abandon(self, pending: _Pending) -> None:
+        """The caller stopped waiting (deadline or cancel): give up a queued ticket."""
+        if pending.ticket is not None and not pending.ticket.called:
+            pending.ticket.cancel()
+
+    def _ticket_failed(self, failure: Failure, pending: _Pending) -> None:
+        if failure.check(CancelledError):
+            return None
+        log.failure("LDAP check failed unexpectedly", failure)
+        if not pending.outer.called:
+            pending.outer.callback(_unavailable(f"internal error: {failure.getErrorMessage()}"))
+        return None
+
+    def _start(self, _token: object, pending: _Pending, username: str, secret: bytes) -> None:
+        if pending.outer.called:  # abandoned just as the ticket came through
+            self._semaphore.release()
+            return
+        try:
+            work = self._runner.run(
+                self._authenticator.authenticate, self._plan(), username, secret
+            )
+        except BaseException:
+            self._semaphore.release()
+            raise
+        work.addBoth(self._finished, pending)
+
+    def _plan(self) -> list[LdapServer]:
+        """Servers in configured order, those that failed recently moved to the end."""
+        now = self._clock.seconds()
+        up = [s for s in self._servers if self._down_until.get(s.url, now) <= now]
+        down = [s for s in self._servers if s not in up]
+        return up + down
+
+    def _finished(self, outcome: Attempt | Failure, pending: _Pending) -> None:
+        self._semaphore.release()
+        if isinstance(outcome, Failure):
+            log.failure("LDAP check failed unexpectedly", outcome)
+            result = _unavailable(f"internal error: {outcome.getErrorMessage()}")
+        else:
+            self._record(outcome)
+            result = outcome.result
+        if not pending.outer.called:
+            pending.outer.callback(result)
+
+    def _record(self, attempt: Attempt) -> None:
+        now = self._clock.seconds()
+        for url, why in attempt.failed:
+            if self._down_until.get(url, now) <= now:
+                log.warn(
+                    "LDAP server {url} failed ({why}); trying it last for {seconds}s",
+                    url=url,
+                    why=why,
+                    seconds=self._config.retry_after,
+                )
+            self._down_until[url] = now + self._config.retry_after
+        if attempt.answered_by is not None and self._down_until.pop(attempt.answered_by, None):
+            log.info("LDAP server {url} answers again", url=attempt.answered_by)
+
+    def _timed_out(self, _failure: Failure, timeout: float) -> DirectoryResult:
+        return _unavailable(f"no LDAP answer within {timeout:g}s")
+
+
+def _unavailable(detail: str) -> DirectoryResult:
+    return DirectoryResult(DirectoryOutcome.UNAVAILABLE, detail=detail)
+
+
+def _invalid(detail: str) -> DirectoryResult:
+    return DirectoryResult(DirectoryOutcome.INVALID_CREDENTIALS, detail=detail)
