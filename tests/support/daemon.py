@@ -60,7 +60,7 @@ class RadmfaDaemon:
 
     def start(self, timeout: float = 15.0) -> None:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "radmfa", "-c", str(self.config_path), "serve"],
             stdout=log,

@@ -32,6 +32,7 @@ def run_serve(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
     from twisted.internet import reactor  # noqa: TID251 - the one place that owns the reactor
+    from twisted.internet.error import CannotListenError
 
     from radmfa.logsetup import configure_logging, set_level
     from radmfa.service import Daemon, SetupError
@@ -45,7 +46,7 @@ def run_serve(args: argparse.Namespace) -> int:
     except SetupError as e:
         print(f"radmfa: {e}", file=sys.stderr)
         return EXIT_FAILED
-    except OSError as e:  # a listen address in use or not local
+    except (OSError, CannotListenError) as e:  # a listen address in use or not local
         print(f"radmfa: cannot start: {e}", file=sys.stderr)
         return EXIT_FAILED
 

@@ -1,0 +1,1 @@
+"""Helpers shared by the test suites: a throw-away slapd, free ports, misbehaving servers."""

@@ -1,0 +1,97 @@
+"""pytest fixtures for tests that need a directory server or misbehaving peers.
+
+Use them from a conftest with ``from tests.support.fixtures import *  # noqa: F403``:
+
+- ``slapd``: one running :class:`~tests.support.slapd.Slapd` with the fixture users, shared
+  by the module (do not stop or kill it; use ``fresh_slapd`` for that).
+- ``fresh_slapd``: a running slapd of its own, for stop/kill/restart tests.
+- ``slapd_factory``: ``slapd_factory(users=..., start=True, **Slapd options)`` makes more.
+- ``blackhole``: a :class:`~tests.support.netfaults.Blackhole` TCP server.
+- ``ldap_runner``: a started :class:`~radmfa.threads.ThreadPoolRunner` (16 threads) on the
+  real reactor, for pytest-twisted tests.
+
+Every slapd is killed in the fixture's teardown, also when the test fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from radmfa.threads import ThreadPoolRunner
+from tests.support.netfaults import Blackhole
+from tests.support.slapd import FIXTURE_USERS, LdapUser, Slapd
+
+__all__ = ["blackhole", "fresh_slapd", "ldap_runner", "slapd", "slapd_factory"]
+
+LDAP_TEST_THREADS = 16
+
+
+def _started(workdir: Path, users: Iterable[LdapUser] = FIXTURE_USERS) -> Slapd:
+    server = Slapd(workdir, users=users)
+    try:
+        server.start()
+    except BaseException:
+        server.kill()
+        raise
+    return server
+
+
+@pytest.fixture(scope="module")
+def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
+    server = _started(tmp_path_factory.mktemp("slapd"))
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def fresh_slapd(tmp_path: Path) -> Iterator[Slapd]:
+    server = _started(tmp_path / "slapd")
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def slapd_factory(tmp_path: Path) -> Iterator[Callable[..., Slapd]]:
+    made: list[Slapd] = []
+
+    def make(
+        users: Iterable[LdapUser] = FIXTURE_USERS, *, start: bool = True, **options: Any
+    ) -> Slapd:
+        """More slapds; ``options`` go to :class:`Slapd` (``tls_cert``, ``ldaps``, ...)."""
+        server = Slapd(tmp_path / f"slapd-{len(made)}", users=users, **options)
+        made.append(server)
+        if start:
+            server.start()
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in made:
+            server.kill()
+
+
+@pytest.fixture
+def blackhole() -> Iterator[Blackhole]:
+    with Blackhole() as hole:
+        yield hole
+
+
+@pytest.fixture
+def ldap_runner() -> Iterator[ThreadPoolRunner]:
+    from twisted.internet import reactor
+
+    runner = ThreadPoolRunner(reactor, "ldap-test", LDAP_TEST_THREADS)
+    runner.start()
+    try:
+        yield runner
+    finally:
+        runner.stop()
