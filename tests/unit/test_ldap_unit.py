@@ -578,14 +578,19 @@ def test_busy_server_fails_over():
     assert checker.servers_down() == [A]
 
 
-def test_unanswered_bind_fails_over():
+def test_unanswered_bind_does_not_fail_over_but_the_next_request_avoids_that_server():
+    # The silent server may have checked the password: a second bind elsewhere would be a
+    # second attempt against the account, so this request fails closed.
     checker, _, _ = make(direct_config(A, B), server(A, "silent"), server(B))
+    result = result_of(checker.check_password("alice", ALICE_PW))
+    assert result.outcome is UNAVAILABLE and A in result.detail
+    assert checker.servers_down() == [A]
     result = result_of(checker.check_password("alice", ALICE_PW))
     assert (result.outcome, result.server) == (OK, B)
 
 
 def test_all_servers_down_is_unavailable_with_reasons():
-    checker, _, _ = make(direct_config(A, B), server(A, "refused"), server(B, "silent"))
+    checker, _, _ = make(direct_config(A, B), server(A, "refused"), server(B, "refused"))
     result = result_of(checker.check_password("alice", ALICE_PW))
     assert result.outcome is UNAVAILABLE
     assert A in result.detail and B in result.detail

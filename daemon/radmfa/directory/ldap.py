@@ -379,6 +379,10 @@ class _ServerDown(Exception):
     """This server gave no usable answer; the next one may."""
 
 
+class _BindUnanswered(Exception):
+    """The user bind was sent but not answered: no failover (at most one bind per request)."""
+
+
 class _Final(Exception):
     """This server answered something that ends the check (no failover)."""
 
@@ -494,6 +498,11 @@ class LdapAuthenticator:
                 continue
             except _Final as exc:
                 return Attempt(exc.result, tuple(failed), server.url)
+            except _BindUnanswered as exc:
+                # The server may have checked the password: another server would make it two
+                # attempts (and two counts against an AD lockout). Fail closed instead.
+                failed.append((server.url, str(exc)))
+                break
             return Attempt(result, tuple(failed), server.url)
         reasons = "; ".join(f"{url}: {why}" for url, why in failed) or "no servers configured"
         return Attempt(
@@ -553,7 +562,7 @@ class LdapAuthenticator:
             try:
                 return interpret_bind(conn.bind(read_server_info=False))
             except TRANSPORT_ERRORS as exc:
-                raise _ServerDown(f"bind got no answer: {_describe(exc)}") from None
+                raise _BindUnanswered(f"bind got no answer: {_describe(exc)}") from None
         finally:
             _quiet_unbind(conn)
 
