@@ -605,6 +605,7 @@ def test_recovers_when_every_server_was_marked_down():
     assert checker.servers_down() == []
 
 
+@pytest.mark.logs_errors
 def test_unexpected_exception_becomes_unavailable():
     def broken(*_args: Any) -> Any:
         raise RuntimeError("bug")

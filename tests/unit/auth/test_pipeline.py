@@ -299,6 +299,7 @@ def test_all_rejects_carry_the_same_message(world: World):
     assert messages == {"Authentication failed."}
 
 
+@pytest.mark.logs_errors
 def test_store_failure_rejects_cleanly(world: World):
     world.store.close()
     d = world.send(b"alice", b"hunter2")

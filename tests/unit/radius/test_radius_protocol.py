@@ -233,6 +233,7 @@ def test_challenge_carries_state_and_message(h: Harness) -> None:
     assert h.stats.challenges == 1
 
 
+@pytest.mark.logs_errors
 def test_challenge_without_message_becomes_a_reject(h: Harness) -> None:
     h.handler.decision = Decision(Outcome.CHALLENGE, Reason.CHALLENGE_ISSUED, state=b"s" * 16)
     h.send(request())
@@ -242,6 +243,7 @@ def test_challenge_without_message_becomes_a_reject(h: Harness) -> None:
     assert h.stats.internal_errors == 1
 
 
+@pytest.mark.logs_errors
 def test_handler_returning_a_non_decision_is_rejected(h: Harness) -> None:
     h.send(request())
     h.handler.pending[0].callback("yes")  # type: ignore[arg-type]
@@ -500,6 +502,7 @@ def test_new_authenticator_with_same_id_supersedes_the_old_request(h: Harness) -
     assert h.protocol.outstanding == 0
 
 
+@pytest.mark.logs_errors
 def test_handler_exception_becomes_a_delayed_reject(h: Harness) -> None:
     h.expected_failures = 1
     h.handler.error = RuntimeError("directory exploded")
@@ -512,6 +515,7 @@ def test_handler_exception_becomes_a_delayed_reject(h: Harness) -> None:
     assert len(h.failures()) == 1  # logged once, with the traceback, for the developer
 
 
+@pytest.mark.logs_errors
 def test_handler_errback_becomes_a_reject(h: Harness) -> None:
     h.expected_failures = 1
     h.send(request())
@@ -520,6 +524,7 @@ def test_handler_errback_becomes_a_reject(h: Harness) -> None:
     assert [r[0] for r in h.replies] == [ACCESS_REJECT]
 
 
+@pytest.mark.logs_errors
 def test_slow_handler_times_out_into_a_reject_and_late_result_is_ignored(h: Harness) -> None:
     req = request()
     h.send(req)
@@ -535,6 +540,7 @@ def test_slow_handler_times_out_into_a_reject_and_late_result_is_ignored(h: Harn
     assert h.replies[1] == reply  # the cached answer is the reject
 
 
+@pytest.mark.logs_errors
 def test_late_failure_after_the_timeout_is_consumed_quietly(h: Harness) -> None:
     h.send(request())
     h.clock.advance(10)
@@ -629,6 +635,7 @@ def test_drain_with_nothing_in_flight_fires_at_once(h: Harness) -> None:
     assert fired == [None]
 
 
+@pytest.mark.logs_errors
 def test_nothing_escapes_datagram_received(h: Harness) -> None:
     h.expected_failures = 1
     h.protocol.datagramReceived(request(), ("192.0.2.10",))  # a broken address tuple
@@ -674,6 +681,7 @@ def test_write_errors_are_logged_not_raised(h: Harness) -> None:
     assert "Network is unreachable" in h.log_text()
 
 
+@pytest.mark.logs_errors
 def test_log_lines_carry_no_secret_or_password(h: Harness) -> None:
     h.expected_failures = 1
     h.handler.error = RuntimeError("boom")
