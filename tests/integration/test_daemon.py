@@ -430,3 +430,30 @@ def test_logs_never_contain_passwords_codes_or_secrets(daemon, slapd, strict_cli
     for needle in (user.password, user.secret, STRICT_SECRET, LEGACY_SECRET):
         assert needle not in log
     assert f"{user.password}{code}" not in log
+
+
+def test_token_import_then_login_and_bad_file_imports_nothing(
+    daemon, slapd, strict_client, tmp_path
+):
+    users = [
+        LdapUser(f"imp{next(_counter)}x{random.randrange(10**6)}", "import-Pw-1") for _ in "ab"
+    ]
+    slapd.add_users(users)
+    secrets_ = [base64.b32encode(random.randbytes(20)).decode() for _ in users]
+    good = tmp_path / "tokens.csv"
+    good.write_text(
+        "user,type,secret,digits,algorithm,period\n"
+        + "".join(f"{u.uid},totp,{s},6,SHA1,30\n" for u, s in zip(users, secrets_, strict=True))
+    )
+    done = daemon.cli("token", "import", str(good))
+    assert done.returncode == 0, done.stderr
+    assert "imported 2 token(s) for 2 user(s)" in done.stdout
+    reply = strict_client.auth(users[1].uid, "import-Pw-1" + pyotp.TOTP(secrets_[1]).now())
+    assert reply is not None and reply.code == ACCEPT
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"user,secret\nnewcomer,{secrets_[0]}\nbroken,not-base32!\n")
+    done = daemon.cli("token", "import", str(bad))
+    assert done.returncode == 2
+    assert f"{bad}:3:" in done.stderr
+    assert json.loads(daemon.cli("token", "list", "newcomer", "--json").stdout) == []

@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("user", nargs="?")
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(run="radmfa.cli.tokens:run_list")
+    imp = tsub.add_parser(
+        "import", help="bulk-import tokens from CSV or JSON (user,type,secret,digits,...)"
+    )
+    imp.add_argument("file", help="CSV with a header line, or a JSON list; - for stdin")
+    imp.set_defaults(run="radmfa.cli.tokens:run_import")
     rm = tsub.add_parser("remove", help="remove a user's tokens (all, or one by id)")
     rm.add_argument("user")
     rm.add_argument("token_id", nargs="?")

@@ -6,9 +6,11 @@ import argparse
 import json
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import segno
 
+from radmfa.admin.importer import ImportError_, build_tokens, read_rows
 from radmfa.admin.tokens import (
     TokenError,
     TokenSpec,
@@ -19,7 +21,7 @@ from radmfa.admin.tokens import (
 )
 from radmfa.cli.common import config_from, now, store_from, user_arg
 from radmfa.cli.main import CommandFailed, UsageError
-from radmfa.store.base import TokenRecord
+from radmfa.store.base import StoreError, TokenRecord
 
 
 def run_add(args: argparse.Namespace) -> int:
@@ -77,6 +79,29 @@ def run_list(args: argparse.Namespace) -> int:
             f"{t.user:<24} {t.token_id:<12} {t.type:<5} {token_description(t):<24} "
             f"{_iso(t.created_at)}"
         )
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    source = "<stdin>" if args.file == "-" else args.file
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CommandFailed(f"cannot read {source}: {e}") from None
+    try:
+        tokens = build_tokens(read_rows(text, source), config.otp.totp, now())
+    except ImportError_ as e:
+        raise UsageError("nothing imported:\n" + "\n".join(e.problems)) from None
+    store = store_from(config)
+    try:
+        store.add_tokens(tokens)
+    except StoreError as e:
+        raise CommandFailed(f"nothing imported: {e}") from None
+    finally:
+        store.close()
+    users = len({t.user for t in tokens})
+    print(f"imported {len(tokens)} token(s) for {users} user(s)")
     return 0
 
 

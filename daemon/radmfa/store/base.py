@@ -7,6 +7,7 @@ PostgreSQL follows the same contract and the same test suite.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -59,6 +60,10 @@ class ChallengeRecord:
 class Store(Protocol):
     # tokens
     def add_token(self, token: TokenRecord) -> None: ...
+    def add_tokens(self, tokens: Sequence[TokenRecord]) -> None:
+        """All or nothing, in one transaction (bulk import)."""
+        ...
+
     def list_tokens(self, user: str | None = None) -> list[TokenRecord]: ...
     def remove_tokens(self, user: str, token_id: str | None = None) -> int: ...
     def advance_step(self, token_id: str, step: int) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Sequence
 
 from radmfa.store.base import ChallengeRecord, LockState, StoreError, TokenRecord
 from radmfa.store.sqlite import next_failure_state
@@ -32,11 +33,16 @@ class MemoryStore:
 
     # tokens
     def add_token(self, token: TokenRecord) -> None:
+        self.add_tokens([token])
+
+    def add_tokens(self, tokens: Sequence[TokenRecord]) -> None:
         with self._lock:
             self._check_open()
-            if token.token_id in self._tokens:
-                raise StoreError(f"token id {token.token_id!r} already exists")
-            self._tokens[token.token_id] = token
+            ids = [t.token_id for t in tokens]
+            if len(set(ids)) != len(ids) or any(i in self._tokens for i in ids):
+                raise StoreError(f"adding {len(ids)} token(s): a token id already exists")
+            for token in tokens:
+                self._tokens[token.token_id] = token
 
     def list_tokens(self, user: str | None = None) -> list[TokenRecord]:
         with self._lock:

@@ -12,7 +12,7 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from radmfa.store.base import ChallengeRecord, LockState, StoreError, TokenRecord
 from radmfa.store.crypto import SecretBox, SecretBoxError, token_secret_aad
@@ -261,27 +261,31 @@ class SqliteStore:
     # -- tokens -----------------------------------------------------------------------------
 
     def add_token(self, token: TokenRecord) -> None:
-        blob = self._box.seal(token.secret, token_secret_aad(token.user, token.token_id))
+        self.add_tokens([token])
+
+    def add_tokens(self, tokens: Sequence[TokenRecord]) -> None:
+        rows = [
+            (
+                token.token_id,
+                token.user,
+                token.type,
+                self._box.seal(token.secret, token_secret_aad(token.user, token.token_id)),
+                token.digits,
+                token.algorithm,
+                token.period,
+                token.created_at,
+                token.last_step,
+                token.description,
+            )
+            for token in tokens
+        ]
+        what = f"adding {len(rows)} token(s)"
         try:
-            with self._write(f"adding token {token.token_id!r} for {token.user!r}") as conn:
-                conn.execute(
-                    _INSERT_TOKEN,
-                    (
-                        token.token_id,
-                        token.user,
-                        token.type,
-                        blob,
-                        token.digits,
-                        token.algorithm,
-                        token.period,
-                        token.created_at,
-                        token.last_step,
-                        token.description,
-                    ),
-                )
+            with self._write(what) as conn:
+                conn.executemany(_INSERT_TOKEN, rows)
         except StoreError as e:
             if isinstance(e.__cause__, sqlite3.IntegrityError):
-                raise StoreError(f"token id {token.token_id!r} already exists") from e.__cause__
+                raise StoreError(f"{what}: a token id already exists") from e.__cause__
             raise
 
     def list_tokens(self, user: str | None = None) -> list[TokenRecord]:

@@ -111,6 +111,15 @@ def test_duplicate_token_id_is_refused(store: Store) -> None:
     assert [t.user for t in store.list_tokens()] == ["alice"]
 
 
+def test_bulk_add_is_all_or_nothing(store: Store) -> None:
+    store.add_tokens([token("b1", "bob"), token("c1", "carol")])
+    assert [t.token_id for t in store.list_tokens()] == ["b1", "c1"]
+    with pytest.raises(StoreError, match="already exists"):
+        store.add_tokens([token("d1", "dave"), token("b1", "eve")])
+    assert [t.token_id for t in store.list_tokens()] == ["b1", "c1"]
+    assert store.list_tokens("bob")[0].secret == token("b1").secret
+
+
 def test_remove_one_token_or_all_of_a_user(store: Store) -> None:
     for tid, user in (("a1", "alice"), ("a2", "alice"), ("a3", "alice"), ("b1", "bob")):
         store.add_token(token(tid, user))
