@@ -126,6 +126,9 @@ class RadiusConfig:
     max_in_flight: int = 2048
     #: Deadline for one request; past it the request is rejected (kept under client timers).
     request_timeout: float = 10.0
+    #: Processes sharing the listen sockets (SO_REUSEPORT); the kernel keeps each client
+    #: source port on one worker, so retransmissions meet their duplicate cache.
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -724,7 +727,7 @@ def _lockout(s: Section) -> LockoutConfig:
     )
 
 
-_RADIUS_KEYS = ("reject_delay", "duplicate_window", "max_in_flight", "request_timeout")
+_RADIUS_KEYS = ("reject_delay", "duplicate_window", "max_in_flight", "request_timeout", "workers")
 
 
 def _radius(s: Section) -> RadiusConfig:
@@ -736,6 +739,7 @@ def _radius(s: Section) -> RadiusConfig:
         duplicate_window=s.get_duration("duplicate_window", d.duplicate_window, 5, 30),
         max_in_flight=s.get_int("max_in_flight", d.max_in_flight, 1, 1_000_000),
         request_timeout=s.get_duration("request_timeout", d.request_timeout, 1, 60),
+        workers=s.get_int("workers", d.workers, 1, 64),
     )
     if radius.request_timeout <= radius.reject_delay:
         s.error("request_timeout", "must be longer than reject_delay")

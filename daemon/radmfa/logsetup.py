@@ -27,9 +27,10 @@ _LEVELS = {
 
 
 class LineObserver:
-    def __init__(self, stream: IO[str], timestamps: bool) -> None:
+    def __init__(self, stream: IO[str], timestamps: bool, tag: str = "") -> None:
         self.stream = stream
         self.timestamps = timestamps
+        self.tag = f"[{tag}] " if tag else ""
 
     def __call__(self, event: dict[str, Any]) -> None:
         text = formatEvent(event)
@@ -40,7 +41,7 @@ class LineObserver:
         namespace = event.get("log_namespace", "-")
         if namespace == "log_legacy":
             namespace = "twisted"
-        prefix = f"{level} {namespace}: "
+        prefix = f"{self.tag}{level} {namespace}: "
         if self.timestamps:
             when = datetime.fromtimestamp(event.get("log_time", 0), UTC)
             prefix = when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z " + prefix
@@ -49,10 +50,13 @@ class LineObserver:
 
 
 def configure_logging(
-    level: str = "info", stream: IO[str] | None = None
+    level: str = "info", stream: IO[str] | None = None, tag: str = ""
 ) -> LogLevelFilterPredicate:
+    """``tag`` marks every line of a worker process (``[w1]``) so their logs can be told apart."""
     predicate = LogLevelFilterPredicate(defaultLogLevel=_LEVELS.get(level, LogLevel.info))
-    observer = LineObserver(stream or sys.stderr, timestamps="JOURNAL_STREAM" not in os.environ)
+    observer = LineObserver(
+        stream or sys.stderr, timestamps="JOURNAL_STREAM" not in os.environ, tag=tag
+    )
     globalLogBeginner.beginLoggingTo(
         [FilteringLogObserver(observer, [predicate])], redirectStandardIO=False
     )

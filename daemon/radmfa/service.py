@@ -7,6 +7,7 @@ reference, so a request runs start to finish under the settings it started with.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,9 +83,12 @@ def build_runtime(
 class Daemon:
     """One radmfa process: sockets, thread pools, store, and the current Runtime."""
 
-    def __init__(self, config: Config, reactor: Any) -> None:
+    def __init__(self, config: Config, reactor: Any, *, worker: int | None = None) -> None:
         self.reactor = reactor
         self.config = config
+        #: Set when this process is one of several workers sharing the ports (SO_REUSEPORT).
+        self.worker = worker
+        self.name = "radmfa" if worker is None else f"radmfa worker {worker}"
         self.stats = RadiusStats()
         self.store: Store | None = None
         self.db = ThreadPoolRunner(reactor, "radmfa-db", DB_THREADS)
@@ -121,8 +125,9 @@ class Daemon:
         self._purge.start(PURGE_INTERVAL, now=False)
         self.reactor.addSystemEventTrigger("before", "shutdown", self.stop)
         log.info(
-            "radmfa ready: listening on {addrs}, {n} client(s), password backend {backend}, "
+            "{name} ready: listening on {addrs}, {n} client(s), password backend {backend}, "
             "otp mode {mode}",
+            name=self.name,
             addrs=", ".join(_fmt(a) for a in self.config.listen),
             n=len(self.config.clients),
             backend="ldap" if self.config.ldap else "local users file",
@@ -147,7 +152,10 @@ class Daemon:
             radius_config=self.config.radius,
             stats=self.stats,
         )
-        port = self.reactor.listenUDP(address.port, protocol, interface=address.host)
+        if self.worker is None:
+            port = self.reactor.listenUDP(address.port, protocol, interface=address.host)
+        else:
+            port = listen_reuseport(self.reactor, address, protocol)
         self.ports[address] = (port, protocol)
 
     def reload(self, path: str) -> bool:
@@ -219,7 +227,7 @@ class Daemon:
             self.db.stop()
             if self.store is not None:
                 self.store.close()
-            log.info("radmfa stopped")
+            log.info("{name} stopped", name=self.name)
 
         d.addCallback(release)
         return d
@@ -230,6 +238,19 @@ class Daemon:
         d = self.db.run(self.store.purge_expired, self.reactor.seconds())
         d.addErrback(lambda f: log.failure("purging expired challenges failed", f))
         return d
+
+
+def listen_reuseport(reactor: Any, address: ListenAddress, protocol: Any) -> Any:
+    """Bind with SO_REUSEPORT so every worker gets its own socket on the same address."""
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((address.host, address.port))
+        sock.setblocking(False)
+        return reactor.adoptDatagramPort(sock.fileno(), family, protocol)
+    finally:
+        sock.close()  # the reactor holds its own duplicate of the descriptor
 
 
 def _fmt(address: ListenAddress) -> str:

@@ -457,3 +457,38 @@ def test_token_import_then_login_and_bad_file_imports_nothing(
     assert done.returncode == 2
     assert f"{bad}:3:" in done.stderr
     assert json.loads(daemon.cli("token", "list", "newcomer", "--json").stdout) == []
+
+
+# -- several worker processes -----------------------------------------------------------------
+
+
+def test_workers_share_the_port_replay_and_lockout(slapd, tmp_path):
+    config = base_config(slapd)
+    config["radius"] = {"reject_delay": 0, "workers": 2}
+    d = RadmfaDaemon(tmp_path / "radmfa", config)
+    d.start()
+    try:
+        d.wait_for_log("worker 0 ready")
+        d.wait_for_log("worker 1 ready")
+        user = Enrolled(d, slapd)
+        code = user.code()
+        # Many source ports spread over both workers; the code must still work exactly once.
+        clients = [RadiusTestClient(d.port, STRICT_SECRET.encode(), source="127.0.0.3")
+                   for _ in range(32)]  # fmt: skip
+        codes = [c.auth(user.name, user.password + code).code for c in clients]
+        assert codes.count(ACCEPT) == 1 and codes.count(REJECT) == 31
+        # 32 source ports all hashed to one worker: odds of 2**-31, so both must have answered.
+        deciders = set(
+            re.findall(rf'\[(w\d)\] info radmfa.decision: .*user="{user.name}"', d.log())
+        )
+        assert deciders == {"w0", "w1"}
+        for client in clients:
+            client.close()
+        workers_seen = set(re.findall(r"radmfa worker (\d) ready", d.log()))
+        assert workers_seen == {"0", "1"}
+
+        d.signal(signal.SIGHUP)
+        d.wait_for_log("configuration reloaded", count=2)
+    finally:
+        assert d.stop() == 0
+    assert "radmfa worker 0 stopped" in d.log() and "radmfa worker 1 stopped" in d.log()

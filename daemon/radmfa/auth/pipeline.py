@@ -37,7 +37,7 @@ from radmfa.auth.model import (
 from radmfa.config import LockoutConfig, OtpConfig
 from radmfa.directory.base import DirectoryOutcome, PasswordChecker
 from radmfa.factors.base import CodeMatch, FactorRegistry, MatchKind
-from radmfa.store.base import ChallengeRecord, Store, StoreError, TokenRecord
+from radmfa.store.base import ChallengeRecord, LockState, Store, StoreError, TokenRecord
 from radmfa.threads import BlockingRunner
 
 log = Logger(namespace="radmfa.auth")
@@ -116,16 +116,11 @@ class Authenticator:
         key = store_key(user)
         if not password:
             return _reject(Reason.EMPTY_PASSWORD, user)
-        lock = await self.db.run(self.store.lock_state, key)
+        lock, tokens = await self.db.run(self._user_state, key)
         if lock.is_locked(self.clock.seconds()):
             return _reject(Reason.LOCKED, user)
-        tokens = [
-            t
-            for t in await self.db.run(self.store.list_tokens, key)
-            if self.factors.get(t.type) is not None
-        ]
         if not tokens:
-            return await self._password_only(user, key, password, had_failures=lock.failures > 0)
+            return await self._password_only(user, key, password, failures=lock.failures)
 
         mode = self.settings.otp.mode
         if mode in ("append", "auto"):
@@ -222,10 +217,9 @@ class Authenticator:
             or now >= challenge.expires_at
         ):
             return _reject(Reason.BAD_STATE, user, method="challenge")
-        lock = await self.db.run(self.store.lock_state, key)
+        lock, tokens = await self.db.run(self._user_state, key)
         if lock.is_locked(now):
             return _reject(Reason.LOCKED, user, method="challenge")
-        tokens = await self.db.run(self.store.list_tokens, key)
         token, match = self.factors.verify(tokens, code.strip(), now)
         factor = token.type if token else None
         if token is None or match.kind is MatchKind.NO_MATCH:
@@ -238,7 +232,7 @@ class Authenticator:
         return Decision(Outcome.ACCEPT, Reason.OK, user=user, method="challenge", factor=factor)
 
     async def _password_only(
-        self, user: str, key: str, password: str, *, had_failures: bool
+        self, user: str, key: str, password: str, *, failures: int
     ) -> Decision:
         if not self.settings.otp.allow_password_only:
             log.info(
@@ -248,10 +242,15 @@ class Authenticator:
         verdict = await self._check_password(user, key, password)
         if verdict is not None:
             return verdict
-        await self._succeed(key, 1 if had_failures else 0)
+        await self._succeed(key, failures)
         return Decision(Outcome.ACCEPT, Reason.PASSWORD_ONLY, user=user)
 
     # -- steps ------------------------------------------------------------------------------
+
+    def _user_state(self, key: str) -> tuple[LockState, list[TokenRecord]]:
+        """Lock state and usable tokens in one trip to the store thread (runs off the reactor)."""
+        tokens = [t for t in self.store.list_tokens(key) if self.factors.get(t.type) is not None]
+        return self.store.lock_state(key), tokens
 
     async def _check_password(self, user: str, key: str, password: str) -> Decision | None:
         """The one directory bind. None when the password is right, else the reject."""

@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the daemon in the foreground, logging to stderr")
+    serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by the supervisor
     serve.set_defaults(run="radmfa.cli.serve:run_serve")
 
     check = sub.add_parser("check-config", help="validate the configuration file")

@@ -1,0 +1,401 @@
+"""Side-by-side benchmark: radmfa and FreeRADIUS 3.2 on the same slapd, in one run.
+
+    .venv/bin/python -m bench.run                 # the full table (a few minutes)
+    .venv/bin/python -m bench.run --quick         # a smoke run
+
+It loads slapd with N users (indexed on objectClass and uid), enrolls a TOTP token for every
+user in radmfa through ``radmfa token import`` (FreeRADIUS reads the same secret from the
+user's ``description``), then drives each server in turn with the same load generator at
+several concurrency levels. Every accepted request carries a fresh valid code, so every
+request does the full work: LDAP search, LDAP bind as the user, TOTP check (and for radmfa the
+replay-safe store update and the decision log line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyotp
+import yaml
+
+from bench.loadgen import Attempt, LoadResult, run_load
+from bench.procstat import cpu_seconds, peak_rss_mb
+from tests.support.daemon import READY_LINE, deadline_poll
+from tests.support.ports import free_port
+from tests.support.slapd import (
+    PEOPLE_DN,
+    SERVICE_DN,
+    SERVICE_PASSWORD,
+    Slapd,
+    ldif_entry,
+    ssha,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "bench-shared-secret-0123456789"
+STEP = 30
+
+
+@dataclass
+class BenchUser:
+    uid: str
+    password: str
+    totp_secret: str  # base32
+
+
+def make_bench_users(count: int, seed: int = 7) -> list[BenchUser]:
+    rng = random.Random(seed)
+    return [
+        BenchUser(
+            f"bench{i:06d}",
+            f"Pw-{i:06d}-{rng.randrange(10**8):08d}",
+            base64.b32encode(rng.randbytes(20)).decode(),
+        )
+        for i in range(count)
+    ]
+
+
+def users_ldif(users: list[BenchUser]) -> str:
+    parts = []
+    for u in users:
+        parts.append(
+            ldif_entry(
+                f"uid={u.uid},{PEOPLE_DN}",
+                [
+                    ("objectClass", "inetOrgPerson"),
+                    ("uid", u.uid),
+                    ("cn", u.uid),
+                    ("sn", u.uid),
+                    ("userPassword", ssha(u.password)),
+                    ("description", u.totp_secret),
+                ],
+            )
+        )
+    return "".join(parts)
+
+
+class CodeBook:
+    """Hands out (user, code) pairs no server has seen: each user's steps only move forward.
+
+    A code for the current step or the next one is valid at every server in this run (both
+    accept one step of skew); when every user has used both, we wait for the next step.
+    """
+
+    def __init__(self, users: list[BenchUser], lookahead: int = 1) -> None:
+        self.users = users
+        self.lookahead = lookahead
+        self.totps = {u.uid: pyotp.TOTP(u.totp_secret) for u in users}
+        self.next_step = {u.uid: 0 for u in users}
+        self.cursor = 0
+
+    def take(self, count: int) -> Iterator[tuple[BenchUser, str]]:
+        given = 0
+        while given < count:
+            now_step = int(time.time()) // STEP
+            progressed = False
+            for _ in range(len(self.users)):
+                user = self.users[self.cursor]
+                self.cursor = (self.cursor + 1) % len(self.users)
+                step = max(self.next_step[user.uid], now_step)
+                if step > now_step + self.lookahead:
+                    continue
+                self.next_step[user.uid] = step + 1
+                yield user, self.totps[user.uid].at(step * STEP)
+                given += 1
+                progressed = True
+                if given >= count:
+                    return
+            if not progressed:
+                wait = STEP - time.time() % STEP + 0.05
+                print(f"  (every user used its codes; waiting {wait:.0f}s for the next step)")
+                time.sleep(wait)
+
+
+def attempts_for(book: CodeBook, count: int, *, wrong_share: float = 0.0) -> list[Attempt]:
+    rng = random.Random(count)
+    attempts = []
+    for user, code in book.take(count):
+        roll = rng.random()
+        if roll < wrong_share / 2:
+            bad = f"{(int(code) + 1) % 10**6:06d}"
+            attempts.append(Attempt(user.uid, user.password + bad, "reject"))
+        elif roll < wrong_share:
+            attempts.append(Attempt(user.uid, "x" + user.password + code, "reject"))
+        else:
+            attempts.append(Attempt(user.uid, user.password + code, "accept"))
+    return attempts
+
+
+# -- servers ----------------------------------------------------------------------------------
+
+
+class RadmfaServer:
+    label = "radmfa"
+
+    def __init__(
+        self, workdir: Path, slapd: Slapd, users: list[BenchUser], *, mode: str, workers: int
+    ) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port("udp")
+        self.mode = mode
+        self.workers = workers
+        self.label = f"radmfa-{mode}" + (f"-w{workers}" if workers > 1 else "")
+        ldap: dict[str, object] = {"servers": [slapd.url], "timeout": 3}
+        if mode == "direct":
+            ldap["user_dn"] = f"uid={{username}},{PEOPLE_DN}"
+        else:
+            ldap.update(
+                base_dn=PEOPLE_DN,
+                user_filter="(uid={username})",
+                bind_dn=SERVICE_DN,
+                bind_password=SERVICE_PASSWORD,
+            )
+        config: dict[str, object] = {
+            "listen": [f"127.0.0.1:{self.port}"],
+            "clients": [{"name": "bench", "address": "127.0.0.1/32", "secret": SECRET}],
+            "ldap": ldap,
+            "store": {
+                "path": str(workdir / "radmfa.sqlite3"),
+                "key_file": str(workdir / "secret.key"),
+            },
+            "otp": {"mode": "append"},
+            "lockout": {"max_failures": 10, "duration": "1m"},
+        }
+        if workers > 1:
+            config["radius"] = {"workers": workers}
+        self.config_path = workdir / "radmfa.yaml"
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.log_path = workdir / "radmfa.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.users = users
+
+    def enroll(self) -> float:
+        csv = self.workdir / "tokens.csv"
+        csv.write_text(
+            "user,type,secret,digits,algorithm,period\n"
+            + "".join(f"{u.uid},totp,{u.totp_secret},6,SHA1,30\n" for u in self.users)
+        )
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "radmfa", "-c", str(self.config_path), "token", "import",
+             str(csv)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        return time.perf_counter() - started
+
+    def start(self) -> None:
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "radmfa", "-c", str(self.config_path), "serve"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline_poll(
+            lambda: READY_LINE in self.log_path.read_text(errors="replace"),
+            30,
+            what=f"{self.label} ready",
+        )
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(30)
+            self.process = None
+
+
+class FreeRadius:
+    def __init__(self, workdir: Path, slapd: Slapd) -> None:
+        from bench.freeradius_server import FreeRadiusServer
+
+        self.port = free_port("udp")
+        self.label = "freeradius"
+        self.server = FreeRadiusServer(
+            workdir,
+            port=self.port,
+            secret=SECRET,
+            ldap_url=slapd.url,
+            base_dn=PEOPLE_DN,
+            bind_dn=SERVICE_DN,
+            bind_password=SERVICE_PASSWORD,
+        )
+
+    def start(self) -> None:
+        self.server.start()
+
+    @property
+    def pid(self) -> int:
+        return self.server.pid
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    server: str
+    scenario: str
+    concurrency: int
+    requests: int
+    accepts_per_s: float
+    answers_per_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    lost: int
+    unexpected: int
+    cpu_s_per_1000: float
+    slapd_cpu_s_per_1000: float
+    peak_rss_mb: float
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def measure(server, slapd: Slapd, attempts: list[Attempt], concurrency: int, scenario: str) -> Row:
+    cpu0, scpu0 = cpu_seconds(server.pid), cpu_seconds(slapd.pid)
+    result: LoadResult = run_load(("127.0.0.1", server.port), SECRET.encode(), attempts, concurrency)
+    cpu1, scpu1 = cpu_seconds(server.pid), cpu_seconds(slapd.pid)
+    n = max(1, result.answered)
+    return Row(
+        server=server.label,
+        scenario=scenario,
+        concurrency=concurrency,
+        requests=result.sent,
+        accepts_per_s=round(result.accepts_per_second, 1),
+        answers_per_s=round(result.answers_per_second, 1),
+        p50_ms=round(result.percentile(50) * 1000, 2),
+        p95_ms=round(result.percentile(95) * 1000, 2),
+        p99_ms=round(result.percentile(99) * 1000, 2),
+        lost=result.lost,
+        unexpected=result.unexpected,
+        cpu_s_per_1000=round((cpu1 - cpu0) / n * 1000, 3),
+        slapd_cpu_s_per_1000=round((scpu1 - scpu0) / n * 1000, 3),
+        peak_rss_mb=round(peak_rss_mb(server.pid), 1),
+    )
+
+
+def print_table(rows: list[Row]) -> None:
+    header = (
+        f"{'server':<22} {'scenario':<9} {'conc':>4} {'req':>6} {'acc/s':>8} {'p50ms':>7} "
+        f"{'p95ms':>7} {'p99ms':>8} {'lost':>4} {'bad':>4} {'cpu/1k':>7} {'slapd/1k':>8} "
+        f"{'rssMB':>6} {'ratio':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    reference = {
+        (r.scenario, r.concurrency): r for r in rows if r.server == "freeradius"
+    }
+    for r in rows:
+        ref = reference.get((r.scenario, r.concurrency))
+        ratio = (
+            f"{r.answers_per_s / ref.answers_per_s:.2f}"
+            if ref and ref.answers_per_s and r.server != "freeradius"
+            else ""
+        )
+        print(
+            f"{r.server:<22} {r.scenario:<9} {r.concurrency:>4} {r.requests:>6} "
+            f"{r.accepts_per_s:>8.0f} {r.p50_ms:>7.2f} {r.p95_ms:>7.2f} {r.p99_ms:>8.2f} "
+            f"{r.lost:>4} {r.unexpected:>4} {r.cpu_s_per_1000:>7.3f} "
+            f"{r.slapd_cpu_s_per_1000:>8.3f} {r.peak_rss_mb:>6.1f} {ratio:>6}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--concurrency", default="1,16,64,256")
+    parser.add_argument("--requests", type=int, default=3000, help="per row (c=1: a sixth)")
+    parser.add_argument(
+        "--servers",
+        default="freeradius,radmfa-search,radmfa-direct",
+        help="comma list of freeradius, radmfa-search, radmfa-direct",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="radmfa worker processes")
+    parser.add_argument("--mix", action="store_true", default=True)
+    parser.add_argument("--no-mix", dest="mix", action="store_false")
+    parser.add_argument("--quick", action="store_true", help="1,000 users, 600 requests, c=1,64")
+    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "latest.json")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.users, args.requests, args.concurrency = 1000, 600, "1,64"
+    levels = [int(c) for c in args.concurrency.split(",")]
+    names = args.servers.split(",")
+
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="radmfa-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        users = make_bench_users(args.users)
+        slapd = Slapd(tmp / "slapd", debug="0")
+        started = time.perf_counter()
+        slapd.add_ldif(users_ldif(users))
+        slapd.start()
+        print(f"slapd: {args.users} users loaded in {time.perf_counter() - started:.1f}s")
+        servers = []
+        try:
+            for name in names:
+                if name == "freeradius":
+                    servers.append(FreeRadius(tmp / "freeradius", slapd))
+                else:
+                    mode = name.removeprefix("radmfa-")
+                    server = RadmfaServer(
+                        tmp / name, slapd, users, mode=mode, workers=args.workers
+                    )
+                    took = server.enroll()
+                    print(f"{server.label}: imported {args.users} tokens in {took:.1f}s")
+                    servers.append(server)
+            books = {s.label: CodeBook(users) for s in servers}
+            for server in servers:
+                server.start()
+            scenarios = [("valid", level, 0.0) for level in levels]
+            if args.mix:
+                scenarios.append(("mix20", 64, 0.2))
+            for scenario, level, wrong in scenarios:
+                count = args.requests if level > 1 else max(100, args.requests // 6)
+                for server in servers:  # alternate servers row by row
+                    attempts = attempts_for(books[server.label], count, wrong_share=wrong)
+                    row = measure(server, slapd, attempts, level, scenario)
+                    rows.append(row)
+                    print(
+                        f"  {row.server:<22} {scenario:<6} c={level:<4} "
+                        f"{row.answers_per_s:8.0f}/s p99 {row.p99_ms:.1f} ms lost {row.lost}"
+                    )
+        finally:
+            for server in servers:
+                server.stop()
+            slapd.kill()
+
+    print()
+    print_table(rows)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "users": args.users,
+        "cpus": os.cpu_count(),
+        "workers": args.workers,
+        "python": sys.version.split()[0],
+    }
+    args.json.write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=1))
+    print(f"\nJSON written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
