@@ -271,7 +271,9 @@ class Row:
 
 def measure(server, slapd: Slapd, attempts: list[Attempt], concurrency: int, scenario: str) -> Row:
     cpu0, scpu0 = cpu_seconds(server.pid), cpu_seconds(slapd.pid)
-    result: LoadResult = run_load(("127.0.0.1", server.port), SECRET.encode(), attempts, concurrency)
+    result: LoadResult = run_load(
+        ("127.0.0.1", server.port), SECRET.encode(), attempts, concurrency
+    )
     cpu1, scpu1 = cpu_seconds(server.pid), cpu_seconds(slapd.pid)
     n = max(1, result.answered)
     return Row(
@@ -300,9 +302,7 @@ def print_table(rows: list[Row]) -> None:
     )
     print(header)
     print("-" * len(header))
-    reference = {
-        (r.scenario, r.concurrency): r for r in rows if r.server == "freeradius"
-    }
+    reference = {(r.scenario, r.concurrency): r for r in rows if r.server == "freeradius"}
     for r in rows:
         ref = reference.get((r.scenario, r.concurrency))
         ratio = (
@@ -355,13 +355,15 @@ def main(argv: list[str] | None = None) -> int:
                     servers.append(FreeRadius(tmp / "freeradius", slapd))
                 else:
                     mode = name.removeprefix("radmfa-")
-                    server = RadmfaServer(
-                        tmp / name, slapd, users, mode=mode, workers=args.workers
-                    )
+                    server = RadmfaServer(tmp / name, slapd, users, mode=mode, workers=args.workers)
                     took = server.enroll()
                     print(f"{server.label}: imported {args.users} tokens in {took:.1f}s")
                     servers.append(server)
-            books = {s.label: CodeBook(users) for s in servers}
+            # rlm_totp 3.2.1 accepts the current step only; radmfa one step either way.
+            books = {
+                s.label: CodeBook(users, lookahead=0 if s.label == "freeradius" else 1)
+                for s in servers
+            }
             for server in servers:
                 server.start()
             scenarios = [("valid", level, 0.0) for level in levels]
