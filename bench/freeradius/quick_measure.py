@@ -54,7 +54,7 @@ def cpu_and_rss(pid: int) -> tuple[float, int]:
 
 
 def wait_for_fresh_step(min_left: float) -> None:
-    left = STEP - time.time() % STEP  # noqa: TID251 - FreeRADIUS reads the real clock
+    left = STEP - time.time() % STEP
     if left < min_left:
         time.sleep(left + 0.05)
 
