@@ -33,7 +33,8 @@ class LineObserver:
         self.tag = f"[{tag}] " if tag else ""
 
     def __call__(self, event: dict[str, Any]) -> None:
-        text = formatEvent(event)
+        # Decision lines arrive pre-rendered (the hot path); everything else is formatted here.
+        text = event.get("decision_line") or formatEvent(event)
         failure = event.get("log_failure")
         if failure is not None:
             text = f"{text}\n{failure.getTraceback()}"

@@ -32,7 +32,7 @@ from radmfa.threads import BlockingRunner, ThreadPoolRunner
 log = Logger(namespace="radmfa.service")
 
 #: Store work is short (indexed single-row statements); a few threads keep it off the reactor.
-DB_THREADS = 4
+DB_THREADS = 1
 PURGE_INTERVAL = 60.0
 
 

@@ -33,20 +33,27 @@ _log = Logger(namespace="radmfa.decision")
 
 
 class DecisionLog:
+    """Writes the decision line. It is rendered here with plain string formatting (one per
+    request, on the hot path); the fields also travel in the event for structured output."""
+
     def record(self, request: AccessRequest, decision: Decision, elapsed: float) -> None:
         user = decision.user if decision.user is not None else request.user_name
-        _log.info(
-            'decision={outcome} reason={reason} user="{user}" client={client} src={src} '
-            'nas_id="{nas_id}" station="{station}" method={method} factor={factor} '
-            "ms={ms:.1f}",
-            outcome=decision.outcome.value,
-            reason=decision.reason.value,
-            user=sanitize(user),
-            client=sanitize(request.client_name),
-            src=request.client_address,
-            nas_id=sanitize(request.nas_identifier),
-            station=sanitize(request.calling_station_id),
-            method=decision.method or "-",
-            factor=decision.factor or "-",
-            ms=elapsed * 1000.0,
+        fields = {
+            "decision": decision.outcome.value,
+            "reason": decision.reason.value,
+            "user": sanitize(user),
+            "client": sanitize(request.client_name),
+            "src": request.client_address,
+            "nas_id": sanitize(request.nas_identifier),
+            "station": sanitize(request.calling_station_id),
+            "method": decision.method or "-",
+            "factor": decision.factor or "-",
+            "ms": round(elapsed * 1000.0, 1),
+        }
+        line = (
+            f'decision={fields["decision"]} reason={fields["reason"]} user="{fields["user"]}" '
+            f'client={fields["client"]} src={fields["src"]} nas_id="{fields["nas_id"]}" '
+            f'station="{fields["station"]}" method={fields["method"]} '
+            f"factor={fields['factor']} ms={fields['ms']:.1f}"
         )
+        _log.info("{decision_line}", decision_line=line, decision_fields=fields)

@@ -20,13 +20,34 @@ def is_code_shaped(code: str, digits: int) -> bool:
     return len(code) == digits and all(c in _ASCII_DIGITS for c in code)
 
 
+class _TokenTOTP(pyotp.TOTP):
+    """pyotp's TOTP, holding the raw secret: pyotp would base32-decode it for every code."""
+
+    def __init__(self, token: TokenRecord) -> None:
+        if len(token.secret) * 8 < self.min_secret_length_bits:  # pyotp's own rule, kept
+            raise ValueError(f"Secrets must be at least {self.min_secret_length_bits} bits")
+        self._raw = token.secret
+        super().__init__(
+            base64.b32encode(token.secret).decode("ascii"),
+            digits=token.digits,
+            digest=_DIGESTS[token.algorithm],
+            interval=token.period,
+        )
+
+    def byte_secret(self) -> bytes:
+        return self._raw
+
+
 def make_otp(token: TokenRecord) -> pyotp.TOTP:
-    return pyotp.TOTP(
-        base64.b32encode(token.secret).decode("ascii"),
-        digits=token.digits,
-        digest=_DIGESTS[token.algorithm],
-        interval=token.period,
-    )
+    return _TokenTOTP(token)
+
+
+def _window(current: int, skew: int) -> list[int]:
+    """Steps to try, the current one first: most codes match it, so most checks cost one HMAC."""
+    steps = [current]
+    for distance in range(1, skew + 1):
+        steps += [current - distance, current + distance]
+    return [s for s in steps if s >= 0]
 
 
 class TotpFactor:
@@ -46,10 +67,7 @@ class TotpFactor:
         otp = make_otp(token)
         current = int(now) // token.period
         replayed: int | None = None
-        # Newest first, so a code valid for two steps (it cannot be, but cheaply) takes the later.
-        for step in range(current + self.skew, current - self.skew - 1, -1):
-            if step < 0:
-                continue
+        for step in _window(current, self.skew):
             if hmac.compare_digest(otp.generate_otp(step), code):
                 if token.last_step is not None and step <= token.last_step:
                     replayed = step

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from radmfa.config import ClientConfig
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_MEMO_LIMIT = 4096
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -55,9 +56,22 @@ class ClientTable:
         self._prefixes = {
             version: sorted(table.items(), reverse=True) for version, table in by_version.items()
         }
+        #: Source address -> answer. A NAS sends thousands of requests from one address, and
+        #: parsing it each time showed in profiles. Bounded: cleared when it grows too big.
+        self._memo: dict[str, ClientConfig | None] = {}
 
     def lookup(self, address: str) -> ClientConfig | None:
         """The client owning ``address`` (IPv4, IPv6 or IPv4-mapped IPv6), or None."""
+        try:
+            return self._memo[address]
+        except KeyError:
+            pass
+        if len(self._memo) >= _MEMO_LIMIT:
+            self._memo.clear()
+        found = self._memo[address] = self._match(address)
+        return found
+
+    def _match(self, address: str) -> ClientConfig | None:
         ip = normalise_address(address)
         if ip is None:
             return None

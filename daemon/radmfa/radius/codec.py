@@ -77,9 +77,12 @@ class Attr(enum.IntEnum):
 
 
 #: Attributes that may appear at most once in an Access-Request (R-05, RFC 2869 5.19).
-_AT_MOST_ONCE = (Attr.USER_NAME, Attr.USER_PASSWORD, Attr.STATE, Attr.MESSAGE_AUTHENTICATOR)
-#: At most one of these credentials may be present (R-05).
-_CREDENTIALS = (Attr.USER_PASSWORD, Attr.CHAP_PASSWORD, Attr.EAP_MESSAGE)
+_AT_MOST_ONCE = tuple(
+    int(a) for a in (Attr.USER_NAME, Attr.USER_PASSWORD, Attr.STATE, Attr.MESSAGE_AUTHENTICATOR)
+)
+#: At most one of these credentials may be present (R-05). Plain ints: this runs per packet.
+_CREDENTIALS = tuple(int(a) for a in (Attr.USER_PASSWORD, Attr.CHAP_PASSWORD, Attr.EAP_MESSAGE))
+_MA_TYPE = int(Attr.MESSAGE_AUTHENTICATOR)
 _ZERO_MA = bytes(16)
 
 
@@ -148,19 +151,17 @@ def _check_request_rules(attributes: Sequence[Attribute]) -> None:
     counts: dict[int, int] = {}
     for attribute in attributes:
         counts[attribute.type] = counts.get(attribute.type, 0) + 1
-        if (
-            attribute.type == Attr.MESSAGE_AUTHENTICATOR
-            and len(attribute.value) + 2 != MESSAGE_AUTHENTICATOR_LENGTH
-        ):
+        if attribute.type == _MA_TYPE and len(attribute.value) + 2 != MESSAGE_AUTHENTICATOR_LENGTH:
             raise MalformedPacket(
                 f"Message-Authenticator is {len(attribute.value) + 2} bytes, not 18"
             )
     for kind in _AT_MOST_ONCE:
         if counts.get(kind, 0) > 1:
             raise MalformedPacket(f"{Attr(kind).name} appears {counts[kind]} times")
-    present = [kind.name for kind in _CREDENTIALS if kind in counts]
+    present = [kind for kind in _CREDENTIALS if kind in counts]
     if len(present) > 1:
-        raise MalformedPacket(f"conflicting credentials: {' and '.join(present)}")
+        names = " and ".join(Attr(kind).name for kind in present)
+        raise MalformedPacket(f"conflicting credentials: {names}")
 
 
 def validate_datagram(data: bytes, allowed_codes: frozenset[int] = AUTH_PORT_CODES) -> bytes:
@@ -195,7 +196,7 @@ def _md5(data: bytes) -> bytes:
 
 
 def _hmac_md5(secret: bytes, data: bytes) -> bytes:
-    return hmac.new(secret, data, "md5").digest()
+    return hmac.digest(secret, data, "md5")
 
 
 def _zero_ma(packet: bytes, offset: int) -> bytes:

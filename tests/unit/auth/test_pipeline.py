@@ -319,3 +319,11 @@ def test_token_with_eight_digits_and_sha256():
     ).at(w.clock.seconds())
     d = w.send(b"alice", f"hunter2{code}".encode())
     assert d.outcome is Outcome.ACCEPT
+
+
+def test_short_secrets_are_refused_like_pyotp_does():
+    from radmfa.factors.totp import make_otp
+
+    with pytest.raises(ValueError, match="at least 112 bits"):
+        make_otp(TokenRecord("t", "u", "totp", b"x" * 13, 6, "SHA1", 30, T0))
+    assert make_otp(TokenRecord("t", "u", "totp", b"x" * 14, 6, "SHA1", 30, T0)).digits == 6
