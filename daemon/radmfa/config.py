@@ -75,6 +75,9 @@ class LdapConfig:
     pool_size: int = 16
     #: After a connection failure, skip that server for this long while others answer.
     retry_after: float = 10.0
+    #: "native": asynchronous client on the reactor, persistent pipelined connections (fast).
+    #: "ldap3": ldap3 in a thread pool, a fresh connection per user bind (the reference).
+    engine: Literal["native", "ldap3"] = "native"
 
 
 @dataclass(frozen=True)
@@ -454,6 +457,7 @@ _LDAP_KEYS = (
     "timeout",
     "pool_size",
     "retry_after",
+    "engine",
 )
 _LDAP_DEFAULTS = LdapConfig(servers=())
 _FILTER_EXAMPLE = '"(uid={username})" or "(&(objectClass=person)(uid={username}))"'
@@ -511,6 +515,10 @@ def _ldap(s: Section) -> LdapConfig:
         timeout=s.get_duration("timeout", d.timeout, 0, 60, low_exclusive=True),
         pool_size=s.get_int("pool_size", d.pool_size, 1, 256),
         retry_after=s.get_duration("retry_after", d.retry_after, 0, 3600),
+        engine=cast(
+            Literal["native", "ldap3"],
+            s.get_choice("engine", d.engine, ("native", "ldap3"), fold=str.lower),
+        ),
     )
 
 

@@ -20,6 +20,7 @@ from radmfa.auth.pipeline import Authenticator, PipelineSettings
 from radmfa.config import Config, ConfigError, ListenAddress, load_config
 from radmfa.directory.base import PasswordChecker
 from radmfa.directory.ldap import LdapPasswordChecker
+from radmfa.directory.ldap_native import NativeLdapPasswordChecker
 from radmfa.directory.local import LocalUsersChecker, UsersFileError
 from radmfa.factors.base import FactorRegistry
 from radmfa.factors.totp import TotpFactor
@@ -50,7 +51,12 @@ class Runtime:
 
 def build_directory(config: Config, runner: BlockingRunner, clock: Any) -> PasswordChecker:
     if config.ldap is not None:
-        return LdapPasswordChecker(config.ldap, runner, clock)
+        try:
+            if config.ldap.engine == "native":
+                return NativeLdapPasswordChecker(config.ldap, clock)
+            return LdapPasswordChecker(config.ldap, runner, clock)
+        except ValueError as e:
+            raise SetupError(f"ldap: {e}") from None
     if config.local_users is not None:
         try:
             return LocalUsersChecker(config.local_users.path, runner)
@@ -92,7 +98,7 @@ class Daemon:
         self.stats = RadiusStats()
         self.store: Store | None = None
         self.db = ThreadPoolRunner(reactor, "radmfa-db", DB_THREADS)
-        pool_size = config.ldap.pool_size if config.ldap else 4
+        pool_size = config.ldap.pool_size if config.ldap and config.ldap.engine == "ldap3" else 4
         self.directory_runner = ThreadPoolRunner(reactor, "radmfa-directory", pool_size)
         self.runtime: Runtime | None = None
         self.ports: dict[ListenAddress, tuple[Any, RadiusServerProtocol]] = {}

@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-serve", action="store_true", help="only write the files")
     demo.set_defaults(run="radmfa.cli.demo:run_demo")
 
+    hashpw = sub.add_parser(
+        "hash-password", help="print a users-file line (name:scrypt-hash) for local_users"
+    )
+    hashpw.add_argument("user")
+    hashpw.set_defaults(run="radmfa.cli.users:run_hash_password")
+
     token = sub.add_parser("token", help="manage second-factor tokens")
     tsub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     add = tsub.add_parser("add", help="enroll a token (prints a QR code to scan)")

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from radmfa.cli.common import config_from, now, store_from, user_arg
-from radmfa.cli.main import CommandFailed
+from radmfa.cli.main import CommandFailed, UsageError
 from radmfa.cli.tokens import _iso, token_description, token_summary
 
 
@@ -58,4 +58,26 @@ def run_unlock(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(f"{user} unlocked" if changed else f"{user} was not locked")
+    return 0
+
+
+def run_hash_password(args: argparse.Namespace) -> int:
+    """Reads the password from the terminal (not echoed) or from stdin, never from argv."""
+    import getpass
+    import sys
+
+    from radmfa.directory.local import hash_password
+
+    user = args.user
+    if not user or ":" in user or any(c.isspace() for c in user):
+        raise UsageError("the user name must be non-empty, without ':' or blanks")
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"Password for {user}: ")
+        if getpass.getpass("Again: ") != password:
+            raise UsageError("the passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        raise UsageError("empty passwords are not allowed")
+    print(f"{user}:{hash_password(password)}")
     return 0

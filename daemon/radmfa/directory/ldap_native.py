@@ -1,0 +1,1071 @@
+"""Check a password with an LDAP simple bind, natively on the reactor (no threads).
+
+The ldap3 engine (:mod:`radmfa.directory.ldap`) costs a thread hop, pyasn1 encoding and a new
+TCP connection per user bind. This engine keeps persistent connections and speaks the few LDAP
+messages it needs through :mod:`radmfa.directory.ber`. Three layers, each with one job:
+
+- :class:`LdapClientProtocol`: one TCP connection. Framing, message-ID dispatch, one response
+  timeout per operation, StartTLS/LDAPS handshakes. A timeout or a protocol error drops the
+  connection and fails everything pending on it.
+- :class:`ConnectionPool`: connections to one server for one purpose, each carrying at most
+  ``depth`` operations, with a bounded FIFO of waiting operations. Per server there is a
+  *search pool* (a few connections bound once as ``bind_dn``, searches pipelined on them) and a
+  *bind pool* (up to ``pool_size`` connections, one bind at a time each, RFC 4511 §4.2.1). User
+  binds are rebinds on bind-pool connections, which never carry a search: the service identity
+  and user identities never share a connection (L-03).
+- :class:`NativeLdapPasswordChecker`: the check itself: search (exactly one entry), one user
+  bind, failover across servers.
+
+The rules are those of the ldap3 engine, whose pure helpers and result interpretation are reused:
+no traffic for an empty password (L-01), timeouts everywhere (L-04), failover only when a server
+did not judge the request (L-07), and never after a user bind that was sent but not answered (at
+most one password attempt per request), certificate and host name checked and StartTLS before any
+bind, never a cleartext fallback (L-08), references ignored (L-09), exactly one search hit (L-12).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import socket
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ldap3.core.results import RESULT_CODES
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    connectProtocol,
+)
+from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IStreamClientEndpoint
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from radmfa.config import LdapConfig
+from radmfa.directory.base import DirectoryOutcome, DirectoryResult
+from radmfa.directory.ber import (
+    BIND_RESPONSE,
+    EXTENDED_RESPONSE,
+    MAX_MESSAGE_ID,
+    NOTICE_OF_DISCONNECTION_OID,
+    SEARCH_RESULT_DONE,
+    STARTTLS_OID,
+    BerDecodeError,
+    FilterError,
+    FilterTemplate,
+    LdapResult,
+    MessageDecoder,
+    Response,
+    SearchEntry,
+    SearchReference,
+    encode_bind_request,
+    encode_extended_request,
+    encode_search_request,
+    encode_unbind_request,
+)
+from radmfa.directory.ldap import (
+    LdapAnswer,
+    LdapServer,
+    SearchAnswer,
+    Verdict,
+    build_user_dn,
+    build_user_filter,
+    interpret_bind,
+    interpret_search,
+    parse_server,
+    username_problem,
+)
+
+__all__ = [
+    "ConnectionFailed",
+    "ConnectionPool",
+    "LdapClientProtocol",
+    "LdapError",
+    "NativeLdapPasswordChecker",
+    "NotSent",
+    "OperationFailed",
+    "QueueFull",
+    "SearchOutcome",
+    "ServiceBindRefused",
+    "make_tls_options",
+]
+
+log = Logger(namespace="radmfa.directory.ldap_native")
+
+T = TypeVar("T")
+
+#: Searches in flight on one service connection. slapd closes an anonymous connection with more
+#: than 100 pending requests (``conn_max_pending``), 1000 when bound; stay well below both.
+SEARCH_DEPTH = 64
+#: Service connections per server; searches are cheap, a couple of connections saturate slapd.
+SEARCH_CONNECTIONS = 2
+#: Entries kept from one search; the size limit is 2, so a third means a misbehaving server.
+_MAX_ENTRIES = 2
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+class LdapError(Exception):
+    """Base of this module's transport-level errors."""
+
+
+class ConnectionFailed(LdapError):
+    """No usable connection: connect, TLS, StartTLS or the service bind did not work out.
+
+    Nothing of the caller's operation was sent, so another server may be tried.
+    """
+
+
+class ServiceBindRefused(LdapError):
+    """The server judged the service account's credentials and said no: a final answer."""
+
+    def __init__(self, answer: LdapAnswer) -> None:
+        super().__init__(f"{answer.description} ({answer.code})")
+        self.answer = answer
+
+
+class NotSent(LdapError):
+    """The connection was gone before the request was written; it may go on another one."""
+
+
+class OperationFailed(LdapError):
+    """The request was written but no answer came (timeout, connection lost, garbage)."""
+
+    def __init__(self, reason: str, *, retriable: bool) -> None:
+        super().__init__(reason)
+        #: The server closed a connection that looked fine: a stale pooled connection, worth
+        #: one more try on another. False after a timeout (that server is not answering).
+        self.retriable = retriable
+
+
+class QueueFull(LdapError):
+    """Too many operations already wait for a connection."""
+
+
+# -- one connection -----------------------------------------------------------------------------
+
+_BIND, _SEARCH, _EXTENDED = "bind", "search", "extended"
+_EXPECTED_RESULT = {_BIND: BIND_RESPONSE, _SEARCH: SEARCH_RESULT_DONE, _EXTENDED: EXTENDED_RESPONSE}
+
+
+@dataclass(frozen=True, slots=True)
+class SearchOutcome:
+    done: LdapResult
+    #: ``searchResEntry`` results (at most two kept); references are only counted (L-09).
+    entries: tuple[SearchEntry, ...]
+    references: int
+    #: More entries arrived than were kept (a server ignoring the size limit).
+    overflow: bool = False
+
+
+class _Operation:
+    __slots__ = ("deferred", "entries", "kind", "overflow", "references", "timer")
+
+    def __init__(self, kind: str, timer: IDelayedCall) -> None:
+        self.kind = kind
+        self.deferred: Deferred[Any] = Deferred()
+        self.timer = timer
+        self.entries: list[SearchEntry] = []
+        self.references = 0
+        self.overflow = False
+
+
+@implementer(IHandshakeListener)
+class LdapClientProtocol(Protocol):
+    """One LDAP connection: requests out, responses dispatched by message ID.
+
+    Every request gets a response timeout of ``timeout`` seconds on ``clock``. When one fires,
+    or the server sends something undecodable or unexpected, the connection is dropped at once
+    and every pending operation fails with :class:`OperationFailed`: a connection that lost
+    track of one answer cannot be trusted with the others.
+
+    The owner learns about the connection through two hooks: ``on_idle`` after an operation
+    completes (capacity is free again) and ``on_lost`` once, when it becomes unusable.
+    """
+
+    def __init__(self, clock: Any, timeout: float, name: str = "") -> None:
+        self._clock = clock
+        self._timeout = timeout
+        self.name = name
+        self._decoder = MessageDecoder()
+        self._pending: dict[int, _Operation] = {}
+        self._next_id = 1
+        self._handshake: Deferred[None] | None = None
+        self._handshake_timer: IDelayedCall | None = None
+        #: True from connectionMade until dropped, closed or lost.
+        self.alive = False
+        self.on_idle: Callable[[LdapClientProtocol], None] | None = None
+        self.on_lost: Callable[[LdapClientProtocol], None] | None = None
+
+    @property
+    def outstanding(self) -> int:
+        return len(self._pending)
+
+    # -- requests --
+
+    def bind(self, dn: str, password: bytes) -> Deferred[LdapResult]:
+        """A simple bind; the caller makes sure nothing else is outstanding (RFC 4511 §4.2.1)."""
+        if not dn or not password:
+            # Empty name or password: an anonymous or unauthenticated bind, which a server may
+            # answer with success (RFC 4513 §5.1, L-01). Never sent, whoever asks.
+            raise ValueError("refusing a bind without both a name and a password")
+        return self._send(_BIND, lambda mid: encode_bind_request(mid, dn, password))
+
+    def search(
+        self,
+        base: str,
+        filter_ber: bytes,
+        attributes: Sequence[str],
+        *,
+        size_limit: int,
+        time_limit: int,
+    ) -> Deferred[SearchOutcome]:
+        def encode(mid: int) -> bytes:
+            return encode_search_request(
+                mid, base, filter_ber, attributes, size_limit=size_limit, time_limit=time_limit
+            )
+
+        return self._send(_SEARCH, encode)
+
+    def start_tls(self, options: Any) -> Deferred[None]:
+        """StartTLS (RFC 4511 §4.14): the extended operation, then the handshake.
+
+        Fires once the handshake (certificate and host name included) is complete; any failure
+        is an error and the connection is unusable: there is no cleartext fallback.
+        """
+        if self._pending:
+            raise RuntimeError("StartTLS with operations outstanding")
+        answer = self._send(_EXTENDED, lambda mid: encode_extended_request(mid, STARTTLS_OID))
+        return answer.addCallback(self._starttls_answered, options)
+
+    def _starttls_answered(self, result: LdapResult, options: Any) -> Deferred[None]:
+        if result.code != 0:
+            description = RESULT_CODES.get(result.code, "")
+            raise ConnectionFailed(f"server refused StartTLS: {description} ({result.code})")
+        if result.response_name not in (None, STARTTLS_OID):
+            self._violation("StartTLS answered with another OID")
+            raise ConnectionFailed(f"StartTLS answered for {result.response_name!r}")
+        return self.begin_tls(options)
+
+    def begin_tls(self, options: Any) -> Deferred[None]:
+        """Start the TLS handshake now (LDAPS does this right after connecting)."""
+        if not self.alive or self.transport is None:
+            return fail(ConnectionFailed("connection closed before TLS"))
+        self._handshake = Deferred()
+        self._handshake_timer = self._clock.callLater(
+            self._timeout, self.drop, f"no TLS handshake within {self._timeout:g}s", False
+        )
+        self.transport.startTLS(options)  # type: ignore[attr-defined]
+        return self._handshake
+
+    def handshakeCompleted(self) -> None:
+        handshake, self._handshake = self._handshake, None
+        if self._handshake_timer is not None and self._handshake_timer.active():
+            self._handshake_timer.cancel()
+        self._handshake_timer = None
+        if handshake is not None and not handshake.called:
+            handshake.callback(None)
+
+    def close(self) -> None:
+        """Unbind (RFC 4511 §4.3) and close; pending operations fail."""
+        if self.alive and self.transport is not None:
+            self.transport.write(encode_unbind_request(self._take_id()))
+            self.transport.loseConnection()
+        self._shut(OperationFailed("connection closed by radmfa", retriable=False))
+
+    def drop(self, reason: str, retriable: bool = False) -> None:
+        """Abort the connection now and fail everything pending with ``reason``."""
+        if self.alive and self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+        self._shut(OperationFailed(reason, retriable=retriable))
+
+    def _violation(self, reason: str) -> None:
+        """The server broke the protocol: say so in the log (it is a server or network bug),
+        then drop the connection like any other failure."""
+        log.warn("LDAP {name}: {reason}; dropping the connection", name=self.name, reason=reason)
+        self.drop(f"protocol error: {reason}")
+
+    def _take_id(self) -> int:
+        mid = self._next_id
+        self._next_id = 1 if mid >= MAX_MESSAGE_ID else mid + 1
+        return mid
+
+    def _send(self, kind: str, encode: Callable[[int], bytes]) -> Deferred[Any]:
+        if not self.alive or self.transport is None:
+            raise NotSent("connection is closed")
+        if not self._pending and self._peer_closed():
+            # Closed by the server (restart, idle timeout) and the reactor has not read the EOF
+            # yet: say so now, before a single byte of this request leaves.
+            self.drop("connection closed by the server", retriable=True)
+            raise NotSent("connection closed by the server")
+        mid = self._take_id()
+        data = encode(mid)
+        op = _Operation(kind, self._clock.callLater(self._timeout, self._timed_out, mid))
+        self._pending[mid] = op
+        self.transport.write(data)
+        return op.deferred
+
+    def _peer_closed(self) -> bool:
+        """Whether an idle connection's socket already holds the server's EOF or reset.
+
+        One non-blocking ``MSG_PEEK`` (a syscall, a microsecond or two), done only when nothing
+        is outstanding, so any byte waiting there can only be an EOF, a reset, a Notice of
+        Disconnection or TLS housekeeping; only the first two count.
+        """
+        get_handle = getattr(self.transport, "getHandle", None)
+        sock = get_handle() if get_handle is not None else None
+        if not isinstance(sock, socket.socket):
+            return False
+        try:
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True
+
+    def _timed_out(self, mid: int) -> None:
+        op = self._pending.get(mid)
+        if op is not None:
+            self.drop(f"no {op.kind} answer within {self._timeout:g}s", retriable=False)
+
+    # -- responses --
+
+    def connectionMade(self) -> None:
+        self.alive = True
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.alive:
+            return
+        try:
+            messages = self._decoder.feed(data)
+        except BerDecodeError as exc:
+            self._violation(f"undecodable response: {exc}")
+            return
+        for message_id, response in messages:
+            if not self.alive:
+                return
+            self._dispatch(message_id, response)
+
+    def _dispatch(self, message_id: int, response: Response) -> None:
+        op = self._pending.get(message_id)
+        if op is None:
+            if message_id == 0 and isinstance(response, LdapResult):
+                if response.response_name == NOTICE_OF_DISCONNECTION_OID:
+                    why = response.diagnostic or RESULT_CODES.get(response.code, "")
+                    self.drop(f"server disconnects: {why} ({response.code})", retriable=True)
+                    return
+            self._violation(f"unsolicited response to message {message_id}")
+            return
+        if isinstance(response, SearchEntry):
+            if op.kind != _SEARCH:
+                self._violation(f"search entry in answer to a {op.kind}")
+            elif len(op.entries) < _MAX_ENTRIES:
+                op.entries.append(response)
+            else:
+                op.overflow = True
+            return
+        if isinstance(response, SearchReference):
+            if op.kind != _SEARCH:
+                self._violation(f"search reference in answer to a {op.kind}")
+            else:
+                op.references += 1
+            return
+        if response.op != _EXPECTED_RESULT[op.kind]:
+            self._violation(f"response type 0x{response.op:02x} in answer to a {op.kind}")
+            return
+        del self._pending[message_id]
+        op.timer.cancel()
+        if not op.deferred.called:  # else the caller cancelled while waiting
+            if op.kind == _SEARCH:
+                op.deferred.callback(
+                    SearchOutcome(response, tuple(op.entries), op.references, op.overflow)
+                )
+            else:
+                op.deferred.callback(response)
+        if self.on_idle is not None and self.alive:
+            self.on_idle(self)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        text = reason.getErrorMessage() or type(reason.value).__name__
+        self._shut(OperationFailed(f"connection lost: {text}", retriable=True))
+
+    def _shut(self, error: OperationFailed) -> None:
+        """Mark unusable, tell the owner, then fail what is pending (in that order, so nobody
+        retries on this connection)."""
+        was_alive = self.alive
+        self.alive = False
+        if was_alive and self.on_lost is not None:
+            self.on_lost(self)
+        self.on_idle = self.on_lost = None
+        pending, self._pending = self._pending, {}
+        for op in pending.values():
+            if op.timer.active():
+                op.timer.cancel()
+            if not op.deferred.called:
+                op.deferred.errback(Failure(error))
+        if self._handshake_timer is not None and self._handshake_timer.active():
+            self._handshake_timer.cancel()
+        self._handshake_timer = None
+        handshake, self._handshake = self._handshake, None
+        if handshake is not None and not handshake.called:
+            handshake.errback(Failure(ConnectionFailed(f"TLS handshake failed: {error}")))
+
+
+# -- TLS ----------------------------------------------------------------------------------------
+
+_PEM_CERTIFICATE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
+)
+
+
+def make_tls_options(host: str, ca_file: str | None) -> Any:
+    """Client TLS options: certificate checked against ``ca_file`` (or the system's trust
+    store), host name (or IP address) checked against it, TLS 1.2 or newer (L-08)."""
+    from twisted.internet import ssl  # needs pyOpenSSL and service_identity (twisted[tls])
+
+    if ca_file is None:
+        trust = ssl.platformTrust()
+    else:
+        pem = Path(ca_file).read_bytes()
+        certificates = [ssl.Certificate.loadPEM(block) for block in _PEM_CERTIFICATE.findall(pem)]
+        if not certificates:
+            raise ValueError(f"LDAP: no PEM certificate in ca_file {ca_file}")
+        trust = ssl.trustRootFromCertificates(certificates)
+    return ssl.optionsForClientTLS(
+        host,
+        trustRoot=trust,
+        extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2},
+    )
+
+
+# -- opening connections ------------------------------------------------------------------------
+
+
+class _Connector:
+    """Opens ready connections to one server: TCP, then LDAPS or StartTLS, then (optionally) a
+    bind as the service account. Any failure is a :class:`ConnectionFailed` (or
+    :class:`ServiceBindRefused`) and the half-open connection is dropped."""
+
+    def __init__(
+        self, reactor: Any, server: LdapServer, config: LdapConfig, tls_options: Any | None
+    ) -> None:
+        self._reactor = reactor
+        self.server = server
+        self._timeout = float(config.timeout)
+        self._start_tls = bool(config.start_tls) and not server.use_ssl
+        self._tls_options = tls_options
+        self._endpoint = self._make_endpoint()
+
+    def _make_endpoint(self) -> IStreamClientEndpoint:
+        host, port, timeout = self.server.host, self.server.port, self._timeout
+        if isIPAddress(host):
+            return TCP4ClientEndpoint(self._reactor, host, port, timeout=timeout)
+        if isIPv6Address(host):
+            return TCP6ClientEndpoint(self._reactor, host, port, timeout=timeout)
+        return HostnameEndpoint(self._reactor, host, port, timeout=timeout)
+
+    async def open(self, identity: tuple[str, bytes] | None, purpose: str) -> LdapClientProtocol:
+        proto = LdapClientProtocol(self._reactor, self._timeout, f"{self.server.url} {purpose}")
+        connecting = connectProtocol(self._endpoint, proto)
+        connecting.addTimeout(self._timeout, self._reactor)
+        try:
+            await connecting
+        except CancelledError:
+            raise
+        except Exception as exc:
+            raise ConnectionFailed(_describe(exc)) from None
+        try:
+            if self.server.use_ssl:
+                await proto.begin_tls(self._tls_options)
+            elif self._start_tls:
+                try:
+                    await proto.start_tls(self._tls_options)
+                except LdapError as exc:
+                    raise ConnectionFailed(f"StartTLS failed: {exc}") from None
+            if identity is not None:
+                await self._service_bind(proto, *identity)
+        except BaseException:
+            proto.drop("connection set-up failed")
+            raise
+        return proto
+
+    async def _service_bind(self, proto: LdapClientProtocol, dn: str, password: bytes) -> None:
+        try:
+            result = await proto.bind(dn, password)
+        except LdapError as exc:
+            raise ConnectionFailed(f"service bind got no answer: {exc}") from None
+        answer = _bind_answer(result)
+        if answer.verdict is Verdict.OK:
+            return
+        if answer.verdict is Verdict.TRANSIENT:
+            raise ConnectionFailed(f"service bind answered {answer.description or 'nothing'}")
+        raise ServiceBindRefused(answer)
+
+
+# -- pools --------------------------------------------------------------------------------------
+
+
+class _Gauge:
+    """Operations waiting for a connection, across all pools of one checker."""
+
+    __slots__ = ("limit", "waiting")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.waiting = 0
+
+
+class _Waiter:
+    """One submitted operation; ``queued`` while it waits in the pool's FIFO."""
+
+    __slots__ = ("operation", "queued", "result")
+
+    def __init__(
+        self, operation: Callable[[LdapClientProtocol], Deferred[Any]], pool: ConnectionPool
+    ) -> None:
+        self.operation = operation
+        self.queued = False
+        self.result: Deferred[Any] = Deferred(lambda _d: pool._cancel(self))
+
+
+class ConnectionPool:
+    """Connections to one server for one purpose; each carries at most ``depth`` operations.
+
+    :meth:`submit` runs ``operation(connection)`` on the least busy live connection, opening
+    one more (up to ``size``) when all are busy, and otherwise queues it (FIFO, bounded by the
+    shared gauge). Connections that die are forgotten at once and replaced on demand. When the
+    server cannot be reached and no connection is left, every queued operation fails with the
+    reason, so a dead server costs one connect attempt per burst, not one per request.
+
+    Cancelling the Deferred from :meth:`submit` removes a queued operation; one already sent
+    runs to completion (its connection stays busy until the answer or the timeout).
+    """
+
+    def __init__(
+        self,
+        open_connection: Callable[[], Deferred[LdapClientProtocol]],
+        *,
+        size: int,
+        depth: int,
+        gauge: _Gauge,
+        name: str = "",
+    ) -> None:
+        self._open = open_connection
+        self.size = max(1, size)
+        self.depth = max(1, depth)
+        self._gauge = gauge
+        self.name = name
+        self._ready: list[LdapClientProtocol] = []
+        self._opening: set[Deferred[LdapClientProtocol]] = set()
+        self._queue: deque[_Waiter] = deque()
+        self._closed = False
+
+    @property
+    def connections(self) -> int:
+        return len(self._ready)
+
+    def submit(self, operation: Callable[[LdapClientProtocol], Deferred[T]]) -> Deferred[T]:
+        if self._closed:
+            return fail(ConnectionFailed("LDAP checker is closed"))
+        waiter = _Waiter(operation, self)
+        if not self._queue:
+            conn = self._pick()
+            if conn is not None:
+                if conn.outstanding:  # sharing a pipelined connection: add one if allowed
+                    self._grow()
+                self._run(waiter, conn)
+                return waiter.result
+        if self._gauge.waiting >= self._gauge.limit:
+            return fail(QueueFull("LDAP queue full"))
+        waiter.queued = True
+        self._gauge.waiting += 1
+        self._queue.append(waiter)
+        self._grow()
+        return waiter.result
+
+    def close(self) -> None:
+        self._closed = True
+        for opening in list(self._opening):
+            opening.cancel()
+        ready, self._ready = self._ready, []
+        for conn in ready:
+            conn.close()
+        self._fail_queue(Failure(ConnectionFailed("LDAP checker is closed")))
+
+    # -- internals --
+
+    def _pick(self) -> LdapClientProtocol | None:
+        """The least busy live connection with room, if any."""
+        best: LdapClientProtocol | None = None
+        for conn in self._ready:
+            load = conn.outstanding
+            if load == 0:
+                return conn
+            if load < self.depth and (best is None or load < best.outstanding):
+                best = conn
+        return best
+
+    def _grow(self) -> None:
+        if self._closed or len(self._ready) + len(self._opening) >= self.size:
+            return
+        opening = self._open()
+        if opening.called:  # failed at once (or a test double): handle synchronously
+            opening.addCallbacks(self._opened, self._open_failed)
+            return
+        self._opening.add(opening)
+        opening.addBoth(self._forget_opening, opening)
+        opening.addCallbacks(self._opened, self._open_failed)
+
+    def _forget_opening(self, result: Any, opening: Deferred[Any]) -> Any:
+        self._opening.discard(opening)
+        return result
+
+    def _opened(self, conn: LdapClientProtocol) -> None:
+        if self._closed:
+            conn.close()
+            return
+        if not conn.alive:  # lost in the moment it became ready: a failed attempt like any other
+            self._open_failed(Failure(ConnectionFailed("connection lost during set-up")))
+            return
+        conn.on_idle = self._idle
+        conn.on_lost = self._lost
+        self._ready.append(conn)
+        self._serve()
+
+    def _open_failed(self, failure: Failure) -> None:
+        if failure.check(CancelledError) and self._closed:
+            return None
+        if not failure.check(LdapError):
+            log.failure("LDAP: opening a connection failed unexpectedly", failure)
+        if not self._ready and not self._opening:
+            self._fail_queue(failure)
+        return None
+
+    def _fail_queue(self, failure: Failure) -> None:
+        queue, self._queue = self._queue, deque()
+        for waiter in queue:
+            if waiter.queued:
+                waiter.queued = False
+                self._gauge.waiting -= 1
+                waiter.result.errback(failure)
+
+    def _idle(self, _conn: LdapClientProtocol) -> None:
+        if self._queue:
+            self._serve()
+
+    def _lost(self, conn: LdapClientProtocol) -> None:
+        try:
+            self._ready.remove(conn)
+        except ValueError:
+            pass
+        if self._queue:
+            self._grow()
+
+    def _serve(self) -> None:
+        while self._queue:
+            conn = self._pick()
+            if conn is None:
+                self._grow()
+                return
+            waiter = self._queue.popleft()
+            if not waiter.queued:
+                continue  # cancelled while it waited
+            waiter.queued = False
+            self._gauge.waiting -= 1
+            self._run(waiter, conn)
+
+    def _run(self, waiter: _Waiter, conn: LdapClientProtocol) -> None:
+        try:
+            sent = waiter.operation(conn)
+        except NotSent:
+            # The connection died between its last answer and now: the request never left,
+            # so it may go on another connection (a user bind included).
+            self._lost(conn)
+            waiter.queued = True
+            self._gauge.waiting += 1
+            self._queue.appendleft(waiter)
+            self._grow()
+            self._serve()
+            return
+        except Exception:
+            waiter.result.errback(Failure())
+            return
+        sent.addBoth(self._deliver, waiter)
+
+    def _deliver(self, result: Any, waiter: _Waiter) -> None:
+        if waiter.result.called:  # the caller stopped waiting; drop the late answer
+            return None
+        if isinstance(result, Failure):
+            waiter.result.errback(result)
+        else:
+            waiter.result.callback(result)
+        return None
+
+    def _cancel(self, waiter: _Waiter) -> None:
+        if waiter.queued:
+            waiter.queued = False
+            self._gauge.waiting -= 1
+
+
+# -- the checker --------------------------------------------------------------------------------
+
+
+class _ServerDown(Exception):
+    """This server gave no usable answer; the next one may."""
+
+
+class _BindUnanswered(Exception):
+    """The user bind was sent but not answered: no failover (at most one bind per request)."""
+
+
+class _Final(Exception):
+    """An answer that ends the check (no failover)."""
+
+    def __init__(self, result: DirectoryResult) -> None:
+        super().__init__(result.detail)
+        self.result = result
+
+
+@dataclass
+class _Server:
+    server: LdapServer
+    search: ConnectionPool | None
+    bind: ConnectionPool
+
+
+class NativeLdapPasswordChecker:
+    """:class:`~radmfa.directory.base.PasswordChecker` on persistent, pipelined connections.
+
+    ``reactor`` provides TCP, time and (for TLS) pyOpenSSL-backed ``startTLS``. Per server: a
+    search pool of ``search_connections`` service connections (search-then-bind only) and a bind
+    pool of ``config.pool_size`` connections. At most ``max_pending`` operations wait for a
+    connection; beyond that checks are answered UNAVAILABLE ("LDAP queue full") at once.
+
+    Timeouts: connect, TLS handshake and every response ``config.timeout`` each, and the whole
+    check ``timeout * len(servers) + 1`` seconds (:attr:`deadline`), as for the ldap3 engine.
+    """
+
+    def __init__(
+        self,
+        config: LdapConfig,
+        reactor: Any,
+        *,
+        attributes: Sequence[str] = (),
+        max_pending: int = 1000,
+        search_connections: int = SEARCH_CONNECTIONS,
+        search_depth: int = SEARCH_DEPTH,
+    ) -> None:
+        if not config.servers:
+            raise ValueError("LDAP: no servers configured")
+        if bool(config.user_dn) == bool(config.base_dn):
+            raise ValueError("LDAP: set exactly one of user_dn (direct bind) or base_dn (search)")
+        if config.bind_dn and not config.bind_password:
+            raise ValueError(
+                "LDAP: bind_dn needs bind_password (an empty one would bind anonymously)"
+            )
+        if config.user_dn and "{username}" not in config.user_dn:
+            raise ValueError("LDAP: user_dn must contain {username}")
+        if config.base_dn and "{username}" not in config.user_filter:
+            raise ValueError("LDAP: user_filter must contain {username}")
+        self._config = config
+        self._reactor = reactor
+        self._servers = tuple(parse_server(s) for s in config.servers)
+        self._attributes = tuple(attributes)
+        self._wanted = {name.lower(): name for name in self._attributes}
+        self._time_limit = max(1, math.ceil(config.timeout))
+        self._deadline = config.timeout * len(self._servers) + 1.0
+        self._down_until: dict[str, float] = {}
+        self._closed = False
+        self._gauge = _Gauge(max_pending)
+        self._filter: FilterTemplate | None = None
+        if config.base_dn:
+            try:
+                self._filter = FilterTemplate(
+                    config.user_filter, lambda name: build_user_filter("{username}", name)
+                )
+            except FilterError as exc:
+                raise ValueError(f"LDAP: user_filter: {exc}") from None
+        service: tuple[str, bytes] | None = None
+        if config.bind_dn:
+            service = (config.bind_dn, (config.bind_password or "").encode("utf-8"))
+        self._pools: dict[str, _Server] = {}
+        for server in self._servers:
+            tls = None
+            if server.use_ssl or config.start_tls:
+                tls = make_tls_options(server.host, config.ca_file)
+            connector = _Connector(reactor, server, config, tls)
+            search_pool = None
+            if config.base_dn:
+                search_pool = ConnectionPool(
+                    _opener(connector, service, "search"),
+                    size=search_connections,
+                    depth=search_depth,
+                    gauge=self._gauge,
+                    name=f"{server.url} search",
+                )
+            bind_pool = ConnectionPool(
+                _opener(connector, None, "bind"),
+                size=config.pool_size,
+                depth=1,
+                gauge=self._gauge,
+                name=f"{server.url} bind",
+            )
+            self._pools[server.url] = _Server(server, search_pool, bind_pool)
+
+    @property
+    def servers(self) -> tuple[LdapServer, ...]:
+        return self._servers
+
+    @property
+    def deadline(self) -> float:
+        return self._deadline
+
+    def servers_down(self) -> list[str]:
+        """URLs currently tried last after a failure (for status output and tests)."""
+        now = self._reactor.seconds()
+        return [s.url for s in self._servers if self._down_until.get(s.url, now) > now]
+
+    def check_password(self, username: str, password: str) -> Deferred[DirectoryResult]:
+        try:
+            return self._check(username, password)
+        except Exception as exc:  # never raise to the pipeline
+            log.failure("LDAP check failed unexpectedly", Failure())
+            return succeed(_unavailable(f"internal error: {_describe(exc)}"))
+
+    def close(self) -> None:
+        """Unbind and close every connection; checks in flight end UNAVAILABLE."""
+        self._closed = True
+        for entry in self._pools.values():
+            if entry.search is not None:
+                entry.search.close()
+            entry.bind.close()
+
+    # -- internals --
+
+    def _check(self, username: str, password: str) -> Deferred[DirectoryResult]:
+        if self._closed:
+            return succeed(_unavailable("LDAP checker is closed"))
+        if not isinstance(password, str) or password == "":
+            return succeed(_invalid("empty_password"))
+        problem = username_problem(username)
+        if problem is not None:
+            return succeed(_invalid(problem))
+        try:
+            secret = password.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            return succeed(_invalid("unencodable_password"))
+        if self._gauge.waiting >= self._gauge.limit:
+            return succeed(_unavailable("LDAP queue full"))
+        checking = Deferred.fromCoroutine(self._authenticate(self._plan(), username, secret))
+        checking.addTimeout(self._deadline, self._reactor, onTimeoutCancel=self._timed_out)
+        checking.addErrback(self._internal_error)
+        return checking
+
+    def _plan(self) -> list[_Server]:
+        """Servers in configured order, those that failed recently moved to the end."""
+        now = self._reactor.seconds()
+        down = self._down_until
+        if not down:
+            return list(self._pools.values())
+        up = [p for p in self._pools.values() if down.get(p.server.url, now) <= now]
+        return up + [p for p in self._pools.values() if p not in up]
+
+    async def _authenticate(
+        self, plan: list[_Server], username: str, password: bytes
+    ) -> DirectoryResult:
+        failed: list[tuple[str, str]] = []
+        for entry in plan:
+            url = entry.server.url
+            try:
+                result = await self._check_on(entry, username, password)
+            except _ServerDown as exc:
+                failed.append((url, str(exc)))
+                continue
+            except _Final as exc:
+                self._record(failed, url)
+                return exc.result
+            except _BindUnanswered as exc:
+                # The server may have checked the password: another server would make it two
+                # attempts (and two counts against an AD lockout). Fail closed instead.
+                failed.append((url, str(exc)))
+                break
+            self._record(failed, url)
+            return result
+        self._record(failed, None)
+        reasons = "; ".join(f"{url}: {why}" for url, why in failed) or "no servers configured"
+        return _unavailable(f"no LDAP server answered ({reasons})")
+
+    async def _check_on(self, entry: _Server, username: str, password: bytes) -> DirectoryResult:
+        url = entry.server.url
+        attributes: dict[str, list[str]] = {}
+        if self._config.user_dn:
+            dn = build_user_dn(self._config.user_dn, username)
+        else:
+            dn, attributes = await self._find_user(entry, username)
+        answer = await self._user_bind(entry, dn, password)
+        if answer.verdict is Verdict.OK:
+            return DirectoryResult(DirectoryOutcome.OK, dn, url, attributes=attributes)
+        if answer.verdict is Verdict.REJECTED:
+            return DirectoryResult(
+                DirectoryOutcome.INVALID_CREDENTIALS, dn, url, detail=answer.detail
+            )
+        if answer.verdict is Verdict.TRANSIENT:
+            raise _ServerDown(f"bind answered {answer.description or 'nothing'}")
+        return DirectoryResult(
+            DirectoryOutcome.UNAVAILABLE,
+            dn,
+            url,
+            detail=f"bind failed: {answer.description} ({answer.code})",
+        )
+
+    async def _user_bind(self, entry: _Server, dn: str, password: bytes) -> LdapAnswer:
+        """The one user bind of this check, on a bind-pool connection of its own."""
+        try:
+            result = await entry.bind.submit(lambda conn: conn.bind(dn, password))
+        except ConnectionFailed as exc:
+            raise _ServerDown(str(exc)) from None
+        except OperationFailed as exc:
+            raise _BindUnanswered(f"bind got no answer: {exc}") from None
+        except QueueFull:
+            raise _Final(_unavailable("LDAP queue full", entry.server.url)) from None
+        return _bind_answer(result)
+
+    async def _search(self, entry: _Server, filter_ber: bytes) -> SearchOutcome:
+        """Search as the service account; a connection the server closed is retried once."""
+        pool = entry.search
+        assert pool is not None and self._config.base_dn is not None
+        base = self._config.base_dn
+        wanted = self._attributes
+        limit = self._time_limit
+
+        def search(conn: LdapClientProtocol) -> Deferred[SearchOutcome]:
+            return conn.search(base, filter_ber, wanted, size_limit=2, time_limit=limit)
+
+        for attempt in range(2):
+            try:
+                return await pool.submit(search)
+            except OperationFailed as exc:
+                if exc.retriable and attempt == 0:
+                    continue  # idle timeout or restart since it was pooled
+                raise _ServerDown(f"search got no answer: {exc}") from None
+            except ConnectionFailed as exc:
+                raise _ServerDown(str(exc)) from None
+            except ServiceBindRefused as exc:
+                raise _Final(
+                    _unavailable(f"service account bind failed: {exc}", entry.server.url)
+                ) from None
+            except QueueFull:
+                raise _Final(_unavailable("LDAP queue full", entry.server.url)) from None
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    async def _find_user(self, entry: _Server, username: str) -> tuple[str, dict[str, list[str]]]:
+        url = entry.server.url
+        assert self._filter is not None
+        try:
+            filter_ber = self._filter.encode(username)
+        except FilterError as exc:
+            raise _Final(_unavailable(f"bad search filter: {exc}", url)) from None
+        found = await self._search(entry, filter_ber)
+        answer = _search_answer(found.done)
+        if answer.verdict is Verdict.TRANSIENT:
+            raise _ServerDown(f"search answered {answer.description or 'nothing'}")
+        if answer.verdict is not Verdict.OK:
+            raise _Final(
+                _unavailable(f"user search failed: {answer.description} ({answer.code})", url)
+            )
+        entries = found.entries
+        truncated = answer.truncated or found.overflow
+        if len(entries) > 1 or truncated:
+            raise _Final(
+                DirectoryResult(
+                    DirectoryOutcome.AMBIGUOUS_USER,
+                    server=url,
+                    detail=f"{len(entries)}{'+' if truncated else ''} entries match",
+                )
+            )
+        if not entries:
+            raise _Final(
+                DirectoryResult(DirectoryOutcome.NO_SUCH_USER, server=url, detail="no_such_user")
+            )
+        found_entry = entries[0]
+        if not found_entry.dn:
+            raise _Final(_unavailable("search returned an entry without a DN", url))
+        return found_entry.dn, self._pick_attributes(found_entry)
+
+    def _pick_attributes(self, entry: SearchEntry) -> dict[str, list[str]]:
+        if not self._wanted:
+            return {}
+        picked: dict[str, list[str]] = {}
+        for name, values in entry.attributes:
+            wanted = self._wanted.get(name.lower())
+            if wanted is not None and values and wanted not in picked:
+                picked[wanted] = [v.decode("utf-8", "replace") for v in values]
+        return picked
+
+    def _record(self, failed: list[tuple[str, str]], answered_by: str | None) -> None:
+        if not failed and (answered_by is None or not self._down_until):
+            return
+        now = self._reactor.seconds()
+        for url, why in failed:
+            if self._down_until.get(url, now) <= now:
+                log.warn(
+                    "LDAP server {url} failed ({why}); trying it last for {seconds}s",
+                    url=url,
+                    why=why,
+                    seconds=self._config.retry_after,
+                )
+            self._down_until[url] = now + self._config.retry_after
+        if answered_by is not None and self._down_until.pop(answered_by, None):
+            log.info("LDAP server {url} answers again", url=answered_by)
+
+    def _timed_out(self, _result: Any, timeout: float) -> DirectoryResult:
+        return _unavailable(f"no LDAP answer within {timeout:g}s")
+
+    def _internal_error(self, failure: Failure) -> DirectoryResult:
+        if failure.check(CancelledError):  # the caller cancelled: not our error to log
+            return failure  # type: ignore[return-value]
+        log.failure("LDAP check failed unexpectedly", failure)
+        return _unavailable(f"internal error: {failure.getErrorMessage()}")
+
+
+def _opener(
+    connector: _Connector, identity: tuple[str, bytes] | None, purpose: str
+) -> Callable[[], Deferred[LdapClientProtocol]]:
+    def open_connection() -> Deferred[LdapClientProtocol]:
+        return Deferred.fromCoroutine(connector.open(identity, purpose))
+
+    return open_connection
+
+
+def _bind_answer(result: LdapResult) -> LdapAnswer:
+    """Judge a BindResponse exactly as the ldap3 engine does (shared interpret_bind)."""
+    description = RESULT_CODES.get(result.code, "")
+    details = {"result": result.code, "description": description, "message": result.diagnostic}
+    return interpret_bind((result.code == 0, details, None, None))
+
+
+def _search_answer(result: LdapResult) -> SearchAnswer:
+    description = RESULT_CODES.get(result.code, "")
+    return interpret_search((None, {"result": result.code, "description": description}, [], None))
+
+
+def _describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _unavailable(detail: str, server: str | None = None) -> DirectoryResult:
+    return DirectoryResult(DirectoryOutcome.UNAVAILABLE, server=server, detail=detail)
+
+
+def _invalid(detail: str) -> DirectoryResult:
+    return DirectoryResult(DirectoryOutcome.INVALID_CREDENTIALS, detail=detail)

@@ -1,0 +1,861 @@
+"""Both LDAP engines, one behaviour: every test runs against the ldap3 engine (threads) and the
+native Twisted engine, with a real slapd, closed ports, a blackhole and scripted fake servers
+on loopback.
+
+The few tests at the end named ``test_native_*`` check what only the native engine has:
+persistent connections, pipelining, and close() ending checks in flight.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from ldap3.protocol import rfc4511 as asn
+from pyasn1.codec.ber import decoder as ber_decoder
+from pyasn1.codec.ber import encoder as ber_encoder
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
+
+from radmfa.config import LdapConfig
+from radmfa.directory.base import DirectoryOutcome, DirectoryResult, PasswordChecker
+from radmfa.directory.ldap import LdapPasswordChecker
+from radmfa.directory.ldap_native import NativeLdapPasswordChecker
+from radmfa.threads import ThreadPoolRunner
+from tests.support.certs import make_ca, make_server_cert
+from tests.support.ports import free_port
+from tests.support.slapd import (
+    ADMINISTRATOR,
+    ALICE,
+    BOB,
+    DAVE,
+    SERVICE_DN,
+    SERVICE_PASSWORD,
+    SMITH_JR,
+    SUFFIX,
+    TWIN_PEOPLE,
+    TWIN_STAFF,
+    URSULA,
+    USER_DN_TEMPLATE,
+    USER_FILTER,
+    USERS_BY_UID,
+    Slapd,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+OK = DirectoryOutcome.OK
+INVALID = DirectoryOutcome.INVALID_CREDENTIALS
+NO_SUCH_USER = DirectoryOutcome.NO_SUCH_USER
+AMBIGUOUS = DirectoryOutcome.AMBIGUOUS_USER
+UNAVAILABLE = DirectoryOutcome.UNAVAILABLE
+
+ALL_PASSWORDS = sorted({user.password for user in USERS_BY_UID.values()})
+ENGINES = ["ldap3", "native"]
+
+
+def direct(*servers: str, **options: Any) -> LdapConfig:
+    options.setdefault("timeout", 2.0)
+    return LdapConfig(servers=servers, user_dn=USER_DN_TEMPLATE, **options)
+
+
+def search(*servers: str, **options: Any) -> LdapConfig:
+    options.setdefault("timeout", 2.0)
+    return LdapConfig(
+        servers=servers,
+        base_dn=SUFFIX,
+        user_filter=USER_FILTER,
+        bind_dn=SERVICE_DN,
+        bind_password=SERVICE_PASSWORD,
+        **options,
+    )
+
+
+BOTH_MODES = pytest.mark.parametrize("mode", [direct, search], ids=["direct", "search"])
+
+
+def closed_url() -> str:
+    return f"ldap://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_checker(engine: str, ldap_runner: ThreadPoolRunner) -> Iterator[Callable[..., Any]]:
+    """``make_checker(config, **options)``: a checker of the engine under test, closed after."""
+    made: list[Any] = []
+
+    def make(config: LdapConfig, **options: Any) -> Any:
+        checker: Any
+        if engine == "native":
+            checker = NativeLdapPasswordChecker(config, reactor, **options)
+        else:
+            checker = LdapPasswordChecker(config, ldap_runner, reactor, **options)
+        made.append(checker)
+        return checker
+
+    yield make
+    for checker in made:
+        checker.close()
+
+
+async def check(checker: PasswordChecker, username: str, password: str) -> DirectoryResult:
+    return await checker.check_password(username, password)
+
+
+async def pause(seconds: float) -> None:
+    """Let the reactor run (unlike time.sleep, which would freeze the native engine too)."""
+    await deferLater(reactor, seconds, lambda: None)
+
+
+def same_dn(a: str | None, b: str) -> bool:
+    r"""Equal after undoing hex escapes (slapd returns ``smith\2C jr`` for ``smith\, jr``)."""
+
+    def norm(dn: str) -> str:
+        return re.sub(r"\\([0-9a-fA-F]{2})", lambda m: "\\" + chr(int(m[1], 16)), dn).lower()
+
+    return a is not None and norm(a) == norm(b)
+
+
+def binds_as(server: Slapd, dn: str) -> int:
+    return sum(1 for bound in server.binds() if bound.lower() == dn.lower())
+
+
+async def settled_binds(server: Slapd, dn: str, expected: int) -> int:
+    """Binds as ``dn`` once ``expected`` are logged (or after 2 s), plus a 0.1 s grace period in
+    which any extra bind would show up too."""
+    deadline = time.monotonic() + 2.0
+    while binds_as(server, dn) < expected and time.monotonic() < deadline:
+        await pause(0.02)
+    await pause(0.1)
+    return binds_as(server, dn)
+
+
+# -- scripted fake servers ----------------------------------------------------------------------
+
+
+def _frame(buffer: bytes) -> int | None:
+    """Length of the first complete BER element in ``buffer``, or None (tests only)."""
+    if len(buffer) < 2:
+        return None
+    n = buffer[1]
+    header = 2
+    if n & 0x80:
+        count = n & 0x7F
+        if len(buffer) < 2 + count:
+            return None
+        n = int.from_bytes(buffer[2 : 2 + count], "big")
+        header += count
+    return header + n if len(buffer) >= header + n else None
+
+
+def pyasn1_message(message_id: int, name: str, op: Any) -> bytes:
+    message = asn.LDAPMessage()
+    message["messageID"] = asn.MessageID(message_id)
+    protocol_op = asn.ProtocolOp()
+    protocol_op.setComponentByName(name, op)
+    message["protocolOp"] = protocol_op
+    return ber_encoder.encode(message)
+
+
+def result(name: str, message_id: int, code: int, diagnostic: str = "", **extra: Any) -> bytes:
+    cls = {
+        "bindResponse": asn.BindResponse,
+        "searchResDone": asn.SearchResultDone,
+        "extendedResp": asn.ExtendedResponse,
+    }[name]
+    op = cls()
+    op["resultCode"] = asn.ResultCode(code)
+    op["matchedDN"] = asn.LDAPDN("")
+    op["diagnosticMessage"] = asn.LDAPString(diagnostic)
+    for key, value in extra.items():
+        op[key] = value
+    return pyasn1_message(message_id, name, op)
+
+
+def entry(message_id: int, dn: str) -> bytes:
+    op = asn.SearchResultEntry()
+    op["object"] = asn.LDAPDN(dn)
+    op["attributes"] = asn.PartialAttributeList()
+    return pyasn1_message(message_id, "searchResEntry", op)
+
+
+def reference(message_id: int, *uris: str) -> bytes:
+    op = asn.SearchResultReference()
+    for i, uri in enumerate(uris):
+        op[i] = asn.URI(uri)
+    return pyasn1_message(message_id, "searchResRef", op)
+
+
+#: ``handler(kind, message_id, op) -> bytes | None | "close"``: the answer to one request.
+Handler = Callable[[str, int, Any], Any]
+
+
+class FakeLdap:
+    """An LDAP server on loopback that answers from a script (pyasn1 both ways).
+
+    Records every request as ``(kind, detail)``: bind DN for binds, the operation name otherwise.
+    """
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.requests: list[tuple[str, str]] = []
+        self.connections = 0
+        fake = self
+
+        class Server(Protocol):
+            buffer = b""
+
+            def connectionMade(self) -> None:
+                fake.connections += 1
+
+            def dataReceived(self, data: bytes) -> None:
+                self.buffer += data
+                while (size := _frame(self.buffer)) is not None:
+                    raw, self.buffer = self.buffer[:size], self.buffer[size:]
+                    message, _ = ber_decoder.decode(raw, asn1Spec=asn.LDAPMessage())
+                    op = message["protocolOp"]
+                    kind = op.getName()
+                    detail = str(op[kind]["name"]) if kind == "bindRequest" else kind
+                    fake.requests.append((kind, detail))
+                    answer = fake.handler(kind, int(message["messageID"]), op[kind])
+                    if answer == "close":
+                        self.transport.loseConnection()
+                        return
+                    if answer:
+                        self.transport.write(answer)
+
+        self.port = reactor.listenTCP(0, Factory.forProtocol(Server), interface="127.0.0.1")
+        self.url = f"ldap://127.0.0.1:{self.port.getHost().port}"
+
+    def binds(self) -> list[str]:
+        return [detail for kind, detail in self.requests if kind == "bindRequest"]
+
+
+@pytest.fixture
+def fake_ldap() -> Iterator[Callable[[Handler], FakeLdap]]:
+    made: list[FakeLdap] = []
+
+    def make(handler: Handler) -> FakeLdap:
+        server = FakeLdap(handler)
+        made.append(server)
+        return server
+
+    yield make
+    for server in made:
+        server.port.stopListening()
+
+
+def accept_everything(kind: str, message_id: int, op: Any) -> Any:
+    """Like Active Directory for an empty password: a bind always succeeds (L-01)."""
+    if kind == "bindRequest":
+        return result("bindResponse", message_id, 0)
+    return None
+
+
+# -- direct bind --------------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_direct_bind_good_bad_and_unknown(slapd, make_checker):
+    checker = make_checker(direct(slapd.url))
+    good = await check(checker, ALICE.uid, ALICE.password)
+    assert (good.outcome, good.dn, good.server) == (OK, ALICE.dn, slapd.url)
+    bad = await check(checker, ALICE.uid, BOB.password)
+    assert (bad.outcome, bad.detail) == (INVALID, "bad_password")
+    assert (await check(checker, "nobody", ALICE.password)).outcome is INVALID
+
+
+@pytest_twisted.ensureDeferred
+async def test_direct_bind_escapes_the_user_name_into_the_dn(slapd, make_checker):
+    checker = make_checker(direct(slapd.url))
+    jr = await check(checker, SMITH_JR.uid, SMITH_JR.password)  # uid=smith\, jr,...
+    dave = await check(checker, DAVE.uid, DAVE.password)
+    assert (jr.outcome, dave.outcome) == (OK, OK)
+
+
+# -- search then bind ---------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_search_then_bind_good_bad_and_unknown(slapd, make_checker):
+    checker = make_checker(search(slapd.url))
+    good = await check(checker, BOB.uid, BOB.password)
+    assert (good.outcome, good.dn, good.server) == (OK, BOB.dn, slapd.url)
+    bad = await check(checker, BOB.uid, ALICE.password)
+    assert (bad.outcome, bad.dn, bad.detail) == (INVALID, BOB.dn, "bad_password")
+    unknown = await check(checker, "nobody", ALICE.password)
+    assert (unknown.outcome, unknown.detail) == (NO_SUCH_USER, "no_such_user")
+
+
+@pytest_twisted.ensureDeferred
+async def test_duplicate_uid_is_ambiguous_and_binds_neither(slapd, make_checker):
+    checker = make_checker(search(slapd.url))
+    before = binds_as(slapd, TWIN_PEOPLE.dn) + binds_as(slapd, TWIN_STAFF.dn)
+    for twin in (TWIN_PEOPLE, TWIN_STAFF):
+        result = await check(checker, twin.uid, twin.password)
+        assert result.outcome is AMBIGUOUS
+        assert result.detail == "2 entries match"
+    await pause(0.1)
+    assert binds_as(slapd, TWIN_PEOPLE.dn) + binds_as(slapd, TWIN_STAFF.dn) == before
+
+
+@pytest_twisted.ensureDeferred
+async def test_search_returns_requested_attributes(slapd, make_checker):
+    checker = make_checker(search(slapd.url), attributes=("mail", "cn", "description"))
+    result = await check(checker, ALICE.uid, ALICE.password)
+    assert result.outcome is OK
+    assert result.attributes == {"mail": [ALICE.mail], "cn": [ALICE.uid]}
+
+
+@BOTH_MODES
+@pytest_twisted.ensureDeferred
+async def test_exactly_one_user_bind_per_check(fresh_slapd, make_checker, engine, mode):
+    """Each check binds as the user once; the service account binds once per pooled
+    connection, not once per check."""
+    checker = make_checker(mode(fresh_slapd.url))
+    for password in (ALICE.password, "wrong", ALICE.password):
+        await check(checker, ALICE.uid, password)
+    assert await settled_binds(fresh_slapd, ALICE.dn, 3) == 3
+    burst = [checker.check_password(ALICE.uid, p) for p in [ALICE.password, "x"] * 25]
+    outcomes = [r.outcome for r in await gatherResults(burst)]
+    assert outcomes == [OK, INVALID] * 25
+    assert await settled_binds(fresh_slapd, ALICE.dn, 53) == 53
+    service_binds = binds_as(fresh_slapd, SERVICE_DN)
+    if mode is direct:
+        assert service_binds == 0
+    else:
+        # native: two search connections; ldap3: one per worker thread at most.
+        assert 1 <= service_binds <= (2 if engine == "native" else 16)
+
+
+# -- passwords and user names -------------------------------------------------------------------
+
+
+@BOTH_MODES
+@pytest_twisted.ensureDeferred
+async def test_utf8_password(slapd, make_checker, mode):
+    checker = make_checker(mode(slapd.url))
+    assert (await check(checker, URSULA.uid, URSULA.password)).outcome is OK
+    # The same text decomposed (NFD) is other bytes: no SASLprep/normalisation is applied.
+    decomposed = "pa\u0308sswo\u0308rd€"
+    assert (await check(checker, URSULA.uid, decomposed)).outcome is INVALID
+    assert (await check(checker, URSULA.uid, "passwörd€")).outcome is INVALID
+
+
+@BOTH_MODES
+@pytest_twisted.ensureDeferred
+async def test_empty_password_never_reaches_ldap(fake_ldap, slapd, make_checker, mode):
+    """Even a server that would accept it (AD does, L-01) sees no connection at all."""
+    fake = fake_ldap(accept_everything)
+    before = len(slapd.binds())
+    for servers in ((fake.url,), (slapd.url,)):
+        checker = make_checker(mode(*servers))
+        result = await check(checker, ALICE.uid, "")
+        assert (result.outcome, result.detail) == (INVALID, "empty_password")
+    await pause(0.1)
+    assert fake.connections == 0
+    assert len(slapd.binds()) == before
+
+
+@pytest.mark.parametrize("name", ["*", "adm*", "a)(uid=*", "x\\", "*)(|(uid=*", "alice)(uid=*"])
+@pytest_twisted.ensureDeferred
+async def test_filter_injection_finds_nobody(slapd, make_checker, name):
+    checker = make_checker(search(slapd.url))
+    for password in ALL_PASSWORDS:
+        result = await check(checker, name, password)
+        assert result.outcome is NO_SUCH_USER, (name, password, result)
+
+
+@pytest_twisted.ensureDeferred
+async def test_filter_characters_in_direct_bind_are_rejected(slapd, make_checker):
+    checker = make_checker(direct(slapd.url))
+    for name in ("*", "adm*", "a)(uid=*", "x\\"):
+        for password in (ALICE.password, ADMINISTRATOR.password):
+            assert (await check(checker, name, password)).outcome is INVALID
+
+
+DN_TRICKS = [
+    ",",
+    "+",
+    '"',
+    "\\",
+    "<",
+    ">",
+    ";",
+    "=",
+    "alice,ou=people",
+    "bob,ou=staff",
+    "alice+uid=bob",
+    "uid=alice",
+    f"alice,{SUFFIX}",
+    '"alice"',
+    "alice\\",
+    "alice;bob",
+    "#alice",
+    "<alice>",
+    "alice\\,ou=people",
+    " alice",
+    "alice ",
+    "  bob",
+]
+
+
+@BOTH_MODES
+@pytest_twisted.ensureDeferred
+async def test_dn_special_user_names_never_bind_as_someone_else(slapd, make_checker, mode):
+    """Only a name the directory itself equates with a user (``" alice"`` is uid alice under
+    caseIgnoreIA5Match's space rules) may get in, and only with that user's password."""
+    checker = make_checker(mode(slapd.url))
+    cases = [(name, user) for name in DN_TRICKS for user in USERS_BY_UID.values()]
+    results = await gatherResults([checker.check_password(n, u.password) for n, u in cases])
+    for (name, user), result in zip(cases, results, strict=True):
+        if result.outcome is OK:
+            assert name.strip() == user.uid, (name, user.uid, result)
+        else:
+            assert result.outcome in (INVALID, NO_SUCH_USER), (name, user.uid, result)
+
+
+@pytest_twisted.ensureDeferred
+async def test_control_characters_in_user_name_are_refused_without_ldap(blackhole, make_checker):
+    checker = make_checker(search(blackhole.url))
+    for name in ("a\x00b", "alice\n", "al\rice", "\x7f", "a\u2028b"):
+        assert (await check(checker, name, ALICE.password)).outcome is INVALID
+    assert blackhole.connections == 0
+
+
+# -- failover and recovery ----------------------------------------------------------------------
+
+
+@BOTH_MODES
+@pytest_twisted.ensureDeferred
+async def test_fails_over_from_a_closed_port(slapd, make_checker, mode):
+    dead = closed_url()
+    checker = make_checker(mode(dead, slapd.url))
+    result = await check(checker, ALICE.uid, ALICE.password)
+    assert (result.outcome, result.server) == (OK, slapd.url)
+    assert checker.servers_down() == [dead]
+    # While it is marked down the dead server is tried last, and the answer does not change.
+    assert (await check(checker, ALICE.uid, ALICE.password)).outcome is OK
+    assert (await check(checker, ALICE.uid, "wrong")).outcome is INVALID
+
+
+@BOTH_MODES
+@pytest_twisted.ensureDeferred
+async def test_all_servers_down_is_unavailable_quickly(make_checker, mode):
+    first, second = closed_url(), closed_url()
+    checker = make_checker(mode(first, second))
+    started = time.monotonic()
+    result = await check(checker, ALICE.uid, ALICE.password)
+    assert result.outcome is UNAVAILABLE
+    assert first in result.detail and second in result.detail
+    assert time.monotonic() - started < 2.0
+
+
+@BOTH_MODES
+@pytest_twisted.ensureDeferred
+async def test_recovers_after_slapd_crash_and_restart(fresh_slapd, make_checker, mode):
+    checker = make_checker(mode(fresh_slapd.url))  # retry_after keeps its 10 s default
+    assert (await check(checker, ALICE.uid, ALICE.password)).outcome is OK
+    fresh_slapd.kill()
+    assert (await check(checker, ALICE.uid, ALICE.password)).outcome is UNAVAILABLE
+    fresh_slapd.start()
+    result = await check(checker, ALICE.uid, ALICE.password)
+    assert result.outcome is OK, result
+    assert (await check(checker, ALICE.uid, "wrong")).outcome is INVALID
+
+
+@BOTH_MODES
+@pytest_twisted.ensureDeferred
+async def test_pooled_connections_survive_a_restart(fresh_slapd, make_checker, mode):
+    """Every pooled connection is dead after a restart (done while the reactor is blocked, so
+    nobody has read the EOFs yet); none of that reaches the user."""
+    checker = make_checker(mode(fresh_slapd.url))
+    warm = [checker.check_password(u.uid, u.password) for u in USERS_BY_UID.values()] * 3
+    assert {r.outcome for r in await gatherResults(warm)} == {OK}
+    fresh_slapd.restart()
+    again = [checker.check_password(u.uid, u.password) for u in USERS_BY_UID.values()] * 3
+    assert {r.outcome for r in await gatherResults(again)} == {OK}
+
+
+@pytest_twisted.ensureDeferred
+async def test_blackhole_server_gives_unavailable_within_the_deadline(blackhole, make_checker):
+    checkers = [make_checker(mode(blackhole.url, timeout=1.0)) for mode in (direct, search)]
+    started = time.monotonic()
+    results = await gatherResults([c.check_password(ALICE.uid, ALICE.password) for c in checkers])
+    elapsed = time.monotonic() - started
+    assert [r.outcome for r in results] == [UNAVAILABLE, UNAVAILABLE]
+    assert blackhole.connections >= 2
+    assert elapsed < checkers[0].deadline + 0.5
+
+
+@BOTH_MODES
+@pytest_twisted.ensureDeferred
+async def test_frozen_server_times_out_then_recovers(fresh_slapd, make_checker, mode):
+    """slapd stopped (SIGSTOP) with warm pooled connections: requests are unanswered, the
+    checks end UNAVAILABLE within the deadline, and after SIGCONT checks work again."""
+    checker = make_checker(mode(fresh_slapd.url, timeout=1.0))
+    assert (await check(checker, ALICE.uid, ALICE.password)).outcome is OK
+    assert fresh_slapd.pid is not None
+    os.kill(fresh_slapd.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        frozen = await gatherResults([checker.check_password(ALICE.uid, ALICE.password)] * 3)
+        assert {r.outcome for r in frozen} == {UNAVAILABLE}
+        assert time.monotonic() - started < checker.deadline + 0.5
+    finally:
+        os.kill(fresh_slapd.pid, signal.SIGCONT)
+    result = await check(checker, ALICE.uid, ALICE.password)
+    assert result.outcome is OK, result
+    assert (await check(checker, ALICE.uid, "wrong")).outcome is INVALID
+
+
+@pytest_twisted.ensureDeferred
+async def test_fails_over_from_a_blackhole_after_the_search_timeout(blackhole, slapd, make_checker):
+    checker = make_checker(search(blackhole.url, slapd.url, timeout=1.0))
+    result = await check(checker, ALICE.uid, ALICE.password)
+    assert (result.outcome, result.server) == (OK, slapd.url)
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_second_server_after_an_unanswered_bind(blackhole, slapd, make_checker):
+    """The blackhole may have checked the password: trying slapd too would be two attempts."""
+    checker = make_checker(direct(blackhole.url, slapd.url, timeout=1.0))
+    before = binds_as(slapd, ALICE.dn)
+    started = time.monotonic()
+    result = await check(checker, ALICE.uid, ALICE.password)
+    assert result.outcome is UNAVAILABLE
+    assert "bind got no answer" in result.detail
+    assert time.monotonic() - started < checker.deadline + 0.5
+    await pause(0.1)
+    assert binds_as(slapd, ALICE.dn) == before
+
+
+@pytest_twisted.ensureDeferred
+async def test_connection_dropped_after_the_bind_is_one_attempt_only(
+    fake_ldap, slapd, make_checker
+):
+    """L-06: the server hangs up after reading the bind: one bind, no resend, no failover."""
+    fake = fake_ldap(lambda kind, mid, op: "close" if kind == "bindRequest" else None)
+    checker = make_checker(direct(fake.url, slapd.url))
+    before = binds_as(slapd, ALICE.dn)
+    started = time.monotonic()
+    result = await check(checker, ALICE.uid, ALICE.password)
+    assert result.outcome is UNAVAILABLE
+    assert time.monotonic() - started < 1.0
+    await pause(0.1)
+    assert fake.binds() == [ALICE.dn]
+    assert binds_as(slapd, ALICE.dn) == before
+
+
+@BOTH_MODES
+@pytest_twisted.ensureDeferred
+async def test_invalid_credentials_do_not_fail_over(slapd, blackhole, make_checker, mode):
+    checker = make_checker(mode(slapd.url, blackhole.url))
+    before = binds_as(slapd, ALICE.dn)
+    result = await check(checker, ALICE.uid, "not-alices-password")
+    assert (result.outcome, result.server) == (INVALID, slapd.url)
+    assert await settled_binds(slapd, ALICE.dn, before + 1) == before + 1
+    assert blackhole.connections == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_busy_server_fails_over_and_ad_reasons_are_final(
+    fake_ldap, slapd, blackhole, make_checker
+):
+    """busy (51) is not a judgement: next server. 49 with AD's ``data 532``: final."""
+    busy = fake_ldap(lambda kind, mid, op: result("bindResponse", mid, 51, "busy") or None)
+    checker = make_checker(direct(busy.url, slapd.url))
+    answer = await check(checker, ALICE.uid, ALICE.password)
+    assert (answer.outcome, answer.server) == (OK, slapd.url)
+    assert busy.binds() == [ALICE.dn]
+
+    ad_message = "80090308: LdapErr: DSID-0C09044E, comment: AcceptSecurityContext error, data 532"
+    expired = fake_ldap(lambda kind, mid, op: result("bindResponse", mid, 49, ad_message))
+    checker = make_checker(direct(expired.url, blackhole.url))
+    answer = await check(checker, ALICE.uid, ALICE.password)
+    assert (answer.outcome, answer.detail) == (INVALID, "password_expired")
+    assert blackhole.connections == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_search_references_are_ignored_and_never_followed(fake_ldap, blackhole, make_checker):
+    """L-09: one entry among continuation references is one user; nobody contacts the host."""
+    user_dn = "uid=alice,ou=people,dc=example,dc=org"
+
+    def directory(kind: str, mid: int, op: Any) -> Any:
+        if kind == "bindRequest":
+            ok = str(op["name"]) == SERVICE_DN or bytes(op["authentication"]["simple"]) == b"pw"
+            return result("bindResponse", mid, 0 if ok else 49)
+        if kind == "searchRequest":
+            refs = b"".join(reference(mid, f"{blackhole.url}/dc=example,dc=org") for _ in range(3))
+            return refs + entry(mid, user_dn) + result("searchResDone", mid, 0)
+        return None
+
+    fake = fake_ldap(directory)
+    checker = make_checker(search(fake.url))
+    answer = await check(checker, "alice", "pw")
+    assert (answer.outcome, answer.dn) == (OK, user_dn)
+    assert (await check(checker, "alice", "wrong")).outcome is INVALID
+    assert blackhole.connections == 0
+    assert fake.binds().count(user_dn) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_wrong_service_password_is_unavailable_not_invalid(slapd, make_checker):
+    config = replace(search(slapd.url), bind_password="wrong")
+    result = await check(make_checker(config), ALICE.uid, ALICE.password)
+    assert result.outcome is UNAVAILABLE
+    assert "service account" in result.detail
+
+
+@pytest_twisted.ensureDeferred
+async def test_queue_full_is_unavailable_at_once(blackhole, make_checker):
+    checker = make_checker(direct(blackhole.url, timeout=1.0, pool_size=1), max_pending=3)
+    checks = [checker.check_password(ALICE.uid, ALICE.password)]
+    await pause(0.2)  # connected, its bind in flight
+    checks += [checker.check_password(ALICE.uid, ALICE.password) for _ in range(7)]
+    assert [d.called for d in checks] == [False] * 4 + [True] * 4  # three wait, four refused
+    results = await gatherResults(checks)
+    assert [r.outcome for r in results] == [UNAVAILABLE] * 8
+    assert [r.detail for r in results].count("LDAP queue full") == 4
+
+
+# -- concurrency --------------------------------------------------------------------------------
+
+
+@BOTH_MODES
+@pytest_twisted.ensureDeferred
+async def test_200_concurrent_checks_each_get_their_own_answer(slapd, make_checker, mode):
+    checker = make_checker(mode(slapd.url))
+    users = list(USERS_BY_UID.values())
+    cases = [(users[i % len(users)], i % 2 == 0) for i in range(200)]
+    results = await gatherResults(
+        [
+            checker.check_password(u.uid, u.password if good else u.password + "x")
+            for u, good in cases
+        ]
+    )
+    for (user, good), result in zip(cases, results, strict=True):
+        assert result.outcome is (OK if good else INVALID), (user.uid, good, result)
+        assert same_dn(result.dn, user.dn)
+
+
+# -- TLS ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    base: Path = tmp_path_factory.mktemp("pki")
+    ca = make_ca(base / "ca")
+    other_ca = make_ca(base / "other", name="someone else")
+    return {
+        "ca": ca,
+        "other_ca": other_ca,
+        "good": make_server_cert(base / "good", ca),
+        "wrong_name": make_server_cert(base / "wrong", ca, ["ldap.elsewhere.example"]),
+        "expired": make_server_cert(base / "expired", ca, expired=True),
+    }
+
+
+def tls_slapd(factory: Callable[..., Slapd], cert: Any) -> Slapd:
+    return factory(tls_cert=cert.cert_path, tls_key=cert.key_path, ldaps=True)
+
+
+@pytest_twisted.ensureDeferred
+async def test_starttls_and_ldaps_with_a_trusted_certificate(slapd_factory, pki, make_checker):
+    server = tls_slapd(slapd_factory, pki["good"])
+    ca_file = str(pki["ca"].cert_path)
+    for checker in (
+        make_checker(search(server.url, start_tls=True, ca_file=ca_file)),
+        make_checker(direct(server.url, start_tls=True, ca_file=ca_file)),
+        make_checker(search(server.ldaps_url, ca_file=ca_file)),
+        make_checker(direct(server.ldaps_url, ca_file=ca_file)),
+    ):
+        assert (await check(checker, ALICE.uid, ALICE.password)).outcome is OK
+        assert (await check(checker, ALICE.uid, "wrong")).outcome is INVALID
+    # Every bind went over TLS: slapd logs the TLS session before the first operation.
+    assert "TLS established" in server.log_text()
+
+
+@pytest.mark.parametrize("problem", ["untrusted", "wrong_name", "expired", "no_starttls"])
+@pytest_twisted.ensureDeferred
+async def test_tls_problems_are_unavailable_and_never_bind_in_clear(
+    slapd_factory, pki, make_checker, problem
+):
+    cert = {"untrusted": "good", "no_starttls": None}.get(problem, problem)
+    ca = pki["other_ca"] if problem == "untrusted" else pki["ca"]
+    server = slapd_factory() if cert is None else tls_slapd(slapd_factory, pki[cert])
+    ca_file = str(ca.cert_path)
+    for mode in (direct, search):
+        checker = make_checker(mode(server.url, start_tls=True, ca_file=ca_file))
+        result = await check(checker, ALICE.uid, ALICE.password)
+        assert result.outcome is UNAVAILABLE
+        assert "StartTLS" in result.detail
+        if cert is not None:
+            ldaps = make_checker(mode(server.ldaps_url, ca_file=ca_file))
+            assert (await check(ldaps, ALICE.uid, ALICE.password)).outcome is UNAVAILABLE
+    await pause(0.1)
+    assert [dn for dn in server.binds() if dn] == []  # "" is the readiness probe
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_failure_on_the_first_server_fails_over(slapd_factory, slapd, pki, make_checker):
+    """A certificate problem is a server problem: the next server is tried (no bind was sent)."""
+    bad = tls_slapd(slapd_factory, pki["wrong_name"])
+    ok = tls_slapd(slapd_factory, pki["good"])
+    checker = make_checker(direct(bad.ldaps_url, ok.ldaps_url, ca_file=str(pki["ca"].cert_path)))
+    result = await check(checker, ALICE.uid, ALICE.password)
+    assert (result.outcome, result.server) == (OK, ok.ldaps_url)
+    assert [dn for dn in bad.binds() if dn] == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_frozen_tls_server_times_out_then_recovers(slapd_factory, pki, make_checker):
+    """The same over LDAPS and StartTLS: a timed-out TLS connection is dropped cleanly."""
+    server = tls_slapd(slapd_factory, pki["good"])
+    ca_file = str(pki["ca"].cert_path)
+    checkers = [
+        make_checker(search(server.ldaps_url, timeout=1.0, ca_file=ca_file)),
+        make_checker(direct(server.url, start_tls=True, timeout=1.0, ca_file=ca_file)),
+    ]
+    for checker in checkers:
+        assert (await check(checker, ALICE.uid, ALICE.password)).outcome is OK
+    assert server.pid is not None
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        frozen = await gatherResults(
+            [c.check_password(ALICE.uid, ALICE.password) for c in checkers]
+        )
+        assert [r.outcome for r in frozen] == [UNAVAILABLE, UNAVAILABLE]
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    for checker in checkers:
+        assert (await check(checker, ALICE.uid, ALICE.password)).outcome is OK
+
+
+# -- native engine only -------------------------------------------------------------------------
+
+
+def accepted_connections(server: Slapd) -> int:
+    return len(re.findall(r" ACCEPT from ", server.log_text()))
+
+
+@BOTH_MODES
+@pytest_twisted.ensureDeferred
+async def test_native_connections_are_persistent(fresh_slapd, mode):
+    checker = NativeLdapPasswordChecker(mode(fresh_slapd.url), reactor)
+    try:
+        before = accepted_connections(fresh_slapd)
+        for i in range(30):
+            user = list(USERS_BY_UID.values())[i % len(USERS_BY_UID)]
+            assert (await check(checker, user.uid, user.password)).outcome is OK
+        # Sequential checks: one bind connection, plus one search connection in search mode.
+        assert accepted_connections(fresh_slapd) - before == (1 if mode is direct else 2)
+    finally:
+        checker.close()
+    await pause(0.2)
+    assert "UNBIND" in fresh_slapd.log_text()
+
+
+@pytest_twisted.ensureDeferred
+async def test_native_close_ends_checks_in_flight(blackhole):
+    checker = NativeLdapPasswordChecker(direct(blackhole.url, timeout=5.0), reactor)
+    pending = [checker.check_password(ALICE.uid, ALICE.password) for _ in range(3)]
+    await pause(0.2)
+    started = time.monotonic()
+    checker.close()
+    results = await gatherResults(pending)
+    assert time.monotonic() - started < 0.5
+    assert {r.outcome for r in results} == {UNAVAILABLE}
+    assert (await check(checker, ALICE.uid, ALICE.password)).detail == "LDAP checker is closed"
+
+
+@pytest_twisted.ensureDeferred
+async def test_native_garbage_from_the_server_is_unavailable(fake_ldap, slapd):
+    """An undecodable answer drops the connection; a bind sent there counts as unanswered."""
+    garbage = fake_ldap(
+        lambda kind, mid, op: b"\x30\x03\x02\x01" if kind == "bindRequest" else None
+    )
+    rude = fake_ldap(lambda kind, mid, op: b"\x31\x00")
+    for fake in (garbage, rude):
+        checker = NativeLdapPasswordChecker(direct(fake.url, slapd.url), reactor)
+        try:
+            result = await check(checker, ALICE.uid, ALICE.password)
+        finally:
+            checker.close()
+        assert result.outcome is UNAVAILABLE
+        assert "bind got no answer" in result.detail
+        assert fake.binds() == [ALICE.dn]
+
+
+@pytest_twisted.ensureDeferred
+async def test_native_notice_of_disconnection(fake_ldap, slapd):
+    """An unsolicited notice (messageID 0) ends the connection: searches go elsewhere."""
+
+    def notice(kind: str, mid: int, op: Any) -> Any:
+        if kind == "bindRequest":
+            return result("bindResponse", mid, 0)
+        oid = asn.ResponseName("1.3.6.1.4.1.1466.20036")
+        return result("extendedResp", 0, 52, "shutting down", responseName=oid)
+
+    fake = fake_ldap(notice)
+    checker = NativeLdapPasswordChecker(search(fake.url, slapd.url), reactor)
+    try:
+        answer = await check(checker, ALICE.uid, ALICE.password)
+    finally:
+        checker.close()
+    assert (answer.outcome, answer.server) == (OK, slapd.url)
+    assert [kind for kind, _ in fake.requests].count("searchRequest") == 2  # retried once
+
+
+@pytest_twisted.ensureDeferred
+async def test_native_pipelines_searches_on_few_connections(fresh_slapd):
+    checker = NativeLdapPasswordChecker(search(fresh_slapd.url, pool_size=4), reactor)
+    try:
+        before = accepted_connections(fresh_slapd)
+        users = list(USERS_BY_UID.values())
+        results = await gatherResults(
+            [checker.check_password(u.uid, u.password) for u in users * 20]
+        )
+        assert {r.outcome for r in results} == {OK}
+        # At most 2 search connections and pool_size bind connections.
+        assert accepted_connections(fresh_slapd) - before <= 2 + 4
+    finally:
+        checker.close()
+
+
+def test_native_refuses_bad_configuration(tmp_path):
+    with pytest.raises(ValueError, match="user_filter"):
+        NativeLdapPasswordChecker(
+            replace(search("ldap://x"), user_filter="(uid={username}"), reactor
+        )
+    with pytest.raises(ValueError, match="exactly one"):
+        NativeLdapPasswordChecker(LdapConfig(servers=("ldap://x",)), reactor)
+    empty = tmp_path / "empty.pem"
+    empty.write_text("not a certificate\n")
+    with pytest.raises(ValueError, match="no PEM certificate"):
+        NativeLdapPasswordChecker(direct("ldaps://x", ca_file=str(empty)), reactor)
+
+
+def test_deferred_type_is_returned_even_for_refusals():
+    checker = NativeLdapPasswordChecker(direct("ldap://127.0.0.1:1"), reactor)
+    try:
+        for username, password in (("alice", ""), ("", "x"), ("a\x00", "x")):
+            answer = checker.check_password(username, password)
+            assert isinstance(answer, Deferred) and answer.called
+    finally:
+        checker.close()
