@@ -6,6 +6,8 @@ log lines.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from twisted.logger import Logger
 
 from radmfa.auth.model import AccessRequest, Decision
@@ -30,6 +32,12 @@ def sanitize(value: str | bytes | None, limit: int = 128) -> str:
 
 
 _log = Logger(namespace="radmfa.decision")
+
+
+class DecisionObserver(Protocol):
+    """Anything that wants to know every decision (log line, metrics, audit trail)."""
+
+    def record(self, request: AccessRequest, decision: Decision, elapsed: float) -> None: ...
 
 
 class DecisionLog:

@@ -17,14 +17,14 @@ Failures of a user's credential count towards lockout; infrastructure failures n
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from radmfa.auth.decisionlog import DecisionLog
+from radmfa.auth.decisionlog import DecisionLog, DecisionObserver
 from radmfa.auth.identity import canonical_user, decode_password, store_key
 from radmfa.auth.model import (
     GENERIC_REJECT_MESSAGE,
@@ -64,7 +64,7 @@ class Authenticator:
         db: BlockingRunner,
         factors: FactorRegistry,
         clock: IReactorTime,
-        decision_log: DecisionLog | None = None,
+        observers: Sequence[DecisionObserver] | None = None,
         random_bytes: Callable[[int], bytes] = os.urandom,
     ) -> None:
         self.settings = settings
@@ -73,7 +73,10 @@ class Authenticator:
         self.db = db
         self.factors = factors
         self.clock = clock
-        self.decision_log = decision_log or DecisionLog()
+        #: Told of every decision (the log line, metrics, audit): they see, never change it.
+        self.observers: tuple[DecisionObserver, ...] = (
+            tuple(observers) if observers is not None else (DecisionLog(),)
+        )
         self.random_bytes = random_bytes
 
     def handle(self, request: AccessRequest) -> Deferred[Decision]:
@@ -87,7 +90,9 @@ class Authenticator:
         d.addErrback(failed)
 
         def logged(decision: Decision) -> Decision:
-            self.decision_log.record(request, decision, self.clock.seconds() - started)
+            elapsed = self.clock.seconds() - started
+            for observer in self.observers:
+                observer.record(request, decision, elapsed)
             return decision
 
         d.addCallback(logged)
