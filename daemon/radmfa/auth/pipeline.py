@@ -92,7 +92,10 @@ class Authenticator:
         def logged(decision: Decision) -> Decision:
             elapsed = self.clock.seconds() - started
             for observer in self.observers:
-                observer.record(request, decision, elapsed)
+                try:
+                    observer.record(request, decision, elapsed)
+                except Exception:  # a broken observer must not turn an accept into a reject
+                    log.failure("decision observer {o!r} failed", o=observer)
             return decision
 
         d.addCallback(logged)

@@ -327,3 +327,23 @@ def test_short_secrets_are_refused_like_pyotp_does():
     with pytest.raises(ValueError, match="at least 112 bits"):
         make_otp(TokenRecord("t", "u", "totp", b"x" * 13, 6, "SHA1", 30, T0))
     assert make_otp(TokenRecord("t", "u", "totp", b"x" * 14, 6, "SHA1", 30, T0)).digits == 6
+
+
+@pytest.mark.logs_errors
+def test_a_failing_decision_observer_does_not_change_the_decision():
+    w = World("append")
+
+    class Broken:
+        def record(self, request, decision, elapsed):
+            raise RuntimeError("observer bug")
+
+    seen = []
+
+    class Recorder:
+        def record(self, request, decision, elapsed):
+            seen.append(decision.outcome)
+
+    w.auth.observers = (Broken(), Recorder())
+    d = w.send(b"alice", f"hunter2{w.code()}".encode())
+    assert d.outcome is Outcome.ACCEPT
+    assert seen == [Outcome.ACCEPT]
