@@ -57,6 +57,7 @@ from twisted.python.failure import Failure
 
 from radmfa.config import LdapConfig
 from radmfa.directory.base import DirectoryOutcome, DirectoryResult
+from radmfa.directory.health import ServerHealth
 from radmfa.threads import BlockingRunner
 
 __all__ = [
@@ -723,7 +724,7 @@ class LdapPasswordChecker:
         self._semaphore = DeferredSemaphore(max(1, config.pool_size))
         self._max_pending = max_pending
         self._deadline = config.timeout * len(self._servers) + 1.0
-        self._down_until: dict[str, float] = {}
+        self._health = ServerHealth(self._servers, lambda s: s.url, clock, config.retry_after)
         self._closed = False
 
     @property
@@ -736,8 +737,7 @@ class LdapPasswordChecker:
 
     def servers_down(self) -> list[str]:
         """URLs currently skipped after a failure (for status output and tests)."""
-        now = self._clock.seconds()
-        return [s.url for s in self._servers if self._down_until.get(s.url, now) > now]
+        return self._health.down()
 
     def check_password(self, username: str, password: str) -> Deferred[DirectoryResult]:
         try:
@@ -793,19 +793,12 @@ class LdapPasswordChecker:
             return
         try:
             work = self._runner.run(
-                self._authenticator.authenticate, self._plan(), username, secret
+                self._authenticator.authenticate, self._health.order(), username, secret
             )
         except BaseException:
             self._semaphore.release()
             raise
         work.addBoth(self._finished, pending)
-
-    def _plan(self) -> list[LdapServer]:
-        """Servers in configured order, those that failed recently moved to the end."""
-        now = self._clock.seconds()
-        up = [s for s in self._servers if self._down_until.get(s.url, now) <= now]
-        down = [s for s in self._servers if s not in up]
-        return up + down
 
     def _finished(self, outcome: Attempt | Failure, pending: _Pending) -> None:
         self._semaphore.release()
@@ -813,24 +806,10 @@ class LdapPasswordChecker:
             log.failure("LDAP check failed unexpectedly", outcome)
             result = _unavailable(f"internal error: {outcome.getErrorMessage()}")
         else:
-            self._record(outcome)
+            self._health.record(outcome.failed, outcome.answered_by)
             result = outcome.result
         if not pending.outer.called:
             pending.outer.callback(result)
-
-    def _record(self, attempt: Attempt) -> None:
-        now = self._clock.seconds()
-        for url, why in attempt.failed:
-            if self._down_until.get(url, now) <= now:
-                log.warn(
-                    "LDAP server {url} failed ({why}); trying it last for {seconds}s",
-                    url=url,
-                    why=why,
-                    seconds=self._config.retry_after,
-                )
-            self._down_until[url] = now + self._config.retry_after
-        if attempt.answered_by is not None and self._down_until.pop(attempt.answered_by, None):
-            log.info("LDAP server {url} answers again", url=attempt.answered_by)
 
     def _timed_out(self, _failure: Failure, timeout: float) -> DirectoryResult:
         return _unavailable(f"no LDAP answer within {timeout:g}s")

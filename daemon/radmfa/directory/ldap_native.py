@@ -71,6 +71,7 @@ from radmfa.directory.ber import (
     encode_search_request,
     encode_unbind_request,
 )
+from radmfa.directory.health import ServerHealth
 from radmfa.directory.ldap import (
     LdapAnswer,
     LdapServer,
@@ -783,7 +784,7 @@ class NativeLdapPasswordChecker:
         self._wanted = {name.lower(): name for name in self._attributes}
         self._time_limit = max(1, math.ceil(config.timeout))
         self._deadline = config.timeout * len(self._servers) + 1.0
-        self._down_until: dict[str, float] = {}
+        self._health: ServerHealth[_Server] | None = None
         self._closed = False
         self._gauge = _Gauge(max_pending)
         self._filter: FilterTemplate | None = None
@@ -831,8 +832,7 @@ class NativeLdapPasswordChecker:
 
     def servers_down(self) -> list[str]:
         """URLs currently tried last after a failure (for status output and tests)."""
-        now = self._reactor.seconds()
-        return [s.url for s in self._servers if self._down_until.get(s.url, now) > now]
+        return self._health.down() if self._health is not None else []
 
     def check_password(self, username: str, password: str) -> Deferred[DirectoryResult]:
         try:
@@ -865,19 +865,22 @@ class NativeLdapPasswordChecker:
             return succeed(_invalid("unencodable_password"))
         if self._gauge.waiting >= self._gauge.limit:
             return succeed(_unavailable("LDAP queue full"))
-        checking = Deferred.fromCoroutine(self._authenticate(self._plan(), username, secret))
+        checking = Deferred.fromCoroutine(
+            self._authenticate(self._health_of().order(), username, secret)
+        )
         checking.addTimeout(self._deadline, self._reactor, onTimeoutCancel=self._timed_out)
         checking.addErrback(self._internal_error)
         return checking
 
-    def _plan(self) -> list[_Server]:
-        """Servers in configured order, those that failed recently moved to the end."""
-        now = self._reactor.seconds()
-        down = self._down_until
-        if not down:
-            return list(self._pools.values())
-        up = [p for p in self._pools.values() if down.get(p.server.url, now) <= now]
-        return up + [p for p in self._pools.values() if p not in up]
+    def _health_of(self) -> ServerHealth[_Server]:
+        if self._health is None:
+            self._health = ServerHealth(
+                list(self._pools.values()),
+                lambda entry: entry.server.url,
+                self._reactor,
+                self._config.retry_after,
+            )
+        return self._health
 
     async def _authenticate(
         self, plan: list[_Server], username: str, password: bytes
@@ -891,16 +894,16 @@ class NativeLdapPasswordChecker:
                 failed.append((url, str(exc)))
                 continue
             except _Final as exc:
-                self._record(failed, url)
+                self._health_of().record(failed, url)
                 return exc.result
             except _BindUnanswered as exc:
                 # The server may have checked the password: another server would make it two
                 # attempts (and two counts against an AD lockout). Fail closed instead.
                 failed.append((url, str(exc)))
                 break
-            self._record(failed, url)
+            self._health_of().record(failed, url)
             return result
-        self._record(failed, None)
+        self._health_of().record(failed, None)
         reasons = "; ".join(f"{url}: {why}" for url, why in failed) or "no servers configured"
         return _unavailable(f"no LDAP server answered ({reasons})")
 
@@ -1010,22 +1013,6 @@ class NativeLdapPasswordChecker:
             if wanted is not None and values and wanted not in picked:
                 picked[wanted] = [v.decode("utf-8", "replace") for v in values]
         return picked
-
-    def _record(self, failed: list[tuple[str, str]], answered_by: str | None) -> None:
-        if not failed and (answered_by is None or not self._down_until):
-            return
-        now = self._reactor.seconds()
-        for url, why in failed:
-            if self._down_until.get(url, now) <= now:
-                log.warn(
-                    "LDAP server {url} failed ({why}); trying it last for {seconds}s",
-                    url=url,
-                    why=why,
-                    seconds=self._config.retry_after,
-                )
-            self._down_until[url] = now + self._config.retry_after
-        if answered_by is not None and self._down_until.pop(answered_by, None):
-            log.info("LDAP server {url} answers again", url=answered_by)
 
     def _timed_out(self, _result: Any, timeout: float) -> DirectoryResult:
         return _unavailable(f"no LDAP answer within {timeout:g}s")
