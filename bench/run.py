@@ -151,7 +151,7 @@ class RadmfaServer:
         self.port = free_port("udp")
         self.mode = mode
         self.workers = workers
-        self.label = f"radmfa-{mode}" + (f"-w{workers}" if workers > 1 else "")
+        self.label = f"radmfa-{mode}-w{workers}"
         ldap: dict[str, object] = {"servers": [slapd.url], "timeout": 3}
         if mode == "direct":
             ldap["user_dn"] = f"uid={{username}},{PEOPLE_DN}"
@@ -296,31 +296,84 @@ def measure(server, slapd: Slapd, attempts: list[Attempt], concurrency: int, sce
 
 def print_table(rows: list[Row]) -> None:
     header = (
-        f"{'server':<22} {'scenario':<9} {'conc':>4} {'req':>6} {'acc/s':>8} {'p50ms':>7} "
-        f"{'p95ms':>7} {'p99ms':>8} {'lost':>4} {'bad':>4} {'cpu/1k':>7} {'slapd/1k':>8} "
+        f"{'server':<22} {'users':>6} {'scenario':<8} {'conc':>4} {'req':>6} {'acc/s':>8} "
+        f"{'p50ms':>7} {'p95ms':>7} {'p99ms':>8} {'lost':>4} {'bad':>4} {'cpu/1k':>7} {'slapd/1k':>8} "
         f"{'rssMB':>6} {'ratio':>6}"
     )
     print(header)
     print("-" * len(header))
     reference = {(r.scenario, r.concurrency): r for r in rows if r.server == "freeradius"}
     for r in rows:
-        ref = reference.get((r.scenario, r.concurrency))
+        ref = reference.get((r.extra.get("users"), r.scenario, r.concurrency))
         ratio = (
             f"{r.answers_per_s / ref.answers_per_s:.2f}"
             if ref and ref.answers_per_s and r.server != "freeradius"
             else ""
         )
         print(
-            f"{r.server:<22} {r.scenario:<9} {r.concurrency:>4} {r.requests:>6} "
+            f"{r.server:<22} {r.extra.get('users', ''):>6} {r.scenario:<8} {r.concurrency:>4} "
+            f"{r.requests:>6} "
             f"{r.accepts_per_s:>8.0f} {r.p50_ms:>7.2f} {r.p95_ms:>7.2f} {r.p99_ms:>8.2f} "
             f"{r.lost:>4} {r.unexpected:>4} {r.cpu_s_per_1000:>7.3f} "
             f"{r.slapd_cpu_s_per_1000:>8.3f} {r.peak_rss_mb:>6.1f} {ratio:>6}"
         )
 
 
+def run_one_size(
+    tmp: Path, n_users: int, names: list[str], workers: list[int], levels: list[int], args
+) -> list[Row]:
+    """Everything for one directory size: slapd, enrolment, servers, every scenario."""
+    rows: list[Row] = []
+    users = make_bench_users(n_users)
+    slapd = Slapd(tmp / "slapd", debug="0")
+    started = time.perf_counter()
+    slapd.add_ldif(users_ldif(users))
+    slapd.start()
+    print(f"slapd: {n_users} users loaded in {time.perf_counter() - started:.1f}s")
+    servers: list = []
+    try:
+        for name in names:
+            if name == "freeradius":
+                servers.append(FreeRadius(tmp / "freeradius", slapd))
+                continue
+            mode = name.removeprefix("radmfa-")
+            for count in workers:
+                server = RadmfaServer(
+                    tmp / f"{name}-w{count}", slapd, users, mode=mode, workers=count
+                )
+                took = server.enroll()
+                print(f"{server.label}: imported {n_users} tokens in {took:.1f}s")
+                servers.append(server)
+        # rlm_totp 3.2.1 accepts the current step only; radmfa one step either way.
+        books = {
+            s.label: CodeBook(users, lookahead=0 if s.label == "freeradius" else 1) for s in servers
+        }
+        for server in servers:
+            server.start()
+        scenarios = [("valid", level, 0.0) for level in levels]
+        if args.mix:
+            scenarios.append(("mix20", 64, 0.2))
+        for scenario, level, wrong in scenarios:
+            count = args.requests if level > 1 else max(100, args.requests // 6)
+            for server in servers:  # alternate servers row by row
+                attempts = attempts_for(books[server.label], count, wrong_share=wrong)
+                row = measure(server, slapd, attempts, level, scenario)
+                row.extra["users"] = n_users
+                rows.append(row)
+                print(
+                    f"  {row.server:<22} {scenario:<6} c={level:<4} "
+                    f"{row.answers_per_s:8.0f}/s p99 {row.p99_ms:.1f} ms lost {row.lost}"
+                )
+    finally:
+        for server in servers:
+            server.stop()
+        slapd.kill()
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--users", default="10000", help="comma list: one run per size")
     parser.add_argument("--concurrency", default="1,16,64,256")
     parser.add_argument("--requests", type=int, default=3000, help="per row (c=1: a sixth)")
     parser.add_argument(
@@ -328,70 +381,32 @@ def main(argv: list[str] | None = None) -> int:
         default="freeradius,radmfa-search,radmfa-direct",
         help="comma list of freeradius, radmfa-search, radmfa-direct",
     )
-    parser.add_argument("--workers", type=int, default=1, help="radmfa worker processes")
+    parser.add_argument("--workers", default="1", help="comma list of radmfa worker counts")
     parser.add_argument("--mix", action="store_true", default=True)
     parser.add_argument("--no-mix", dest="mix", action="store_false")
     parser.add_argument("--quick", action="store_true", help="1,000 users, 600 requests, c=1,64")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     args = parser.parse_args(argv)
     if args.quick:
-        args.users, args.requests, args.concurrency = 1000, 600, "1,64"
+        args.users, args.requests, args.concurrency = "1000", 600, "1,64"
     levels = [int(c) for c in args.concurrency.split(",")]
+    workers = [int(w) for w in args.workers.split(",")]
     names = args.servers.split(",")
+    sizes = [int(n) for n in args.users.split(",")]
 
     rows: list[Row] = []
-    with tempfile.TemporaryDirectory(prefix="radmfa-bench-") as tmp_name:
-        tmp = Path(tmp_name)
-        users = make_bench_users(args.users)
-        slapd = Slapd(tmp / "slapd", debug="0")
-        started = time.perf_counter()
-        slapd.add_ldif(users_ldif(users))
-        slapd.start()
-        print(f"slapd: {args.users} users loaded in {time.perf_counter() - started:.1f}s")
-        servers = []
-        try:
-            for name in names:
-                if name == "freeradius":
-                    servers.append(FreeRadius(tmp / "freeradius", slapd))
-                else:
-                    mode = name.removeprefix("radmfa-")
-                    server = RadmfaServer(tmp / name, slapd, users, mode=mode, workers=args.workers)
-                    took = server.enroll()
-                    print(f"{server.label}: imported {args.users} tokens in {took:.1f}s")
-                    servers.append(server)
-            # rlm_totp 3.2.1 accepts the current step only; radmfa one step either way.
-            books = {
-                s.label: CodeBook(users, lookahead=0 if s.label == "freeradius" else 1)
-                for s in servers
-            }
-            for server in servers:
-                server.start()
-            scenarios = [("valid", level, 0.0) for level in levels]
-            if args.mix:
-                scenarios.append(("mix20", 64, 0.2))
-            for scenario, level, wrong in scenarios:
-                count = args.requests if level > 1 else max(100, args.requests // 6)
-                for server in servers:  # alternate servers row by row
-                    attempts = attempts_for(books[server.label], count, wrong_share=wrong)
-                    row = measure(server, slapd, attempts, level, scenario)
-                    rows.append(row)
-                    print(
-                        f"  {row.server:<22} {scenario:<6} c={level:<4} "
-                        f"{row.answers_per_s:8.0f}/s p99 {row.p99_ms:.1f} ms lost {row.lost}"
-                    )
-        finally:
-            for server in servers:
-                server.stop()
-            slapd.kill()
+    for n_users in sizes:
+        with tempfile.TemporaryDirectory(prefix="radmfa-bench-") as tmp_name:
+            rows += run_one_size(Path(tmp_name), n_users, names, workers, levels, args)
 
     print()
     print_table(rows)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "users": args.users,
+        "users": sizes,
         "cpus": os.cpu_count(),
-        "workers": args.workers,
+        "workers": workers,
         "python": sys.version.split()[0],
     }
     args.json.write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=1))
