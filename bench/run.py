@@ -297,7 +297,8 @@ def measure(server, slapd: Slapd, attempts: list[Attempt], concurrency: int, sce
 def print_table(rows: list[Row]) -> None:
     header = (
         f"{'server':<22} {'users':>6} {'scenario':<8} {'conc':>4} {'req':>6} {'acc/s':>8} "
-        f"{'p50ms':>7} {'p95ms':>7} {'p99ms':>8} {'lost':>4} {'bad':>4} {'cpu/1k':>7} {'slapd/1k':>8} "
+        f"{'p50ms':>7} {'p95ms':>7} {'p99ms':>8} {'lost':>4} {'bad':>4} {'cpu/1k':>7} "
+        f"{'slapd/1k':>8} "
         f"{'rssMB':>6} {'ratio':>6}"
     )
     print(header)
