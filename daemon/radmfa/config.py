@@ -9,12 +9,20 @@ are caught instead of silently changing a value.
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 from radmfa.configload import Document, Section, Value, parse_duration, placeholders
+from radmfa.factorconfig import (
+    BackupCodesConfig,
+    EmailConfig,
+    EmergencyConfig,
+    HotpConfig,
+    SmsConfig,
+)
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -26,6 +34,7 @@ __all__ = [
     "LocalUsersConfig",
     "LockoutConfig",
     "LoggingConfig",
+    "MetricsConfig",
     "OtpConfig",
     "RadiusConfig",
     "StoreConfig",
@@ -110,6 +119,17 @@ class OtpConfig:
     challenge_prompt: str = "Enter your verification code: "
     #: Users without a token pass on their password alone (logged as password_only).
     allow_password_only: bool = False
+    #: The prompt when the user can also ask for a code; {choices}: "email (a***@x.org)".
+    choice_prompt: str = "Enter your verification code, or type {choices} to get one: "
+    #: "password,email": the text after the last separator may be a keyword (append/auto).
+    keyword_separator: str = ","
+    hotp: HotpConfig = field(default_factory=HotpConfig)
+    backup_codes: BackupCodesConfig = field(default_factory=BackupCodesConfig)
+    emergency: EmergencyConfig = field(default_factory=EmergencyConfig)
+    email: EmailConfig | None = None
+    sms: SmsConfig | None = None
+    #: Settings of third-party factors, by factor type (plain data, see docs/factors.md).
+    plugins: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -137,6 +157,15 @@ class RadiusConfig:
 @dataclass(frozen=True)
 class LoggingConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
+    #: "text": one readable line per event; "json": one JSON object per line, for collectors.
+    format: Literal["text", "json"] = "text"
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus metrics over HTTP; off unless the ``metrics`` section is given."""
+
+    listen: ListenAddress = ListenAddress("127.0.0.1", 9812)
 
 
 @dataclass(frozen=True)
@@ -154,6 +183,7 @@ class Config:
     #: Things that work but deserve a look (short secrets, cleartext LDAP), each as
     #: ``FILE:LINE: key.path: message``; the daemon logs them at startup.
     warnings: tuple[str, ...] = ()
+    metrics: MetricsConfig | None = None
 
 
 class ConfigError(Exception):
@@ -198,7 +228,8 @@ def parse_config(text: str, source: str = "<string>", base_dir: str | Path = "."
         otp=_otp(root.section("otp", _OTP_KEYS)),
         lockout=_lockout(root.section("lockout", ("max_failures", "duration"))),
         radius=_radius(root.section("radius", _RADIUS_KEYS)),
-        logging=_logging(root.section("logging", ("level",))),
+        logging=_logging(root.section("logging", ("level", "format"))),
+        metrics=_metrics(root),  # before warnings: it may add one
         warnings=tuple(doc.report.warnings),
     )
     if doc.report.errors:
@@ -223,6 +254,7 @@ _TOP_KEYS = (
     "lockout",
     "radius",
     "logging",
+    "metrics",
 )
 
 
@@ -320,6 +352,7 @@ _CLIENT_KEYS = (
     "address",
     "secret",
     "secret_file",
+    "secret_credential",
     "require_message_authenticator",
     "limit_proxy_state",
 )
@@ -404,18 +437,30 @@ def _client_network(s: Section) -> Network | None:
 
 
 def _client_secret(s: Section) -> bytes | None:
-    """Exactly one of ``secret`` / ``secret_file``; a short secret is a warning."""
-    inline, from_file = s.get("secret"), s.get("secret_file")
-    if inline is not None and from_file is not None:
-        s.error("secret_file", "give secret or secret_file, not both")
+    """Exactly one of ``secret`` / ``secret_file`` / ``secret_credential``; a short secret is a
+    warning."""
+    given = [key for key in ("secret", "secret_file", "secret_credential") if key in s]
+    if len(given) > 1:
+        s.error(given[1], f"give {given[0]} or {given[1]}, not both")
         return None
+    inline, from_file, credential = (
+        s.get("secret"),
+        s.get("secret_file"),
+        s.get("secret_credential"),
+    )
     if inline is not None:
         text = inline.as_str(secret=True)
         secret, where = (text.encode(), inline) if text is not None else (None, inline)
     elif from_file is not None:
         secret, where = _read_secret_file(from_file), from_file
+    elif credential is not None:
+        secret, where = _read_credential(credential), credential
     else:
-        s.error("secret", "missing: give the shared secret as secret, or secret_file: PATH")
+        s.error(
+            "secret",
+            "missing: give the shared secret as secret, or secret_file: PATH, or "
+            "secret_credential: NAME (a systemd credential)",
+        )
         return None
     if secret is not None and len(secret) < MIN_SECRET_LENGTH:
         where.warn(
@@ -442,6 +487,45 @@ def _read_secret_file(value: Value) -> bytes | None:
     return data
 
 
+def credentials_directory() -> str | None:
+    """``$CREDENTIALS_DIRECTORY``: where systemd puts ``LoadCredential=`` secrets for us."""
+    return os.environ.get("CREDENTIALS_DIRECTORY") or None
+
+
+def _read_credential(value: Value) -> bytes | None:
+    """A systemd credential by name: ``$CREDENTIALS_DIRECTORY/NAME``, trailing newline dropped."""
+    name = value.as_str()
+    if name is None:
+        return None
+    if "/" in name or name in (".", ".."):
+        value.error(f"{name!r} is not a credential name (no '/'); it is the ID in LoadCredential=")
+        return None
+    hint = f"LoadCredential={name}:/etc/credstore/radmfa-{name}"
+    directory = credentials_directory()
+    if directory is None:
+        value.error(
+            f"credential {name!r}: $CREDENTIALS_DIRECTORY is not set, so this only works under "
+            f"systemd with {hint} in the unit (outside systemd use a *_file key instead)"
+        )
+        return None
+    path = os.path.join(directory, name)
+    try:
+        data = Path(path).read_bytes().rstrip(b"\r\n")
+    except FileNotFoundError:
+        value.error(
+            f"credential {name!r} is not in $CREDENTIALS_DIRECTORY ({directory}); "
+            f"add {hint} to the unit (systemctl edit radmfa)"
+        )
+        return None
+    except OSError as exc:
+        value.error(f"cannot read credential {name!r} ({path}): {exc.strerror or exc}")
+        return None
+    if not data:
+        value.error(f"credential {name!r} ({path}) is empty")
+        return None
+    return data
+
+
 # -- password directory: ldap or local_users -------------------------------------------------
 
 _LDAP_KEYS = (
@@ -452,6 +536,7 @@ _LDAP_KEYS = (
     "bind_dn",
     "bind_password",
     "bind_password_file",
+    "bind_password_credential",
     "start_tls",
     "ca_file",
     "timeout",
@@ -628,14 +713,16 @@ def _is_parenthesised(text: str) -> bool:
 
 def _ldap_bind(s: Section, *, direct_bind: bool) -> tuple[str | None, str | None]:
     """The service account used to search: both DN and password, or neither."""
-    has_password, has_file = "bind_password" in s, "bind_password_file" in s
+    keys = ("bind_password", "bind_password_file", "bind_password_credential")
+    sources = [key for key in keys if key in s]
+    has_password, has_file = "bind_password" in s, bool(sources) and "bind_password" not in s
     password = None
-    if has_password and has_file:
-        s.error("bind_password_file", "give bind_password or bind_password_file, not both")
+    if len(sources) > 1:
+        s.error(sources[1], f"give {sources[0]} or {sources[1]}, not both")
     elif has_password:
         password = s.get_str("bind_password", None, secret=True)
     elif has_file:
-        password = _read_text_secret(s, "bind_password_file")
+        password = _read_text_secret(s, sources[0])
     bind_dn = s.get_str("bind_dn", None)
     if "bind_dn" in s:
         if direct_bind:
@@ -650,15 +737,15 @@ def _ldap_bind(s: Section, *, direct_bind: bool) -> tuple[str | None, str | None
                 "needs bind_password or bind_password_file: a bind with a DN and no password "
                 "is an unauthenticated bind, which radmfa refuses",
             )
-    elif has_password or has_file:
-        key = "bind_password" if has_password else "bind_password_file"
-        s.error(key, "is set but bind_dn is not; add the DN to bind as, or remove it")
+    elif sources:
+        s.error(sources[0], "is set but bind_dn is not; add the DN to bind as, or remove it")
     return bind_dn, password
 
 
 def _read_text_secret(s: Section, key: str) -> str | None:
     value = s.get(key)
-    data = _read_secret_file(value) if value is not None else None
+    reader = _read_credential if key.endswith("_credential") else _read_secret_file
+    data = reader(value) if value is not None else None
     if value is None or data is None:
         return None
     try:
@@ -687,7 +774,21 @@ def _store(s: Section) -> StoreConfig:
     return store
 
 
-_OTP_KEYS = ("mode", "totp", "challenge_timeout", "challenge_prompt", "allow_password_only")
+_OTP_KEYS = (
+    "mode",
+    "totp",
+    "challenge_timeout",
+    "challenge_prompt",
+    "allow_password_only",
+    "choice_prompt",
+    "keyword_separator",
+    "hotp",
+    "backup_codes",
+    "emergency",
+    "email",
+    "sms",
+    "plugins",
+)
 _TOTP_KEYS = ("digits", "period", "algorithm", "skew", "issuer")
 #: RFC 2865 attributes carry at most 253 bytes; the prompt travels as one Reply-Message.
 _MAX_REPLY_MESSAGE = 253
@@ -708,7 +809,34 @@ def _otp(s: Section) -> OtpConfig:
         challenge_timeout=s.get_duration("challenge_timeout", d.challenge_timeout, 10, 600),
         challenge_prompt=prompt,
         allow_password_only=s.get_bool("allow_password_only", d.allow_password_only),
+        **_factor_settings(s, d),
     )
+
+
+def _factor_settings(s: Section, d: OtpConfig) -> dict[str, Any]:
+    """The second factors beyond TOTP (radmfa.factorconfig parses them)."""
+    from radmfa import factorconfig as fc
+
+    separator = s.get_str("keyword_separator", d.keyword_separator)
+    if len(separator) != 1 or separator.isalnum() or separator.isspace():
+        s.error("keyword_separator", f"must be one punctuation character, not {separator!r}")
+        separator = d.keyword_separator
+    choice = s.get_str("choice_prompt", d.choice_prompt)
+    if "{choices}" not in choice or len(choice.encode()) > _MAX_REPLY_MESSAGE - 80:
+        s.error("choice_prompt", "must contain {choices} and stay under 173 bytes")
+        choice = d.choice_prompt
+    email = s.section("email", fc.EMAIL_KEYS) if "email" in s else None
+    sms = s.section("sms", fc.SMS_KEYS) if "sms" in s else None
+    return {
+        "choice_prompt": choice,
+        "keyword_separator": separator,
+        "hotp": fc.parse_hotp(s.section("hotp", fc.HOTP_KEYS)),
+        "backup_codes": fc.parse_backup_codes(s.section("backup_codes", fc.BACKUP_KEYS)),
+        "emergency": fc.parse_emergency(s.section("emergency", fc.EMERGENCY_KEYS)),
+        "email": fc.parse_email(email) if email is not None else None,
+        "sms": fc.parse_sms(sms) if sms is not None else None,
+        "plugins": fc.parse_plugins(s.get("plugins")),
+    }
 
 
 def _totp(s: Section) -> TotpConfig:
@@ -758,4 +886,30 @@ def _logging(s: Section) -> LoggingConfig:
     level = s.get_choice(
         "level", LoggingConfig.level, ("debug", "info", "warning", "error"), fold=str.lower
     )
-    return LoggingConfig(level=cast(Literal["debug", "info", "warning", "error"], level))
+    log_format = s.get_choice("format", LoggingConfig.format, ("text", "json"), fold=str.lower)
+    return LoggingConfig(
+        level=cast(Literal["debug", "info", "warning", "error"], level),
+        format=cast(Literal["text", "json"], log_format),
+    )
+
+
+def _metrics(root: Section) -> MetricsConfig | None:
+    """Absent: no metrics endpoint. ``metrics: {}`` serves on the loopback default."""
+    if "metrics" not in root:
+        return None
+    s = root.section("metrics", ("listen",))
+    value = s.get("listen")
+    text = value.text() if value is not None else None
+    if value is None or text is None:
+        return MetricsConfig()
+    try:
+        listen = parse_listen_address(text)
+    except ValueError as exc:
+        value.error(str(exc).replace("1812", "9812"))
+        return MetricsConfig()
+    if not ipaddress.ip_address(listen.host).is_loopback:
+        value.warn(
+            "the metrics endpoint has no authentication and shows client names and traffic; "
+            "keep it on loopback or firewall it to the Prometheus server"
+        )
+    return MetricsConfig(listen=listen)

@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from radmfa.auth.decisionlog import DecisionLog
 from radmfa.auth.model import AccessRequest, Decision
 from radmfa.auth.pipeline import Authenticator, PipelineSettings
 from radmfa.config import Config, ConfigError, ListenAddress, load_config
@@ -22,8 +23,15 @@ from radmfa.directory.base import PasswordChecker
 from radmfa.directory.ldap import LdapPasswordChecker
 from radmfa.directory.ldap_native import NativeLdapPasswordChecker
 from radmfa.directory.local import LocalUsersChecker, UsersFileError
-from radmfa.factors.base import FactorRegistry
-from radmfa.factors.totp import TotpFactor
+from radmfa.factors.plugins import FactorLoadError, build_factors, directory_attributes
+from radmfa.metrics import (
+    STATS_SYNC_INTERVAL,
+    CountingRunner,
+    DecisionMetrics,
+    MeasuredDirectory,
+    Metrics,
+    MetricsService,
+)
 from radmfa.radius.clients import ClientTable
 from radmfa.radius.protocol import RadiusServerProtocol, RadiusStats
 from radmfa.store import open_store
@@ -52,9 +60,10 @@ class Runtime:
 def build_directory(config: Config, runner: BlockingRunner, clock: Any) -> PasswordChecker:
     if config.ldap is not None:
         try:
+            wanted = directory_attributes(config)  # addresses for email / SMS codes
             if config.ldap.engine == "native":
-                return NativeLdapPasswordChecker(config.ldap, clock)
-            return LdapPasswordChecker(config.ldap, runner, clock)
+                return NativeLdapPasswordChecker(config.ldap, clock, attributes=wanted)
+            return LdapPasswordChecker(config.ldap, runner, clock, attributes=wanted)
         except ValueError as e:
             raise SetupError(f"ldap: {e}") from None
     if config.local_users is not None:
@@ -72,9 +81,17 @@ def build_runtime(
     db: BlockingRunner,
     directory_runner: BlockingRunner,
     clock: Any,
+    metrics: Metrics | None = None,
 ) -> Runtime:
     directory = build_directory(config, directory_runner, clock)
-    factors = FactorRegistry([TotpFactor(skew=config.otp.totp.skew)])
+    try:
+        factors = build_factors(config, clock)
+    except FactorLoadError as e:
+        raise SetupError(str(e)) from None
+    observers = None
+    if metrics is not None:  # measured from outside: the engines and the pipeline stay as they are
+        directory = MeasuredDirectory(directory, metrics, clock)
+        observers = (DecisionLog(), DecisionMetrics(metrics))
     authenticator = Authenticator(
         settings=PipelineSettings(otp=config.otp, lockout=config.lockout),
         directory=directory,
@@ -82,6 +99,7 @@ def build_runtime(
         db=db,
         factors=factors,
         clock=clock,
+        observers=observers,
     )
     return Runtime(config, ClientTable(config.clients), directory, authenticator)
 
@@ -104,6 +122,14 @@ class Daemon:
         self.ports: dict[ListenAddress, tuple[Any, RadiusServerProtocol]] = {}
         self._purge = LoopingCall(self._purge_expired)
         self._purge.clock = reactor
+        #: Prometheus metrics, when the config has a metrics section (workers write them to
+        #: files the supervisor serves; a single process serves them itself).
+        self.metrics = Metrics() if config.metrics is not None else None
+        #: The store runner as the pipeline sees it: counting failures when metrics are on.
+        self.store_calls: BlockingRunner = (
+            self.db if self.metrics is None else CountingRunner(self.db, self.metrics)
+        )
+        self.metrics_service: MetricsService | None = None
 
     # -- the handler the protocols call --------------------------------------------------------
 
@@ -128,6 +154,7 @@ class Daemon:
         self.runtime = self._build(self.config)
         for address in self.config.listen:
             self._listen(address)
+        self._start_metrics()
         self._purge.start(PURGE_INTERVAL, now=False)
         self.reactor.addSystemEventTrigger("before", "shutdown", self.stop)
         log.info(
@@ -140,14 +167,38 @@ class Daemon:
             mode=self.config.otp.mode,
         )
 
+    def _start_metrics(self) -> None:
+        if self.metrics is None or self.config.metrics is None:
+            return
+        service = MetricsService(
+            self.metrics,
+            self.reactor,
+            stats=self.stats,
+            store=self.store,
+            db=self.store_calls,
+            # One worker is enough to count locked users (the store is shared).
+            refresh_locked=self.worker in (None, 0),
+            sync_interval=None if self.worker is None else STATS_SYNC_INTERVAL,
+        )
+        if self.worker is None:  # with workers the supervisor serves the sum
+            try:
+                service.listen(self.reactor, self.config.metrics.listen)
+            except Exception as e:
+                raise SetupError(
+                    f"metrics: cannot listen on {_fmt(self.config.metrics.listen)}: {e}"
+                ) from None
+        service.start()
+        self.metrics_service = service
+
     def _build(self, config: Config) -> Runtime:
         assert self.store is not None
         return build_runtime(
             config,
             store=self.store,
-            db=self.db,
+            db=self.store_calls,
             directory_runner=self.directory_runner,
             clock=self.reactor,
+            metrics=self.metrics,
         )
 
     def _listen(self, address: ListenAddress) -> None:
@@ -197,6 +248,8 @@ class Daemon:
         new_pool = config.ldap.pool_size if config.ldap else None
         if old_pool != new_pool:
             log.warn("ldap.pool_size changed: it takes effect at the next restart")
+        if config.metrics != self.config.metrics:
+            log.warn("metrics settings changed: they take effect at the next restart")
 
     def _rebind(self, config: Config) -> None:
         wanted = set(config.listen)
@@ -221,9 +274,13 @@ class Daemon:
         if self._purge.running:
             self._purge.stop()
         drains = [protocol.drain() for protocol in self._protocols()]
+        if self.runtime is not None:  # codes still being delivered (bounded by their timeouts)
+            drains.append(self.runtime.authenticator.courier.drain())
         d: Deferred[Any] = DeferredList(drains) if drains else succeed(None)
 
         def release(_: object) -> None:
+            if self.metrics_service is not None:
+                self.metrics_service.stop()
             for port, _protocol in self.ports.values():
                 port.stopListening()
             self.ports.clear()
@@ -241,7 +298,7 @@ class Daemon:
     def _purge_expired(self) -> Deferred[Any] | None:
         if self.store is None:
             return None
-        d = self.db.run(self.store.purge_expired, self.reactor.seconds())
+        d = self.store_calls.run(self.store.purge_expired, self.reactor.seconds())
         d.addErrback(lambda f: log.failure("purging expired challenges failed", f))
         return d
 

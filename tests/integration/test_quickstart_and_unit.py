@@ -53,13 +53,18 @@ def test_demo_setup_authenticates_alice_with_password_and_code(tmp_path: Path):
         assert server.wait(15) == 0
 
 
+def installed_unit(tmp_path: Path) -> tuple[str, Path]:
+    """The shipped unit, pointed at this environment's radmfa (it names /usr/local/bin)."""
+    radmfa = Path(sys.executable).with_name("radmfa")
+    unit = (ROOT / "systemd" / "radmfa.service").read_text()
+    (tmp_path / "radmfa.service").write_text(unit.replace("/usr/local/bin/radmfa", str(radmfa)))
+    return unit, tmp_path / "radmfa.service"
+
+
 def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path):
     analyze = shutil.which("systemd-analyze")
     assert analyze, "systemd-analyze is part of systemd on every Debian host"
-    radmfa = Path(sys.executable).with_name("radmfa")
-    unit = (ROOT / "systemd" / "radmfa.service").read_text()
-    # The unit names the path pip installs to; point it at this environment's command.
-    (tmp_path / "radmfa.service").write_text(unit.replace("/usr/local/bin/radmfa", str(radmfa)))
+    unit, _path = installed_unit(tmp_path)
     done = subprocess.run(
         [analyze, "verify", str(tmp_path / "radmfa.service")],
         capture_output=True, text=True, timeout=60,
@@ -70,5 +75,30 @@ def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path):
     ]  # fmt: skip
     assert done.returncode == 0 and not problems, done.stdout + done.stderr
     for setting in ("ProtectSystem=strict", "NoNewPrivileges=yes", "DynamicUser=yes",
-                    "StateDirectory=radmfa", "ExecReload=/bin/kill -HUP $MAINPID"):  # fmt: skip
+                    "StateDirectory=radmfa", "ExecReload=/bin/kill -HUP $MAINPID",
+                    "Type=notify\n", "NotifyAccess=main", "WatchdogSec=30s"):  # fmt: skip
         assert setting in unit
+    # systemctl reload fails on a bad config before any signal is sent (systemd 252 has no
+    # Type=notify-reload): the check comes first.
+    reloads = re.findall(r"^ExecReload=(.*)$", unit, re.MULTILINE)
+    assert reloads == [
+        "/usr/local/bin/radmfa -c /etc/radmfa/radmfa.yaml check-config",
+        "/bin/kill -HUP $MAINPID",
+    ]
+
+
+#: systemd-analyze security: 0 is fully locked down, 10 is "UNSAFE"; we keep it "OK" and low.
+MAX_EXPOSURE = 2.0
+
+
+def test_systemd_unit_exposure_score_is_low(tmp_path: Path):
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze is part of systemd on every Debian host"
+    _unit, path = installed_unit(tmp_path)
+    done = subprocess.run(
+        [analyze, "security", "--offline=yes", str(path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    found = re.search(r"Overall exposure level for radmfa\.service: ([0-9.]+)", done.stdout)
+    assert done.returncode == 0 and found, done.stdout + done.stderr
+    assert float(found.group(1)) <= MAX_EXPOSURE, done.stdout

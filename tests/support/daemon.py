@@ -45,6 +45,10 @@ class RadmfaDaemon:
         self.config_path = workdir / "radmfa.yaml"
         self.log_path = workdir / "radmfa.log"
         self.process: subprocess.Popen[bytes] | None = None
+        #: Added to the daemon's environment (NOTIFY_SOCKET, CREDENTIALS_DIRECTORY...).
+        self.extra_env: dict[str, str] = {}
+        #: Added after ``serve`` (e.g. ``["--log-format", "json"]``).
+        self.serve_args: list[str] = []
         self.write_config()
 
     def write_config(self, config: dict[str, Any] | None = None) -> None:
@@ -56,13 +60,17 @@ class RadmfaDaemon:
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         env.pop("JOURNAL_STREAM", None)
+        for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "CREDENTIALS_DIRECTORY"):
+            env.pop(key, None)  # only what a test asks for
+        env.update(self.extra_env)
         return env
 
     def start(self, timeout: float = 15.0) -> None:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
+        command = [sys.executable, "-m", "radmfa", "-c", str(self.config_path), "serve"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "radmfa", "-c", str(self.config_path), "serve"],
+            [*command, *self.serve_args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env(),

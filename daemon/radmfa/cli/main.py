@@ -39,10 +39,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the daemon in the foreground, logging to stderr")
     serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by the supervisor
+    serve.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="text lines or one JSON object per line (default: logging.format, text)",
+    )
     serve.set_defaults(run="radmfa.cli.serve:run_serve")
 
     check = sub.add_parser("check-config", help="validate the configuration file")
     check.set_defaults(run="radmfa.cli.serve:run_check_config")
+
+    init = sub.add_parser(
+        "init", help="first-time set-up: starter config, RADIUS secret, store and key file"
+    )
+    init.add_argument(
+        "--dir",
+        help="write everything into this directory (default: the config's directory, "
+        "/etc/radmfa, with the store in /var/lib/radmfa)",
+    )
+    init.add_argument("--state-dir", help="where the store and key go (default: DIR/state)")
+    init.add_argument("--user", help="the service user to give the files to (as root)")
+    init.set_defaults(run="radmfa.cli.init:run_init")
+
+    test_auth = sub.add_parser(
+        "test-auth", help="log in to a running server once (like radtest); exit 0 on accept"
+    )
+    test_auth.add_argument("user")
+    test_auth.add_argument(
+        "--server", help="HOST:PORT (default: the first listen address of the config)"
+    )
+    secret = test_auth.add_mutually_exclusive_group()
+    secret.add_argument("--secret", help="shared secret (default: from the config)")
+    secret.add_argument("--secret-file", help="file holding the shared secret")
+    test_auth.add_argument("--timeout", type=float, default=3.0, help="seconds per try")
+    test_auth.add_argument("--retries", type=int, default=2, help="retransmissions")
+    test_auth.set_defaults(run="radmfa.cli.testauth:run_test_auth")
+
+    unit = sub.add_parser(
+        "show-unit", help="print the systemd unit, with ExecStart= naming this radmfa"
+    )
+    unit.add_argument("--command-path", help="the radmfa command the unit should run")
+    unit.set_defaults(run="radmfa.cli.init:run_show_unit")
+    example = sub.add_parser("show-config", help="print the annotated example configuration")
+    example.set_defaults(run="radmfa.cli.init:run_show_config")
 
     demo = sub.add_parser(
         "demo", help="write a self-contained demo setup (users file, token) and serve it"
@@ -62,7 +101,21 @@ def build_parser() -> argparse.ArgumentParser:
     tsub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     add = tsub.add_parser("add", help="enroll a token (prints a QR code to scan)")
     add.add_argument("user")
-    add.add_argument("--type", default="totp", choices=["totp"])
+    add.add_argument(
+        "--type",
+        default="totp",
+        type=str.lower,
+        metavar="TYPE",
+        help="totp (default), hotp, email, sms, or an installed plugin's type",
+    )
+    add.add_argument("--counter", type=int, help="hotp: the counter of the next code (default 0)")
+    add.add_argument(
+        "--address",
+        "--number",
+        dest="address",
+        help="email/sms: the address or phone number (default: from the LDAP attribute); "
+        "a changed one must be confirmed with a code at the next login",
+    )
     add.add_argument("--secret", help="import an existing base32 secret instead of generating one")
     add.add_argument("--digits", type=int, choices=[6, 7, 8, 9, 10])
     add.add_argument("--algorithm", type=str.upper, choices=["SHA1", "SHA256", "SHA512"])
@@ -84,6 +137,29 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("user")
     rm.add_argument("token_id", nargs="?")
     rm.set_defaults(run="radmfa.cli.tokens:run_remove")
+    resync = tsub.add_parser(
+        "resync", help="bring a drifted HOTP token back with two consecutive codes"
+    )
+    resync.add_argument("user")
+    resync.add_argument("code1")
+    resync.add_argument("code2")
+    resync.add_argument("--token", dest="token_id", help="which HOTP token (default: any)")
+    resync.set_defaults(run="radmfa.cli.factors:run_resync")
+
+    backup = sub.add_parser(
+        "backup-codes", help="generate a new set of one-time backup codes (the old set dies)"
+    )
+    backup.add_argument("user")
+    backup.add_argument("--json", action="store_true")
+    backup.set_defaults(run="radmfa.cli.factors:run_backup_codes")
+
+    emergency = sub.add_parser(
+        "emergency-code", help="issue a short-lived single-use code for the help desk"
+    )
+    emergency.add_argument("user")
+    emergency.add_argument("--ttl", help="lifetime, e.g. 2m (default: otp.emergency.ttl)")
+    emergency.add_argument("--json", action="store_true")
+    emergency.set_defaults(run="radmfa.cli.factors:run_emergency_code")
 
     user = sub.add_parser("user", help="inspect and unlock users")
     usub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
@@ -94,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     unlock = usub.add_parser("unlock", help="clear failures and lock")
     unlock.add_argument("user")
     unlock.set_defaults(run="radmfa.cli.users:run_unlock")
+    prefer = usub.add_parser(
+        "prefer", help="the factor to use first (email/sms: sent as soon as the password is right)"
+    )
+    prefer.add_argument("user")
+    prefer.add_argument("factor", help="a factor type the user has, or 'none'")
+    prefer.set_defaults(run="radmfa.cli.factors:run_prefer")
     return parser
 
 

@@ -37,7 +37,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from radmfa.logsetup import configure_logging
 
     tag = "" if args.worker is None else f"w{args.worker}"
-    predicate = configure_logging(config.logging.level, tag=tag)
+    log_format = getattr(args, "log_format", None) or config.logging.format
+    predicate = configure_logging(config.logging.level, tag=tag, fmt=log_format)
     if args.worker is None:
         for warning in config.warnings:
             print(f"warning: {warning}", file=sys.stderr)
@@ -50,10 +51,15 @@ def _serve(args: argparse.Namespace, config: Config, reactor: Any, predicate: An
     from twisted.internet.error import CannotListenError
 
     from radmfa.logsetup import set_level
+    from radmfa.notify import Notifier
     from radmfa.service import Daemon, SetupError
-    from radmfa.supervisor import announce_ready
+    from radmfa.supervisor import SupervisorChannel
 
+    notifier = Notifier.from_environ(reactor)  # systemd; workers have no NOTIFY_SOCKET
+    channel = SupervisorChannel.from_environ()  # the supervisor, when this is a worker
     daemon = Daemon(config, reactor, worker=args.worker)
+    # Added before the daemon's own trigger, so STOPPING=1 goes out before the drain.
+    reactor.addSystemEventTrigger("before", "shutdown", notifier.stopping)
     try:
         daemon.start()
     except SetupError as e:
@@ -62,11 +68,19 @@ def _serve(args: argparse.Namespace, config: Config, reactor: Any, predicate: An
     except (OSError, CannotListenError) as e:  # a listen address in use or not local
         print(f"radmfa: cannot start: {e}", file=sys.stderr)
         return EXIT_FAILED
-    announce_ready()
+    # Sockets bound, store open, configuration checked: now we are ready.
+    channel.ready()
+    channel.start_heartbeat(reactor)
+    notifier.ready(_status(daemon.config))
+    notifier.start_watchdog()
 
     def on_hup() -> None:
-        if daemon.reload(args.config):
+        notifier.reloading()
+        ok = daemon.reload(args.config)
+        if ok:
             set_level(predicate, daemon.config.logging.level)
+        channel.reloaded(ok)
+        notifier.ready(_status(daemon.config) if ok else _REFUSED)
 
     signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(on_hup))
     reactor.run()
@@ -76,9 +90,12 @@ def _serve(args: argparse.Namespace, config: Config, reactor: Any, predicate: An
 def _supervise(args: argparse.Namespace, config: Config, reactor: Any) -> int:
     from twisted.logger import Logger
 
+    from radmfa.metrics import MetricsResource, SharedMetrics, listen_metrics
+    from radmfa.notify import Notifier
     from radmfa.supervisor import Supervisor
 
     log = Logger(namespace="radmfa.supervisor")
+    notifier = Notifier.from_environ(reactor)
 
     def ready() -> None:
         log.info(
@@ -86,21 +103,59 @@ def _supervise(args: argparse.Namespace, config: Config, reactor: Any) -> int:
             n=config.radius.workers,
             addrs=", ".join(f"{a.host}:{a.port}" for a in config.listen),
         )
+        notifier.ready(_status(config))
+        notifier.start_watchdog()
 
+    shared = SharedMetrics() if config.metrics is not None else None
+    if shared is not None and config.metrics is not None:
+        try:
+            listen_metrics(reactor, config.metrics.listen, MetricsResource(shared.registry))
+        except Exception as e:
+            shared.close()
+            print(f"radmfa: metrics: cannot listen: {e}", file=sys.stderr)
+            return EXIT_FAILED
+    argv = ["-m", "radmfa", "-c", args.config, "serve"]
+    if getattr(args, "log_format", None):
+        argv += ["--log-format", args.log_format]
     supervisor = Supervisor(
-        reactor, ["-m", "radmfa", "-c", args.config, "serve"], config.radius.workers, ready
+        reactor,
+        argv,
+        config.radius.workers,
+        ready,
+        watchdog=notifier.watchdog,
+        extra_env=shared.worker_env if shared is not None else None,
+        on_worker_ended=shared.worker_ended if shared is not None else None,
     )
 
     def on_hup() -> None:
+        nonlocal config
         try:
-            load_config(args.config)
+            config = load_config(args.config)
         except ConfigError as e:
             for problem in e.problems:
                 log.error("reload refused, workers keep their configuration: {p}", p=problem)
             return
-        supervisor.signal_all(signal.SIGHUP)
+        notifier.reloading()
+        supervisor.reload().addCallback(
+            lambda ok: notifier.ready(_status(config) if ok else _REFUSED)
+        )
 
+    reactor.addSystemEventTrigger("before", "shutdown", notifier.stopping)
     reactor.callWhenRunning(supervisor.start)
     signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(on_hup))
-    reactor.run()
+    try:
+        reactor.run()
+    finally:
+        if shared is not None:
+            shared.close()
     return EXIT_FAILED if supervisor.failed else 0
+
+
+_REFUSED = "reload refused, still running the previous configuration (see the log)"
+
+
+def _status(config: Config) -> str:
+    """The STATUS= line systemctl status shows."""
+    addrs = ", ".join(f"{a.host}:{a.port}" for a in config.listen)
+    workers = f", {config.radius.workers} workers" if config.radius.workers > 1 else ""
+    return f"answering on {addrs}; {len(config.clients)} client(s){workers}"
