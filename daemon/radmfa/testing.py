@@ -39,6 +39,8 @@ class FakeDirectory:
     """
 
     users: dict[str, str] = field(default_factory=dict)
+    #: What a search-then-bind would return with a successful bind (mail, mobile, ...).
+    attributes: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     unavailable: bool = False
     hold: bool = False
     binds: list[tuple[str, str]] = field(default_factory=list)
@@ -67,8 +69,71 @@ class FakeDirectory:
         if expected is None:
             return DirectoryResult(DirectoryOutcome.INVALID_CREDENTIALS)
         if expected == password:
-            return DirectoryResult(DirectoryOutcome.OK, dn=f"uid={username},ou=fake")
+            return DirectoryResult(
+                DirectoryOutcome.OK,
+                dn=f"uid={username},ou=fake",
+                attributes=dict(self.attributes.get(username, {})),
+            )
         return DirectoryResult(DirectoryOutcome.INVALID_CREDENTIALS, dn=f"uid={username},ou=fake")
 
     def close(self) -> None:
         pass
+
+
+@dataclass
+class RecordingMailer:
+    """Stands in for :class:`radmfa.delivery.smtp.SmtpTransport`: keeps every message.
+
+    ``fail`` makes sends fail with a DeliveryError; ``hold`` keeps them pending until
+    :meth:`release` (to prove the reply does not wait for delivery).
+    """
+
+    fail: bool = False
+    hold: bool = False
+    messages: list[Any] = field(default_factory=list)
+    pending: list[Deferred[None]] = field(default_factory=list)
+
+    def send(self, message: Any) -> Deferred[None]:
+        from radmfa.factors.base import DeliveryError
+
+        if self.fail:
+            return defer.fail(DeliveryError("SMTP 127.0.0.1:25: Connection refused"))
+        self.messages.append(message)
+        if self.hold:
+            d: Deferred[None] = Deferred()
+            self.pending.append(d)
+            return d
+        return defer.succeed(None)
+
+    def release(self) -> None:
+        pending, self.pending = self.pending, []
+        for d in pending:
+            d.callback(None)
+
+    def codes(self) -> list[str]:
+        """The codes in the messages so far (the last word of the first line of the body)."""
+        import re
+
+        found = []
+        for message in self.messages:
+            body = message.get_content()
+            match = re.search(r"\bis ([0-9A-Z]{6,12})\b", body)
+            if match:
+                found.append(match.group(1))
+        return found
+
+
+@dataclass
+class RecordingSms:
+    """Stands in for an SMS provider (webhook or command): keeps (number, message) pairs."""
+
+    fail: bool = False
+    sent: list[tuple[str, str]] = field(default_factory=list)
+
+    def send(self, number: str, message: str, user: str) -> Deferred[None]:
+        from radmfa.factors.base import DeliveryError
+
+        if self.fail:
+            return defer.fail(DeliveryError("SMS webhook answered HTTP 500"))
+        self.sent.append((number, message))
+        return defer.succeed(None)

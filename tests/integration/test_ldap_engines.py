@@ -833,7 +833,8 @@ async def test_native_pipelines_searches_on_few_connections(fresh_slapd):
         )
         assert {r.outcome for r in results} == {OK}
         # At most 2 search connections and pool_size bind connections.
-        assert accepted_connections(fresh_slapd) - before <= 2 + 4
+        opened = accepted_connections(fresh_slapd) - before
+        assert opened <= 2 + 4, f"{opened} connections:\n{fresh_slapd.log_tail(60)}"
     finally:
         checker.close()
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from radmfa import config as config_module
+from radmfa import factorconfig
 from radmfa.config import (
     ClientConfig,
     Config,
@@ -252,6 +253,11 @@ def test_example_config_documents_every_key() -> None:
         *config_module._OTP_KEYS,
         *config_module._TOTP_KEYS,
         *config_module._RADIUS_KEYS,
+        *factorconfig.HOTP_KEYS,
+        *factorconfig.BACKUP_KEYS,
+        *factorconfig.EMERGENCY_KEYS,
+        *factorconfig.EMAIL_KEYS,
+        *factorconfig.SMS_KEYS,
         "path",
         "key_file",
         "max_failures",

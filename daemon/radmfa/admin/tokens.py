@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pyotp
 
 from radmfa.config import TotpConfig
+from radmfa.factors.hotp import last_step_for, make_hotp, next_counter
 from radmfa.factors.totp import make_otp
 from radmfa.store.base import TokenRecord
 
@@ -18,7 +19,8 @@ from radmfa.store.base import TokenRecord
 SECRET_BYTES = 20
 MIN_SECRET_BYTES = 14
 ALGORITHMS = ("SHA1", "SHA256", "SHA512")
-TOKEN_TYPES = ("totp",)
+#: Token types enrolled with a shared secret (``radmfa token add``).
+TOKEN_TYPES = ("totp", "hotp")
 
 
 class TokenError(ValueError):
@@ -52,6 +54,8 @@ class TokenSpec:
     algorithm: str = "SHA1"
     period: int = 30
     description: str = ""
+    #: HOTP: the counter of the first code the token will show.
+    counter: int = 0
 
     @classmethod
     def from_defaults(cls, totp: TotpConfig, **overrides: object) -> TokenSpec:
@@ -67,7 +71,9 @@ class TokenSpec:
 
     def validate(self) -> None:
         if self.type not in TOKEN_TYPES:
-            raise TokenError(f"unsupported token type {self.type!r} (supported: totp)")
+            raise TokenError(f"unsupported token type {self.type!r} (supported: totp, hotp)")
+        if self.counter < 0:
+            raise TokenError("the counter cannot be negative")
         if self.digits not in (6, 7, 8, 9, 10):
             raise TokenError("digits must be 6 to 10 (6 or 8 for most apps)")
         if self.algorithm not in ALGORITHMS:
@@ -77,6 +83,7 @@ class TokenSpec:
 
 
 def build_token(user: str, spec: TokenSpec, now: float, secret: bytes | None = None) -> TokenRecord:
+    hotp = spec.type == "hotp"
     token = TokenRecord(
         token_id=new_token_id(),
         user=user,
@@ -84,16 +91,24 @@ def build_token(user: str, spec: TokenSpec, now: float, secret: bytes | None = N
         secret=secret if secret is not None else os.urandom(SECRET_BYTES),
         digits=spec.digits,
         algorithm=spec.algorithm,
-        period=spec.period,
+        period=0 if hotp else spec.period,
         created_at=now,
+        # HOTP: last_step is the last counter used, so the first code is at spec.counter.
+        last_step=last_step_for(spec.counter) if hotp else None,
         description=spec.description,
     )
-    make_otp(token)  # pyotp's own checks, so a bad token never reaches the store
+    # pyotp's own checks, so a bad token never reaches the store
+    make_hotp(token) if hotp else make_otp(token)
     return token
 
 
 def provisioning_uri(token: TokenRecord, issuer: str) -> str:
     """The otpauth:// URI an authenticator app scans. It contains the secret: never log it."""
+    if token.type == "hotp":
+        hotp: pyotp.HOTP = make_hotp(token)
+        return hotp.provisioning_uri(
+            name=token.user, initial_count=next_counter(token), issuer_name=issuer
+        )
     otp: pyotp.TOTP = make_otp(token)
     return otp.provisioning_uri(name=token.user, issuer_name=issuer)
 

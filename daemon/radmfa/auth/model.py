@@ -68,6 +68,12 @@ class Reason(enum.Enum):
     DIRECTORY_UNAVAILABLE = "directory_unavailable"
     STORE_UNAVAILABLE = "store_unavailable"
     CHALLENGE_ISSUED = "challenge_issued"
+    #: An out-of-band code was generated and handed to the courier; a challenge asks for it.
+    CODE_SENT = "code_sent"
+    #: A code was asked for too soon or too often; the challenge says when to retry.
+    SEND_LIMITED = "send_limited"
+    #: A new email address or phone number was proven with a code; another factor follows.
+    ADDRESS_CONFIRMED = "address_confirmed"
     PASSWORD_ONLY = "password_only"
     OVERLOADED = "overloaded"
     INTERNAL_ERROR = "internal_error"

@@ -10,8 +10,17 @@ from pathlib import Path
 
 import segno
 
+from radmfa.admin.factors import (
+    ADDRESS_TYPES,
+    FactorAdminError,
+    address_of,
+    check_type,
+    enroll_address,
+    generic_token,
+)
 from radmfa.admin.importer import ImportError_, build_tokens, read_rows
 from radmfa.admin.tokens import (
+    TOKEN_TYPES,
     TokenError,
     TokenSpec,
     build_token,
@@ -21,6 +30,9 @@ from radmfa.admin.tokens import (
 )
 from radmfa.cli.common import config_from, now, store_from, user_arg
 from radmfa.cli.main import CommandFailed, UsageError
+from radmfa.config import Config
+from radmfa.factors.hotp import next_counter
+from radmfa.factors.outofband import read_info
 from radmfa.store.base import StoreError, TokenRecord
 
 
@@ -28,13 +40,26 @@ def run_add(args: argparse.Namespace) -> int:
     config = config_from(args)
     user = user_arg(args.user)
     try:
+        check_type(args.type)
+    except FactorAdminError as e:
+        raise UsageError(str(e)) from None
+    if args.type in ADDRESS_TYPES:
+        return _add_address(args, config, user)
+    if args.type not in TOKEN_TYPES:
+        return _add_plugin_token(args, config, user)
+    if args.address is not None:
+        raise UsageError("--address is for email and sms tokens")
+    if args.counter is not None and args.type != "hotp":
+        raise UsageError("--counter is for hotp tokens")
+    try:
         spec = TokenSpec.from_defaults(
             config.otp.totp,
             type=args.type,
-            digits=args.digits,
+            digits=args.digits or (config.otp.hotp.digits if args.type == "hotp" else None),
             algorithm=args.algorithm,
             period=args.period,
             description=args.description,
+            counter=args.counter,
         )
         secret = parse_base32_secret(args.secret) if args.secret is not None else None
         token = build_token(user, spec, now(), secret)
@@ -51,11 +76,54 @@ def run_add(args: argparse.Namespace) -> int:
         return 0
     print(f"Token {token.token_id} added for {user} ({token_description(token)}).")
     if secret is None:
+        if token.type == "hotp":
+            print("Codes count up from", 0 if token.last_step is None else token.last_step + 1)
         if not args.no_qr:
             print("Scan this QR code with the authenticator app:\n")
             segno.make_qr(uri, error="m").terminal(out=sys.stdout, compact=True)
         print(f"\nOr enter this secret by hand: {secret_base32(token)}")
         print(f"URI: {uri}")
+    return 0
+
+
+def _add_address(args: argparse.Namespace, config: Config, user: str) -> int:
+    store = store_from(config)
+    try:
+        change = enroll_address(store, config, args.type, user, args.address, now())
+    except FactorAdminError as e:
+        raise UsageError(str(e)) from None
+    finally:
+        store.close()
+    token = change.token
+    if args.json:
+        print(json.dumps(token_summary(token)))
+        return 0
+    print(f"{args.type} factor of {user}: {address_of(token)}")
+    if change.needs_confirmation:
+        print(
+            "This replaces an earlier address: codes in flight for it no longer work, and the "
+            "new one must be confirmed with a code sent to it at the next login."
+        )
+    return 0
+
+
+def _add_plugin_token(args: argparse.Namespace, config: Config, user: str) -> int:
+    try:
+        secret = parse_base32_secret(args.secret) if args.secret is not None else None
+    except TokenError as e:
+        raise UsageError(str(e)) from None
+    token = generic_token(args.type, user, secret, args.digits or 6, now(), args.description)
+    store = store_from(config)
+    try:
+        store.add_token(token)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({**token_summary(token), "secret": secret_base32(token)}))
+        return 0
+    print(f"Token {token.token_id} ({args.type}) added for {user}.")
+    if secret is None:
+        print(f"Secret (base32): {secret_base32(token)}")
     return 0
 
 
@@ -73,10 +141,10 @@ def run_list(args: argparse.Namespace) -> int:
     if not tokens:
         print("no tokens" + (f" for {user}" if user else ""))
         return 0
-    print(f"{'USER':<24} {'TOKEN':<12} {'TYPE':<5} {'DETAILS':<24} CREATED")
+    print(f"{'USER':<24} {'TOKEN':<14} {'TYPE':<9} {'DETAILS':<32} CREATED")
     for t in tokens:
         print(
-            f"{t.user:<24} {t.token_id:<12} {t.type:<5} {token_description(t):<24} "
+            f"{t.user:<24} {t.token_id:<14} {t.type:<9} {token_description(t):<32} "
             f"{_iso(t.created_at)}"
         )
     return 0
@@ -121,11 +189,22 @@ def run_remove(args: argparse.Namespace) -> int:
 
 
 def token_description(t: TokenRecord) -> str:
-    return f"{t.digits} digits, {t.algorithm}, {t.period}s"
+    if t.type == "totp":
+        return f"{t.digits} digits, {t.algorithm}, {t.period}s"
+    if t.type == "hotp":
+        return f"{t.digits} digits, {t.algorithm}, next counter {next_counter(t)}"
+    if t.type in ADDRESS_TYPES:
+        return address_of(t)
+    if t.type == "backup":
+        return "used" if t.last_step is not None else "unused"
+    if t.type == "emergency":
+        state = "used" if t.last_step is not None else f"until {_iso(t.created_at + t.period)}"
+        return f"{t.description}, {state}"
+    return t.description or t.type
 
 
 def token_summary(t: TokenRecord) -> dict[str, object]:
-    return {
+    summary: dict[str, object] = {
         "user": t.user,
         "token_id": t.token_id,
         "type": t.type,
@@ -133,9 +212,19 @@ def token_summary(t: TokenRecord) -> dict[str, object]:
         "algorithm": t.algorithm,
         "period": t.period,
         "created_at": _iso(t.created_at),
-        "last_used_at": _iso(t.last_step * t.period) if t.last_step is not None else None,
+        "last_used_at": None,
         "description": t.description,
     }
+    if t.type == "totp" and t.last_step is not None:
+        summary["last_used_at"] = _iso(t.last_step * t.period)
+    elif t.type == "hotp":
+        summary["counter"] = next_counter(t)
+    elif t.type in ADDRESS_TYPES:
+        info = read_info(t)
+        summary.update(address=info.address, source=info.source, confirmed=t.last_step is not None)
+    elif t.type in ("backup", "emergency"):
+        summary["used"] = t.last_step is not None
+    return summary
 
 
 def _iso(ts: float) -> str:

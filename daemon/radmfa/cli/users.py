@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from radmfa.admin.factors import backup_codes_left
 from radmfa.cli.common import config_from, now, store_from, user_arg
 from radmfa.cli.main import CommandFailed, UsageError
 from radmfa.cli.tokens import _iso, token_description, token_summary
@@ -17,17 +18,23 @@ def run_show(args: argparse.Namespace) -> int:
     try:
         tokens = store.list_tokens(user)
         lock = store.lock_state(user)
+        settings = store.user_settings(user)
     finally:
         store.close()
     if not tokens and lock.failures == 0 and lock.locked_until is None:
         raise CommandFailed(f"no record of user {user} (no tokens, no failures)")
     locked = lock.is_locked(now())
+    backup_left, backup_total = backup_codes_left(tokens)
+    listed = [t for t in tokens if t.type != "backup"]
     if args.json:
         print(
             json.dumps(
                 {
                     "user": user,
-                    "tokens": [token_summary(t) for t in tokens],
+                    "tokens": [token_summary(t) for t in listed],
+                    "backup_codes_left": backup_left,
+                    "backup_codes_total": backup_total,
+                    "preferred": settings.preferred,
                     "failures": lock.failures,
                     "locked": locked,
                     "locked_until": _iso(lock.locked_until)
@@ -38,9 +45,11 @@ def run_show(args: argparse.Namespace) -> int:
         )
         return 0
     print(f"user:      {user}")
-    print(f"tokens:    {len(tokens)}")
-    for t in tokens:
+    print(f"tokens:    {len(listed)}")
+    for t in listed:
         print(f"  {t.token_id}  {t.type}  {token_description(t)}")
+    print(f"backup:    {backup_left} of {backup_total} codes left")
+    print(f"prefers:   {settings.preferred or '-'}")
     print(f"failures:  {lock.failures}")
     if locked and lock.locked_until:
         print(f"locked:    yes, until {_iso(lock.locked_until)}")

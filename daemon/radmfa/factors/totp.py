@@ -5,11 +5,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from typing import TYPE_CHECKING
 
 import pyotp
 
-from radmfa.factors.base import NO_MATCH, CodeMatch, MatchKind
+from radmfa.factors.base import NO_MATCH, BaseFactor, CodeMatch, MatchKind
 from radmfa.store.base import TokenRecord
+
+if TYPE_CHECKING:
+    from radmfa.factors.plugins import FactorContext
 
 _DIGESTS = {"SHA1": hashlib.sha1, "SHA256": hashlib.sha256, "SHA512": hashlib.sha512}
 _ASCII_DIGITS = frozenset("0123456789")
@@ -50,10 +54,11 @@ def _window(current: int, skew: int) -> list[int]:
     return [s for s in steps if s >= 0]
 
 
-class TotpFactor:
+class TotpFactor(BaseFactor):
     """Accepts codes from ``skew`` steps before to ``skew`` steps after now, each step once."""
 
     type = "totp"
+    label = "authenticator app"
 
     def __init__(self, skew: int = 1) -> None:
         self.skew = skew
@@ -76,3 +81,8 @@ class TotpFactor:
         if replayed is not None:
             return CodeMatch(MatchKind.REPLAY, replayed)
         return NO_MATCH
+
+
+def create(context: FactorContext) -> TotpFactor:
+    """Entry point ``radmfa.factors: totp``."""
+    return TotpFactor(skew=context.config.otp.totp.skew)

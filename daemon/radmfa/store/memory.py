@@ -11,7 +11,16 @@ import dataclasses
 import threading
 from collections.abc import Sequence
 
-from radmfa.store.base import ChallengeRecord, LockState, StoreError, TokenRecord
+from radmfa.store.base import (
+    SEND_WINDOW,
+    ChallengeRecord,
+    LockState,
+    SendGrant,
+    StoreError,
+    TokenRecord,
+    UserSettings,
+    send_verdict,
+)
 from radmfa.store.sqlite import next_failure_state
 
 __all__ = ["MemoryStore"]
@@ -25,6 +34,8 @@ class MemoryStore:
         self._tokens: dict[str, TokenRecord] = {}
         self._users: dict[str, LockState] = {}
         self._challenges: dict[bytes, ChallengeRecord] = {}
+        self._settings: dict[str, UserSettings] = {}
+        self._sends: dict[tuple[str, str], list[float]] = {}
         self._closed = False
 
     def _check_open(self) -> None:
@@ -71,6 +82,23 @@ class MemoryStore:
             self._tokens[token_id] = dataclasses.replace(token, last_step=step)
             return True
 
+    def replace_tokens(self, user: str, type: str, tokens: Sequence[TokenRecord]) -> int:
+        with self._lock:
+            self._check_open()
+            doomed = [
+                t.token_id for t in self._tokens.values() if t.user == user and t.type == type
+            ]
+            ids = [t.token_id for t in tokens]
+            if len(set(ids)) != len(ids) or any(i in self._tokens and i not in doomed for i in ids):
+                raise StoreError(
+                    f"replacing the {type} tokens of {user!r}: a token id already exists"
+                )
+            for tid in doomed:
+                del self._tokens[tid]
+            for token in tokens:
+                self._tokens[token.token_id] = token
+            return len(doomed)
+
     # lockout
     def lock_state(self, user: str) -> LockState:
         with self._lock:
@@ -110,7 +138,48 @@ class MemoryStore:
     def known_users(self) -> list[str]:
         with self._lock:
             self._check_open()
-            return sorted({t.user for t in self._tokens.values()} | set(self._users))
+            users = {t.user for t in self._tokens.values()} | set(self._users)
+            return sorted(users | set(self._settings))
+
+    # per-user settings
+    def user_settings(self, user: str) -> UserSettings:
+        with self._lock:
+            self._check_open()
+            return self._settings.get(user, UserSettings(user))
+
+    def set_preferred(self, user: str, factor: str | None) -> None:
+        with self._lock:
+            self._check_open()
+            current = self._settings.get(user, UserSettings(user))
+            self._settings[user] = dataclasses.replace(current, preferred=factor)
+
+    def set_notice(self, user: str, notice: str | None) -> None:
+        with self._lock:
+            self._check_open()
+            current = self._settings.get(user, UserSettings(user))
+            self._settings[user] = dataclasses.replace(current, notice=notice)
+
+    def take_notice(self, user: str) -> str | None:
+        with self._lock:
+            self._check_open()
+            current = self._settings.get(user)
+            if current is None or current.notice is None:
+                return None
+            self._settings[user] = dataclasses.replace(current, notice=None)
+            return current.notice
+
+    # out-of-band sends
+    def reserve_send(
+        self, user: str, channel: str, now: float, cooldown: float, per_hour: int
+    ) -> SendGrant:
+        with self._lock:
+            self._check_open()
+            times = [t for t in self._sends.get((user, channel), []) if t > now - SEND_WINDOW]
+            grant = send_verdict(times, now, cooldown, per_hour)
+            if grant.granted:
+                times.append(now)
+            self._sends[(user, channel)] = times
+            return grant
 
     # challenges
     def put_challenge(self, challenge: ChallengeRecord) -> None:
@@ -131,6 +200,12 @@ class MemoryStore:
             expired = [s for s, c in self._challenges.items() if c.expires_at <= now]
             for state_id in expired:
                 del self._challenges[state_id]
+            for key, times in list(self._sends.items()):
+                kept = [t for t in times if t > now - SEND_WINDOW]
+                if kept:
+                    self._sends[key] = kept
+                else:
+                    del self._sends[key]
             return len(expired)
 
     def close(self) -> None:

@@ -14,7 +14,16 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 
-from radmfa.store.base import ChallengeRecord, LockState, StoreError, TokenRecord
+from radmfa.store.base import (
+    SEND_WINDOW,
+    ChallengeRecord,
+    LockState,
+    SendGrant,
+    StoreError,
+    TokenRecord,
+    UserSettings,
+    send_verdict,
+)
 from radmfa.store.crypto import SecretBox, SecretBoxError, token_secret_aad
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStore", "next_failure_state"]
@@ -62,6 +71,26 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX challenges_by_expiry ON challenges (expires_at)",
     ),
+    # 2: second factors: out-of-band codes bound to a State, follow-up challenge rounds,
+    #    preferred factor and delivery notices per user, send records for rate limits.
+    (
+        "ALTER TABLE challenges ADD COLUMN factor TEXT",
+        "ALTER TABLE challenges ADD COLUMN token_id TEXT",
+        "ALTER TABLE challenges ADD COLUMN code_hash BLOB",
+        "ALTER TABLE challenges ADD COLUMN phase TEXT NOT NULL DEFAULT 'code'",
+        "ALTER TABLE challenges ADD COLUMN started_at REAL",
+        "ALTER TABLE users ADD COLUMN preferred TEXT",
+        "ALTER TABLE users ADD COLUMN notice TEXT",
+        """
+        CREATE TABLE sends (
+            user    TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            sent_at REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX sends_by_user ON sends (user, channel, sent_at)",
+        "CREATE INDEX tokens_by_user_type ON tokens (user, type)",
+    ),
 )
 
 #: The schema version this code writes and understands.
@@ -91,16 +120,20 @@ _UPSERT_FAILURE = (
 )
 _INSERT_CHALLENGE = (
     "INSERT INTO challenges (state_id, user, client_name, client_address, expires_at, "
-    "created_at) VALUES (?, ?, ?, ?, ?, ?)"
+    "created_at, factor, token_id, code_hash, phase, started_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _TAKE_CHALLENGE = (
     "DELETE FROM challenges WHERE state_id = ? "
-    "RETURNING state_id, user, client_name, client_address, expires_at, created_at"
+    "RETURNING state_id, user, client_name, client_address, expires_at, created_at, "
+    "factor, token_id, code_hash, phase, started_at"
 )
 _SELECT_CHALLENGE = (
-    "SELECT state_id, user, client_name, client_address, expires_at, created_at "
-    "FROM challenges WHERE state_id = ?"
+    "SELECT state_id, user, client_name, client_address, expires_at, created_at, "
+    "factor, token_id, code_hash, phase, started_at FROM challenges WHERE state_id = ?"
 )
+_SELECT_SETTINGS = "SELECT preferred, notice FROM users WHERE user = ?"
+_SELECT_RECENT_SENDS = "SELECT sent_at FROM sends WHERE user = ? AND channel = ? AND sent_at > ?"
 
 # DELETE ... RETURNING arrived in SQLite 3.35.0.
 _HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
@@ -264,8 +297,8 @@ class SqliteStore:
     def add_token(self, token: TokenRecord) -> None:
         self.add_tokens([token])
 
-    def add_tokens(self, tokens: Sequence[TokenRecord]) -> None:
-        rows = [
+    def _token_rows(self, tokens: Sequence[TokenRecord]) -> list[tuple[object, ...]]:
+        return [
             (
                 token.token_id,
                 token.user,
@@ -280,6 +313,9 @@ class SqliteStore:
             )
             for token in tokens
         ]
+
+    def add_tokens(self, tokens: Sequence[TokenRecord]) -> None:
+        rows = self._token_rows(tokens)
         what = f"adding {len(rows)} token(s)"
         try:
             with self._write(what) as conn:
@@ -341,6 +377,21 @@ class SqliteStore:
         # execute() returns after the implicit commit: a failed commit raises, never accepts.
         return cur.rowcount == 1
 
+    def replace_tokens(self, user: str, type: str, tokens: Sequence[TokenRecord]) -> int:
+        rows = self._token_rows(tokens)
+        what = f"replacing the {type} tokens of {user!r}"
+        try:
+            with self._write(what) as conn:
+                removed = conn.execute(
+                    "DELETE FROM tokens WHERE user = ? AND type = ?", (user, type)
+                ).rowcount
+                conn.executemany(_INSERT_TOKEN, rows)
+        except StoreError as e:
+            if isinstance(e.__cause__, sqlite3.IntegrityError):
+                raise StoreError(f"{what}: a token id already exists") from e.__cause__
+            raise
+        return removed
+
     # -- lockout ----------------------------------------------------------------------------
 
     @staticmethod
@@ -394,6 +445,57 @@ class SqliteStore:
             ).fetchall()
         return [row[0] for row in rows]
 
+    # -- per-user settings ------------------------------------------------------------------
+
+    def user_settings(self, user: str) -> UserSettings:
+        with self._read(f"reading the settings of {user!r}") as conn:
+            row = conn.execute(_SELECT_SETTINGS, (user,)).fetchone()
+        return UserSettings(user) if row is None else UserSettings(user, row[0], row[1])
+
+    def set_preferred(self, user: str, factor: str | None) -> None:
+        with self._write(f"setting the preferred factor of {user!r}") as conn:
+            conn.execute(
+                "INSERT INTO users (user, preferred) VALUES (?, ?) "
+                "ON CONFLICT (user) DO UPDATE SET preferred = excluded.preferred",
+                (user, factor),
+            )
+
+    def set_notice(self, user: str, notice: str | None) -> None:
+        with self._write(f"setting a notice for {user!r}") as conn:
+            conn.execute(
+                "INSERT INTO users (user, notice) VALUES (?, ?) "
+                "ON CONFLICT (user) DO UPDATE SET notice = excluded.notice",
+                (user, notice),
+            )
+
+    def take_notice(self, user: str) -> str | None:
+        with self._write(f"taking the notice of {user!r}") as conn:
+            row = conn.execute("SELECT notice FROM users WHERE user = ?", (user,)).fetchone()
+            if row is None or row[0] is None:
+                return None
+            conn.execute("UPDATE users SET notice = NULL WHERE user = ?", (user,))
+            return str(row[0])
+
+    # -- out-of-band sends ------------------------------------------------------------------
+
+    def reserve_send(
+        self, user: str, channel: str, now: float, cooldown: float, per_hour: int
+    ) -> SendGrant:
+        with self._write(f"reserving a {channel} send for {user!r}") as conn:
+            recent = [
+                float(t)
+                for (t,) in conn.execute(
+                    _SELECT_RECENT_SENDS, (user, channel, now - SEND_WINDOW)
+                ).fetchall()
+            ]
+            grant = send_verdict(recent, now, cooldown, per_hour)
+            if grant.granted:
+                conn.execute(
+                    "INSERT INTO sends (user, channel, sent_at) VALUES (?, ?, ?)",
+                    (user, channel, now),
+                )
+        return grant
+
     # -- challenges -------------------------------------------------------------------------
 
     def put_challenge(self, challenge: ChallengeRecord) -> None:
@@ -408,6 +510,11 @@ class SqliteStore:
                         challenge.client_address,
                         challenge.expires_at,
                         challenge.created_at,
+                        challenge.factor,
+                        challenge.token_id,
+                        challenge.code_hash,
+                        challenge.phase,
+                        challenge.started_at,
                     ),
                 )
         except StoreError as e:
@@ -425,13 +532,25 @@ class SqliteStore:
                     conn.execute("DELETE FROM challenges WHERE state_id = ?", (state_id,))
         if row is None:
             return None
-        state, user, client_name, client_address, expires_at, created_at = row
+        state, user, client_name, client_address, expires_at, created_at = row[:6]
+        factor, token_id, code_hash, phase, started_at = row[6:]
         return ChallengeRecord(
-            bytes(state), user, client_name, client_address, expires_at, created_at
+            bytes(state),
+            user,
+            client_name,
+            client_address,
+            expires_at,
+            created_at,
+            factor=factor,
+            token_id=token_id,
+            code_hash=bytes(code_hash) if code_hash is not None else None,
+            phase=phase,
+            started_at=started_at,
         )
 
     def purge_expired(self, now: float) -> int:
         with self._write("purging expired challenges") as conn:
+            conn.execute("DELETE FROM sends WHERE sent_at <= ?", (now - SEND_WINDOW,))
             return conn.execute("DELETE FROM challenges WHERE expires_at <= ?", (now,)).rowcount
 
 

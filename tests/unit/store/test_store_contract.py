@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from radmfa.store.base import ChallengeRecord, LockState, Store, StoreError, TokenRecord
+from radmfa.store.base import (
+    ChallengeRecord,
+    LockState,
+    Store,
+    StoreError,
+    TokenRecord,
+    UserSettings,
+)
 from radmfa.store.crypto import SecretBox
 from radmfa.store.memory import MemoryStore
 from radmfa.store.sqlite import SqliteStore
@@ -328,6 +335,147 @@ def test_purge_removes_only_expired_challenges(store: Store) -> None:
     assert store.take_challenge(b"b" * 16) is None
     assert store.take_challenge(b"c" * 16) is not None
     assert store.purge_expired(NOW + 100) == 0
+
+
+def test_challenge_keeps_its_out_of_band_code_fields(store: Store) -> None:
+    c = challenge(
+        factor="email",
+        token_id="t9",
+        code_hash=b"\x01" * 32,
+        phase="confirm",
+        started_at=NOW - 30,
+    )
+    store.put_challenge(c)
+    assert store.take_challenge(c.state_id) == c
+
+
+def test_challenge_defaults_are_a_plain_code_prompt(store: Store) -> None:
+    store.put_challenge(challenge())
+    taken = store.take_challenge(b"s" * 16)
+    assert taken is not None
+    assert (taken.factor, taken.token_id, taken.code_hash, taken.phase, taken.started_at) == (
+        None,
+        None,
+        None,
+        "code",
+        None,
+    )
+
+
+# -- replacing a user's tokens of one type --------------------------------------------------
+
+
+def test_replace_tokens_swaps_one_type_of_one_user(store: Store) -> None:
+    store.add_token(token("a-totp", "alice"))
+    store.add_tokens([token(f"a-bk{i}", "alice", type="backup") for i in range(3)])
+    store.add_token(token("b-bk0", "bob", type="backup"))
+    removed = store.replace_tokens("alice", "backup", [token("a-new", "alice", type="backup")])
+    assert removed == 3
+    assert [t.token_id for t in store.list_tokens("alice")] == ["a-new", "a-totp"]
+    assert [t.token_id for t in store.list_tokens("bob")] == ["b-bk0"]
+    assert store.replace_tokens("alice", "backup", []) == 1
+    assert [t.token_id for t in store.list_tokens("alice")] == ["a-totp"]
+
+
+def test_replace_tokens_may_reuse_an_id_it_removes_but_not_another(store: Store) -> None:
+    store.add_token(token("e1", "alice", type="emergency"))
+    store.add_token(token("x1", "bob"))
+    assert store.replace_tokens("alice", "emergency", [token("e1", "alice", type="emergency")])
+    with pytest.raises(StoreError, match="already exists"):
+        store.replace_tokens("alice", "emergency", [token("x1", "alice", type="emergency")])
+    # all or nothing: the failed replacement removed nothing
+    assert [t.token_id for t in store.list_tokens("alice")] == ["e1"]
+
+
+def test_replaced_tokens_keep_their_secrets(store: Store) -> None:
+    new = token("n1", "alice", type="email", secret=b'{"address": "a@example.org"}')
+    store.replace_tokens("alice", "email", [new])
+    assert store.list_tokens("alice") == [new]
+
+
+def test_single_use_token_is_spent_exactly_once_under_concurrency(store: Store) -> None:
+    """Protocol-security O-11: 20 parallel uses of one backup code, exactly one wins."""
+    store.add_token(token("bk", "alice", type="backup"))
+    results = run_concurrently(20, lambda: store.advance_step("bk", 1))
+    assert results.count(True) == 1
+
+
+# -- per-user settings ---------------------------------------------------------------------
+
+
+def test_unknown_user_has_default_settings(store: Store) -> None:
+    assert store.user_settings("alice") == UserSettings("alice")
+    assert store.take_notice("alice") is None
+
+
+def test_preferred_factor_is_set_and_cleared(store: Store) -> None:
+    store.set_preferred("alice", "email")
+    assert store.user_settings("alice").preferred == "email"
+    assert store.user_settings("bob").preferred is None
+    store.set_preferred("alice", None)
+    assert store.user_settings("alice").preferred is None
+
+
+def test_settings_do_not_disturb_the_lock_state(store: Store) -> None:
+    store.record_failure("alice", NOW, max_failures=5, lock_seconds=60)
+    store.set_preferred("alice", "sms")
+    store.set_notice("alice", "hello")
+    assert store.lock_state("alice").failures == 1
+    store.record_success("alice", NOW + 1)
+    assert store.user_settings("alice") == UserSettings("alice", "sms", "hello")
+    assert store.lock_state("bob") == LockState("bob")
+
+
+def test_notice_is_taken_once(store: Store) -> None:
+    store.set_notice("alice", "The code could not be sent by email.")
+    assert store.take_notice("alice") == "The code could not be sent by email."
+    assert store.take_notice("alice") is None
+    store.set_notice("alice", "again")
+    store.set_notice("alice", None)
+    assert store.take_notice("alice") is None
+
+
+def test_concurrent_notice_takers_get_it_once(store: Store) -> None:
+    store.set_notice("alice", "once")
+    results = run_concurrently(8, lambda: store.take_notice("alice"))
+    assert results.count("once") == 1
+
+
+# -- send rate limits -----------------------------------------------------------------------
+
+
+def test_reserve_send_enforces_the_cooldown(store: Store) -> None:
+    assert store.reserve_send("alice", "email", NOW, 60, 5).granted
+    refused = store.reserve_send("alice", "email", NOW + 10, 60, 5)
+    assert (refused.granted, refused.limit, refused.retry_after) == (False, "cooldown", 50)
+    assert store.reserve_send("alice", "email", NOW + 60, 60, 5).granted
+
+
+def test_reserve_send_enforces_the_hourly_cap(store: Store) -> None:
+    for i in range(3):
+        assert store.reserve_send("alice", "sms", NOW + 100 * i, 60, 3).granted
+    refused = store.reserve_send("alice", "sms", NOW + 1000, 60, 3)
+    assert (refused.granted, refused.limit) == (False, "hourly_cap")
+    assert refused.retry_after == pytest.approx(3600 - 1000)
+    assert store.reserve_send("alice", "sms", NOW + 3600, 60, 3).granted
+
+
+def test_reserve_send_counts_per_user_and_channel(store: Store) -> None:
+    assert store.reserve_send("alice", "email", NOW, 60, 1).granted
+    assert store.reserve_send("alice", "sms", NOW, 60, 1).granted
+    assert store.reserve_send("bob", "email", NOW, 60, 1).granted
+    assert not store.reserve_send("alice", "email", NOW + 120, 60, 1).granted
+
+
+def test_concurrent_send_requests_are_granted_once(store: Store) -> None:
+    results = run_concurrently(8, lambda: store.reserve_send("alice", "email", NOW, 60, 5))
+    assert sum(r.granted for r in results) == 1
+
+
+def test_purge_drops_send_records_older_than_an_hour(store: Store) -> None:
+    assert store.reserve_send("alice", "email", NOW, 0, 1).granted
+    store.purge_expired(NOW + 3600)
+    assert store.reserve_send("alice", "email", NOW + 3600, 0, 1).granted
 
 
 # -- lifecycle -----------------------------------------------------------------------------

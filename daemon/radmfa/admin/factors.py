@@ -1,0 +1,199 @@
+"""Enrolment and help-desk operations for the factors beyond TOTP, shared by the CLI.
+
+Everything here takes the store and an explicit ``now``; nothing reads the clock or prints.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from radmfa.admin.tokens import TokenError, new_token_id
+from radmfa.config import Config
+from radmfa.factors import backup, emergency
+from radmfa.factors.email import clean_email
+from radmfa.factors.hotp import HotpFactor
+from radmfa.factors.outofband import SOURCE_CLI, SOURCE_DIRECTORY, address_token, read_info
+from radmfa.factors.plugins import directory_attributes, factor_entry_points
+from radmfa.factors.sms import clean_number
+from radmfa.store.base import Store, TokenRecord
+
+ADDRESS_TYPES = ("email", "sms")
+#: Types with their own commands instead of ``token add``.
+ISSUED_TYPES = {"backup": "radmfa backup-codes USER", "emergency": "radmfa emergency-code USER"}
+
+
+class FactorAdminError(ValueError):
+    """Something an admin can fix; the message says what."""
+
+
+def installed_types() -> list[str]:
+    return sorted(factor_entry_points())
+
+
+def check_type(token_type: str) -> None:
+    types = installed_types()
+    if token_type in ISSUED_TYPES:
+        raise FactorAdminError(
+            f"{token_type} codes are not enrolled with 'token add'; use {ISSUED_TYPES[token_type]}"
+        )
+    if token_type not in types:
+        raise FactorAdminError(f"unknown token type {token_type!r}; installed: {', '.join(types)}")
+
+
+# -- email / sms ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AddressChange:
+    token: TokenRecord
+    #: The address replaced one that was there before: it must be confirmed at the next login.
+    needs_confirmation: bool
+
+
+def enroll_address(
+    store: Store, config: Config, token_type: str, user: str, address: str | None, now: float
+) -> AddressChange:
+    """Give ``user`` the email or SMS factor, replacing their earlier one of that type.
+
+    Without ``address`` it comes from the LDAP attribute, which needs search-then-bind.
+    """
+    if address is not None:
+        cleaned = clean_email(address) if token_type == "email" else clean_number(address)
+        if cleaned is None:
+            what = "email address" if token_type == "email" else "phone number (+4912345678)"
+            raise FactorAdminError(f"{address!r} is not a valid {what}")
+        source, value = SOURCE_CLI, cleaned
+    else:
+        email, sms = config.otp.email, config.otp.sms
+        if token_type == "email":
+            attribute = email.address_attribute if email is not None else None
+        else:
+            attribute = sms.number_attribute if sms is not None else None
+        if attribute is None or attribute not in directory_attributes(config):
+            raise FactorAdminError(
+                f"give --address: {token_type} addresses come from LDAP only with "
+                "search-then-bind (ldap.base_dn) and the attribute configured in "
+                f"otp.{token_type}; a direct bind (ldap.user_dn) reads no attributes"
+            )
+        source, value = SOURCE_DIRECTORY, None
+    previous = next((t for t in store.list_tokens(user) if t.type == token_type), None)
+    token = address_token(token_type, user, value, source, now, previous)
+    store.replace_tokens(user, token_type, [token])
+    changed = value is not None and token.last_step is None
+    return AddressChange(token, changed)
+
+
+def address_of(token: TokenRecord) -> str:
+    info = read_info(token)
+    if info.address is None:
+        return "(from the directory, not seen yet)"
+    state = "confirmed" if token.last_step is not None else "NOT confirmed"
+    return f"{info.address} ({info.source}, {state})"
+
+
+# -- backup codes, emergency codes ---------------------------------------------------------------
+
+
+def new_backup_codes(store: Store, config: Config, user: str, now: float) -> list[str]:
+    """A new set (shown once); the previous set stops working in the same transaction."""
+    codes, tokens = backup.generate(user, config.otp.backup_codes.count, now)
+    store.replace_tokens(user, "backup", tokens)
+    return codes
+
+
+def backup_codes_left(tokens: Sequence[TokenRecord]) -> tuple[int, int]:
+    """(unused, total) of the user's current set."""
+    mine = [t for t in tokens if t.type == "backup"]
+    return sum(t.last_step is None for t in mine), len(mine)
+
+
+def issue_emergency_code(
+    store: Store, config: Config, user: str, ttl: float | None, issuer: str, now: float
+) -> tuple[str, TokenRecord]:
+    limits = config.otp.emergency
+    ttl = limits.ttl if ttl is None else ttl
+    if not 30 <= ttl <= limits.max_ttl:
+        raise FactorAdminError(
+            f"--ttl must be between 30s and {limits.max_ttl:g}s (otp.emergency.max_ttl)"
+        )
+    code, token = emergency.issue(user, ttl, issuer, now)
+    store.replace_tokens(user, "emergency", [token])
+    return code, token
+
+
+# -- hotp resync, preferences --------------------------------------------------------------------
+
+
+def resync_hotp(
+    store: Store, config: Config, user: str, code1: str, code2: str, token_id: str | None
+) -> tuple[TokenRecord, int]:
+    """Find ``code1``, ``code2`` as consecutive counters and move the token there (forward
+    only: the store refuses to go back). Returns the token and its new last counter."""
+    factor = HotpFactor(config.otp.hotp.window, config.otp.hotp.resync_window)
+    tokens = [
+        t
+        for t in store.list_tokens(user)
+        if t.type == "hotp" and (token_id is None or t.token_id == token_id)
+    ]
+    if not tokens:
+        raise FactorAdminError(f"{user} has no HOTP token" + (f" {token_id}" if token_id else ""))
+    for token in tokens:
+        counter = factor.find_consecutive(token, code1.strip(), code2.strip())
+        if counter is not None and store.advance_step(token.token_id, counter):
+            return token, counter
+    raise FactorAdminError(
+        "the two codes are not consecutive codes within "
+        f"{config.otp.hotp.resync_window} counters after the current one; press the button "
+        "twice more and try again with the two newest codes"
+    )
+
+
+def set_preferred(store: Store, user: str, factor: str) -> str | None:
+    if factor.lower() in ("none", "-", ""):
+        store.set_preferred(user, None)
+        return None
+    factor = factor.lower()
+    have = {t.type for t in store.list_tokens(user)}
+    if factor not in have:
+        raise FactorAdminError(
+            f"{user} has no {factor} factor (has: {', '.join(sorted(have)) or 'none'})"
+        )
+    store.set_preferred(user, factor)
+    return factor
+
+
+def generic_token(
+    token_type: str, user: str, secret: bytes | None, digits: int, now: float, description: str
+) -> TokenRecord:
+    """A token for a plugin factor: a random (or given) secret; the plugin gives it meaning."""
+    return TokenRecord(
+        token_id=new_token_id(),
+        user=user,
+        type=token_type,
+        secret=secret if secret is not None else os.urandom(20),
+        digits=digits,
+        algorithm="SHA1",
+        period=0,
+        created_at=now,
+        description=description,
+    )
+
+
+__all__ = [
+    "ADDRESS_TYPES",
+    "AddressChange",
+    "FactorAdminError",
+    "TokenError",
+    "address_of",
+    "backup_codes_left",
+    "check_type",
+    "enroll_address",
+    "generic_token",
+    "installed_types",
+    "issue_emergency_code",
+    "new_backup_codes",
+    "resync_hotp",
+    "set_preferred",
+]
