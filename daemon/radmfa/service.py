@@ -36,12 +36,10 @@ from radmfa.radius.clients import ClientTable
 from radmfa.radius.protocol import RadiusServerProtocol, RadiusStats
 from radmfa.store import open_store
 from radmfa.store.base import Store
-from radmfa.threads import BlockingRunner, ThreadPoolRunner
+from radmfa.threads import BlockingRunner, SerialThreadRunner, ThreadPoolRunner
 
 log = Logger(namespace="radmfa.service")
 
-#: Store work is short (indexed single-row statements); a few threads keep it off the reactor.
-DB_THREADS = 1
 PURGE_INTERVAL = 60.0
 
 
@@ -115,7 +113,7 @@ class Daemon:
         self.name = "radmfa" if worker is None else f"radmfa worker {worker}"
         self.stats = RadiusStats()
         self.store: Store | None = None
-        self.db = ThreadPoolRunner(reactor, "radmfa-db", DB_THREADS)
+        self.db = SerialThreadRunner(reactor, "radmfa-db")
         pool_size = config.ldap.pool_size if config.ldap and config.ldap.engine == "ldap3" else 4
         self.directory_runner = ThreadPoolRunner(reactor, "radmfa-directory", pool_size)
         self.runtime: Runtime | None = None
