@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
+from radmfa import policyconfig as pc
 from radmfa.configload import Document, Section, Value, parse_duration, placeholders
 from radmfa.factorconfig import (
     BackupCodesConfig,
@@ -22,6 +23,13 @@ from radmfa.factorconfig import (
     EmergencyConfig,
     HotpConfig,
     SmsConfig,
+)
+from radmfa.policyconfig import (
+    AuditConfig,
+    LdapGroupsConfig,
+    PolicyConfig,
+    RateLimitsConfig,
+    TrustedDevicesConfig,
 )
 
 __all__ = [
@@ -87,13 +95,20 @@ class LdapConfig:
     #: "native": asynchronous client on the reactor, persistent pipelined connections (fast).
     #: "ldap3": ldap3 in a thread pool, a fresh connection per user bind (the reference).
     engine: Literal["native", "ldap3"] = "native"
+    #: Read AD / ppolicy account-state attributes with the user search (search-then-bind) and
+    #: refuse disabled, locked and expired accounts without a bind.
+    account_state: bool = True
+    #: How group membership is read for policy rules (search-then-bind only).
+    groups: LdapGroupsConfig = field(default_factory=LdapGroupsConfig)
 
 
 @dataclass(frozen=True)
 class LocalUsersConfig:
-    """A users file (``name:scrypt-hash`` lines) for demos and labs without a directory."""
+    """A users file (``name:scrypt-hash[:group,...]`` lines) for demos and labs without a
+    directory; groups may also come from a side file (``group: member member @group``)."""
 
     path: str
+    groups_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -184,6 +199,10 @@ class Config:
     #: ``FILE:LINE: key.path: message``; the daemon logs them at startup.
     warnings: tuple[str, ...] = ()
     metrics: MetricsConfig | None = None
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    trusted_devices: TrustedDevicesConfig = field(default_factory=TrustedDevicesConfig)
+    rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
 
 class ConfigError(Exception):
@@ -218,6 +237,9 @@ def parse_config(text: str, source: str = "<string>", base_dir: str | Path = "."
     listen = _listen(root)
     clients = _clients(root)
     ldap, local_users = _directory(root)
+    otp_section = root.section("otp", _OTP_KEYS)
+    otp = _otp(otp_section)
+    password_only = otp_section.get("allow_password_only") if otp.allow_password_only else None
     config = Config(
         source=source,
         listen=listen,
@@ -225,11 +247,17 @@ def parse_config(text: str, source: str = "<string>", base_dir: str | Path = "."
         ldap=ldap,
         local_users=local_users,
         store=_store(root.section("store", ("path", "key_file"))),
-        otp=_otp(root.section("otp", _OTP_KEYS)),
+        otp=otp,
         lockout=_lockout(root.section("lockout", ("max_failures", "duration"))),
         radius=_radius(root.section("radius", _RADIUS_KEYS)),
         logging=_logging(root.section("logging", ("level", "format"))),
         metrics=_metrics(root),  # before warnings: it may add one
+        policy=_policy(root, clients, ldap, password_only),  # before warnings: it may warn
+        trusted_devices=pc.parse_trusted_devices(
+            root.section("trusted_devices", pc.TRUSTED_DEVICES_KEYS)
+        ),
+        rate_limits=pc.parse_rate_limits(root.section("rate_limits", pc.RATE_LIMITS_KEYS)),
+        audit=pc.parse_audit(root.section("audit", pc.AUDIT_KEYS)),
         warnings=tuple(doc.report.warnings),
     )
     if doc.report.errors:
@@ -255,6 +283,10 @@ _TOP_KEYS = (
     "radius",
     "logging",
     "metrics",
+    "policy",
+    "trusted_devices",
+    "rate_limits",
+    "audit",
 )
 
 
@@ -543,6 +575,8 @@ _LDAP_KEYS = (
     "pool_size",
     "retry_after",
     "engine",
+    "account_state",
+    "groups",
 )
 _LDAP_DEFAULTS = LdapConfig(servers=())
 _FILTER_EXAMPLE = '"(uid={username})" or "(&(objectClass=person)(uid={username}))"'
@@ -560,7 +594,9 @@ def _directory(root: Section) -> tuple[LdapConfig | None, LocalUsersConfig | Non
     elif ldap_value is not None and local_value is not None:
         root.error("local_users", "give either ldap or local_users, not both")
     ldap_section = ldap_value.as_section(_LDAP_KEYS) if ldap_value is not None else None
-    local_section = local_value.as_section(("path",)) if local_value is not None else None
+    local_section = (
+        local_value.as_section(("path", "groups_file")) if local_value is not None else None
+    )
     ldap = _ldap(ldap_section) if ldap_section is not None else None
     local_users = _local_users(local_section) if local_section is not None else None
     return ldap, local_users
@@ -604,6 +640,8 @@ def _ldap(s: Section) -> LdapConfig:
             Literal["native", "ldap3"],
             s.get_choice("engine", d.engine, ("native", "ldap3"), fold=str.lower),
         ),
+        account_state=s.get_bool("account_state", d.account_state),
+        groups=pc.parse_ldap_groups(s.section("groups", pc.LDAP_GROUPS_KEYS)),
     )
 
 
@@ -758,7 +796,34 @@ def _read_text_secret(s: Section, key: str) -> str | None:
 def _local_users(s: Section) -> LocalUsersConfig:
     value = _required(s, "path", "give the users file, e.g. /etc/radmfa/users")
     path = value.as_path() if value is not None else None
-    return LocalUsersConfig(path=path or "")
+    groups_file = s.get_path("groups_file", None)
+    if groups_file is not None and not Path(groups_file).is_file():
+        s.error("groups_file", f"{groups_file} does not exist or is not a file")
+    return LocalUsersConfig(path=path or "", groups_file=groups_file)
+
+
+# -- policy ----------------------------------------------------------------------------------
+
+
+def _policy(
+    root: Section,
+    clients: tuple[ClientConfig, ...],
+    ldap: LdapConfig | None,
+    password_only: Value | None,
+) -> PolicyConfig:
+    """``policy``; ``password_only`` is ``otp.allow_password_only`` when it is set true."""
+    groups_problem = None
+    if ldap is not None and ldap.user_dn:
+        groups_problem = (
+            "group rules need search-then-bind (ldap.base_dn with bind_dn): group searches "
+            "run on the service account's connection, and a direct bind (ldap.user_dn) has none"
+        )
+    return pc.parse_policy(
+        root,
+        client_names={client.name for client in clients},
+        groups_problem=groups_problem,
+        password_only=password_only,
+    )
 
 
 # -- the other sections ----------------------------------------------------------------------

@@ -25,6 +25,8 @@ DURATION_FORMS = 'seconds (90 or 1.5) or a number with a unit: "90s", "15m", "12
 _DURATION_RE = re.compile(r"([-+]?[0-9]+(?:\.[0-9]+)?)\s*([smhd]?)", re.IGNORECASE)
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
+_DAYS_RE = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
 #: What a YAML 1.1 integer should look like; anything else (0644, 0x1f, 1:30) is a surprise.
 _PLAIN_INT_RE = re.compile(r"[-+]?(0|[1-9][0-9_]*)")
 
@@ -313,6 +315,36 @@ class Value:
             return None
         return seconds
 
+    def as_days(self, high_days: float | None = None) -> float | None:
+        """Seconds, for settings counted in days: a plain number is days (``30``, ``1.5``,
+        ``"30"``); a number with a unit is that duration (``"12h"``, ``"90s"``, ``"30d"``)."""
+        ok, value = self._scalar()
+        if not ok:
+            return None
+        hint = 'a number of days (30) or a duration with a unit ("12h", "90s")'
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            self.error(f"must be {hint}, not {self._describe(value)}")
+            return None
+        if isinstance(value, int) and not _PLAIN_INT_RE.fullmatch(self.node.value):
+            self.error(f"YAML reads {self.node.value} as {value}; write {hint}")
+            return None
+        text = str(value).strip()
+        try:
+            if _DAYS_RE.fullmatch(text):
+                seconds = float(text) * 86400
+            else:
+                if not _DURATION_RE.fullmatch(text) or not text[-1:].isalpha():
+                    raise ValueError(f"{value!r} is not {hint}")
+                seconds = parse_duration(text)
+        except ValueError as exc:
+            self.error(str(exc))
+            return None
+        if seconds < 0 or (high_days is not None and seconds > high_days * 86400):
+            bound = f"0 to {high_days:g} days" if high_days is not None else "0 or more"
+            self.error(f"must be {bound} (got {value})")
+            return None
+        return seconds
+
     def as_choice(self, choices: Collection[str], *, fold: Callable[[str], str]) -> str | None:
         """One of ``choices`` after ``fold`` (e.g. str.lower), so the input's case is free."""
         text = self.as_str()
@@ -479,6 +511,10 @@ class Section:
         return self._read_value(
             key, default, lambda value: value.as_duration(low, high, low_exclusive=low_exclusive)
         )
+
+    def get_days(self, key: str, default: float, high_days: float | None = None) -> float:
+        """Seconds from :meth:`Value.as_days`."""
+        return self._read_value(key, default, lambda value: value.as_days(high_days))
 
     def get_choice(
         self, key: str, default: str, choices: Collection[str], *, fold: Callable[[str], str]

@@ -38,7 +38,12 @@ from twisted.web.server import Request, Site
 
 from radmfa.auth.model import AccessRequest, Decision, Outcome
 from radmfa.config import ListenAddress
-from radmfa.directory.base import DirectoryOutcome, DirectoryResult, PasswordChecker
+from radmfa.directory.base import (
+    DirectoryOutcome,
+    DirectoryResult,
+    PasswordChecker,
+    UserEntry,
+)
 from radmfa.radius.protocol import RadiusStats
 from radmfa.store.base import Store
 from radmfa.threads import BlockingRunner
@@ -147,7 +152,9 @@ class MeasuredDirectory:
         self.metrics = metrics
         self.clock = clock
 
-    def check_password(self, username: str, password: str) -> Deferred[DirectoryResult]:
+    def check_password(
+        self, username: str, password: str, *, entry: UserEntry | None = None
+    ) -> Deferred[DirectoryResult]:
         started = self.clock.seconds()
 
         def measured(result: DirectoryResult) -> DirectoryResult:
@@ -161,7 +168,11 @@ class MeasuredDirectory:
                 m.directory_errors.labels(server=server).inc()
             return result
 
-        return self.inner.check_password(username, password).addCallback(measured)
+        if entry is not None:
+            checking = self.inner.check_password(username, password, entry=entry)
+        else:
+            checking = self.inner.check_password(username, password)
+        return checking.addCallback(measured)
 
     def close(self) -> None:
         self.inner.close()

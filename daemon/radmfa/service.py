@@ -15,9 +15,12 @@ from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from radmfa.auth.decisionlog import DecisionLog
+from radmfa import audit
+from radmfa.audit import AuditRecorder
+from radmfa.auth.decisionlog import DecisionLog, DecisionObserver
 from radmfa.auth.model import AccessRequest, Decision
 from radmfa.auth.pipeline import Authenticator, PipelineSettings
+from radmfa.auth.policy import Policy
 from radmfa.config import Config, ConfigError, ListenAddress, load_config
 from radmfa.directory.base import PasswordChecker
 from radmfa.directory.ldap import LdapPasswordChecker
@@ -57,16 +60,22 @@ class Runtime:
 
 def build_directory(config: Config, runner: BlockingRunner, clock: Any) -> PasswordChecker:
     if config.ldap is not None:
+        # Group lookups only when a policy rule matches on groups.
+        groups = config.ldap.groups if config.policy.needs_groups else None
         try:
             wanted = directory_attributes(config)  # addresses for email / SMS codes
             if config.ldap.engine == "native":
-                return NativeLdapPasswordChecker(config.ldap, clock, attributes=wanted)
-            return LdapPasswordChecker(config.ldap, runner, clock, attributes=wanted)
+                return NativeLdapPasswordChecker(
+                    config.ldap, clock, attributes=wanted, groups=groups
+                )
+            return LdapPasswordChecker(config.ldap, runner, clock, attributes=wanted, groups=groups)
         except ValueError as e:
             raise SetupError(f"ldap: {e}") from None
     if config.local_users is not None:
         try:
-            return LocalUsersChecker(config.local_users.path, runner)
+            return LocalUsersChecker(
+                config.local_users.path, runner, config.local_users.groups_file
+            )
         except UsersFileError as e:
             raise SetupError(str(e)) from None
     raise SetupError("no password backend configured (ldap or local_users)")
@@ -80,25 +89,39 @@ def build_runtime(
     directory_runner: BlockingRunner,
     clock: Any,
     metrics: Metrics | None = None,
+    recorder: AuditRecorder | None = None,
 ) -> Runtime:
     directory = build_directory(config, directory_runner, clock)
+    groups = directory if hasattr(directory, "user_groups") else None
     try:
         factors = build_factors(config, clock)
     except FactorLoadError as e:
         raise SetupError(str(e)) from None
-    observers = None
+    observers: list[DecisionObserver] = [DecisionLog()]
     if metrics is not None:  # measured from outside: the engines and the pipeline stay as they are
         directory = MeasuredDirectory(directory, metrics, clock)
-        observers = (DecisionLog(), DecisionMetrics(metrics))
-    authenticator = Authenticator(
-        settings=PipelineSettings(otp=config.otp, lockout=config.lockout),
-        directory=directory,
-        store=store,
-        db=db,
-        factors=factors,
-        clock=clock,
-        observers=observers,
-    )
+        observers.append(DecisionMetrics(metrics))
+    if recorder is not None:
+        observers.append(recorder)
+    try:
+        authenticator = Authenticator(
+            settings=PipelineSettings(
+                otp=config.otp,
+                lockout=config.lockout,
+                policy=Policy(config.policy, config.trusted_devices.ttl),
+                rate_limits=config.rate_limits,
+            ),
+            directory=directory,
+            store=store,
+            db=db,
+            factors=factors,
+            clock=clock,
+            observers=observers,
+            groups=groups,  # type: ignore[arg-type]
+            audit=recorder,
+        )
+    except ValueError as e:
+        raise SetupError(str(e)) from None
     return Runtime(config, ClientTable(config.clients), directory, authenticator)
 
 
@@ -118,8 +141,10 @@ class Daemon:
         self.directory_runner = ThreadPoolRunner(reactor, "radmfa-directory", pool_size)
         self.runtime: Runtime | None = None
         self.ports: dict[ListenAddress, tuple[Any, RadiusServerProtocol]] = {}
-        self._purge = LoopingCall(self._purge_expired)
+        self._purge = LoopingCall(self._maintain)
         self._purge.clock = reactor
+        #: Queues decisions for the audit trail and writes them in batches (audit.enabled).
+        self.recorder: AuditRecorder | None = None
         #: Prometheus metrics, when the config has a metrics section (workers write them to
         #: files the supervisor serves; a single process serves them itself).
         self.metrics = Metrics() if config.metrics is not None else None
@@ -149,6 +174,15 @@ class Daemon:
             raise SetupError(f"cannot open the store {self.config.store.path}: {e}") from None
         self.db.start()
         self.directory_runner.start()
+        if self.config.audit.enabled:
+            self.recorder = AuditRecorder(
+                self.store,
+                self.store_calls,
+                self.reactor,
+                flush_interval=self.config.audit.flush_interval,
+                batch_size=self.config.audit.batch_size,
+            )
+            self.recorder.start()
         self.runtime = self._build(self.config)
         for address in self.config.listen:
             self._listen(address)
@@ -197,6 +231,7 @@ class Daemon:
             directory_runner=self.directory_runner,
             clock=self.reactor,
             metrics=self.metrics,
+            recorder=self.recorder,
         )
 
     def _listen(self, address: ListenAddress) -> None:
@@ -248,6 +283,13 @@ class Daemon:
             log.warn("ldap.pool_size changed: it takes effect at the next restart")
         if config.metrics != self.config.metrics:
             log.warn("metrics settings changed: they take effect at the next restart")
+        old_audit, new_audit = self.config.audit, config.audit
+        if (old_audit.enabled, old_audit.flush_interval, old_audit.batch_size) != (
+            new_audit.enabled,
+            new_audit.flush_interval,
+            new_audit.batch_size,
+        ):
+            log.warn("audit settings changed: they take effect at the next restart")
 
     def _rebind(self, config: Config) -> None:
         wanted = set(config.listen)
@@ -275,6 +317,9 @@ class Daemon:
         if self.runtime is not None:  # codes still being delivered (bounded by their timeouts)
             drains.append(self.runtime.authenticator.courier.drain())
         d: Deferred[Any] = DeferredList(drains) if drains else succeed(None)
+        if self.recorder is not None:  # the last decisions, before the store closes
+            recorder = self.recorder
+            d.addCallback(lambda _: recorder.stop())
 
         def release(_: object) -> None:
             if self.metrics_service is not None:
@@ -293,12 +338,28 @@ class Daemon:
         d.addCallback(release)
         return d
 
-    def _purge_expired(self) -> Deferred[Any] | None:
+    def _maintain(self) -> Deferred[Any] | None:
+        """Every minute, off the event loop: expired challenges, devices and failure records;
+        and (one process per store) audit rows past their retention, in small batches."""
         if self.store is None:
             return None
-        d = self.store_calls.run(self.store.purge_expired, self.reactor.seconds())
+        now = self.reactor.seconds()
+        d = self.store_calls.run(
+            self.store.purge_expired, now, now - self.config.rate_limits.longest_window
+        )
         d.addErrback(lambda f: log.failure("purging expired challenges failed", f))
+        retention = self.config.audit.retention
+        if retention > 0 and self.worker in (None, 0):
+            store, db = self.store, self.store_calls
+            d.addCallback(lambda _: Deferred.fromCoroutine(audit.prune(store, db, now - retention)))
+            d.addCallback(self._pruned)
+            d.addErrback(lambda f: log.failure("pruning the audit trail failed", f))
         return d
+
+    @staticmethod
+    def _pruned(count: int) -> None:
+        if count:
+            log.info("audit trail: {n} row(s) past the retention period deleted", n=count)
 
 
 def listen_reuseport(reactor: Any, address: ListenAddress, protocol: Any) -> Any:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 
-from radmfa.directory.base import DirectoryOutcome, DirectoryResult
+from radmfa.directory.base import DirectoryOutcome, DirectoryResult, GroupResult, UserEntry
 
 T = TypeVar("T")
 
@@ -45,10 +45,28 @@ class FakeDirectory:
     hold: bool = False
     binds: list[tuple[str, str]] = field(default_factory=list)
     pending: list[tuple[Deferred[DirectoryResult], DirectoryResult]] = field(default_factory=list)
+    #: Group DNs (or names) per user, for :meth:`user_groups` (a GroupResolver).
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    #: Users whose group lookup was asked for, in order (to count the lookups).
+    group_lookups: list[str] = field(default_factory=list)
+    #: The directory's own refusal of an account, whatever the password ("account_disabled",
+    #: "password_expired", ...), as a real engine reports it in ``detail``.
+    refusals: dict[str, str] = field(default_factory=dict)
+    #: The entries handed back to check_password (search-then-bind reusing a group lookup).
+    entries: list[UserEntry | None] = field(default_factory=list)
 
-    def check_password(self, username: str, password: str) -> Deferred[DirectoryResult]:
+    def check_password(
+        self, username: str, password: str, *, entry: UserEntry | None = None
+    ) -> Deferred[DirectoryResult]:
         if not password:
             raise AssertionError("the pipeline must never ask for an empty-password bind")
+        self.entries.append(entry)
+        if username in self.refusals:  # refused from the entry's attributes: no bind
+            return defer.succeed(
+                DirectoryResult(
+                    DirectoryOutcome.INVALID_CREDENTIALS, detail=self.refusals[username]
+                )
+            )
         self.binds.append((username, password))
         result = self._result(username, password)
         if self.hold:
@@ -56,6 +74,17 @@ class FakeDirectory:
             self.pending.append((d, result))
             return d
         return defer.succeed(result)
+
+    def user_groups(self, username: str) -> Deferred[GroupResult]:
+        self.group_lookups.append(username)
+        if self.unavailable:
+            return defer.succeed(GroupResult(DirectoryOutcome.UNAVAILABLE, detail="fake outage"))
+        if username not in self.users:
+            return defer.succeed(GroupResult(DirectoryOutcome.NO_SUCH_USER))
+        entry = UserEntry(f"uid={username},ou=fake", dict(self.attributes.get(username, {})))
+        return defer.succeed(
+            GroupResult(DirectoryOutcome.OK, tuple(self.groups.get(username, ())), entry)
+        )
 
     def release(self) -> None:
         pending, self.pending = self.pending, []

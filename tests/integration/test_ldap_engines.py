@@ -860,3 +860,129 @@ def test_deferred_type_is_returned_even_for_refusals():
             assert isinstance(answer, Deferred) and answer.called
     finally:
         checker.close()
+
+
+# -- Active Directory: nested groups in one search, account state without a bind ----------------
+
+
+def entry_with(message_id: int, dn: str, attributes: dict[str, list[bytes]]) -> bytes:
+    op = asn.SearchResultEntry()
+    op["object"] = asn.LDAPDN(dn)
+    attribute_list = asn.PartialAttributeList()
+    for i, (name, values) in enumerate(attributes.items()):
+        attribute = asn.PartialAttribute()
+        attribute["type"] = asn.AttributeDescription(name)
+        vals = asn.Vals()
+        for j, value in enumerate(values):
+            vals[j] = asn.AttributeValue(value)
+        attribute["vals"] = vals
+        attribute_list[i] = attribute
+    op["attributes"] = attribute_list
+    return pyasn1_message(message_id, "searchResEntry", op)
+
+
+IN_CHAIN = b"1.2.840.113556.1.4.1941"
+AD_USER_DN = "CN=Alice,OU=Staff,DC=example,DC=org"
+AD_GROUPS = ("CN=VPN,OU=Groups,DC=example,DC=org", "CN=All,OU=Groups,DC=example,DC=org")
+
+
+def _tlv_at(data: bytes, pos: int) -> tuple[int, int, int]:
+    """(tag, start of the value, end of the value) of the BER element at ``pos``."""
+    tag, n, pos = data[pos], data[pos + 1], pos + 2
+    if n & 0x80:
+        count = n & 0x7F
+        n, pos = int.from_bytes(data[pos : pos + count], "big"), pos + count
+    return tag, pos, pos + n
+
+
+class RawAd:
+    """A scripted Active Directory on loopback that reads requests as raw BER.
+
+    pyasn1 with ldap3's ASN.1 module cannot decode an AND holding an extensible match (it
+    fails with "Read 13 bytes instead of expected 20" on bytes ldap3 itself encodes), so this
+    server only looks at what it needs: the message ID, the operation, a bind's DN, and
+    whether a search carries the in-chain rule and the user's DN. ``seen`` records
+    ("bind", dn) and ("search", "user" | "in-chain").
+    """
+
+    def __init__(self, user_attributes: dict[str, list[bytes]]) -> None:
+        self.seen: list[tuple[str, str]] = []
+        fake = self
+
+        class Server(Protocol):
+            buffer = b""
+
+            def dataReceived(self, data: bytes) -> None:
+                self.buffer += data
+                while (size := _frame(self.buffer)) is not None:
+                    raw, self.buffer = self.buffer[:size], self.buffer[size:]
+                    answer = fake.answer(raw, user_attributes)
+                    if answer:
+                        self.transport.write(answer)
+
+        self.port = reactor.listenTCP(0, Factory.forProtocol(Server), interface="127.0.0.1")
+        self.url = f"ldap://127.0.0.1:{self.port.getHost().port}"
+
+    def answer(self, raw: bytes, user_attributes: dict[str, list[bytes]]) -> bytes | None:
+        _, body, _ = _tlv_at(raw, 0)
+        _, id_start, id_end = _tlv_at(raw, body)
+        mid = int.from_bytes(raw[id_start:id_end], "big")
+        op, op_start, _ = _tlv_at(raw, id_end)
+        if op == 0x60:  # bindRequest: version, then the name
+            _, _, version_end = _tlv_at(raw, op_start)
+            _, name_start, name_end = _tlv_at(raw, version_end)
+            name = raw[name_start:name_end].decode()
+            self.seen.append(("bind", name))
+            ok = name == SERVICE_DN or raw.endswith(b"\x80\x02pw")
+            return result("bindResponse", mid, 0 if ok else 49)
+        if op != 0x63:
+            return None
+        if IN_CHAIN in raw:
+            assert AD_USER_DN.encode() in raw
+            self.seen.append(("search", "in-chain"))
+            found = b"".join(entry(mid, g) for g in AD_GROUPS)
+            return found + result("searchResDone", mid, 0)
+        self.seen.append(("search", "user"))
+        return entry_with(mid, AD_USER_DN, user_attributes) + result("searchResDone", mid, 0)
+
+
+@pytest.fixture
+def raw_ad() -> Iterator[Callable[[dict[str, list[bytes]]], RawAd]]:
+    made: list[RawAd] = []
+
+    def make(user_attributes: dict[str, list[bytes]]) -> RawAd:
+        made.append(RawAd(user_attributes))
+        return made[-1]
+
+    yield make
+    for server in made:
+        server.port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_ad_in_chain_finds_nested_groups_in_one_search(raw_ad, make_checker):
+    from radmfa.policyconfig import LdapGroupsConfig
+
+    fake = raw_ad({})
+    settings = LdapGroupsConfig(membership="ad_chain", filter="(objectClass=group)")
+    checker = make_checker(search(fake.url), groups=settings)
+    found = await checker.user_groups("alice")
+    assert found.outcome is OK
+    assert found.groups == AD_GROUPS
+    checked = await checker.check_password("alice", "pw", entry=found.entry)
+    assert checked.outcome is OK
+    searches = [what for kind, what in fake.seen if kind == "search"]
+    assert searches == ["user", "in-chain"]  # the bind reused the user search
+    assert [dn for kind, dn in fake.seen if kind == "bind"][-1] == AD_USER_DN
+
+
+@pytest.mark.parametrize(
+    ("flags", "reason"), [(b"514", "account_disabled"), (b"8389120", "password_expired")]
+)
+@pytest_twisted.ensureDeferred
+async def test_ad_account_flags_refuse_without_a_user_bind(raw_ad, make_checker, flags, reason):
+    fake = raw_ad({"userAccountControl": [flags]})
+    checker = make_checker(search(fake.url))
+    answer = await check(checker, "alice", "pw")
+    assert (answer.outcome, answer.detail) == (INVALID, reason)
+    assert [dn for kind, dn in fake.seen if kind == "bind"] == [SERVICE_DN]

@@ -36,6 +36,7 @@ from tests.support.ports import free_port
 SLAPD = "/usr/sbin/slapd"
 SLAPADD = "/usr/sbin/slapadd"
 LDAPADD = "/usr/bin/ldapadd"
+LDAPMODIFY = "/usr/bin/ldapmodify"
 SCHEMA_DIR = "/etc/ldap/schema"
 MODULE_DIR = "/usr/lib/ldap"
 
@@ -48,6 +49,9 @@ SERVICES_DN = f"ou=services,{SUFFIX}"
 #: The search account radmfa binds as in search-then-bind mode (read access to the tree).
 SERVICE_DN = f"cn=radmfa,{SERVICES_DN}"
 SERVICE_PASSWORD = "radmfa-service-secret"
+
+GROUPS_DN = f"ou=groups,{SUFFIX}"
+POLICIES_DN = f"ou=policies,{SUFFIX}"
 
 #: ``LdapConfig.user_dn`` for direct binds against this directory.
 USER_DN_TEMPLATE = f"uid={{username}},{PEOPLE_DN}"
@@ -149,6 +153,18 @@ def user_ldif(users: Iterable[LdapUser], *, hashed: bool = True) -> str:
     return "".join(parts)
 
 
+def group_ldif(name: str, members: Iterable[str], ou: str = GROUPS_DN) -> str:
+    """A groupOfNames ``cn=name`` with member DNs (a group DN nests that group)."""
+    attrs = [("objectClass", "groupOfNames"), ("cn", name)]
+    attrs.extend(("member", dn) for dn in members)
+    return ldif_entry(f"cn={name},{ou}", attrs)
+
+
+def ou_ldif(dn: str) -> str:
+    name = dn.split(",", 1)[0].split("=", 1)[1]
+    return ldif_entry(dn, [("objectClass", "organizationalUnit"), ("ou", name)])
+
+
 def base_ldif() -> str:
     """The suffix, the three OUs and the service account (no users)."""
     entries = [
@@ -191,6 +207,7 @@ pidfile {workdir}/slapd.pid
 argsfile {workdir}/slapd.args
 modulepath {modules}
 moduleload back_mdb
+{modules_extra}
 {tls}
 # The root DSE is readable by anyone (readiness probes use it).
 access to dn.base="" by * read
@@ -204,6 +221,8 @@ rootpw {root_pw}
 directory {data}
 index objectClass eq
 index uid eq
+index member eq
+{overlays}
 
 # Anyone may try a bind; nobody reads password hashes.
 access to attrs=userPassword
@@ -253,7 +272,11 @@ class Slapd:
         tls_cert: str | Path | None = None,
         tls_key: str | Path | None = None,
         ldaps: bool = False,
+        overlays: Iterable[str] = (),
     ) -> None:
+        """``overlays``: slapd overlays to load, e.g. ``memberof`` (maintains memberOf when
+        groups change while slapd runs) or ``ppolicy`` (its default policy is
+        ``cn=default,ou=policies``, which the test adds)."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.host = host
@@ -272,10 +295,18 @@ class Slapd:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_file = None
         self.data_dir.mkdir(exist_ok=True)
+        overlays = tuple(overlays)
+        overlay_lines = []
+        for name in overlays:
+            overlay_lines.append(f"overlay {name}")
+            if name == "ppolicy":
+                overlay_lines.append(f'ppolicy_default "cn=default,{POLICIES_DN}"')
         self.conf_path.write_text(
             _SLAPD_CONF.format(
                 schema=SCHEMA_DIR,
                 modules=MODULE_DIR,
+                modules_extra="\n".join(f"moduleload {name}" for name in overlays),
+                overlays="\n".join(overlay_lines),
                 workdir=self.workdir,
                 tls=tls,
                 data=self.data_dir,
@@ -449,6 +480,18 @@ class Slapd:
                 )
         finally:
             os.unlink(path)
+
+    def modify(self, ldif: str) -> None:
+        """``ldapmodify`` as the root DN (slapd must be running)."""
+        done = subprocess.run(
+            [LDAPMODIFY, "-x", "-H", self.url, "-D", ROOT_DN, "-w", ROOT_PASSWORD],
+            input=ldif,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise SlapdError(f"ldapmodify failed ({done.returncode}): {done.stderr.strip()}")
 
     def add_users(self, users: Iterable[LdapUser], *, hashed: bool = True) -> None:
         """Bulk-add users; call before :meth:`start` for large sets (10,000 in a few seconds)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from radmfa import config as config_module
-from radmfa import factorconfig
+from radmfa import factorconfig, policyconfig
 from radmfa.config import (
     ClientConfig,
     Config,
@@ -29,6 +29,25 @@ from radmfa.config import (
     parse_duration,
     parse_listen_address,
 )
+from radmfa.policyconfig import (
+    AuditConfig,
+    GraceConfig,
+    LdapGroupsConfig,
+    PolicyConfig,
+    PolicyRule,
+    RateLimitsConfig,
+    RuleOutcome,
+    SourceLimitConfig,
+    TrustedDevicesConfig,
+    UserLimitConfig,
+)
+
+DAY = 86400.0
+
+
+def net(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(text)
+
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "radmfa.yaml"
 
@@ -119,6 +138,13 @@ ldap:
   timeout: 2.5
   pool_size: 4
   retry_after: 1m
+  groups:
+    membership: memberof
+    base_dn: "ou=groups,dc=example,dc=org"
+    filter: "(objectClass=groupOfUniqueNames)"
+    member_attribute: uniqueMember
+    nested: false
+    max_depth: 3
 store:
   path: state/db.sqlite3
   key_file: /srv/radmfa/secret.key
@@ -127,7 +153,6 @@ otp:
   totp: {digits: 8, period: 60, algorithm: sha512, skew: 2, issuer: "Example Corp"}
   challenge_timeout: 5m
   challenge_prompt: "Code: "
-  allow_password_only: true
 lockout:
   max_failures: 10
   duration: 1h
@@ -138,6 +163,31 @@ radius:
   request_timeout: 5s
 logging:
   level: DEBUG
+policy:
+  default: {mfa: required, deny_from: [203.0.113.0/24]}
+  unenrolled: {grace_days: 14, grace_logins: 5, message: "Enroll now: {left} left."}
+  rules:
+    - name: service
+      users: ["svc-*", Backup]
+      mfa: exempt
+      allow_from: 10.9.0.0/16
+    - name: staff
+      groups: [vpn-staff, "cn=Admins,ou=groups,dc=example,dc=org"]
+      clients: [vpn]
+      nas_identifiers: [GW-1]
+      sources: [10.0.0.0/8, "2001:db8::/32"]
+      mfa: Optional
+      trusted_device_days: 7
+      grace_days: "12h"
+      grace_logins: 2
+    - name: blocked
+      users: [mallory]
+      deny: true
+trusted_devices: {days: 30}
+rate_limits:
+  user: {window: 10m, free_failures: 5, delay: 2s, max_delay: 5m}
+  source: {window: 1m, max_failures: 100}
+audit: {enabled: false, retention_days: 90, flush_interval: 1s, batch_size: 100}
 """
 
 
@@ -179,6 +229,14 @@ def test_full_config_round_trips_every_key_into_the_dataclasses(tmp_path: Path) 
             timeout=2.5,
             pool_size=4,
             retry_after=60.0,
+            groups=LdapGroupsConfig(
+                membership="memberof",
+                base_dn="ou=groups,dc=example,dc=org",
+                filter="(objectClass=groupOfUniqueNames)",
+                member_attribute="uniqueMember",
+                nested=False,
+                max_depth=3,
+            ),
         ),
         local_users=None,
         store=StoreConfig(
@@ -189,7 +247,6 @@ def test_full_config_round_trips_every_key_into_the_dataclasses(tmp_path: Path) 
             totp=TotpConfig(digits=8, period=60, algorithm="SHA512", skew=2, issuer="Example Corp"),
             challenge_timeout=300.0,
             challenge_prompt="Code: ",
-            allow_password_only=True,
         ),
         lockout=LockoutConfig(max_failures=10, duration=3600.0),
         radius=RadiusConfig(
@@ -197,6 +254,34 @@ def test_full_config_round_trips_every_key_into_the_dataclasses(tmp_path: Path) 
         ),
         logging=LoggingConfig(level="debug"),
         warnings=(),
+        policy=PolicyConfig(
+            default=RuleOutcome(deny_from=(net("203.0.113.0/24"),)),
+            unenrolled=GraceConfig(14 * DAY, 5, "Enroll now: {left} left."),
+            rules=(
+                PolicyRule(
+                    "service",
+                    users=("svc-*", "backup"),
+                    outcome=RuleOutcome(mfa="exempt", allow_from=(net("10.9.0.0/16"),)),
+                ),
+                PolicyRule(
+                    "staff",
+                    groups=("vpn-staff", "cn=admins,ou=groups,dc=example,dc=org"),
+                    clients=("vpn",),
+                    nas_identifiers=("gw-1",),
+                    sources=(net("10.0.0.0/8"), net("2001:db8::/32")),
+                    outcome=RuleOutcome(
+                        mfa="optional",
+                        trusted_device_ttl=7 * DAY,
+                        grace_seconds=12 * 3600,
+                        grace_logins=2,
+                    ),
+                ),
+                PolicyRule("blocked", users=("mallory",), outcome=RuleOutcome(deny=True)),
+            ),
+        ),
+        trusted_devices=TrustedDevicesConfig(30 * DAY),
+        rate_limits=RateLimitsConfig(UserLimitConfig(600, 5, 2, 300), SourceLimitConfig(60, 100)),
+        audit=AuditConfig(False, 90 * DAY, 1.0, 100),
     )
 
 
@@ -258,6 +343,16 @@ def test_example_config_documents_every_key() -> None:
         *factorconfig.EMERGENCY_KEYS,
         *factorconfig.EMAIL_KEYS,
         *factorconfig.SMS_KEYS,
+        *policyconfig.POLICY_KEYS,
+        *policyconfig.RULE_KEYS,
+        *policyconfig.GRACE_KEYS,
+        *policyconfig.TRUSTED_DEVICES_KEYS,
+        *policyconfig.RATE_LIMITS_KEYS,
+        *policyconfig.USER_LIMIT_KEYS,
+        *policyconfig.SOURCE_LIMIT_KEYS,
+        *policyconfig.AUDIT_KEYS,
+        *policyconfig.LDAP_GROUPS_KEYS,
+        "groups_file",
         "path",
         "key_file",
         "max_failures",

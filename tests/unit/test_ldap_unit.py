@@ -20,9 +20,11 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 
 from radmfa.config import LdapConfig
-from radmfa.directory.base import DirectoryOutcome, DirectoryResult
+from radmfa.directory.base import DirectoryOutcome, DirectoryResult, GroupResult
 from radmfa.directory.ldap import (
+    ACCOUNT_STATE_ATTRIBUTES,
     AD_DIAGNOSTICS,
+    GroupWalk,
     Ldap3Connector,
     LdapPasswordChecker,
     LdapServer,
@@ -36,6 +38,7 @@ from radmfa.directory.ldap import (
     parse_server,
     username_problem,
 )
+from radmfa.policyconfig import LdapGroupsConfig
 
 OK = DirectoryOutcome.OK
 INVALID = DirectoryOutcome.INVALID_CREDENTIALS
@@ -626,16 +629,185 @@ def test_search_then_bind_binds_as_the_returned_dn_with_attributes():
     assert (result.outcome, result.dn) == (OK, ALICE_DN)
     assert result.attributes == {"mail": ["alice@x"], "cn": ["Alice"]}
     ((flt, attributes, as_user),) = directory.ops("search")
-    assert (flt, attributes, as_user) == ("(uid=alice)", ["mail", "cn", "phone"], SVC_DN)
+    assert (flt, attributes, as_user) == (
+        "(uid=alice)",
+        ["mail", "cn", "phone", *ACCOUNT_STATE_ATTRIBUTES],
+        SVC_DN,
+    )
     assert [b[0] for b in directory.ops("bind")] == [SVC_DN, ALICE_DN]
 
 
-def test_search_asks_for_no_attributes_by_default():
+def test_search_asks_for_the_account_state_attributes_by_default():
     checker, directory, _ = make(search_config(A), server(A))
+    result = result_of(checker.check_password("alice", ALICE_PW))
+    assert result.attributes == {}  # they are for the check, not the caller
+    ((_, attributes, _),) = directory.ops("search")
+    assert attributes == list(ACCOUNT_STATE_ATTRIBUTES)
+
+
+def test_search_asks_for_no_attributes_without_account_state():
+    checker, directory, _ = make(search_config(A, account_state=False), server(A))
     result = result_of(checker.check_password("alice", ALICE_PW))
     assert result.attributes == {}
     ((_, attributes, _),) = directory.ops("search")
     assert attributes == ldap3.NO_ATTRIBUTES == "1.1"
+
+
+NOW = 1_800_000_000.0
+FILETIME_NOW = int((NOW + 11644473600) * 10_000_000)
+
+
+@pytest.mark.parametrize(
+    ("attributes", "reason"),
+    [
+        ({"userAccountControl": [b"514"]}, "account_disabled"),  # 512 | ACCOUNTDISABLE
+        ({"userAccountControl": [b"528"]}, "account_locked"),  # 512 | LOCKOUT
+        ({"msDS-User-Account-Control-Computed": [b"8388608"]}, "password_expired"),
+        ({"accountExpires": [str(FILETIME_NOW - 1).encode()]}, "account_expired"),
+        ({"pwdAccountLockedTime": [b"000001010000Z"]}, "account_locked"),
+        ({"pwdReset": [b"TRUE"]}, "password_must_change"),
+    ],
+)
+def test_unusable_accounts_are_refused_without_a_user_bind(attributes, reason):
+    found = {"(uid=alice)": [entry(ALICE_DN, **attributes)]}
+    checker, directory, clock = make(search_config(A), server(A, search_results=found))
+    clock.advance(NOW)
+    result = result_of(checker.check_password("alice", ALICE_PW))
+    assert (result.outcome, result.detail) == (INVALID, reason)
+    assert [b[0] for b in directory.ops("bind")] == [SVC_DN]  # the service account only
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        {"userAccountControl": [b"512"]},
+        {"accountExpires": [b"0"]},
+        {"accountExpires": [b"9223372036854775807"]},
+        {"accountExpires": [str(FILETIME_NOW + 10**9).encode()]},
+        {"pwdReset": [b"FALSE"]},
+        {"pwdAccountLockedTime": [b"20300101000000Z"]},  # timed: the bind decides
+    ],
+)
+def test_usable_accounts_bind(attributes):
+    found = {"(uid=alice)": [entry(ALICE_DN, **attributes)]}
+    checker, _directory, clock = make(search_config(A), server(A, search_results=found))
+    clock.advance(NOW)
+    assert result_of(checker.check_password("alice", ALICE_PW)).outcome is OK
+
+
+def test_a_refused_bind_of_a_ppolicy_locked_account_says_locked():
+    found = {"(uid=alice)": [entry(ALICE_DN, pwdAccountLockedTime=[b"20300101000000Z"])]}
+    checker, _, _ = make(search_config(A), server(A, search_results=found))
+    result = result_of(checker.check_password("alice", "whatever"))
+    assert (result.outcome, result.detail) == (INVALID, "account_locked")
+
+
+def test_account_state_is_ignored_when_switched_off():
+    found = {"(uid=alice)": [entry(ALICE_DN, userAccountControl=[b"514"])]}
+    config = search_config(A, account_state=False)
+    checker, _, _ = make(config, server(A, search_results=found))
+    assert result_of(checker.check_password("alice", ALICE_PW)).outcome is OK
+
+
+# -- group lookups ----------------------------------------------------------------------------
+
+STAFF = "cn=staff,ou=groups,dc=x"
+VPN = "cn=vpn,ou=groups,dc=x"
+ALL = "cn=all,ou=groups,dc=x"
+
+
+def groups_of(d: Deferred[GroupResult]) -> GroupResult:
+    results: list[Any] = []
+    d.addBoth(results.append)
+    assert results and isinstance(results[0], GroupResult), results
+    return results[0]
+
+
+def member_filter(*dns: str) -> str:
+    terms = "".join(f"(member={dn})" for dn in dns)
+    return f"(&(objectClass=groupOfNames)(|{terms}))"
+
+
+def test_member_groups_are_expanded_level_by_level():
+    found = {
+        member_filter(ALICE_DN): [entry(STAFF)],
+        member_filter(STAFF): [entry(VPN)],
+        member_filter(VPN): [entry(ALL), entry(STAFF)],  # a loop back to staff
+        member_filter(ALL): [],
+    }
+    checker, directory, _ = make(
+        search_config(A), server(A, search_results=found), groups=LdapGroupsConfig()
+    )
+    result = groups_of(checker.user_groups("alice"))
+    assert (result.outcome, result.groups) == (OK, (STAFF, VPN, ALL))
+    assert result.entry is not None and result.entry.dn == ALICE_DN
+    searches = [flt for flt, _attrs, _user in directory.ops("search")]
+    assert searches == [
+        "(uid=alice)",
+        member_filter(ALICE_DN),
+        member_filter(STAFF),
+        member_filter(VPN),
+        member_filter(ALL),
+    ]
+    assert [b[0] for b in directory.ops("bind")] == [SVC_DN]  # never as the user
+
+
+def test_nesting_stops_at_max_depth_or_when_off():
+    found = {member_filter(ALICE_DN): [entry(STAFF)], member_filter(STAFF): [entry(VPN)]}
+    for settings, expected in (
+        (LdapGroupsConfig(max_depth=1), (STAFF,)),
+        (LdapGroupsConfig(nested=False), (STAFF,)),
+        (LdapGroupsConfig(max_depth=2), (STAFF, VPN)),
+    ):
+        checker, _, _ = make(search_config(A), server(A, search_results=found), groups=settings)
+        assert groups_of(checker.user_groups("alice")).groups == expected
+
+
+def test_memberof_groups_come_with_the_user_search():
+    found = {
+        "(uid=alice)": [entry(ALICE_DN, memberOf=[STAFF.encode()])],
+        member_filter(STAFF): [entry(VPN)],
+        member_filter(VPN): [],
+    }
+    settings = LdapGroupsConfig(membership="memberof")
+    checker, directory, _ = make(search_config(A), server(A, search_results=found), groups=settings)
+    result = groups_of(checker.user_groups("alice"))
+    assert result.groups == (STAFF, VPN)
+    user_search = directory.ops("search")[0]
+    assert "memberOf" in user_search[1]
+    # The entry goes to the password check: one user bind, no second user search.
+    assert result.entry is not None
+    checked = result_of(checker.check_password("alice", ALICE_PW, entry=result.entry))
+    assert checked.outcome is OK
+    assert [flt for flt, _a, _u in directory.ops("search")].count("(uid=alice)") == 1
+    assert [b[0] for b in directory.ops("bind")] == [SVC_DN, ALICE_DN]
+
+
+def test_ad_in_chain_is_one_search():
+    chain = f"(&(objectClass=group)(member:1.2.840.113556.1.4.1941:={ALICE_DN}))"
+    found = {chain: [entry(STAFF), entry(ALL)]}
+    settings = LdapGroupsConfig(membership="ad_chain", filter="(objectClass=group)")
+    checker, directory, _ = make(search_config(A), server(A, search_results=found), groups=settings)
+    assert groups_of(checker.user_groups("alice")).groups == (STAFF, ALL)
+    assert [flt for flt, _a, _u in directory.ops("search")] == ["(uid=alice)", chain]
+
+
+def test_group_lookup_of_an_unknown_user_and_an_unavailable_server():
+    checker, _, _ = make(search_config(A), server(A), groups=LdapGroupsConfig())
+    assert groups_of(checker.user_groups("nobody")).outcome is NO_SUCH_USER
+    checker, _, _ = make(search_config(A), server(A, "refused"), groups=LdapGroupsConfig())
+    result = groups_of(checker.user_groups("alice"))
+    assert result.outcome is UNAVAILABLE and A in result.detail
+
+
+def test_group_dns_are_escaped_in_filters():
+    walk = GroupWalk(LdapGroupsConfig(), "uid=a*(b),dc=x", ())
+    assert walk.filters() == [r"(&(objectClass=groupOfNames)(|(member=uid=a\2a\28b\29,dc=x)))"]
+
+
+def test_group_lookups_need_search_then_bind():
+    with pytest.raises(ValueError, match="search-then-bind"):
+        LdapPasswordChecker(direct_config(A), InlineRunner(), Clock(), groups=LdapGroupsConfig())
 
 
 def test_search_escapes_the_filter():

@@ -50,6 +50,10 @@ class AddressChange:
     token: TokenRecord
     #: The address replaced one that was there before: it must be confirmed at the next login.
     needs_confirmation: bool
+    #: The earlier address (None: there was none), for the audit trail.
+    previous: str | None = None
+    #: A changed address forgets the user's trusted devices.
+    devices_revoked: int = 0
 
 
 def enroll_address(
@@ -82,7 +86,10 @@ def enroll_address(
     token = address_token(token_type, user, value, source, now, previous)
     store.replace_tokens(user, token_type, [token])
     changed = value is not None and token.last_step is None
-    return AddressChange(token, changed)
+    # Whoever changed the phone number or address must prove it before skipping codes again.
+    revoked = store.revoke_devices(user) if changed else 0
+    before = address_of(previous) if previous is not None else None
+    return AddressChange(token, changed, before, revoked)
 
 
 def address_of(token: TokenRecord) -> str:

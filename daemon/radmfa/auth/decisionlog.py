@@ -57,11 +57,14 @@ class DecisionLog:
             "method": decision.method or "-",
             "factor": decision.factor or "-",
             "ms": round(elapsed * 1000.0, 1),
+            "rule": decision.rule or "-",  # a name from the config, not from the wire
+            "trusted_device": decision.trusted_device,
         }
         line = (
             f'decision={fields["decision"]} reason={fields["reason"]} user="{fields["user"]}" '
             f'client={fields["client"]} src={fields["src"]} nas_id="{fields["nas_id"]}" '
             f'station="{fields["station"]}" method={fields["method"]} '
-            f"factor={fields['factor']} ms={fields['ms']:.1f}"
+            f"factor={fields['factor']} ms={fields['ms']:.1f} rule={fields['rule']}"
+            + (" trusted_device=yes" if decision.trusted_device else "")
         )
         _log.info("{decision_line}", decision_line=line, decision_fields=fields)

@@ -75,6 +75,35 @@ class Reason(enum.Enum):
     #: A new email address or phone number was proven with a code; another factor follows.
     ADDRESS_CONFIRMED = "address_confirmed"
     PASSWORD_ONLY = "password_only"
+    #: Accepted on the password alone: the policy exempts the user ...
+    EXEMPT = "exempt"
+    #: ... an admin suspended the user's second factor (radmfa user suspend) ...
+    MFA_SUSPENDED = "mfa_suspended"
+    #: ... the device (Calling-Station-Id) is remembered after a login with a second factor ...
+    TRUSTED_DEVICE = "trusted_device"
+    #: ... or the user has no factor yet and is inside the enrolment grace period.
+    GRACE_PERIOD = "grace_period"
+    #: No factor and the grace period is over.
+    GRACE_EXPIRED = "grace_expired"
+    #: radmfa user disable: refused before any directory traffic.
+    USER_DISABLED = "user_disabled"
+    #: A policy rule with deny: true.
+    POLICY_DENY = "policy_deny"
+    #: The user's address is in the rule's deny_from, or not in its allow_from.
+    IP_DENIED = "ip_denied"
+    IP_NOT_ALLOWED = "ip_not_allowed"
+    #: Too many recent failures of this user (rate_limits.user) or from this station/source
+    #: (rate_limits.source): refused without a directory bind, not counted.
+    THROTTLED = "throttled"
+    SOURCE_THROTTLED = "source_throttled"
+    #: The directory refuses the account whatever the password (AD data codes,
+    #: userAccountControl, accountExpires, ppolicy); never counted as a guess.
+    ACCOUNT_DISABLED = "account_disabled"
+    ACCOUNT_LOCKED = "account_locked"
+    ACCOUNT_EXPIRED = "account_expired"
+    PASSWORD_EXPIRED = "password_expired"
+    PASSWORD_MUST_CHANGE = "password_must_change"
+    ACCOUNT_RESTRICTED = "account_restricted"
     OVERLOADED = "overloaded"
     INTERNAL_ERROR = "internal_error"
 
@@ -92,6 +121,10 @@ class Decision:
     method: str | None = None
     #: Which factor proved possession ("totp", ...), for the audit line.
     factor: str | None = None
+    #: The policy rule that decided ("default" when none matched), for logs and audit.
+    rule: str | None = None
+    #: Accepted without a second factor because the device is remembered.
+    trusted_device: bool = False
 
 
 GENERIC_REJECT_MESSAGE = "Authentication failed."

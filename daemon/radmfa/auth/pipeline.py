@@ -5,20 +5,27 @@ Order of checks, each chosen so that a cheaper or safer check runs before a cost
 1. input rules (PAP only, a sane User-Name, a decodable non-empty password) - no I/O at all;
 2. a State continues a challenge: the password was checked in round one, only the answer is
    (a code, a keyword such as ``email`` to have one sent, or nothing to see the prompt again);
-3. lockout - a locked user costs no directory bind (protects AD lockout counters);
-4. the user's tokens; none means reject (or password-only when allowed);
-5. ``password,email``: a keyword after the last separator asks for a code (append, auto);
-6. the code, when one is appended, before the password (O-08): a guesser without the token
+3. one trip to the store: a disabled user, a lock, a user throttled after recent failures or
+   a throttled station/source is refused here - none of them costs a directory bind;
+4. the policy (:mod:`radmfa.auth.policy`), once, before any factor: deny and address lists
+   refuse; groups are looked up only when a group rule could decide (search-then-bind reuses
+   that user search for the bind);
+5. no second factor needed (exempt, suspended by an admin, a remembered device, ``optional``
+   without a factor, an enrolment grace period): the password alone, in one bind;
+6. ``password,email``: a keyword after the last separator asks for a code (append, auto);
+7. the code, when one is appended, before the password (O-08): a guesser without the token
    burns no directory bind, and a matched step is consumed whatever the password;
-7. at most one directory bind; its attributes refresh directory-sourced addresses;
-8. accept, or issue an Access-Challenge with a single-use State - after sending a code at once
-   when the keyword or the user's preferred factor asks for one.
+8. at most one directory bind; its attributes refresh directory-sourced addresses;
+9. accept (remembering the device when the rule trusts devices), or issue an
+   Access-Challenge with a single-use State - after sending a code at once when the keyword
+   or the user's preferred factor asks for one.
 
 Every challenge round gets a fresh State (a State works once); an out-of-band code is hashed
 into the State it was sent for and nowhere else. Sending never delays the reply: the courier
 delivers in the background and a failure shows up at the user's next prompt.
 
-Failures of a user's credential count towards lockout; infrastructure failures never do.
+Failures of a user's credential count towards lockout and the sliding-window throttles;
+infrastructure failures and the directory's own account refusals never do.
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ import hmac
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -45,9 +53,25 @@ from radmfa.auth.model import (
     Outcome,
     Reason,
 )
+from radmfa.auth.policy import (
+    IP_DENIED,
+    NEEDS_GROUPS,
+    GroupSet,
+    Policy,
+    Subject,
+    Verdict,
+    device_key,
+    subject_address,
+)
 from radmfa.config import LockoutConfig, OtpConfig
 from radmfa.delivery.courier import Courier
-from radmfa.directory.base import DirectoryOutcome, PasswordChecker
+from radmfa.directory.base import (
+    ACCOUNT_STATES,
+    DirectoryOutcome,
+    GroupResolver,
+    PasswordChecker,
+    UserEntry,
+)
 from radmfa.factors.base import (
     CodeMatch,
     Destination,
@@ -56,13 +80,20 @@ from radmfa.factors.base import (
     OutOfBandFactor,
     SendContext,
 )
+from radmfa.policyconfig import PolicyConfig, RateLimitsConfig, RuleOutcome
 from radmfa.store.base import (
+    AUDIT_ADMIN,
+    AuditEvent,
     ChallengeRecord,
+    FailureWindow,
     LockState,
     Store,
     StoreError,
     TokenRecord,
+    TrustedDevice,
     UserSettings,
+    source_failures_key,
+    user_failures_key,
 )
 from radmfa.threads import BlockingRunner
 
@@ -85,6 +116,16 @@ PHASE_ANOTHER = "another"
 class PipelineSettings:
     otp: OtpConfig
     lockout: LockoutConfig
+    #: Who must use a second factor. None: everyone (``optional`` for all with the deprecated
+    #: ``otp.allow_password_only``).
+    policy: Policy | None = None
+    rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
+
+
+class AuditSink(Protocol):
+    """Where the pipeline reports changes it makes to a user's MFA settings."""
+
+    def add(self, event: AuditEvent) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -95,6 +136,24 @@ class _UserView:
     #: Tokens of the factors that are loaded (others cannot prove anything here).
     tokens: list[TokenRecord]
     settings: UserSettings
+    #: Recent failures of the user (rate_limits.user) and from the station/source.
+    user_window: FailureWindow = field(default_factory=FailureWindow)
+    source_window: FailureWindow = field(default_factory=FailureWindow)
+    #: The request's device, when it is remembered for this user.
+    device: TrustedDevice | None = None
+
+
+#: Directory account refusals (DirectoryResult.detail) and the reason each is logged with.
+_ACCOUNT_REASONS = {
+    "account_disabled": Reason.ACCOUNT_DISABLED,
+    "account_locked": Reason.ACCOUNT_LOCKED,
+    "account_expired": Reason.ACCOUNT_EXPIRED,
+    "password_expired": Reason.PASSWORD_EXPIRED,
+    "password_must_change": Reason.PASSWORD_MUST_CHANGE,
+    "logon_hours_restricted": Reason.ACCOUNT_RESTRICTED,
+    "workstation_restricted": Reason.ACCOUNT_RESTRICTED,
+}
+assert set(_ACCOUNT_REASONS) == ACCOUNT_STATES
 
 
 def _hash_code(code: str, salt: bytes | None = None) -> bytes:
@@ -122,9 +181,28 @@ class Authenticator:
         observers: Sequence[DecisionObserver] | None = None,
         random_bytes: Callable[[int], bytes] = os.urandom,
         courier: Courier | None = None,
+        groups: GroupResolver | None = None,
+        audit: AuditSink | None = None,
     ) -> None:
         self.settings = settings
         self.directory = directory
+        if settings.policy is not None:
+            self.policy = settings.policy
+        else:
+            mfa = "optional" if settings.otp.allow_password_only else "required"
+            self.policy = Policy(PolicyConfig(default=RuleOutcome(mfa=mfa)))  # type: ignore[arg-type]
+        #: Where group rules get their groups; the directory itself when it can tell.
+        self.groups: GroupResolver | None = groups
+        if groups is None and hasattr(directory, "user_groups"):
+            self.groups = directory  # type: ignore[assignment]
+        if self.policy.needs_groups and self.groups is None:
+            raise ValueError("the policy has group rules, but the directory cannot list groups")
+        #: Whether any rule may trust devices (else their lookup is skipped).
+        self._devices_on = (
+            self.policy.trusted_device_ttl > 0
+            or any((r.outcome.trusted_device_ttl or 0) > 0 for r in self.policy.rules)
+            or (self.policy.config.default.trusted_device_ttl or 0) > 0
+        )
         self.store = store
         self.db = db
         self.factors = factors
@@ -134,6 +212,8 @@ class Authenticator:
             tuple(observers) if observers is not None else (DecisionLog(),)
         )
         self.random_bytes = random_bytes
+        #: Takes the changes the daemon makes itself (a new address from the directory).
+        self.audit = audit
         #: Delivers out-of-band codes in the background.
         self.courier = courier if courier is not None else Courier(store, db)
 
@@ -182,13 +262,52 @@ class Authenticator:
         key = store_key(user)
         if not password:
             return _reject(Reason.EMPTY_PASSWORD, user)
-        view = await self.db.run(self._user_view, key)
         now = self.clock.seconds()
-        if view.lock.is_locked(now):
-            return _reject(Reason.LOCKED, user)
+        device = device_key(request.calling_station_id)
+        view = await self.db.run(self._user_view, key, self._source_key(request), device, now)
+        refused = self._refusal(user, view, now)
+        if refused is not None:
+            return refused
+        verdict, entry = await self._evaluate(request, user, key)
+        if isinstance(verdict, Decision):
+            return verdict
+        decision = await self._decide_with(request, user, key, password, view, verdict, entry)
+        decision = _ruled(decision, verdict.rule)
+        if (
+            decision.outcome is Outcome.ACCEPT
+            and decision.factor is not None
+            and decision.reason is Reason.OK
+        ):
+            await self._remember_device(key, device, verdict)
+        return decision
+
+    async def _decide_with(
+        self,
+        request: AccessRequest,
+        user: str,
+        key: str,
+        password: str,
+        view: _UserView,
+        verdict: Verdict,
+        entry: UserEntry | None,
+    ) -> Decision:
+        """Round one under the policy's verdict."""
+        if verdict.deny:
+            return _reject(Reason.POLICY_DENY, user)
+        if verdict.address_refusal is not None:
+            refusal = verdict.address_refusal
+            return _reject(
+                Reason.IP_DENIED if refusal == IP_DENIED else Reason.IP_NOT_ALLOWED, user
+            )
+        now = self.clock.seconds()
         tokens = [t for t in view.tokens if self.factors.usable(t, now)]
+        without = self._no_factor_needed(view, verdict, tokens, now)
+        if without is not None:
+            return await self._without_factor(
+                request, user, key, password, view, tokens, without, entry
+            )
         if not tokens:
-            return await self._password_only(user, key, password, failures=view.lock.failures)
+            return await self._grace_login(request, user, key, password, view, verdict, entry)
 
         mode = self.settings.otp.mode
         if mode in ("append", "auto"):
@@ -196,16 +315,186 @@ class Authenticator:
             if keyword is not None:
                 head, wanted = keyword
                 return await self._password_then_challenge(
-                    request, user, key, head, view, send_type=wanted
+                    request,
+                    user,
+                    key,
+                    head,
+                    view,
+                    send_type=wanted,
+                    rule=verdict.rule,
+                    entry=entry,
                 )
             split = self._split_appended(view.tokens, password, require_code=mode == "append")
             if split is not None:
                 secret_part, token, match = split
-                return await self._append(user, key, secret_part, token, match, view.lock.failures)
+                return await self._append(
+                    request, user, key, secret_part, token, match, view, entry=entry
+                )
             if mode == "append":
-                await self._fail(key)
+                await self._fail(key, request)
                 return _reject(Reason.BAD_OTP, user, method="append")
-        return await self._password_then_challenge(request, user, key, password, view)
+        return await self._password_then_challenge(
+            request, user, key, password, view, rule=verdict.rule, entry=entry
+        )
+
+    def _refusal(self, user: str, view: _UserView, now: float) -> Decision | None:
+        """Disabled, locked or throttled: refused before any directory traffic."""
+        if view.settings.disabled:
+            return _reject(Reason.USER_DISABLED, user)
+        if view.lock.is_locked(now):
+            return _reject(Reason.LOCKED, user)
+        limits = self.settings.rate_limits
+        window = view.user_window
+        wait = limits.user.wait(window.count)
+        if wait and window.last_at is not None and now < window.last_at + wait:
+            return _reject(Reason.THROTTLED, user)
+        source_max = limits.source.max_failures
+        if source_max and view.source_window.count >= source_max:
+            return _reject(Reason.SOURCE_THROTTLED, user)
+        return None
+
+    async def _evaluate(
+        self, request: AccessRequest, user: str, key: str
+    ) -> tuple[Verdict | Decision, UserEntry | None]:
+        """The policy's verdict; groups are looked up only when a group rule could decide.
+        A failed lookup is the reject to send."""
+        address = None
+        if self.policy.needs_address:
+            address = subject_address(request.calling_station_id, request.client_address)
+        subject = Subject(key, request.client_name, request.nas_identifier, address)
+        verdict = self.policy.evaluate(subject)
+        if verdict is not NEEDS_GROUPS:
+            assert isinstance(verdict, Verdict)
+            return verdict, None
+        assert self.groups is not None
+        found = await self.groups.user_groups(user)
+        if found.outcome is DirectoryOutcome.UNAVAILABLE:
+            log.warn(
+                "directory unavailable (groups of {user}): {detail}",
+                user=user,
+                detail=found.detail,
+            )
+            return _reject(Reason.DIRECTORY_UNAVAILABLE, user), None
+        if found.outcome is not DirectoryOutcome.OK:
+            await self._fail(key, request)
+            reason = (
+                Reason.AMBIGUOUS_USER
+                if found.outcome is DirectoryOutcome.AMBIGUOUS_USER
+                else Reason.NO_SUCH_USER
+            )
+            return _reject(reason, user), None
+        verdict = self.policy.evaluate(replace(subject, groups=GroupSet.of(found.groups)))
+        assert isinstance(verdict, Verdict)
+        return verdict, found.entry
+
+    def _no_factor_needed(
+        self, view: _UserView, verdict: Verdict, tokens: Sequence[TokenRecord], now: float
+    ) -> Reason | None:
+        """Why this login needs the password alone, or None when a second factor is due."""
+        if verdict.mfa == "exempt":
+            return Reason.EXEMPT
+        if view.settings.mfa_suspended(now):
+            return Reason.MFA_SUSPENDED
+        device = view.device
+        if (
+            device is not None
+            and verdict.trusted_device_ttl > 0
+            and now < device.remembered_at + verdict.trusted_device_ttl
+        ):
+            return Reason.TRUSTED_DEVICE
+        if not tokens and verdict.mfa == "optional":
+            return Reason.PASSWORD_ONLY
+        return None
+
+    async def _without_factor(
+        self,
+        request: AccessRequest,
+        user: str,
+        key: str,
+        password: str,
+        view: _UserView,
+        tokens: Sequence[TokenRecord],
+        reason: Reason,
+        entry: UserEntry | None,
+    ) -> Decision:
+        """The password alone. A code the user appended out of habit is taken off: a fresh one
+        makes this a login with a second factor (which also re-remembers the device), a used
+        one is just dropped; other text stays part of the password."""
+        if tokens:
+            keyword = self._split_keyword(tokens, password)
+            if keyword is not None:
+                password = keyword[0]
+            else:
+                split = self._split_appended(list(tokens), password, require_code=False)
+                if split is not None and split[0]:
+                    secret_part, token, match = split
+                    if match.kind is MatchKind.MATCH:
+                        return await self._append(
+                            request, user, key, secret_part, token, match, view, entry=entry
+                        )
+                    password = secret_part
+        verdict, _attributes = await self._check_password(request, user, key, password, entry=entry)
+        if verdict is not None:
+            return verdict
+        await self._succeed(key, view)
+        return Decision(
+            Outcome.ACCEPT, reason, user=user, trusted_device=reason is Reason.TRUSTED_DEVICE
+        )
+
+    async def _grace_login(
+        self,
+        request: AccessRequest,
+        user: str,
+        key: str,
+        password: str,
+        view: _UserView,
+        verdict: Verdict,
+        entry: UserEntry | None,
+    ) -> Decision:
+        """No second factor under ``mfa: required``: rejected, unless inside the grace period
+        (days from the first such login, or a number of logins), which the reply says."""
+        grace, settings = verdict.grace, view.settings
+        now = self.clock.seconds()
+        if grace.seconds <= 0 and grace.logins <= 0:
+            log.info(
+                "{user} has no second-factor token; enroll one with 'radmfa token add'", user=user
+            )
+            return _reject(Reason.NO_TOKEN, user)
+        started = settings.first_seen_at
+        if (grace.seconds > 0 and started is not None and now >= started + grace.seconds) or (
+            grace.logins > 0 and settings.grace_logins >= grace.logins
+        ):
+            log.info(
+                "{user} has no second factor and the enrolment grace period is over", user=user
+            )
+            return _reject(Reason.GRACE_EXPIRED, user)
+        verdict_pw, _attributes = await self._check_password(
+            request, user, key, password, entry=entry
+        )
+        if verdict_pw is not None:
+            return verdict_pw
+        await self._succeed(key, view)
+        after = await self.db.run(self.store.note_grace_login, key, now)
+        left = []
+        if grace.seconds > 0:
+            first = after.first_seen_at if after.first_seen_at is not None else now
+            left.append(_time_left(first + grace.seconds - now))
+        if grace.logins > 0:
+            count = max(0, grace.logins - after.grace_logins)
+            left.append(f"{count} login{'' if count == 1 else 's'}")
+        message = grace.message.format(left=" or ".join(left))
+        return Decision(
+            Outcome.ACCEPT, Reason.GRACE_PERIOD, user=user, reply_message=prompts.fit(message)
+        )
+
+    async def _remember_device(self, key: str, device: str | None, verdict: Verdict) -> None:
+        """After a login with a second factor: this user on this device needs only the
+        password for a while (each pair has its own timer)."""
+        ttl = verdict.trusted_device_ttl
+        if device is None or ttl <= 0:
+            return
+        now = self.clock.seconds()
+        await self.db.run(self.store.remember_device, key, device, now, now + ttl)
 
     def _split_keyword(
         self, tokens: Sequence[TokenRecord], password: str
@@ -249,27 +538,32 @@ class Authenticator:
 
     async def _append(
         self,
+        request: AccessRequest,
         user: str,
         key: str,
         secret_part: str,
         token: TokenRecord | None,
         match: CodeMatch,
-        failures: int,
+        view: _UserView,
+        *,
+        entry: UserEntry | None = None,
     ) -> Decision:
         factor = token.type if token else None
         if token is None or match.kind is MatchKind.NO_MATCH:
-            await self._fail(key)
+            await self._fail(key, request)
             return _reject(Reason.BAD_OTP, user, method="append")
         if match.kind is MatchKind.REPLAY or not await self._consume(token, match):
-            await self._fail(key)
+            await self._fail(key, request)
             return _reject(Reason.OTP_REPLAY, user, method="append", factor=factor)
         if not secret_part:
-            await self._fail(key)
+            await self._fail(key, request)
             return _reject(Reason.EMPTY_PASSWORD, user, method="append", factor=factor)
-        verdict, _attributes = await self._check_password(user, key, secret_part)
+        verdict, _attributes = await self._check_password(
+            request, user, key, secret_part, entry=entry
+        )
         if verdict is not None:
             return _with(verdict, method="append", factor=factor)
-        await self._succeed(key, failures)
+        await self._succeed(key, view)
         self._audit(user, token)
         return Decision(Outcome.ACCEPT, Reason.OK, user=user, method="append", factor=factor)
 
@@ -282,8 +576,10 @@ class Authenticator:
         view: _UserView,
         *,
         send_type: str | None = None,
+        rule: str | None = None,
+        entry: UserEntry | None = None,
     ) -> Decision:
-        verdict, attributes = await self._check_password(user, key, password)
+        verdict, attributes = await self._check_password(request, user, key, password, entry=entry)
         if verdict is not None:
             return _with(verdict, method="challenge")
         now = self.clock.seconds()
@@ -297,7 +593,7 @@ class Authenticator:
         )
         if token is not None and self.factors.out_of_band(token.type) is not None:
             return await self._send_code(
-                request, user, key, token, usable, started_at=now, phase=PHASE_CODE
+                request, user, key, token, usable, started_at=now, phase=PHASE_CODE, rule=rule
             )
         if not any(self._can_prove(t) for t in usable):
             log.info("{user} has no usable second factor (no address known yet?)", user=user)
@@ -312,6 +608,7 @@ class Authenticator:
             key,
             message=prompts.with_notice(notice, message),
             started_at=now,
+            rule=rule,
         )
 
     async def _answer_challenge(self, request: AccessRequest, user: str, answer: str) -> Decision:
@@ -327,9 +624,35 @@ class Authenticator:
             or now >= challenge.expires_at
         ):
             return _reject(Reason.BAD_STATE, user, method="challenge")
-        view = await self.db.run(self._user_view, key)
-        if view.lock.is_locked(now):
-            return _reject(Reason.LOCKED, user, method="challenge")
+        device = device_key(request.calling_station_id)
+        view = await self.db.run(self._user_view, key, self._source_key(request), None, now)
+        refused = self._refusal(user, view, now)
+        if refused is not None:
+            return _with(refused, method="challenge", rule=challenge.rule)
+        decision = await self._answer(request, user, key, answer, challenge, view)
+        decision = _ruled(decision, challenge.rule)
+        if (
+            decision.outcome is Outcome.ACCEPT
+            and decision.factor is not None
+            and decision.reason is Reason.OK
+        ):
+            address = subject_address(request.calling_station_id, request.client_address)
+            await self._remember_device(
+                key, device, self.policy.verdict_of(challenge.rule, address)
+            )
+        return decision
+
+    async def _answer(
+        self,
+        request: AccessRequest,
+        user: str,
+        key: str,
+        answer: str,
+        challenge: ChallengeRecord,
+        view: _UserView,
+    ) -> Decision:
+        """A later round: the answer to ``challenge`` (already taken: a State works once)."""
+        now = self.clock.seconds()
         phase, _, excluded_type = challenge.phase.partition(":")
         excluded = excluded_type or None
         usable = [t for t in view.tokens if self.factors.usable(t, now)]
@@ -364,12 +687,12 @@ class Authenticator:
         token, match = self.factors.verify(candidates, text, now)
         factor = token.type if token else None
         if token is None or match.kind is MatchKind.NO_MATCH:
-            await self._fail(key)
+            await self._fail(key, request)
             return _reject(Reason.BAD_OTP, user, method="challenge")
         if match.kind is MatchKind.REPLAY or not await self._consume(token, match):
-            await self._fail(key)
+            await self._fail(key, request)
             return _reject(Reason.OTP_REPLAY, user, method="challenge", factor=factor)
-        await self._succeed(key, view.lock.failures)
+        await self._succeed(key, view)
         self._audit(user, token)
         return Decision(Outcome.ACCEPT, Reason.OK, user=user, method="challenge", factor=factor)
 
@@ -394,7 +717,7 @@ class Authenticator:
             # The address changed after the code was sent: that code died with the old one.
             log.info("{user}: a {factor} code for a replaced address was refused", user=user,
                      factor=oob.type)  # fmt: skip
-            await self._fail(key)
+            await self._fail(key, request)
             return _reject(Reason.BAD_OTP, user, method="challenge", factor=oob.type)
         now = self.clock.seconds()
         if challenge.phase == PHASE_CONFIRM:
@@ -426,8 +749,9 @@ class Authenticator:
                     phase=f"{PHASE_ANOTHER}:{oob.type}",
                     reason=Reason.ADDRESS_CONFIRMED,
                     factor=oob.type,
+                    rule=challenge.rule,
                 )
-        await self._succeed(key, view.lock.failures)
+        await self._succeed(key, view)
         return Decision(Outcome.ACCEPT, Reason.OK, user=user, method="challenge", factor=oob.type)
 
     async def _send_code(
@@ -441,8 +765,10 @@ class Authenticator:
         started_at: float,
         phase: str,
         carry: ChallengeRecord | None = None,
+        rule: str | None = None,
     ) -> Decision:
         """Generate a code, bind its hash to a fresh State, start delivery, ask for it."""
+        rule = rule if rule is not None else (carry.rule if carry is not None else None)
         oob = self.factors.out_of_band(token.type)
         destination = oob.destination(token) if oob is not None else None
         assert oob is not None and destination is not None
@@ -452,7 +778,7 @@ class Authenticator:
         )
         if not grant.granted:
             return await self._send_refused(
-                request, user, key, oob, usable, grant.retry_after, started_at, phase, carry
+                request, user, key, oob, usable, grant.retry_after, started_at, phase, carry, rule
             )
         confirming = not destination.confirmed
         code = oob.new_code()
@@ -472,6 +798,7 @@ class Authenticator:
                 code_hash=_hash_code(code),
                 phase=PHASE_CONFIRM if confirming else phase,
                 started_at=started_at,
+                rule=rule,
             ),
         )
         context = SendContext(
@@ -504,6 +831,7 @@ class Authenticator:
         started_at: float,
         phase: str,
         carry: ChallengeRecord | None,
+        rule: str | None,
     ) -> Decision:
         wait = f"Please wait {math.ceil(retry_after)}s before asking for another {oob.label} code."
         log.info(
@@ -523,6 +851,7 @@ class Authenticator:
                 carry=carry,
                 reason=Reason.SEND_LIMITED,
                 factor=oob.type,
+                rule=rule,
             )
         menu = prompts.menu(self.settings.otp, self.factors, usable, exclude=oob.type)
         return await self._issue_challenge(
@@ -534,6 +863,7 @@ class Authenticator:
             phase=phase,
             reason=Reason.SEND_LIMITED,
             factor=oob.type,
+            rule=rule,
         )
 
     async def _prompt_again(
@@ -580,8 +910,10 @@ class Authenticator:
         carry: ChallengeRecord | None = None,
         reason: Reason = Reason.CHALLENGE_ISSUED,
         factor: str | None = None,
+        rule: str | None = None,
     ) -> Decision:
         """Store a new State (``carry``: keep that State's pending code and phase) and ask."""
+        rule = rule if rule is not None else (carry.rule if carry is not None else None)
         now = self.clock.seconds()
         state = self.random_bytes(STATE_BYTES)
         limit = started_at + MAX_EXCHANGE_SECONDS
@@ -594,6 +926,7 @@ class Authenticator:
             created_at=now,
             phase=phase,
             started_at=started_at,
+            rule=rule,
         )
         if carry is not None:
             record = replace(
@@ -615,26 +948,37 @@ class Authenticator:
             factor=factor,
         )
 
-    async def _password_only(
-        self, user: str, key: str, password: str, *, failures: int
-    ) -> Decision:
-        if not self.settings.otp.allow_password_only:
-            log.info(
-                "{user} has no second-factor token; enroll one with 'radmfa token add'", user=user
-            )
-            return _reject(Reason.NO_TOKEN, user)
-        verdict, _attributes = await self._check_password(user, key, password)
-        if verdict is not None:
-            return verdict
-        await self._succeed(key, failures)
-        return Decision(Outcome.ACCEPT, Reason.PASSWORD_ONLY, user=user)
-
     # -- steps ------------------------------------------------------------------------------
 
-    def _user_view(self, key: str) -> _UserView:
-        """Lock state, tokens and settings in one trip to the store thread (off the reactor)."""
-        tokens = [t for t in self.store.list_tokens(key) if t.type in self.factors]
-        return _UserView(self.store.lock_state(key), tokens, self.store.user_settings(key))
+    def _user_view(self, key: str, source: str, device: str | None, now: float) -> _UserView:
+        """Tokens, then lock, settings, recent failures and the remembered device in one
+        statement: one trip to the store thread (off the reactor); parts that cannot matter
+        under this configuration are not asked for."""
+        store, limits = self.store, self.settings.rate_limits
+        tokens = [t for t in store.list_tokens(key) if t.type in self.factors]
+        watch_source = limits.source.max_failures > 0
+        state = store.login_state(
+            key,
+            now,
+            user_since=now - limits.user.window if limits.user.delay > 0 else None,
+            source=source if watch_source else None,
+            source_since=now - limits.source.window if watch_source else None,
+            device=device if self._devices_on else None,
+        )
+        return _UserView(
+            state.lock,
+            tokens,
+            state.settings,
+            state.user_window,
+            state.source_window,
+            state.device,
+        )
+
+    @staticmethod
+    def _source_key(request: AccessRequest) -> str:
+        """Where password spraying comes from: the station, else the packet source."""
+        station = device_key(request.calling_station_id)
+        return source_failures_key(station if station is not None else request.client_address)
 
     def _destination_of(self, token: TokenRecord) -> Destination | None:
         oob = self.factors.out_of_band(token.type)
@@ -669,15 +1013,36 @@ class Authenticator:
             new = oob.refresh(token, attributes, now) if oob is not None else None
             if new is None:
                 continue
-            await self.db.run(self.store.replace_tokens, key, new.type, [new])
+            revoked = await self.db.run(self._replace_address, key, new)
             result[index] = new
             log.info(
-                "{user}: the directory gives a new {factor} address{what}",
+                "{user}: the directory gives a new {factor} address{what}{devices}",
                 user=user,
                 factor=new.type,
                 what="" if new.last_step is not None else "; it must be confirmed with a code",
+                devices=f"; {revoked} trusted device(s) forgotten" if revoked else "",
             )
+            if self.audit is not None:
+                before, after = (self._destination_of(t) for t in (token, new))
+                self.audit.add(
+                    AuditEvent(
+                        at=now,
+                        kind=AUDIT_ADMIN,
+                        user=key,
+                        actor="directory",
+                        action=f"{new.type}-address",
+                        before=before.masked if before is not None else None,
+                        after=after.masked if after is not None else None,
+                        reason=f"changed in the directory; {revoked} trusted device(s) revoked",
+                    )
+                )
         return result
+
+    def _replace_address(self, key: str, token: TokenRecord) -> int:
+        """A new address replaces the old token; the user's remembered devices are forgotten
+        (whoever changed the address must prove the new one before skipping codes again)."""
+        self.store.replace_tokens(key, token.type, [token])
+        return self.store.revoke_devices(key)
 
     async def _notice(self, key: str, settings: UserSettings) -> str | None:
         if settings.notice is None:
@@ -685,17 +1050,34 @@ class Authenticator:
         return await self.db.run(self.store.take_notice, key)
 
     async def _check_password(
-        self, user: str, key: str, password: str
+        self,
+        request: AccessRequest,
+        user: str,
+        key: str,
+        password: str,
+        *,
+        entry: UserEntry | None = None,
     ) -> tuple[Decision | None, Mapping[str, Sequence[str]]]:
         """The one directory bind: (None, attributes) when the password is right, else the
-        reject."""
-        result = await self.directory.check_password(user, password)
+        reject. ``entry``: the user search a group lookup already made."""
+        if entry is not None:
+            result = await self.directory.check_password(user, password, entry=entry)
+        else:
+            result = await self.directory.check_password(user, password)
         if result.outcome is DirectoryOutcome.OK:
             return None, result.attributes
         if result.outcome is DirectoryOutcome.UNAVAILABLE:
             log.warn("directory unavailable: {detail}", detail=result.detail)
             return _reject(Reason.DIRECTORY_UNAVAILABLE, user), {}
-        await self._fail(key)
+        account = _ACCOUNT_REASONS.get(result.detail)
+        if account is not None:  # the directory's own verdict on the account: not a guess
+            log.info(
+                "the directory refuses the account of {user} ({detail})",
+                user=user,
+                detail=result.detail,
+            )
+            return _reject(account, user), {}
+        await self._fail(key, request)
         reason = {
             DirectoryOutcome.NO_SUCH_USER: Reason.NO_SUCH_USER,
             DirectoryOutcome.AMBIGUOUS_USER: Reason.AMBIGUOUS_USER,
@@ -714,12 +1096,11 @@ class Authenticator:
         if line:
             log.info("{user}: {line}", user=user, line=line)
 
-    async def _fail(self, key: str) -> None:
-        lockout = self.settings.lockout
+    async def _fail(self, key: str, request: AccessRequest) -> None:
+        """A failed credential: the lockout counter and the sliding windows, in one trip."""
         now = self.clock.seconds()
-        state = await self.db.run(
-            self.store.record_failure, key, now, lockout.max_failures, lockout.duration
-        )
+        state = await self.db.run(self._record_failure, key, self._source_key(request), now)
+        lockout = self.settings.lockout
         if state.locked_until == now + lockout.duration:  # this failure set the lock
             log.warn(
                 "{user} locked for {secs:.0f}s after {n} consecutive failures",
@@ -728,9 +1109,26 @@ class Authenticator:
                 n=state.failures,
             )
 
-    async def _succeed(self, key: str, failures: int) -> None:
-        if failures:
-            await self.db.run(self.store.record_success, key, self.clock.seconds())
+    def _record_failure(self, key: str, source: str, now: float) -> LockState:
+        lockout, limits = self.settings.lockout, self.settings.rate_limits
+        state = self.store.record_failure(key, now, lockout.max_failures, lockout.duration)
+        keys = []
+        if limits.user.delay > 0:
+            keys.append(user_failures_key(key))
+        if limits.source.max_failures:
+            keys.append(source)
+        if keys:
+            self.store.note_failures(keys, now)
+        return state
+
+    async def _succeed(self, key: str, view: _UserView) -> None:
+        """Clear the failure count and the user's window, when there is anything to clear."""
+        if view.lock.failures or view.user_window.count:
+            await self.db.run(self._record_success, key, self.clock.seconds())
+
+    def _record_success(self, key: str, now: float) -> None:
+        self.store.record_success(key, now)
+        self.store.clear_failures(user_failures_key(key))
 
 
 def _reject(
@@ -746,13 +1144,42 @@ def _reject(
     )
 
 
-def _with(decision: Decision, *, method: str | None, factor: str | None = None) -> Decision:
+def _ruled(decision: Decision, rule: str | None) -> Decision:
+    """``decision`` naming the rule that decided (a plain constructor call: dataclasses.replace
+    is several times slower, and this runs on every request)."""
+    d = decision
     return Decision(
-        decision.outcome,
-        decision.reason,
-        user=decision.user,
-        reply_message=decision.reply_message,
-        state=decision.state,
+        d.outcome,
+        d.reason,
+        d.user,
+        d.reply_message,
+        d.state,
+        d.method,
+        d.factor,
+        rule,
+        d.trusted_device,
+    )
+
+
+def _with(
+    decision: Decision,
+    *,
+    method: str | None,
+    factor: str | None = None,
+    rule: str | None = None,
+) -> Decision:
+    return replace(
+        decision,
         method=method,
         factor=factor or decision.factor,
+        rule=rule or decision.rule,
     )
+
+
+def _time_left(seconds: float) -> str:
+    """``13 days``, ``1 day``, ``5 hours``, ``1 hour`` (rounded up) for grace messages."""
+    if seconds >= 86400:
+        days = math.ceil(seconds / 86400)
+        return f"{days} day{'' if days == 1 else 's'}"
+    hours = max(1, math.ceil(seconds / 3600))
+    return f"{hours} hour{'' if hours == 1 else 's'}"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
+from datetime import UTC, datetime
 
 from radmfa.auth.identity import canonical_user, store_key
 from radmfa.cli.main import CommandFailed, UsageError
@@ -41,3 +43,44 @@ def user_arg(text: str) -> str:
 def now() -> float:
     """Wall-clock time for CLI records (the daemon uses its reactor's clock)."""
     return time.time()  # noqa: TID251 - the CLI has no reactor
+
+
+_RELATIVE = re.compile(r"[0-9]+(?:\.[0-9]+)?\s*[smhd]", re.IGNORECASE)
+
+
+def parse_time(text: str, option: str, *, now: float, direction: int) -> float:
+    """A point in time for ``--until`` / ``--since``: ISO 8601 (``2030-01-31``,
+    ``2030-01-31T12:00``, ``...Z`` or ``+01:00``; without a zone it is UTC, as radmfa prints
+    times), or a duration from now (``2h``, ``3d``) forward (``direction=1``) or back (-1)."""
+    from radmfa.config import parse_duration
+
+    value = text.strip()
+    if _RELATIVE.fullmatch(value):
+        return now + direction * parse_duration(value)
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"{option} {text!r}: give a time (2030-01-31, 2030-01-31T12:00, ...Z, UTC when no "
+            "zone is given) or a duration such as 2h or 3d"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def record_change(
+    store: Store,
+    user: str,
+    action: str,
+    *,
+    before: str | None = None,
+    after: str | None = None,
+    reason: str | None = None,
+) -> None:
+    """One admin row in the audit trail: this OS account (and sudo's) changed ``user``."""
+    from radmfa.audit import admin_event
+
+    store.append_audit(
+        [admin_event(now(), user, action, before=before, after=after, reason=reason)]
+    )

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
-import os
 import sys
 import syslog
 
@@ -16,7 +14,8 @@ from radmfa.admin.factors import (
     resync_hotp,
     set_preferred,
 )
-from radmfa.cli.common import config_from, now, store_from, user_arg
+from radmfa.audit import operator
+from radmfa.cli.common import config_from, now, record_change, store_from, user_arg
 from radmfa.cli.main import CommandFailed, UsageError
 from radmfa.cli.tokens import _iso
 from radmfa.config import parse_duration
@@ -28,6 +27,13 @@ def run_resync(args: argparse.Namespace) -> int:
     store = store_from(config)
     try:
         token, counter = resync_hotp(store, config, user, args.code1, args.code2, args.token_id)
+        record_change(
+            store,
+            user,
+            "hotp-resync",
+            after=f"hotp {token.token_id} at counter {counter + 1}",
+            reason=args.reason,
+        )
     except FactorAdminError as e:
         raise CommandFailed(str(e)) from None
     finally:
@@ -41,7 +47,16 @@ def run_backup_codes(args: argparse.Namespace) -> int:
     user = user_arg(args.user)
     store = store_from(config)
     try:
+        left = sum(t.type == "backup" and t.last_step is None for t in store.list_tokens(user))
         codes = new_backup_codes(store, config, user, now())
+        record_change(
+            store,
+            user,
+            "backup-codes",
+            before=f"{left} unused code(s)",
+            after=f"{len(codes)} new code(s)",
+            reason=args.reason,
+        )
     finally:
         store.close()
     if args.json:
@@ -66,6 +81,13 @@ def run_emergency_code(args: argparse.Namespace) -> int:
     store = store_from(config)
     try:
         code, token = issue_emergency_code(store, config, user, ttl, issuer, now())
+        record_change(
+            store,
+            user,
+            "emergency-code",
+            after=f"valid until {_iso(token.created_at + token.period)}",
+            reason=args.reason,
+        )
     except FactorAdminError as e:
         raise UsageError(str(e)) from None
     finally:
@@ -85,7 +107,16 @@ def run_prefer(args: argparse.Namespace) -> int:
     user = user_arg(args.user)
     store = store_from(config)
     try:
+        before = store.user_settings(user).preferred
         chosen = set_preferred(store, user, args.factor)
+        record_change(
+            store,
+            user,
+            "prefer",
+            before=before or "none",
+            after=chosen or "none",
+            reason=args.reason,
+        )
     except FactorAdminError as e:
         raise CommandFailed(str(e)) from None
     finally:
@@ -96,12 +127,7 @@ def run_prefer(args: argparse.Namespace) -> int:
 
 def _operator() -> str:
     """Who runs the command: the account behind sudo when there is one."""
-    try:
-        name = getpass.getuser()
-    except (KeyError, OSError):
-        name = "unknown"
-    sudo = os.environ.get("SUDO_USER")
-    return f"{sudo} (as {name})" if sudo and sudo != name else name
+    return operator()
 
 
 def _audit(line: str) -> None:

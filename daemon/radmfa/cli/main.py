@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--description", default="")
     add.add_argument("--json", action="store_true", help="machine-readable output")
     add.add_argument("--no-qr", action="store_true", help="print the URI but no QR code")
+    _reason(add)
     add.set_defaults(run="radmfa.cli.tokens:run_add")
     lst = tsub.add_parser("list", help="list tokens")
     lst.add_argument("user", nargs="?")
@@ -132,10 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
         "import", help="bulk-import tokens from CSV or JSON (user,type,secret,digits,...)"
     )
     imp.add_argument("file", help="CSV with a header line, or a JSON list; - for stdin")
+    _reason(imp)
     imp.set_defaults(run="radmfa.cli.tokens:run_import")
     rm = tsub.add_parser("remove", help="remove a user's tokens (all, or one by id)")
     rm.add_argument("user")
     rm.add_argument("token_id", nargs="?")
+    _reason(rm)
     rm.set_defaults(run="radmfa.cli.tokens:run_remove")
     resync = tsub.add_parser(
         "resync", help="bring a drifted HOTP token back with two consecutive codes"
@@ -144,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     resync.add_argument("code1")
     resync.add_argument("code2")
     resync.add_argument("--token", dest="token_id", help="which HOTP token (default: any)")
+    _reason(resync)
     resync.set_defaults(run="radmfa.cli.factors:run_resync")
 
     backup = sub.add_parser(
@@ -151,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backup.add_argument("user")
     backup.add_argument("--json", action="store_true")
+    _reason(backup)
     backup.set_defaults(run="radmfa.cli.factors:run_backup_codes")
 
     emergency = sub.add_parser(
@@ -159,24 +164,83 @@ def build_parser() -> argparse.ArgumentParser:
     emergency.add_argument("user")
     emergency.add_argument("--ttl", help="lifetime, e.g. 2m (default: otp.emergency.ttl)")
     emergency.add_argument("--json", action="store_true")
+    _reason(emergency)
     emergency.set_defaults(run="radmfa.cli.factors:run_emergency_code")
 
-    user = sub.add_parser("user", help="inspect and unlock users")
+    user = sub.add_parser("user", help="inspect, unlock, enable, disable, suspend, reset users")
     usub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
-    show = usub.add_parser("show", help="tokens, failure count and lock state")
+    show = usub.add_parser("show", help="tokens, status, devices, failure count and lock state")
     show.add_argument("user")
     show.add_argument("--json", action="store_true")
     show.set_defaults(run="radmfa.cli.users:run_show")
-    unlock = usub.add_parser("unlock", help="clear failures and lock")
+    unlock = usub.add_parser("unlock", help="clear failures, lock and throttle")
     unlock.add_argument("user")
+    _reason(unlock)
     unlock.set_defaults(run="radmfa.cli.users:run_unlock")
+    for action, text in (
+        ("enable", "allow logins again after disable (also ends a suspension)"),
+        ("disable", "refuse every login at once, without LDAP traffic; forgets trusted devices"),
+        ("suspend", "no second factor until --until (or resume): for a lost phone"),
+        ("resume", "end a suspension: the second factor is needed again"),
+    ):
+        status = usub.add_parser(action, help=text)
+        status.add_argument("user")
+        if action == "suspend":
+            status.add_argument(
+                "--until",
+                help="when it ends: 2030-01-31[T12:00][Z] (UTC) or a duration (8h, 2d); "
+                "default: until 'radmfa user resume'",
+            )
+        _reason(status)
+        status.set_defaults(run="radmfa.cli.users:run_status", action=action)
+    reset = usub.add_parser(
+        "reset", help="remove every token and trusted device: the next login enrolls afresh"
+    )
+    reset.add_argument("user")
+    _reason(reset)
+    reset.set_defaults(run="radmfa.cli.users:run_reset")
     prefer = usub.add_parser(
         "prefer", help="the factor to use first (email/sms: sent as soon as the password is right)"
     )
     prefer.add_argument("user")
     prefer.add_argument("factor", help="a factor type the user has, or 'none'")
+    _reason(prefer)
     prefer.set_defaults(run="radmfa.cli.factors:run_prefer")
+
+    device = sub.add_parser("device", help="trusted devices (user, Calling-Station-Id)")
+    dsub = device.add_subparsers(dest="device_command", required=True, metavar="ACTION")
+    dlist = dsub.add_parser("list", help="remembered devices and when they expire")
+    dlist.add_argument("user", nargs="?")
+    dlist.add_argument("--json", action="store_true")
+    dlist.set_defaults(run="radmfa.cli.devices:run_list")
+    revoke = dsub.add_parser("revoke", help="forget one device of a user, or all (--all)")
+    revoke.add_argument("user")
+    revoke.add_argument("device", nargs="?", help="the Calling-Station-Id as listed")
+    revoke.add_argument("--all", action="store_true", help="every device of the user")
+    _reason(revoke)
+    revoke.set_defaults(run="radmfa.cli.devices:run_revoke")
+
+    trail = sub.add_parser(
+        "audit", help="who logged in with what, from where, who failed and why, admin changes"
+    )
+    trail.add_argument("--user", help="one user's logins and the changes made to them")
+    trail.add_argument("--since", help="from: 2030-01-31[T12:00][Z] (UTC) or 2h / 7d ago")
+    trail.add_argument("--until", help="before: a time as for --since")
+    trail.add_argument("--outcome", choices=["accept", "reject", "challenge"])
+    trail.add_argument(
+        "--reason", help="a reason code (bad_otp, locked, ...) or a word of an admin's reason"
+    )
+    trail.add_argument(
+        "--kind", choices=["auth", "admin"], help="only logins, or only admin changes"
+    )
+    trail.add_argument("--limit", type=int, help="the newest N rows (still oldest first)")
+    trail.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    trail.set_defaults(run="radmfa.cli.audit:run_audit")
     return parser
+
+
+def _reason(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reason", help="why (kept in the audit trail)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

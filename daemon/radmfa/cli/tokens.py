@@ -28,7 +28,8 @@ from radmfa.admin.tokens import (
     provisioning_uri,
     secret_base32,
 )
-from radmfa.cli.common import config_from, now, store_from, user_arg
+from radmfa.audit import admin_event
+from radmfa.cli.common import config_from, now, record_change, store_from, user_arg
 from radmfa.cli.main import CommandFailed, UsageError
 from radmfa.config import Config
 from radmfa.factors.hotp import next_counter
@@ -68,6 +69,9 @@ def run_add(args: argparse.Namespace) -> int:
     store = store_from(config)
     try:
         store.add_token(token)
+        record_change(
+            store, user, "token-add", after=f"{token.type} {token.token_id}", reason=args.reason
+        )
     finally:
         store.close()
     uri = provisioning_uri(token, config.otp.totp.issuer)
@@ -90,6 +94,19 @@ def _add_address(args: argparse.Namespace, config: Config, user: str) -> int:
     store = store_from(config)
     try:
         change = enroll_address(store, config, args.type, user, args.address, now())
+        record_change(
+            store,
+            user,
+            f"{args.type}-address",
+            before=change.previous,
+            after=address_of(change.token)
+            + (
+                f"; {change.devices_revoked} trusted device(s) revoked"
+                if change.devices_revoked
+                else ""
+            ),
+            reason=args.reason,
+        )
     except FactorAdminError as e:
         raise UsageError(str(e)) from None
     finally:
@@ -104,6 +121,8 @@ def _add_address(args: argparse.Namespace, config: Config, user: str) -> int:
             "This replaces an earlier address: codes in flight for it no longer work, and the "
             "new one must be confirmed with a code sent to it at the next login."
         )
+    if change.devices_revoked:
+        print(f"{change.devices_revoked} trusted device(s) of {user} forgotten.")
     return 0
 
 
@@ -116,6 +135,9 @@ def _add_plugin_token(args: argparse.Namespace, config: Config, user: str) -> in
     store = store_from(config)
     try:
         store.add_token(token)
+        record_change(
+            store, user, "token-add", after=f"{token.type} {token.token_id}", reason=args.reason
+        )
     finally:
         store.close()
     if args.json:
@@ -164,6 +186,22 @@ def run_import(args: argparse.Namespace) -> int:
     store = store_from(config)
     try:
         store.add_tokens(tokens)
+        by_user: dict[str, list[TokenRecord]] = {}
+        for t in tokens:
+            by_user.setdefault(t.user, []).append(t)
+        at, why = now(), args.reason or f"imported from {source}"
+        store.append_audit(  # one transaction for the whole import
+            [
+                admin_event(
+                    at,
+                    name,
+                    "token-import",
+                    after=", ".join(f"{t.type} {t.token_id}" for t in mine),
+                    reason=why,
+                )
+                for name, mine in sorted(by_user.items())
+            ]
+        )
     except StoreError as e:
         raise CommandFailed(f"nothing imported: {e}") from None
     finally:
@@ -178,7 +216,17 @@ def run_remove(args: argparse.Namespace) -> int:
     user = user_arg(args.user)
     store = store_from(config)
     try:
+        before = [t for t in store.list_tokens(user) if args.token_id in (None, t.token_id)]
         removed = store.remove_tokens(user, args.token_id)
+        if removed:
+            record_change(
+                store,
+                user,
+                "token-remove",
+                before=", ".join(f"{t.type} {t.token_id}" for t in before),
+                after="removed",
+                reason=args.reason,
+            )
     finally:
         store.close()
     if removed == 0:

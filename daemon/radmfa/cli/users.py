@@ -1,4 +1,4 @@
-"""radmfa user show | unlock."""
+"""radmfa user show | unlock | enable | disable | suspend | resume | reset."""
 
 from __future__ import annotations
 
@@ -6,35 +6,57 @@ import argparse
 import json
 
 from radmfa.admin.factors import backup_codes_left
-from radmfa.cli.common import config_from, now, store_from, user_arg
+from radmfa.admin.users import UserAdminError, change_status, describe_status, reset_user
+from radmfa.audit import admin_event, operator
+from radmfa.cli.common import config_from, now, parse_time, store_from, user_arg
 from radmfa.cli.main import CommandFailed, UsageError
 from radmfa.cli.tokens import _iso, token_description, token_summary
+from radmfa.store.base import user_failures_key
 
 
 def run_show(args: argparse.Namespace) -> int:
     config = config_from(args)
     user = user_arg(args.user)
     store = store_from(config)
+    at = now()
     try:
         tokens = store.list_tokens(user)
         lock = store.lock_state(user)
         settings = store.user_settings(user)
+        devices = store.list_devices(user, at)
     finally:
         store.close()
-    if not tokens and lock.failures == 0 and lock.locked_until is None:
+    if (
+        not tokens
+        and lock.failures == 0
+        and lock.locked_until is None
+        and settings == type(settings)(user)
+    ):
         raise CommandFailed(f"no record of user {user} (no tokens, no failures)")
-    locked = lock.is_locked(now())
+    locked = lock.is_locked(at)
     backup_left, backup_total = backup_codes_left(tokens)
     listed = [t for t in tokens if t.type != "backup"]
+    status = describe_status(settings, at)
     if args.json:
         print(
             json.dumps(
                 {
                     "user": user,
+                    "status": settings.status,
+                    "status_until": _iso(settings.status_until) if settings.status_until else None,
+                    "status_reason": settings.status_reason,
+                    "mfa_suspended": settings.mfa_suspended(at),
                     "tokens": [token_summary(t) for t in listed],
                     "backup_codes_left": backup_left,
                     "backup_codes_total": backup_total,
                     "preferred": settings.preferred,
+                    "trusted_devices": [
+                        {"device": d.device, "expires": _iso(d.expires_at)} for d in devices
+                    ],
+                    "grace_first_seen": _iso(settings.first_seen_at)
+                    if settings.first_seen_at
+                    else None,
+                    "grace_logins": settings.grace_logins,
                     "failures": lock.failures,
                     "locked": locked,
                     "locked_until": _iso(lock.locked_until)
@@ -45,11 +67,21 @@ def run_show(args: argparse.Namespace) -> int:
         )
         return 0
     print(f"user:      {user}")
+    why = f" ({settings.status_reason})" if settings.status_reason else ""
+    print(f"status:    {status}{why}")
     print(f"tokens:    {len(listed)}")
     for t in listed:
         print(f"  {t.token_id}  {t.type}  {token_description(t)}")
     print(f"backup:    {backup_left} of {backup_total} codes left")
     print(f"prefers:   {settings.preferred or '-'}")
+    print(f"devices:   {len(devices)}")
+    for d in devices:
+        print(f"  {d.device}  until {_iso(d.expires_at)}")
+    if settings.first_seen_at is not None:
+        print(
+            f"grace:     {settings.grace_logins} login(s) without a second factor since "
+            f"{_iso(settings.first_seen_at)}"
+        )
     print(f"failures:  {lock.failures}")
     if locked and lock.locked_until:
         print(f"locked:    yes, until {_iso(lock.locked_until)}")
@@ -58,12 +90,65 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_status(args: argparse.Namespace) -> int:
+    """enable | disable | suspend [--until] | resume, recorded with who and why."""
+    config = config_from(args)
+    user = user_arg(args.user)
+    at = now()
+    until_text = getattr(args, "until", None)
+    until = parse_time(until_text, "--until", now=at, direction=1) if until_text else None
+    store = store_from(config)
+    try:
+        before, after, revoked = change_status(
+            store, user, args.action, now=at, actor=operator(), until=until, reason=args.reason
+        )
+    except UserAdminError as e:
+        raise UsageError(str(e)) from None
+    finally:
+        store.close()
+    was, now_is = describe_status(before, at), describe_status(after, at)
+    change = f"{was} -> {now_is}" if was != now_is else f"already {now_is}"
+    print(f"{user}: {change}" + (f"; {revoked} trusted device(s) revoked" if revoked else ""))
+    return 0
+
+
+def run_reset(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    user = user_arg(args.user)
+    store = store_from(config)
+    try:
+        tokens, devices = reset_user(store, user, now=now(), actor=operator(), reason=args.reason)
+    finally:
+        store.close()
+    print(
+        f"{user}: {tokens} token(s) and {devices} trusted device(s) removed; the next login "
+        "enrolls afresh"
+    )
+    return 0
+
+
 def run_unlock(args: argparse.Namespace) -> int:
     config = config_from(args)
     user = user_arg(args.user)
     store = store_from(config)
     try:
+        before = store.lock_state(user)
         changed = store.unlock(user)
+        store.clear_failures(user_failures_key(user))  # the throttle's window too
+        if changed:
+            store.append_audit(
+                [
+                    admin_event(
+                        now(),
+                        user,
+                        "unlock",
+                        before=f"{before.failures} failure(s)"
+                        + (", locked" if before.is_locked(now()) else ""),
+                        after="unlocked",
+                        reason=args.reason,
+                    )
+                ]
+            )
     finally:
         store.close()
     print(f"{user} unlocked" if changed else f"{user} was not locked")

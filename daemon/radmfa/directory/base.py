@@ -19,6 +19,33 @@ class DirectoryOutcome(enum.Enum):
     UNAVAILABLE = "unavailable"
 
 
+#: ``DirectoryResult.detail`` values saying the directory refuses the account itself, whatever
+#: the password (AD bind data codes 530/531/532/533/701/773/775, userAccountControl bits,
+#: accountExpires, ppolicy pwdAccountLockedTime/pwdReset). An expired password is one of them:
+#: never treated as valid.
+ACCOUNT_STATES = frozenset(
+    {
+        "account_disabled",
+        "account_locked",
+        "account_expired",
+        "password_expired",
+        "password_must_change",
+        "logon_hours_restricted",
+        "workstation_restricted",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UserEntry:
+    """A user's entry as a user search found it. ``GroupResolver.user_groups`` returns it so
+    the password check that follows binds to this DN without searching again."""
+
+    dn: str
+    #: Every attribute the search returned, by the name the engine asked for.
+    attributes: dict[str, list[str]] = field(default_factory=dict)
+
+
 @dataclass(frozen=True, slots=True)
 class DirectoryResult:
     outcome: DirectoryOutcome
@@ -34,11 +61,41 @@ class PasswordChecker(Protocol):
     """Checks a user's directory password.
 
     Implementations must never bind with an empty password, must make at most one user bind
-    per call, and must not raise: transport problems become ``UNAVAILABLE``.
+    per call, and must not raise: transport problems become ``UNAVAILABLE``. ``entry`` (from
+    :meth:`GroupResolver.user_groups`) is the user's entry already found: bind to its DN
+    instead of searching again (callers pass it only to checkers that resolve groups).
     """
 
-    def check_password(self, username: str, password: str) -> Deferred[DirectoryResult]: ...
+    def check_password(
+        self, username: str, password: str, *, entry: UserEntry | None = None
+    ) -> Deferred[DirectoryResult]: ...
 
     def close(self) -> None:
         """Release connections and threads (called on shutdown and after a reload)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class GroupResult:
+    """What :meth:`GroupResolver.user_groups` found."""
+
+    #: OK, NO_SUCH_USER, AMBIGUOUS_USER or UNAVAILABLE (fail closed; never the user's fault).
+    outcome: DirectoryOutcome
+    #: Every group the user is in, nested ones included: DNs as the directory spelled them,
+    #: or names (users file).
+    groups: tuple[str, ...] = ()
+    #: The user's entry when a user search found it (search-then-bind).
+    entry: UserEntry | None = None
+    server: str | None = None
+    detail: str = ""
+
+
+class GroupResolver(Protocol):
+    """Optional capability of a password checker: the groups a user belongs to.
+
+    Looked up on the service account's connection (never as the user, never a user bind), at
+    most once per request and only when a policy rule with groups could decide it. Must not
+    raise: transport problems become ``UNAVAILABLE``.
+    """
+
+    def user_groups(self, username: str) -> Deferred[GroupResult]: ...

@@ -37,7 +37,7 @@ import ssl
 import threading
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -56,14 +56,23 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from radmfa.config import LdapConfig
-from radmfa.directory.base import DirectoryOutcome, DirectoryResult
+from radmfa.directory.base import (
+    DirectoryOutcome,
+    DirectoryResult,
+    GroupResult,
+    UserEntry,
+)
 from radmfa.directory.health import ServerHealth
+from radmfa.policyconfig import LdapGroupsConfig
 from radmfa.threads import BlockingRunner
 
 __all__ = [
+    "ACCOUNT_STATE_ATTRIBUTES",
     "AD_DIAGNOSTICS",
+    "AD_IN_CHAIN",
     "Attempt",
     "ConnectionFactory",
+    "GroupWalk",
     "Ldap3Connector",
     "LdapAnswer",
     "LdapAuthenticator",
@@ -72,6 +81,7 @@ __all__ = [
     "LdapServer",
     "SearchAnswer",
     "Verdict",
+    "account_state",
     "ad_diagnostic",
     "build_user_dn",
     "build_user_filter",
@@ -200,6 +210,133 @@ def ad_diagnostic(message: str | None) -> str | None:
         return None
     code = match.group(1).lower()
     return AD_DIAGNOSTICS.get(code, f"ad_data_{code}")
+
+
+#: Read with the user search (search-then-bind) to refuse unusable accounts before any bind
+#: (L-14): Active Directory's flags and expiry, OpenLDAP ppolicy's lock and reset markers.
+ACCOUNT_STATE_ATTRIBUTES = (
+    "userAccountControl",
+    "msDS-User-Account-Control-Computed",
+    "accountExpires",
+    "pwdAccountLockedTime",
+    "pwdReset",
+)
+_UAC_FLAGS = ((0x2, "account_disabled"), (0x10, "account_locked"), (0x800000, "password_expired"))
+#: pwdAccountLockedTime of an account an administrator locked until unlocked (ppolicy).
+PERMANENT_LOCK = "000001010000Z"
+#: accountExpires counts 100 ns ticks from 1601-01-01; these two values mean "never".
+_FILETIME_TO_UNIX = 11644473600
+_NEVER_EXPIRES = (0, 0x7FFFFFFFFFFFFFFF)
+
+
+def _values(attributes: Mapping[str, Sequence[str]], name: str) -> Sequence[str]:
+    wanted = name.lower()
+    return next((v for k, v in attributes.items() if k.lower() == wanted), ())
+
+
+def account_state(attributes: Mapping[str, Sequence[str]], now: float) -> str | None:
+    """Why the entry's own attributes say the account cannot log in, or None.
+
+    AD: userAccountControl / msDS-User-Account-Control-Computed (disabled 0x2, locked 0x10,
+    password expired 0x800000) and accountExpires. ppolicy: pwdReset TRUE (the password must be
+    changed first; such a bind succeeds with a restricted session, so it is refused here) and a
+    permanent pwdAccountLockedTime. A time-limited ppolicy lock is left to the bind: slapd
+    clears it only at a bind after the lockout duration, which refusing early would prevent.
+    """
+    for name in ("userAccountControl", "msDS-User-Account-Control-Computed"):
+        for raw in _values(attributes, name):
+            try:
+                flags = int(raw)
+            except ValueError:
+                continue
+            for bit, reason in _UAC_FLAGS:
+                if flags & bit:
+                    return reason
+    for raw in _values(attributes, "accountExpires"):
+        try:
+            ticks = int(raw)
+        except ValueError:
+            continue
+        if ticks not in _NEVER_EXPIRES and ticks / 10_000_000 - _FILETIME_TO_UNIX <= now:
+            return "account_expired"
+    if any(
+        v.strip().upper() == PERMANENT_LOCK for v in _values(attributes, "pwdAccountLockedTime")
+    ):
+        return "account_locked"
+    if any(v.strip().upper() == "TRUE" for v in _values(attributes, "pwdReset")):
+        return "password_must_change"
+    return None
+
+
+def locked_by_ppolicy(attributes: Mapping[str, Sequence[str]]) -> bool:
+    """pwdAccountLockedTime present: a refused bind was the lock, not the password."""
+    return bool(_values(attributes, "pwdAccountLockedTime"))
+
+
+#: Active Directory's LDAP_MATCHING_RULE_IN_CHAIN: membership through any nesting depth.
+AD_IN_CHAIN = "1.2.840.113556.1.4.1941"
+#: Group DNs one search asks about (OR-ed), and the groups one lookup collects at most.
+_GROUP_CHUNK = 32
+MAX_GROUPS = 1000
+
+
+class GroupWalk:
+    """Which group searches a lookup makes, level by level, and what they found.
+
+    ``member``: groups whose member attribute names the user, then (nested) groups naming
+    those, up to ``max_depth`` levels. ``memberof``: the user entry's memberOf values are the
+    first level, nesting as for member. ``ad_chain``: one search with the in-chain rule gives
+    every nested group at once. OpenLDAP has no in-chain rule, hence the explicit walk.
+    Both engines drive this: :meth:`filters` for the next level, :meth:`add` with its results.
+    """
+
+    def __init__(self, settings: LdapGroupsConfig, user_dn: str, member_of: Sequence[str]) -> None:
+        self.settings = settings
+        self._found: dict[str, str] = {}
+        #: The nesting level the next searches find (1: the user's own groups).
+        self._level = 1
+        self._frontier = [user_dn]
+        if settings.membership == "memberof":
+            direct = self._new(member_of)
+            self._level = 2
+            self._frontier = direct if settings.nested and settings.max_depth >= 2 else []
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return tuple(self._found.values())
+
+    def _new(self, dns: Sequence[str]) -> list[str]:
+        fresh = []
+        for dn in dns:
+            key = dn.lower()
+            if key not in self._found and len(self._found) < MAX_GROUPS:
+                self._found[key] = dn
+                fresh.append(dn)
+        return fresh
+
+    def filters(self) -> list[str]:
+        """The searches of the next level (none: done)."""
+        s = self.settings
+        if not self._frontier:
+            return []
+        if s.membership == "ad_chain":
+            value = escape_filter_chars(self._frontier[0])
+            return [f"(&{s.filter}({s.member_attribute}:{AD_IN_CHAIN}:={value}))"]
+        found = []
+        for i in range(0, len(self._frontier), _GROUP_CHUNK):
+            terms = "".join(
+                f"({s.member_attribute}={escape_filter_chars(dn)})"
+                for dn in self._frontier[i : i + _GROUP_CHUNK]
+            )
+            found.append(f"(&{s.filter}(|{terms}))")
+        return found
+
+    def add(self, dns: Sequence[str]) -> None:
+        """The DNs the searches of this level returned."""
+        fresh = self._new(dns)
+        nested = self.settings.nested and self.settings.membership != "ad_chain"
+        self._level += 1
+        self._frontier = fresh if nested and self._level <= self.settings.max_depth else []
 
 
 class Verdict(enum.Enum):
@@ -401,13 +538,33 @@ def _quiet_unbind(conn: LdapConnection) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """What one :meth:`LdapAuthenticator.authenticate` call did, for the server health map."""
+    """What one :meth:`LdapAuthenticator.authenticate` (or ``lookup_groups``) call did, for
+    the server health map."""
 
-    result: DirectoryResult
+    result: DirectoryResult | GroupResult
     #: (url, reason) for each server that gave no usable answer, in the order tried.
     failed: tuple[tuple[str, str], ...] = ()
     #: The server whose answer decided the result, if one did.
     answered_by: str | None = None
+
+
+def search_attributes(
+    wanted: Sequence[str], config: LdapConfig, groups: LdapGroupsConfig | None
+) -> tuple[str, ...]:
+    """What the user search asks for: the factors' attributes, the account-state ones and,
+    when groups come from it, memberOf (each once, whatever the case)."""
+    names: dict[str, str] = {}
+    extra: list[str] = list(ACCOUNT_STATE_ATTRIBUTES) if config.account_state else []
+    if groups is not None and groups.membership == "memberof":
+        extra.append("memberOf")
+    for name in (*wanted, *extra):
+        names.setdefault(name.lower(), name)
+    return tuple(names.values())
+
+
+def group_result(result: DirectoryResult) -> GroupResult:
+    """A user search that ended a group lookup (no such user, ambiguous, unavailable)."""
+    return GroupResult(result.outcome, server=result.server, detail=result.detail)
 
 
 class _ServiceConnections:
@@ -467,6 +624,7 @@ class LdapAuthenticator:
         config: LdapConfig,
         connect: ConnectionFactory | None = None,
         attributes: Sequence[str] = (),
+        groups: LdapGroupsConfig | None = None,
     ) -> None:
         if bool(config.user_dn) == bool(config.base_dn):
             raise ValueError("LDAP: set exactly one of user_dn (direct bind) or base_dn (search)")
@@ -481,6 +639,8 @@ class LdapAuthenticator:
         self._config = config
         self._connect: ConnectionFactory = connect or Ldap3Connector(config)
         self._attributes = tuple(attributes)
+        self._groups = groups
+        self._search_attributes = search_attributes(attributes, config, groups)
         self._time_limit = max(1, math.ceil(config.timeout))
         self._service = _ServiceConnections(self._open_service_connection)
 
@@ -488,12 +648,17 @@ class LdapAuthenticator:
         self._service.close()
 
     def authenticate(
-        self, servers: Sequence[LdapServer], username: str, password: bytes
+        self,
+        servers: Sequence[LdapServer],
+        username: str,
+        password: bytes,
+        entry: UserEntry | None = None,
+        now: float = 0.0,
     ) -> Attempt:
         failed: list[tuple[str, str]] = []
         for server in servers:
             try:
-                result = self._check_on(server, username, password)
+                result = self._check_on(server, username, password, entry, now)
             except _ServerDown as exc:
                 failed.append((server.url, str(exc)))
                 continue
@@ -513,20 +678,89 @@ class LdapAuthenticator:
             tuple(failed),
         )
 
+    def lookup_groups(self, servers: Sequence[LdapServer], username: str) -> Attempt:
+        """The user search, then the group searches (:class:`GroupWalk`), as the service
+        account on the first server that answers."""
+        failed: list[tuple[str, str]] = []
+        for server in servers:
+            try:
+                result = self._groups_on(server, username)
+            except _ServerDown as exc:
+                failed.append((server.url, str(exc)))
+                continue
+            except _Final as exc:
+                return Attempt(group_result(exc.result), tuple(failed), server.url)
+            return Attempt(result, tuple(failed), server.url)
+        reasons = "; ".join(f"{url}: {why}" for url, why in failed) or "no servers configured"
+        return Attempt(
+            GroupResult(
+                DirectoryOutcome.UNAVAILABLE, detail=f"no LDAP server answered ({reasons})"
+            ),
+            tuple(failed),
+        )
+
     # -- one server --
 
-    def _check_on(self, server: LdapServer, username: str, password: bytes) -> DirectoryResult:
-        attributes: dict[str, list[str]] = {}
-        if self._config.user_dn:
+    def _groups_on(self, server: LdapServer, username: str) -> GroupResult:
+        settings = self._groups
+        if settings is None or not self._config.base_dn:
+            raise _Final(
+                DirectoryResult(DirectoryOutcome.UNAVAILABLE, detail="group lookups are off")
+            )
+        dn, found = self._find_user(server, username)
+        walk = GroupWalk(settings, dn, _values(found, "memberOf"))
+        base = settings.base_dn or self._config.base_dn
+        while filters := walk.filters():
+            level: list[str] = []
+            for group_filter in filters:
+                answer = self._search(
+                    server, group_filter, base=base, attributes=(), size_limit=MAX_GROUPS
+                )
+                if answer.verdict is not Verdict.OK:
+                    raise _Final(
+                        DirectoryResult(
+                            DirectoryOutcome.UNAVAILABLE,
+                            server=server.url,
+                            detail=f"group search failed: {answer.description} ({answer.code})",
+                        )
+                    )
+                level.extend(e["dn"] for e in answer.entries if isinstance(e.get("dn"), str))
+            walk.add(level)
+        return GroupResult(
+            DirectoryOutcome.OK, walk.groups, UserEntry(dn, found), server=server.url
+        )
+
+    def _check_on(
+        self,
+        server: LdapServer,
+        username: str,
+        password: bytes,
+        entry: UserEntry | None = None,
+        now: float = 0.0,
+    ) -> DirectoryResult:
+        found: dict[str, list[str]] = {}
+        if entry is not None:
+            dn, found = entry.dn, entry.attributes
+        elif self._config.user_dn:
             dn = build_user_dn(self._config.user_dn, username)
         else:
-            dn, attributes = self._find_user(server, username)
+            dn, found = self._find_user(server, username)
+        state = account_state(found, now) if self._config.account_state else None
+        if state is not None:  # refused without a bind
+            return DirectoryResult(
+                DirectoryOutcome.INVALID_CREDENTIALS, dn, server.url, detail=state
+            )
         answer = self._user_bind(server, dn, password)
         if answer.verdict is Verdict.OK:
-            return DirectoryResult(DirectoryOutcome.OK, dn, server.url, attributes=attributes)
-        if answer.verdict is Verdict.REJECTED:
             return DirectoryResult(
-                DirectoryOutcome.INVALID_CREDENTIALS, dn, server.url, detail=answer.detail
+                DirectoryOutcome.OK, dn, server.url, attributes=self._factor_attributes(found)
+            )
+        if answer.verdict is Verdict.REJECTED:
+            detail = answer.detail
+            if detail == "bad_password" and locked_by_ppolicy(found):
+                detail = "account_locked"
+            return DirectoryResult(
+                DirectoryOutcome.INVALID_CREDENTIALS, dn, server.url, detail=detail
             )
         if answer.verdict is Verdict.TRANSIENT:
             raise _ServerDown(f"bind answered {answer.description or 'nothing'}")
@@ -595,19 +829,28 @@ class LdapAuthenticator:
             )
         )
 
-    def _search(self, server: LdapServer, search_filter: str) -> SearchAnswer:
+    def _search(
+        self,
+        server: LdapServer,
+        search_filter: str,
+        *,
+        base: str | None = None,
+        attributes: Sequence[str] | None = None,
+        size_limit: int = 2,
+    ) -> SearchAnswer:
         """Search as the service account; a stale pooled connection is replaced once."""
-        config = self._config
-        assert config.base_dn is not None
+        base = base or self._config.base_dn
+        assert base is not None
+        wanted = self._search_attributes if attributes is None else tuple(attributes)
         for attempt in range(2):
             conn, reused = self._service.take(server, fresh=attempt > 0)
             try:
                 ret = conn.search(
-                    config.base_dn,
+                    base,
                     search_filter,
                     search_scope=ldap3.SUBTREE,
-                    attributes=list(self._attributes) or ldap3.NO_ATTRIBUTES,
-                    size_limit=2,
+                    attributes=list(wanted) or ldap3.NO_ATTRIBUTES,
+                    size_limit=size_limit,
                     time_limit=self._time_limit,
                 )
                 answer = interpret_search(ret)
@@ -664,20 +907,25 @@ class LdapAuthenticator:
         return dn, self._pick_attributes(entry)
 
     def _pick_attributes(self, entry: Mapping[str, Any]) -> dict[str, list[str]]:
-        if not self._attributes:
+        """Every attribute the user search asked for, by the name it was asked for."""
+        if not self._search_attributes:
             return {}
         raw = {
             str(name).lower(): values
             for name, values in (entry.get("raw_attributes") or {}).items()
         }
         picked: dict[str, list[str]] = {}
-        for name in self._attributes:
+        for name in self._search_attributes:
             values = raw.get(name.lower())
             if values:
                 picked[name] = [
                     v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values
                 ]
         return picked
+
+    def _factor_attributes(self, found: Mapping[str, list[str]]) -> dict[str, list[str]]:
+        """What a successful check returns: the attributes the factors asked for."""
+        return {name: list(found[name]) for name in self._attributes if name in found}
 
 
 # -- the Twisted part ---------------------------------------------------------------------------
@@ -687,8 +935,10 @@ class LdapAuthenticator:
 class _Pending:
     """One check in flight: the caller's Deferred and the semaphore ticket it waits on."""
 
-    outer: Deferred[DirectoryResult]
+    outer: Deferred[Any]
     ticket: Deferred[Any] | None = None
+    #: Makes the caller's result from a problem (a DirectoryResult or a GroupResult).
+    failed: Callable[[str], Any] = field(default=lambda detail: _unavailable(detail))
 
 
 class LdapPasswordChecker:
@@ -711,16 +961,19 @@ class LdapPasswordChecker:
         clock: IReactorTime,
         *,
         attributes: Sequence[str] = (),
+        groups: LdapGroupsConfig | None = None,
         max_pending: int = 1000,
         connect: ConnectionFactory | None = None,
     ) -> None:
         if not config.servers:
             raise ValueError("LDAP: no servers configured")
+        if groups is not None and not config.base_dn:
+            raise ValueError("LDAP: group lookups need search-then-bind (base_dn)")
         self._config = config
         self._servers = tuple(parse_server(s) for s in config.servers)
         self._runner = runner
         self._clock = clock
-        self._authenticator = LdapAuthenticator(config, connect, attributes)
+        self._authenticator = LdapAuthenticator(config, connect, attributes, groups)
         self._semaphore = DeferredSemaphore(max(1, config.pool_size))
         self._max_pending = max_pending
         self._deadline = config.timeout * len(self._servers) + 1.0
@@ -739,12 +992,35 @@ class LdapPasswordChecker:
         """URLs currently skipped after a failure (for status output and tests)."""
         return self._health.down()
 
-    def check_password(self, username: str, password: str) -> Deferred[DirectoryResult]:
+    def check_password(
+        self, username: str, password: str, *, entry: UserEntry | None = None
+    ) -> Deferred[DirectoryResult]:
         try:
-            return self._check(username, password)
+            return self._check(username, password, entry)
         except Exception as exc:  # never raise to the pipeline
             log.failure("LDAP check failed unexpectedly", Failure())
             return succeed(_unavailable(f"internal error: {_describe(exc)}"))
+
+    def user_groups(self, username: str) -> Deferred[GroupResult]:
+        """:class:`~radmfa.directory.base.GroupResolver`: a user search and the group
+        searches on the service connection, in the pool, under the same deadline."""
+        try:
+            if self._closed:
+                return succeed(_no_groups("LDAP checker is closed"))
+            problem = username_problem(username)
+            if problem is not None:
+                return succeed(GroupResult(DirectoryOutcome.NO_SUCH_USER, detail=problem))
+            if len(self._semaphore.waiting) >= self._max_pending:
+                return succeed(_no_groups("LDAP queue full"))
+            return self._submit(
+                lambda: self._runner.run(
+                    self._authenticator.lookup_groups, self._health.order(), username
+                ),
+                _no_groups,
+            )
+        except Exception as exc:  # never raise to the pipeline
+            log.failure("LDAP group lookup failed unexpectedly", Failure())
+            return succeed(_no_groups(f"internal error: {_describe(exc)}"))
 
     def close(self) -> None:
         self._closed = True
@@ -752,7 +1028,9 @@ class LdapPasswordChecker:
 
     # -- internals --
 
-    def _check(self, username: str, password: str) -> Deferred[DirectoryResult]:
+    def _check(
+        self, username: str, password: str, entry: UserEntry | None = None
+    ) -> Deferred[DirectoryResult]:
         if self._closed:
             return succeed(_unavailable("LDAP checker is closed"))
         if not isinstance(password, str) or password == "":
@@ -766,11 +1044,29 @@ class LdapPasswordChecker:
             return succeed(_invalid("unencodable_password"))
         if len(self._semaphore.waiting) >= self._max_pending:
             return succeed(_unavailable("LDAP queue full"))
+        return self._submit(
+            lambda: self._runner.run(
+                self._authenticator.authenticate,
+                self._health.order(),
+                username,
+                secret,
+                entry,
+                self._clock.seconds(),
+            ),
+            _unavailable,
+        )
 
-        pending = _Pending(outer=Deferred(lambda _d: self._abandon(pending)))
-        pending.outer.addTimeout(self._deadline, self._clock, onTimeoutCancel=self._timed_out)
+    def _submit(self, work: Callable[[], Deferred[Attempt]], failed: Callable[[str], Any]) -> Any:
+        """Run ``work`` in the pool once the semaphore lets it, under the deadline; problems
+        become ``failed(detail)``."""
+        pending = _Pending(outer=Deferred(lambda _d: self._abandon(pending)), failed=failed)
+        pending.outer.addTimeout(
+            self._deadline,
+            self._clock,
+            onTimeoutCancel=lambda _f, timeout: failed(f"no LDAP answer within {timeout:g}s"),
+        )
         pending.ticket = self._semaphore.acquire()
-        pending.ticket.addCallback(self._start, pending, username, secret)
+        pending.ticket.addCallback(self._start, pending, work)
         pending.ticket.addErrback(self._ticket_failed, pending)
         return pending.outer
 
@@ -784,35 +1080,32 @@ class LdapPasswordChecker:
             return None
         log.failure("LDAP check failed unexpectedly", failure)
         if not pending.outer.called:
-            pending.outer.callback(_unavailable(f"internal error: {failure.getErrorMessage()}"))
+            pending.outer.callback(pending.failed(f"internal error: {failure.getErrorMessage()}"))
         return None
 
-    def _start(self, _token: object, pending: _Pending, username: str, secret: bytes) -> None:
+    def _start(
+        self, _token: object, pending: _Pending, work: Callable[[], Deferred[Attempt]]
+    ) -> None:
         if pending.outer.called:  # abandoned just as the ticket came through
             self._semaphore.release()
             return
         try:
-            work = self._runner.run(
-                self._authenticator.authenticate, self._health.order(), username, secret
-            )
+            running = work()
         except BaseException:
             self._semaphore.release()
             raise
-        work.addBoth(self._finished, pending)
+        running.addBoth(self._finished, pending)
 
     def _finished(self, outcome: Attempt | Failure, pending: _Pending) -> None:
         self._semaphore.release()
         if isinstance(outcome, Failure):
             log.failure("LDAP check failed unexpectedly", outcome)
-            result = _unavailable(f"internal error: {outcome.getErrorMessage()}")
+            result = pending.failed(f"internal error: {outcome.getErrorMessage()}")
         else:
             self._health.record(outcome.failed, outcome.answered_by)
             result = outcome.result
         if not pending.outer.called:
             pending.outer.callback(result)
-
-    def _timed_out(self, _failure: Failure, timeout: float) -> DirectoryResult:
-        return _unavailable(f"no LDAP answer within {timeout:g}s")
 
 
 def _unavailable(detail: str) -> DirectoryResult:
@@ -821,3 +1114,7 @@ def _unavailable(detail: str) -> DirectoryResult:
 
 def _invalid(detail: str) -> DirectoryResult:
     return DirectoryResult(DirectoryOutcome.INVALID_CREDENTIALS, detail=detail)
+
+
+def _no_groups(detail: str) -> GroupResult:
+    return GroupResult(DirectoryOutcome.UNAVAILABLE, detail=detail)

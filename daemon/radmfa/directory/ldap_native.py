@@ -50,7 +50,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from radmfa.config import LdapConfig
-from radmfa.directory.base import DirectoryOutcome, DirectoryResult
+from radmfa.directory.base import DirectoryOutcome, DirectoryResult, GroupResult, UserEntry
 from radmfa.directory.ber import (
     BIND_RESPONSE,
     EXTENDED_RESPONSE,
@@ -66,6 +66,7 @@ from radmfa.directory.ber import (
     Response,
     SearchEntry,
     SearchReference,
+    compile_filter,
     encode_bind_request,
     encode_extended_request,
     encode_search_request,
@@ -73,17 +74,24 @@ from radmfa.directory.ber import (
 )
 from radmfa.directory.health import ServerHealth
 from radmfa.directory.ldap import (
+    MAX_GROUPS,
+    GroupWalk,
     LdapAnswer,
     LdapServer,
     SearchAnswer,
     Verdict,
+    account_state,
     build_user_dn,
     build_user_filter,
+    group_result,
     interpret_bind,
     interpret_search,
+    locked_by_ppolicy,
     parse_server,
+    search_attributes,
     username_problem,
 )
+from radmfa.policyconfig import LdapGroupsConfig
 
 __all__ = [
     "ConnectionFailed",
@@ -169,13 +177,14 @@ class SearchOutcome:
 
 
 class _Operation:
-    __slots__ = ("deferred", "entries", "kind", "overflow", "references", "timer")
+    __slots__ = ("deferred", "entries", "kind", "max_entries", "overflow", "references", "timer")
 
-    def __init__(self, kind: str, timer: IDelayedCall) -> None:
+    def __init__(self, kind: str, timer: IDelayedCall, max_entries: int = _MAX_ENTRIES) -> None:
         self.kind = kind
         self.deferred: Deferred[Any] = Deferred()
         self.timer = timer
         self.entries: list[SearchEntry] = []
+        self.max_entries = max_entries
         self.references = 0
         self.overflow = False
 
@@ -229,13 +238,17 @@ class LdapClientProtocol(Protocol):
         *,
         size_limit: int,
         time_limit: int,
+        max_entries: int = _MAX_ENTRIES,
     ) -> Deferred[SearchOutcome]:
+        """``max_entries``: entries kept; more set ``overflow`` (a user search wants two at
+        most, a group search up to its size limit)."""
+
         def encode(mid: int) -> bytes:
             return encode_search_request(
                 mid, base, filter_ber, attributes, size_limit=size_limit, time_limit=time_limit
             )
 
-        return self._send(_SEARCH, encode)
+        return self._send(_SEARCH, encode, max_entries)
 
     def start_tls(self, options: Any) -> Deferred[None]:
         """StartTLS (RFC 4511 §4.14): the extended operation, then the handshake.
@@ -300,7 +313,9 @@ class LdapClientProtocol(Protocol):
         self._next_id = 1 if mid >= MAX_MESSAGE_ID else mid + 1
         return mid
 
-    def _send(self, kind: str, encode: Callable[[int], bytes]) -> Deferred[Any]:
+    def _send(
+        self, kind: str, encode: Callable[[int], bytes], max_entries: int = _MAX_ENTRIES
+    ) -> Deferred[Any]:
         if not self.alive or self.transport is None:
             raise NotSent("connection is closed")
         if not self._pending and self._peer_closed():
@@ -310,7 +325,9 @@ class LdapClientProtocol(Protocol):
             raise NotSent("connection closed by the server")
         mid = self._take_id()
         data = encode(mid)
-        op = _Operation(kind, self._clock.callLater(self._timeout, self._timed_out, mid))
+        op = _Operation(
+            kind, self._clock.callLater(self._timeout, self._timed_out, mid), max_entries
+        )
         self._pending[mid] = op
         self.transport.write(data)
         return op.deferred
@@ -369,7 +386,7 @@ class LdapClientProtocol(Protocol):
         if isinstance(response, SearchEntry):
             if op.kind != _SEARCH:
                 self._violation(f"search entry in answer to a {op.kind}")
-            elif len(op.entries) < _MAX_ENTRIES:
+            elif len(op.entries) < op.max_entries:
                 op.entries.append(response)
             else:
                 op.overflow = True
@@ -761,12 +778,15 @@ class NativeLdapPasswordChecker:
         reactor: Any,
         *,
         attributes: Sequence[str] = (),
+        groups: LdapGroupsConfig | None = None,
         max_pending: int = 1000,
         search_connections: int = SEARCH_CONNECTIONS,
         search_depth: int = SEARCH_DEPTH,
     ) -> None:
         if not config.servers:
             raise ValueError("LDAP: no servers configured")
+        if groups is not None and not config.base_dn:
+            raise ValueError("LDAP: group lookups need search-then-bind (base_dn)")
         if bool(config.user_dn) == bool(config.base_dn):
             raise ValueError("LDAP: set exactly one of user_dn (direct bind) or base_dn (search)")
         if config.bind_dn and not config.bind_password:
@@ -781,7 +801,10 @@ class NativeLdapPasswordChecker:
         self._reactor = reactor
         self._servers = tuple(parse_server(s) for s in config.servers)
         self._attributes = tuple(attributes)
-        self._wanted = {name.lower(): name for name in self._attributes}
+        self._groups = groups
+        #: What the user search asks for (factors, account state, memberOf), by lower name.
+        self._search_attributes = search_attributes(attributes, config, groups)
+        self._wanted = {name.lower(): name for name in self._search_attributes}
         self._time_limit = max(1, math.ceil(config.timeout))
         self._deadline = config.timeout * len(self._servers) + 1.0
         self._health: ServerHealth[_Server] | None = None
@@ -834,12 +857,42 @@ class NativeLdapPasswordChecker:
         """URLs currently tried last after a failure (for status output and tests)."""
         return self._health.down() if self._health is not None else []
 
-    def check_password(self, username: str, password: str) -> Deferred[DirectoryResult]:
+    def check_password(
+        self, username: str, password: str, *, entry: UserEntry | None = None
+    ) -> Deferred[DirectoryResult]:
         try:
-            return self._check(username, password)
+            return self._check(username, password, entry)
         except Exception as exc:  # never raise to the pipeline
             log.failure("LDAP check failed unexpectedly", Failure())
             return succeed(_unavailable(f"internal error: {_describe(exc)}"))
+
+    def user_groups(self, username: str) -> Deferred[GroupResult]:
+        """:class:`~radmfa.directory.base.GroupResolver`: the user search, then the group
+        searches (:class:`~radmfa.directory.ldap.GroupWalk`) on the search pool, under the
+        same deadline as a password check."""
+        try:
+            if self._closed:
+                return succeed(_no_groups("LDAP checker is closed"))
+            if self._groups is None:
+                return succeed(_no_groups("group lookups are off"))
+            problem = username_problem(username)
+            if problem is not None:
+                return succeed(GroupResult(DirectoryOutcome.NO_SUCH_USER, detail=problem))
+            if self._gauge.waiting >= self._gauge.limit:
+                return succeed(_no_groups("LDAP queue full"))
+            looking = Deferred.fromCoroutine(
+                self._lookup_groups(self._health_of().order(), username)
+            )
+            looking.addTimeout(
+                self._deadline,
+                self._reactor,
+                onTimeoutCancel=lambda _r, t: _no_groups(f"no LDAP answer within {t:g}s"),
+            )
+            looking.addErrback(self._internal_error, _no_groups)
+            return looking
+        except Exception as exc:  # never raise to the pipeline
+            log.failure("LDAP group lookup failed unexpectedly", Failure())
+            return succeed(_no_groups(f"internal error: {_describe(exc)}"))
 
     def close(self) -> None:
         """Unbind and close every connection; checks in flight end UNAVAILABLE."""
@@ -851,7 +904,9 @@ class NativeLdapPasswordChecker:
 
     # -- internals --
 
-    def _check(self, username: str, password: str) -> Deferred[DirectoryResult]:
+    def _check(
+        self, username: str, password: str, entry: UserEntry | None = None
+    ) -> Deferred[DirectoryResult]:
         if self._closed:
             return succeed(_unavailable("LDAP checker is closed"))
         if not isinstance(password, str) or password == "":
@@ -866,10 +921,10 @@ class NativeLdapPasswordChecker:
         if self._gauge.waiting >= self._gauge.limit:
             return succeed(_unavailable("LDAP queue full"))
         checking = Deferred.fromCoroutine(
-            self._authenticate(self._health_of().order(), username, secret)
+            self._authenticate(self._health_of().order(), username, secret, entry)
         )
         checking.addTimeout(self._deadline, self._reactor, onTimeoutCancel=self._timed_out)
-        checking.addErrback(self._internal_error)
+        checking.addErrback(self._internal_error, _unavailable)
         return checking
 
     def _health_of(self) -> ServerHealth[_Server]:
@@ -882,14 +937,66 @@ class NativeLdapPasswordChecker:
             )
         return self._health
 
+    async def _lookup_groups(self, plan: list[_Server], username: str) -> GroupResult:
+        failed: list[tuple[str, str]] = []
+        for entry in plan:
+            url = entry.server.url
+            try:
+                result = await self._groups_on(entry, username)
+            except _ServerDown as exc:
+                failed.append((url, str(exc)))
+                continue
+            except _Final as exc:
+                self._health_of().record(failed, url)
+                return group_result(exc.result)
+            self._health_of().record(failed, url)
+            return result
+        self._health_of().record(failed, None)
+        reasons = "; ".join(f"{url}: {why}" for url, why in failed) or "no servers configured"
+        return _no_groups(f"no LDAP server answered ({reasons})")
+
+    async def _groups_on(self, entry: _Server, username: str) -> GroupResult:
+        settings = self._groups
+        assert settings is not None and self._config.base_dn is not None
+        url = entry.server.url
+        dn, found = await self._find_user(entry, username)
+        walk = GroupWalk(settings, dn, _values_of(found, "memberOf"))
+        base = settings.base_dn or self._config.base_dn
+        while filters := walk.filters():
+            level: list[str] = []
+            for text in filters:
+                try:
+                    filter_ber = compile_filter(text)
+                except FilterError as exc:
+                    raise _Final(_unavailable(f"bad group filter: {exc}", url)) from None
+                outcome = await self._search(
+                    entry, filter_ber, base=base, attributes=(), size_limit=MAX_GROUPS
+                )
+                answer = _search_answer(outcome.done)
+                if answer.verdict is Verdict.TRANSIENT:
+                    raise _ServerDown(f"group search answered {answer.description or 'nothing'}")
+                if answer.verdict is not Verdict.OK:
+                    raise _Final(
+                        _unavailable(
+                            f"group search failed: {answer.description} ({answer.code})", url
+                        )
+                    )
+                level.extend(e.dn for e in outcome.entries if e.dn)
+            walk.add(level)
+        return GroupResult(DirectoryOutcome.OK, walk.groups, UserEntry(dn, found), server=url)
+
     async def _authenticate(
-        self, plan: list[_Server], username: str, password: bytes
+        self,
+        plan: list[_Server],
+        username: str,
+        password: bytes,
+        user_entry: UserEntry | None = None,
     ) -> DirectoryResult:
         failed: list[tuple[str, str]] = []
         for entry in plan:
             url = entry.server.url
             try:
-                result = await self._check_on(entry, username, password)
+                result = await self._check_on(entry, username, password, user_entry)
             except _ServerDown as exc:
                 failed.append((url, str(exc)))
                 continue
@@ -907,20 +1014,34 @@ class NativeLdapPasswordChecker:
         reasons = "; ".join(f"{url}: {why}" for url, why in failed) or "no servers configured"
         return _unavailable(f"no LDAP server answered ({reasons})")
 
-    async def _check_on(self, entry: _Server, username: str, password: bytes) -> DirectoryResult:
+    async def _check_on(
+        self,
+        entry: _Server,
+        username: str,
+        password: bytes,
+        user_entry: UserEntry | None = None,
+    ) -> DirectoryResult:
         url = entry.server.url
-        attributes: dict[str, list[str]] = {}
-        if self._config.user_dn:
+        found: dict[str, list[str]] = {}
+        if user_entry is not None:
+            dn, found = user_entry.dn, user_entry.attributes
+        elif self._config.user_dn:
             dn = build_user_dn(self._config.user_dn, username)
         else:
-            dn, attributes = await self._find_user(entry, username)
+            dn, found = await self._find_user(entry, username)
+        if self._config.account_state:
+            state = account_state(found, self._reactor.seconds())
+            if state is not None:  # refused without a bind
+                return DirectoryResult(DirectoryOutcome.INVALID_CREDENTIALS, dn, url, detail=state)
         answer = await self._user_bind(entry, dn, password)
         if answer.verdict is Verdict.OK:
+            attributes = {name: found[name] for name in self._attributes if name in found}
             return DirectoryResult(DirectoryOutcome.OK, dn, url, attributes=attributes)
         if answer.verdict is Verdict.REJECTED:
-            return DirectoryResult(
-                DirectoryOutcome.INVALID_CREDENTIALS, dn, url, detail=answer.detail
-            )
+            detail = answer.detail
+            if detail == "bad_password" and locked_by_ppolicy(found):
+                detail = "account_locked"
+            return DirectoryResult(DirectoryOutcome.INVALID_CREDENTIALS, dn, url, detail=detail)
         if answer.verdict is Verdict.TRANSIENT:
             raise _ServerDown(f"bind answered {answer.description or 'nothing'}")
         return DirectoryResult(
@@ -942,16 +1063,32 @@ class NativeLdapPasswordChecker:
             raise _Final(_unavailable("LDAP queue full", entry.server.url)) from None
         return _bind_answer(result)
 
-    async def _search(self, entry: _Server, filter_ber: bytes) -> SearchOutcome:
+    async def _search(
+        self,
+        entry: _Server,
+        filter_ber: bytes,
+        *,
+        base: str | None = None,
+        attributes: Sequence[str] | None = None,
+        size_limit: int = 2,
+    ) -> SearchOutcome:
         """Search as the service account; a connection the server closed is retried once."""
         pool = entry.search
         assert pool is not None and self._config.base_dn is not None
-        base = self._config.base_dn
-        wanted = self._attributes
+        search_base = base or self._config.base_dn
+        wanted = self._search_attributes if attributes is None else tuple(attributes)
         limit = self._time_limit
+        keep = max(size_limit, _MAX_ENTRIES)
 
         def search(conn: LdapClientProtocol) -> Deferred[SearchOutcome]:
-            return conn.search(base, filter_ber, wanted, size_limit=2, time_limit=limit)
+            return conn.search(
+                search_base,
+                filter_ber,
+                wanted,
+                size_limit=size_limit,
+                time_limit=limit,
+                max_entries=keep,
+            )
 
         for attempt in range(2):
             try:
@@ -1017,11 +1154,11 @@ class NativeLdapPasswordChecker:
     def _timed_out(self, _result: Any, timeout: float) -> DirectoryResult:
         return _unavailable(f"no LDAP answer within {timeout:g}s")
 
-    def _internal_error(self, failure: Failure) -> DirectoryResult:
+    def _internal_error(self, failure: Failure, unavailable: Callable[[str], Any]) -> Any:
         if failure.check(CancelledError):  # the caller cancelled: not our error to log
-            return failure  # type: ignore[return-value]
+            return failure
         log.failure("LDAP check failed unexpectedly", failure)
-        return _unavailable(f"internal error: {failure.getErrorMessage()}")
+        return unavailable(f"internal error: {failure.getErrorMessage()}")
 
 
 def _opener(
@@ -1056,3 +1193,12 @@ def _unavailable(detail: str, server: str | None = None) -> DirectoryResult:
 
 def _invalid(detail: str) -> DirectoryResult:
     return DirectoryResult(DirectoryOutcome.INVALID_CREDENTIALS, detail=detail)
+
+
+def _no_groups(detail: str, server: str | None = None) -> GroupResult:
+    return GroupResult(DirectoryOutcome.UNAVAILABLE, server=server, detail=detail)
+
+
+def _values_of(attributes: dict[str, list[str]], name: str) -> list[str]:
+    wanted = name.lower()
+    return next((v for k, v in attributes.items() if k.lower() == wanted), [])

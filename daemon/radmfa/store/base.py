@@ -71,17 +71,165 @@ class ChallengeRecord:
     #: When the first challenge of this login went out; follow-up States keep it, so a login
     #: cannot be stretched forever by asking for new codes.
     started_at: float | None = None
+    #: The policy rule that decided round one (the audit trail and trusted devices need it).
+    rule: str | None = None
+
+
+#: ``UserSettings.status`` values, set with ``radmfa user enable|disable|suspend|resume``.
+USER_ENABLED = "enabled"
+#: Refused outright, before any directory traffic.
+USER_DISABLED = "disabled"
+#: Second factor suspended (a lost phone): the password alone until ``status_until``.
+USER_SUSPENDED = "suspended"
+USER_STATUSES = (USER_ENABLED, USER_DISABLED, USER_SUSPENDED)
 
 
 @dataclass(frozen=True, slots=True)
 class UserSettings:
-    """Per-user choices and messages that are not credentials."""
+    """Per-user choices, messages and admin state that are not credentials."""
 
     user: str
     #: The factor type to use first (``radmfa user prefer``); email/sms are sent at once.
     preferred: str | None = None
     #: A message for the next prompt (a code that could not be delivered).
     notice: str | None = None
+    #: One of :data:`USER_STATUSES`.
+    status: str = USER_ENABLED
+    #: Suspended until then (None: until ``radmfa user resume``).
+    status_until: float | None = None
+    #: Why the admin set the status (also in the audit trail).
+    status_reason: str | None = None
+    #: First login on the password alone during an enrolment grace period.
+    first_seen_at: float | None = None
+    #: Logins on the password alone so far during the grace period.
+    grace_logins: int = 0
+
+    @property
+    def disabled(self) -> bool:
+        return self.status == USER_DISABLED
+
+    def mfa_suspended(self, now: float) -> bool:
+        """Suspended and not yet past ``status_until``."""
+        return self.status == USER_SUSPENDED and (
+            self.status_until is None or now < self.status_until
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedDevice:
+    """A (user, Calling-Station-Id) pair remembered after a login with a second factor."""
+
+    user: str
+    #: The normalised Calling-Station-Id (see :func:`radmfa.auth.policy.device_key`).
+    device: str
+    #: The login with a second factor that (last) remembered it.
+    remembered_at: float
+    expires_at: float
+
+    def valid(self, now: float) -> bool:
+        return now < self.expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class FailureWindow:
+    """Failures recorded under one key since a point in time (sliding-window throttles)."""
+
+    count: int = 0
+    last_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoginState:
+    """What a login needs to know about a user besides the tokens (``Store.login_state``)."""
+
+    lock: LockState
+    settings: UserSettings
+    #: Failures under the user's key since ``user_since`` (empty when not asked).
+    user_window: FailureWindow
+    #: Failures under the source's key since ``source_since`` (empty when not asked).
+    source_window: FailureWindow
+    #: The request's device, when remembered for this user and not expired.
+    device: TrustedDevice | None = None
+
+
+def user_failures_key(user: str) -> str:
+    """The ``failures`` key of a user's sliding window (rate_limits.user)."""
+    return f"user:{user}"
+
+
+def source_failures_key(source: str) -> str:
+    """The ``failures`` key of a station or packet source (rate_limits.source)."""
+    return f"source:{source}"
+
+
+#: ``AuditEvent.kind``: an Access-Request decision, or a change made by an administrator.
+AUDIT_AUTH = "auth"
+AUDIT_ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One row of the audit trail. Authentication rows fill the request fields, admin rows
+    ``actor``, ``action``, ``before``, ``after``; ``reason`` is the reason code of a decision
+    or the text an admin gave. ``event_id`` is set by the store (insertion order)."""
+
+    at: float
+    kind: str
+    user: str | None
+    reason: str | None = None
+    # authentication
+    outcome: str | None = None
+    client: str | None = None
+    src: str | None = None
+    nas_id: str | None = None
+    station: str | None = None
+    method: str | None = None
+    factor: str | None = None
+    trusted_device: bool = False
+    rule: str | None = None
+    latency_ms: float | None = None
+    # admin changes
+    actor: str | None = None
+    action: str | None = None
+    before: str | None = None
+    after: str | None = None
+    event_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Filters of ``Store.query_audit``; None means "any". Rows come oldest first."""
+
+    user: str | None = None
+    since: float | None = None
+    #: Exclusive upper bound.
+    until: float | None = None
+    #: accept / reject / challenge: authentication rows with that outcome only.
+    outcome: str | None = None
+    #: A decision's reason code (exact), or a word in an admin change's reason.
+    reason: str | None = None
+    kind: str | None = None
+    #: The newest ``limit`` rows matching (still returned oldest first).
+    limit: int | None = None
+
+
+def audit_matches(event: AuditEvent, query: AuditQuery) -> bool:
+    """The filter every engine applies (the SQL of the SQLite engine says the same)."""
+    if query.user is not None and event.user != query.user:
+        return False
+    if query.since is not None and event.at < query.since:
+        return False
+    if query.until is not None and event.at >= query.until:
+        return False
+    if query.kind is not None and event.kind != query.kind:
+        return False
+    if query.outcome is not None and (event.kind != AUDIT_AUTH or event.outcome != query.outcome):
+        return False
+    if query.reason is not None:
+        if event.kind == AUDIT_AUTH:
+            return event.reason == query.reason
+        return query.reason.casefold() in (event.reason or "").casefold()
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +284,77 @@ class Store(Protocol):
         """Return and clear the user's notice (shown once, at the next prompt)."""
         ...
 
+    def set_status(
+        self, user: str, status: str, until: float | None, reason: str | None
+    ) -> UserSettings:
+        """Set the admin status (one of :data:`USER_STATUSES`); returns the settings before."""
+        ...
+
+    def note_grace_login(self, user: str, now: float) -> UserSettings:
+        """A login on the password alone during the enrolment grace period: sets
+        ``first_seen_at`` (if unset) and counts it, atomically; returns the settings after."""
+        ...
+
+    def reset_user(self, user: str) -> tuple[int, int]:
+        """Remove every token (all factors) and trusted device of ``user``, the preferred
+        factor and the grace-period record, in one transaction, so the next login enrolls
+        afresh. Returns (tokens removed, devices removed)."""
+        ...
+
+    # trusted devices
+    def remember_device(self, user: str, device: str, now: float, expires_at: float) -> None:
+        """Remember (or re-remember, restarting its own timer) one user on one device."""
+        ...
+
+    def trusted_device(self, user: str, device: str, now: float) -> TrustedDevice | None:
+        """The pair if it is remembered and not expired at ``now``."""
+        ...
+
+    def list_devices(self, user: str | None, now: float) -> list[TrustedDevice]:
+        """Unexpired pairs, by user then device."""
+        ...
+
+    def revoke_devices(self, user: str, device: str | None = None) -> int:
+        """Forget one device of ``user`` or all of them; how many were forgotten."""
+        ...
+
+    # sliding-window throttles
+    def note_failures(self, keys: Sequence[str], now: float) -> None:
+        """One failure at ``now`` under each key ("user:alice", "source:192.0.2.7")."""
+        ...
+
+    def failure_window(self, key: str, since: float) -> FailureWindow:
+        """The failures under ``key`` at or after ``since``."""
+        ...
+
+    def clear_failures(self, key: str) -> None: ...
+
+    # audit trail: the daemon only appends (and prunes by age)
+    def append_audit(self, events: Sequence[AuditEvent]) -> None:
+        """All rows in one transaction."""
+        ...
+
+    def query_audit(self, query: AuditQuery) -> list[AuditEvent]: ...
+    def prune_audit(self, before: float, limit: int) -> int:
+        """Delete at most ``limit`` of the oldest rows older than ``before``; how many went.
+        Small batches keep each transaction (and the store thread) short."""
+        ...
+
+    def login_state(
+        self,
+        user: str,
+        now: float,
+        *,
+        user_since: float | None = None,
+        source: str | None = None,
+        source_since: float | None = None,
+        device: str | None = None,
+    ) -> LoginState:
+        """Lock, settings, the user's and the source's failure windows and the remembered
+        device, in one read (on the hot path of every login). A part whose argument is None
+        is not looked up and reads as empty."""
+        ...
+
     # out-of-band sends
     def reserve_send(
         self, user: str, channel: str, now: float, cooldown: float, per_hour: int
@@ -153,8 +372,9 @@ class Store(Protocol):
         """Remove and return the challenge: a State works once, whatever the answer."""
         ...
 
-    def purge_expired(self, now: float) -> int:
-        """Drop expired challenges (the count returned) and send records older than an hour."""
+    def purge_expired(self, now: float, failures_before: float | None = None) -> int:
+        """Drop expired challenges (the count returned), send records older than an hour,
+        expired trusted devices and failure records older than ``failures_before``."""
         ...
 
     def close(self) -> None: ...

@@ -13,13 +13,21 @@ from collections.abc import Sequence
 
 from radmfa.store.base import (
     SEND_WINDOW,
+    USER_STATUSES,
+    AuditEvent,
+    AuditQuery,
     ChallengeRecord,
+    FailureWindow,
     LockState,
+    LoginState,
     SendGrant,
     StoreError,
     TokenRecord,
+    TrustedDevice,
     UserSettings,
+    audit_matches,
     send_verdict,
+    user_failures_key,
 )
 from radmfa.store.sqlite import next_failure_state
 
@@ -36,6 +44,9 @@ class MemoryStore:
         self._challenges: dict[bytes, ChallengeRecord] = {}
         self._settings: dict[str, UserSettings] = {}
         self._sends: dict[tuple[str, str], list[float]] = {}
+        self._devices: dict[tuple[str, str], TrustedDevice] = {}
+        self._failures: dict[str, list[float]] = {}
+        self._audit: list[AuditEvent] = []
         self._closed = False
 
     def _check_open(self) -> None:
@@ -168,6 +179,147 @@ class MemoryStore:
             self._settings[user] = dataclasses.replace(current, notice=None)
             return current.notice
 
+    def set_status(
+        self, user: str, status: str, until: float | None, reason: str | None
+    ) -> UserSettings:
+        if status not in USER_STATUSES:
+            raise ValueError(f"unknown user status {status!r}")
+        with self._lock:
+            self._check_open()
+            before = self._settings.get(user, UserSettings(user))
+            self._settings[user] = dataclasses.replace(
+                before, status=status, status_until=until, status_reason=reason
+            )
+            return before
+
+    def note_grace_login(self, user: str, now: float) -> UserSettings:
+        with self._lock:
+            self._check_open()
+            current = self._settings.get(user, UserSettings(user))
+            after = dataclasses.replace(
+                current,
+                first_seen_at=current.first_seen_at if current.first_seen_at is not None else now,
+                grace_logins=current.grace_logins + 1,
+            )
+            self._settings[user] = after
+            return after
+
+    def reset_user(self, user: str) -> tuple[int, int]:
+        with self._lock:
+            self._check_open()
+            doomed = [tid for tid, t in self._tokens.items() if t.user == user]
+            for tid in doomed:
+                del self._tokens[tid]
+            devices = [k for k in self._devices if k[0] == user]
+            for k in devices:
+                del self._devices[k]
+            current = self._settings.get(user)
+            if current is not None:
+                self._settings[user] = dataclasses.replace(
+                    current, preferred=None, first_seen_at=None, grace_logins=0
+                )
+            return len(doomed), len(devices)
+
+    def login_state(
+        self,
+        user: str,
+        now: float,
+        *,
+        user_since: float | None = None,
+        source: str | None = None,
+        source_since: float | None = None,
+        device: str | None = None,
+    ) -> LoginState:
+        return LoginState(
+            self.lock_state(user),
+            self.user_settings(user),
+            self.failure_window(user_failures_key(user), user_since)
+            if user_since is not None
+            else FailureWindow(),
+            self.failure_window(source, source_since)
+            if source is not None and source_since is not None
+            else FailureWindow(),
+            self.trusted_device(user, device, now) if device is not None else None,
+        )
+
+    # trusted devices
+    def remember_device(self, user: str, device: str, now: float, expires_at: float) -> None:
+        with self._lock:
+            self._check_open()
+            self._devices[(user, device)] = TrustedDevice(user, device, now, expires_at)
+
+    def trusted_device(self, user: str, device: str, now: float) -> TrustedDevice | None:
+        with self._lock:
+            self._check_open()
+            found = self._devices.get((user, device))
+        return found if found is not None and found.valid(now) else None
+
+    def list_devices(self, user: str | None, now: float) -> list[TrustedDevice]:
+        with self._lock:
+            self._check_open()
+            found = [
+                d
+                for d in self._devices.values()
+                if (user is None or d.user == user) and d.valid(now)
+            ]
+        return sorted(found, key=lambda d: (d.user, d.device))
+
+    def revoke_devices(self, user: str, device: str | None = None) -> int:
+        with self._lock:
+            self._check_open()
+            doomed = [
+                k for k in self._devices if k[0] == user and (device is None or k[1] == device)
+            ]
+            for k in doomed:
+                del self._devices[k]
+            return len(doomed)
+
+    # sliding-window throttles
+    def note_failures(self, keys: Sequence[str], now: float) -> None:
+        with self._lock:
+            self._check_open()
+            for key in keys:
+                self._failures.setdefault(key, []).append(now)
+
+    def failure_window(self, key: str, since: float) -> FailureWindow:
+        with self._lock:
+            self._check_open()
+            times = [t for t in self._failures.get(key, ()) if t >= since]
+        return FailureWindow(len(times), max(times) if times else None)
+
+    def clear_failures(self, key: str) -> None:
+        with self._lock:
+            self._check_open()
+            self._failures.pop(key, None)
+
+    # audit trail
+    def append_audit(self, events: Sequence[AuditEvent]) -> None:
+        with self._lock:
+            self._check_open()
+            start = len(self._audit) + 1
+            self._audit.extend(
+                dataclasses.replace(e, event_id=start + i) for i, e in enumerate(events)
+            )
+
+    def query_audit(self, query: AuditQuery) -> list[AuditEvent]:
+        with self._lock:
+            self._check_open()
+            found = [e for e in self._audit if audit_matches(e, query)]
+        found.sort(key=lambda e: (e.at, e.event_id or 0))
+        if query.limit is not None:
+            found = found[-query.limit :] if query.limit > 0 else []
+        return found
+
+    def prune_audit(self, before: float, limit: int) -> int:
+        with self._lock:
+            self._check_open()
+            old = sorted(
+                (e for e in self._audit if e.at < before), key=lambda e: (e.at, e.event_id or 0)
+            )[: max(0, limit)]
+            doomed = {e.event_id for e in old}
+            self._audit = [e for e in self._audit if e.event_id not in doomed]
+            return len(old)
+
     # out-of-band sends
     def reserve_send(
         self, user: str, channel: str, now: float, cooldown: float, per_hour: int
@@ -194,12 +346,21 @@ class MemoryStore:
             self._check_open()
             return self._challenges.pop(state_id, None)
 
-    def purge_expired(self, now: float) -> int:
+    def purge_expired(self, now: float, failures_before: float | None = None) -> int:
         with self._lock:
             self._check_open()
             expired = [s for s, c in self._challenges.items() if c.expires_at <= now]
             for state_id in expired:
                 del self._challenges[state_id]
+            for key in [k for k, d in self._devices.items() if not d.valid(now)]:
+                del self._devices[key]
+            if failures_before is not None:
+                for key, times in list(self._failures.items()):
+                    kept = [t for t in times if t >= failures_before]
+                    if kept:
+                        self._failures[key] = kept
+                    else:
+                        del self._failures[key]
             for key, times in list(self._sends.items()):
                 kept = [t for t in times if t > now - SEND_WINDOW]
                 if kept:

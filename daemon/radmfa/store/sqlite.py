@@ -16,13 +16,20 @@ from collections.abc import Iterator, Sequence
 
 from radmfa.store.base import (
     SEND_WINDOW,
+    USER_STATUSES,
+    AuditEvent,
+    AuditQuery,
     ChallengeRecord,
+    FailureWindow,
     LockState,
+    LoginState,
     SendGrant,
     StoreError,
     TokenRecord,
+    TrustedDevice,
     UserSettings,
     send_verdict,
+    user_failures_key,
 )
 from radmfa.store.crypto import SecretBox, SecretBoxError, token_secret_aad
 
@@ -91,6 +98,60 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX sends_by_user ON sends (user, channel, sent_at)",
         "CREATE INDEX tokens_by_user_type ON tokens (user, type)",
     ),
+    # 3: policy, trusted devices and audit: admin status and enrolment grace per user, the
+    #    rule that decided a challenge, remembered devices, sliding-window failure records,
+    #    the audit trail (authentications and admin changes).
+    (
+        "ALTER TABLE users ADD COLUMN status TEXT NOT NULL DEFAULT 'enabled'",
+        "ALTER TABLE users ADD COLUMN status_until REAL",
+        "ALTER TABLE users ADD COLUMN status_reason TEXT",
+        "ALTER TABLE users ADD COLUMN first_seen_at REAL",
+        "ALTER TABLE users ADD COLUMN grace_logins INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE challenges ADD COLUMN rule TEXT",
+        """
+        CREATE TABLE devices (
+            user          TEXT NOT NULL,
+            device        TEXT NOT NULL,
+            remembered_at REAL NOT NULL,
+            expires_at    REAL NOT NULL,
+            PRIMARY KEY (user, device)
+        )
+        """,
+        "CREATE INDEX devices_by_expiry ON devices (expires_at)",
+        """
+        CREATE TABLE failures (
+            key TEXT NOT NULL,
+            at  REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX failures_by_key ON failures (key, at)",
+        "CREATE INDEX failures_by_time ON failures (at)",
+        """
+        CREATE TABLE audit (
+            id             INTEGER PRIMARY KEY,
+            at             REAL NOT NULL,
+            kind           TEXT NOT NULL,
+            user           TEXT,
+            reason         TEXT,
+            outcome        TEXT,
+            client         TEXT,
+            src            TEXT,
+            nas_id         TEXT,
+            station        TEXT,
+            method         TEXT,
+            factor         TEXT,
+            trusted_device INTEGER NOT NULL DEFAULT 0,
+            rule           TEXT,
+            latency_ms     REAL,
+            actor          TEXT,
+            action         TEXT,
+            before         TEXT,
+            after          TEXT
+        )
+        """,
+        "CREATE INDEX audit_by_time ON audit (at)",
+        "CREATE INDEX audit_by_user ON audit (user, at)",
+    ),
 )
 
 #: The schema version this code writes and understands.
@@ -120,19 +181,58 @@ _UPSERT_FAILURE = (
 )
 _INSERT_CHALLENGE = (
     "INSERT INTO challenges (state_id, user, client_name, client_address, expires_at, "
-    "created_at, factor, token_id, code_hash, phase, started_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "created_at, factor, token_id, code_hash, phase, started_at, rule) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _TAKE_CHALLENGE = (
     "DELETE FROM challenges WHERE state_id = ? "
     "RETURNING state_id, user, client_name, client_address, expires_at, created_at, "
-    "factor, token_id, code_hash, phase, started_at"
+    "factor, token_id, code_hash, phase, started_at, rule"
 )
 _SELECT_CHALLENGE = (
     "SELECT state_id, user, client_name, client_address, expires_at, created_at, "
-    "factor, token_id, code_hash, phase, started_at FROM challenges WHERE state_id = ?"
+    "factor, token_id, code_hash, phase, started_at, rule FROM challenges WHERE state_id = ?"
 )
-_SELECT_SETTINGS = "SELECT preferred, notice FROM users WHERE user = ?"
+_SELECT_SETTINGS = (
+    "SELECT preferred, notice, status, status_until, status_reason, first_seen_at, "
+    "grace_logins FROM users WHERE user = ?"
+)
+#: Store.login_state in one statement: the users row (if any) and four indexed subqueries.
+#: A key that cannot exist ("", or NULL) switches a part off.
+_LOGIN_STATE = (
+    "SELECT u.failures, u.locked_until, u.last_failure_at, u.last_success_at, u.preferred, "
+    "u.notice, u.status, u.status_until, u.status_reason, u.first_seen_at, u.grace_logins, "
+    "(SELECT COUNT(*) FROM failures WHERE key = :ukey AND at >= :usince), "
+    "(SELECT MAX(at) FROM failures WHERE key = :ukey AND at >= :usince), "
+    "(SELECT COUNT(*) FROM failures WHERE key = :skey AND at >= :ssince), "
+    "(SELECT MAX(at) FROM failures WHERE key = :skey AND at >= :ssince), "
+    "d.remembered_at, d.expires_at "
+    "FROM (SELECT 1) "
+    "LEFT JOIN users u ON u.user = :user "
+    "LEFT JOIN devices d ON d.user = :user AND d.device = :device AND d.expires_at > :now"
+)
+_AUDIT_COLUMNS = (
+    "at, kind, user, reason, outcome, client, src, nas_id, station, method, factor, "
+    "trusted_device, rule, latency_ms, actor, action, before, after"
+)
+_INSERT_AUDIT = (
+    "INSERT INTO audit (at, kind, user, reason, outcome, client, src, nas_id, station, method, "
+    "factor, trusted_device, rule, latency_ms, actor, action, before, after) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+#: Every filter is in the statement; a None parameter switches its condition off.
+_QUERY_AUDIT = (
+    "SELECT id, at, kind, user, reason, outcome, client, src, nas_id, station, method, factor, "
+    "trusted_device, rule, latency_ms, actor, action, before, after FROM audit "
+    "WHERE (:user IS NULL OR user = :user) "
+    "AND (:since IS NULL OR at >= :since) "
+    "AND (:until IS NULL OR at < :until) "
+    "AND (:kind IS NULL OR kind = :kind) "
+    "AND (:outcome IS NULL OR (kind = 'auth' AND outcome = :outcome)) "
+    "AND (:reason IS NULL OR (kind = 'auth' AND reason = :reason) "
+    "     OR (kind <> 'auth' AND instr(lower(coalesce(reason, '')), lower(:reason)) > 0)) "
+    "ORDER BY at DESC, id DESC LIMIT :limit"
+)
 _SELECT_RECENT_SENDS = "SELECT sent_at FROM sends WHERE user = ? AND channel = ? AND sent_at > ?"
 
 # DELETE ... RETURNING arrived in SQLite 3.35.0.
@@ -450,7 +550,7 @@ class SqliteStore:
     def user_settings(self, user: str) -> UserSettings:
         with self._read(f"reading the settings of {user!r}") as conn:
             row = conn.execute(_SELECT_SETTINGS, (user,)).fetchone()
-        return UserSettings(user) if row is None else UserSettings(user, row[0], row[1])
+        return UserSettings(user) if row is None else _settings_from_row(user, row)
 
     def set_preferred(self, user: str, factor: str | None) -> None:
         with self._write(f"setting the preferred factor of {user!r}") as conn:
@@ -475,6 +575,180 @@ class SqliteStore:
                 return None
             conn.execute("UPDATE users SET notice = NULL WHERE user = ?", (user,))
             return str(row[0])
+
+    def set_status(
+        self, user: str, status: str, until: float | None, reason: str | None
+    ) -> UserSettings:
+        if status not in USER_STATUSES:
+            raise ValueError(f"unknown user status {status!r}")
+        with self._write(f"setting the status of {user!r}") as conn:
+            row = conn.execute(_SELECT_SETTINGS, (user,)).fetchone()
+            conn.execute(
+                "INSERT INTO users (user, status, status_until, status_reason) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (user) DO UPDATE SET "
+                "status = excluded.status, status_until = excluded.status_until, "
+                "status_reason = excluded.status_reason",
+                (user, status, until, reason),
+            )
+        return UserSettings(user) if row is None else _settings_from_row(user, row)
+
+    def note_grace_login(self, user: str, now: float) -> UserSettings:
+        with self._write(f"counting a grace-period login of {user!r}") as conn:
+            conn.execute(
+                "INSERT INTO users (user, first_seen_at, grace_logins) VALUES (?, ?, 1) "
+                "ON CONFLICT (user) DO UPDATE SET "
+                "first_seen_at = coalesce(first_seen_at, excluded.first_seen_at), "
+                "grace_logins = grace_logins + 1",
+                (user, now),
+            )
+            row = conn.execute(_SELECT_SETTINGS, (user,)).fetchone()
+        return _settings_from_row(user, row)
+
+    def reset_user(self, user: str) -> tuple[int, int]:
+        with self._write(f"resetting {user!r}") as conn:
+            tokens = conn.execute("DELETE FROM tokens WHERE user = ?", (user,)).rowcount
+            devices = conn.execute("DELETE FROM devices WHERE user = ?", (user,)).rowcount
+            conn.execute(
+                "UPDATE users SET preferred = NULL, first_seen_at = NULL, grace_logins = 0 "
+                "WHERE user = ?",
+                (user,),
+            )
+        return tokens, devices
+
+    def login_state(
+        self,
+        user: str,
+        now: float,
+        *,
+        user_since: float | None = None,
+        source: str | None = None,
+        source_since: float | None = None,
+        device: str | None = None,
+    ) -> LoginState:
+        params = {
+            "user": user,
+            "now": now,
+            "ukey": user_failures_key(user) if user_since is not None else None,
+            "usince": user_since,
+            "skey": source if source_since is not None else None,
+            "ssince": source_since,
+            "device": device,
+        }
+        with self._read(f"reading the login state of {user!r}") as conn:
+            row = conn.execute(_LOGIN_STATE, params).fetchone()
+        failures, locked_until, last_failure, last_success = row[:4]
+        lock = (
+            LockState(user)
+            if failures is None
+            else LockState(user, failures, locked_until, last_failure, last_success)
+        )
+        settings = UserSettings(user) if failures is None else _settings_from_row(user, row[4:11])
+        user_count, user_last, source_count, source_last, remembered, expires = row[11:]
+        return LoginState(
+            lock,
+            settings,
+            FailureWindow(int(user_count), user_last),
+            FailureWindow(int(source_count), source_last),
+            None if remembered is None else TrustedDevice(user, device or "", remembered, expires),
+        )
+
+    # -- trusted devices --------------------------------------------------------------------
+
+    def remember_device(self, user: str, device: str, now: float, expires_at: float) -> None:
+        with self._read(f"remembering a device of {user!r}") as conn:
+            conn.execute(
+                "INSERT INTO devices (user, device, remembered_at, expires_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (user, device) DO UPDATE SET "
+                "remembered_at = excluded.remembered_at, expires_at = excluded.expires_at",
+                (user, device, now, expires_at),
+            )
+
+    def trusted_device(self, user: str, device: str, now: float) -> TrustedDevice | None:
+        with self._read(f"reading a device of {user!r}") as conn:
+            row = conn.execute(
+                "SELECT remembered_at, expires_at FROM devices "
+                "WHERE user = ? AND device = ? AND expires_at > ?",
+                (user, device, now),
+            ).fetchone()
+        return None if row is None else TrustedDevice(user, device, row[0], row[1])
+
+    def list_devices(self, user: str | None, now: float) -> list[TrustedDevice]:
+        with self._read("listing devices") as conn:
+            rows = conn.execute(
+                "SELECT user, device, remembered_at, expires_at FROM devices "
+                "WHERE (? IS NULL OR user = ?) AND expires_at > ? ORDER BY user, device",
+                (user, user, now),
+            ).fetchall()
+        return [TrustedDevice(*row) for row in rows]
+
+    def revoke_devices(self, user: str, device: str | None = None) -> int:
+        with self._read(f"revoking devices of {user!r}") as conn:
+            cur = conn.execute(
+                "DELETE FROM devices WHERE user = ? AND (? IS NULL OR device = ?)",
+                (user, device, device),
+            )
+        return cur.rowcount
+
+    # -- sliding-window throttles -----------------------------------------------------------
+
+    def note_failures(self, keys: Sequence[str], now: float) -> None:
+        with self._write("recording failures") as conn:
+            conn.executemany(
+                "INSERT INTO failures (key, at) VALUES (?, ?)", [(key, now) for key in keys]
+            )
+
+    def failure_window(self, key: str, since: float) -> FailureWindow:
+        with self._read("reading failures") as conn:
+            count, last = conn.execute(
+                "SELECT COUNT(*), MAX(at) FROM failures WHERE key = ? AND at >= ?", (key, since)
+            ).fetchone()
+        return FailureWindow(int(count), last)
+
+    def clear_failures(self, key: str) -> None:
+        with self._read("clearing failures") as conn:
+            conn.execute("DELETE FROM failures WHERE key = ?", (key,))
+
+    # -- audit trail ------------------------------------------------------------------------
+
+    def append_audit(self, events: Sequence[AuditEvent]) -> None:
+        rows = [
+            (
+                e.at, e.kind, e.user, e.reason, e.outcome, e.client, e.src, e.nas_id, e.station,
+                e.method, e.factor, int(e.trusted_device), e.rule, e.latency_ms, e.actor,
+                e.action, e.before, e.after,
+            )
+            for e in events
+        ]  # fmt: skip
+        with self._write(f"appending {len(rows)} audit row(s)") as conn:
+            conn.executemany(_INSERT_AUDIT, rows)
+
+    def query_audit(self, query: AuditQuery) -> list[AuditEvent]:
+        params = {
+            "user": query.user,
+            "since": query.since,
+            "until": query.until,
+            "kind": query.kind,
+            "outcome": query.outcome,
+            "reason": query.reason,
+            "limit": -1 if query.limit is None else max(0, query.limit),
+        }
+        with self._read("reading the audit trail") as conn:
+            rows = conn.execute(_QUERY_AUDIT, params).fetchall()
+        events = []
+        for row in reversed(rows):
+            event_id, *values = row
+            fields = dict(zip(_AUDIT_COLUMNS.split(", "), values, strict=True))
+            fields["trusted_device"] = bool(fields["trusted_device"])
+            events.append(AuditEvent(**fields, event_id=event_id))
+        return events
+
+    def prune_audit(self, before: float, limit: int) -> int:
+        with self._write("pruning the audit trail") as conn:
+            return conn.execute(
+                "DELETE FROM audit WHERE id IN "
+                "(SELECT id FROM audit WHERE at < ? ORDER BY at, id LIMIT ?)",
+                (before, max(0, limit)),
+            ).rowcount
 
     # -- out-of-band sends ------------------------------------------------------------------
 
@@ -515,6 +789,7 @@ class SqliteStore:
                         challenge.code_hash,
                         challenge.phase,
                         challenge.started_at,
+                        challenge.rule,
                     ),
                 )
         except StoreError as e:
@@ -533,7 +808,7 @@ class SqliteStore:
         if row is None:
             return None
         state, user, client_name, client_address, expires_at, created_at = row[:6]
-        factor, token_id, code_hash, phase, started_at = row[6:]
+        factor, token_id, code_hash, phase, started_at, rule = row[6:]
         return ChallengeRecord(
             bytes(state),
             user,
@@ -546,12 +821,30 @@ class SqliteStore:
             code_hash=bytes(code_hash) if code_hash is not None else None,
             phase=phase,
             started_at=started_at,
+            rule=rule,
         )
 
-    def purge_expired(self, now: float) -> int:
+    def purge_expired(self, now: float, failures_before: float | None = None) -> int:
         with self._write("purging expired challenges") as conn:
             conn.execute("DELETE FROM sends WHERE sent_at <= ?", (now - SEND_WINDOW,))
+            conn.execute("DELETE FROM devices WHERE expires_at <= ?", (now,))
+            if failures_before is not None:
+                conn.execute("DELETE FROM failures WHERE at < ?", (failures_before,))
             return conn.execute("DELETE FROM challenges WHERE expires_at <= ?", (now,)).rowcount
+
+
+def _settings_from_row(user: str, row: tuple) -> UserSettings:
+    preferred, notice, status, until, reason, first_seen_at, grace_logins = row
+    return UserSettings(
+        user,
+        preferred,
+        notice,
+        status=status,
+        status_until=until,
+        status_reason=reason,
+        first_seen_at=first_seen_at,
+        grace_logins=int(grace_logins or 0),
+    )
 
 
 def next_failure_state(

@@ -6,6 +6,7 @@ pass unchanged. Times are explicit ``now`` values: nothing sleeps or reads the c
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,11 +15,18 @@ from pathlib import Path
 import pytest
 
 from radmfa.store.base import (
+    AUDIT_ADMIN,
+    AUDIT_AUTH,
+    AuditEvent,
+    AuditQuery,
     ChallengeRecord,
+    FailureWindow,
     LockState,
+    LoginState,
     Store,
     StoreError,
     TokenRecord,
+    TrustedDevice,
     UserSettings,
 )
 from radmfa.store.crypto import SecretBox
@@ -476,6 +484,274 @@ def test_purge_drops_send_records_older_than_an_hour(store: Store) -> None:
     assert store.reserve_send("alice", "email", NOW, 0, 1).granted
     store.purge_expired(NOW + 3600)
     assert store.reserve_send("alice", "email", NOW + 3600, 0, 1).granted
+
+
+# -- admin status and enrolment grace ------------------------------------------------------
+
+
+def test_status_is_set_with_until_and_reason_and_returns_the_old_settings(store: Store) -> None:
+    before = store.set_status("alice", "suspended", NOW + 3600, "lost phone")
+    assert before == UserSettings("alice")
+    settings = store.user_settings("alice")
+    assert (settings.status, settings.status_until, settings.status_reason) == (
+        "suspended",
+        NOW + 3600,
+        "lost phone",
+    )
+    assert settings.mfa_suspended(NOW) and not settings.mfa_suspended(NOW + 3600)
+    before = store.set_status("alice", "disabled", None, "left the company")
+    assert before.status == "suspended"
+    assert store.user_settings("alice").disabled
+    store.set_status("alice", "enabled", None, None)
+    assert store.user_settings("alice") == UserSettings("alice")
+
+
+def test_suspension_without_an_end_lasts(store: Store) -> None:
+    store.set_status("alice", "suspended", None, None)
+    assert store.user_settings("alice").mfa_suspended(NOW + 10**9)
+
+
+def test_unknown_status_is_refused(store: Store) -> None:
+    with pytest.raises(ValueError, match="unknown user status"):
+        store.set_status("alice", "frozen", None, None)
+
+
+def test_status_keeps_the_other_settings(store: Store) -> None:
+    store.set_preferred("alice", "sms")
+    store.record_failure("alice", NOW, max_failures=5, lock_seconds=60)
+    store.set_status("alice", "disabled", None, "x")
+    assert store.user_settings("alice").preferred == "sms"
+    assert store.lock_state("alice").failures == 1
+
+
+def test_grace_logins_remember_the_first_and_count(store: Store) -> None:
+    first = store.note_grace_login("alice", NOW)
+    assert (first.first_seen_at, first.grace_logins) == (NOW, 1)
+    second = store.note_grace_login("alice", NOW + 50)
+    assert (second.first_seen_at, second.grace_logins) == (NOW, 2)
+    assert store.user_settings("alice").grace_logins == 2
+    assert store.user_settings("bob").first_seen_at is None
+
+
+def test_concurrent_grace_logins_are_each_counted(store: Store) -> None:
+    run_concurrently(8, lambda: store.note_grace_login("alice", NOW))
+    assert store.user_settings("alice").grace_logins == 8
+
+
+def test_reset_removes_every_token_and_device_and_restarts_the_grace(store: Store) -> None:
+    store.add_tokens([token("a1"), token("a2", type="backup"), token("b1", "bob")])
+    store.remember_device("alice", "10.0.0.1", NOW, NOW + 100)
+    store.remember_device("alice", "10.0.0.2", NOW, NOW + 100)
+    store.remember_device("bob", "10.0.0.1", NOW, NOW + 100)
+    store.set_preferred("alice", "backup")
+    store.note_grace_login("alice", NOW)
+    store.set_status("alice", "suspended", None, "lost phone")
+    assert store.reset_user("alice") == (2, 2)
+    assert [t.token_id for t in store.list_tokens()] == ["b1"]
+    assert [d.user for d in store.list_devices(None, NOW)] == ["bob"]
+    settings = store.user_settings("alice")
+    assert (settings.preferred, settings.first_seen_at, settings.grace_logins) == (None, None, 0)
+    assert settings.status == "suspended"  # the admin status is its own command
+    assert store.reset_user("nobody") == (0, 0)
+
+
+# -- trusted devices -----------------------------------------------------------------------
+
+
+def test_remembered_device_is_trusted_until_it_expires(store: Store) -> None:
+    store.remember_device("alice", "10.0.0.1", NOW, NOW + 60)
+    assert store.trusted_device("alice", "10.0.0.1", NOW + 59) == TrustedDevice(
+        "alice", "10.0.0.1", NOW, NOW + 60
+    )
+    assert store.trusted_device("alice", "10.0.0.1", NOW + 60) is None
+    assert store.trusted_device("alice", "10.0.0.2", NOW) is None
+    assert store.trusted_device("bob", "10.0.0.1", NOW) is None
+
+
+def test_each_user_device_pair_has_its_own_timer(store: Store) -> None:
+    store.remember_device("alice", "kiosk", NOW, NOW + 60)
+    store.remember_device("bob", "kiosk", NOW + 30, NOW + 90)
+    store.remember_device("alice", "kiosk", NOW + 40, NOW + 100)  # restarts alice's timer only
+    assert store.trusted_device("alice", "kiosk", NOW + 95) is not None
+    assert store.trusted_device("bob", "kiosk", NOW + 89) is not None
+    assert store.trusted_device("bob", "kiosk", NOW + 90) is None
+
+
+def test_devices_are_listed_unexpired_and_revoked_one_or_all(store: Store) -> None:
+    store.remember_device("bob", "d1", NOW, NOW + 60)
+    store.remember_device("alice", "d2", NOW, NOW + 60)
+    store.remember_device("alice", "d1", NOW, NOW + 60)
+    store.remember_device("alice", "old", NOW - 100, NOW - 1)
+    assert [(d.user, d.device) for d in store.list_devices(None, NOW)] == [
+        ("alice", "d1"),
+        ("alice", "d2"),
+        ("bob", "d1"),
+    ]
+    assert [d.device for d in store.list_devices("alice", NOW)] == ["d1", "d2"]
+    assert store.revoke_devices("alice", "d1") == 1
+    assert store.revoke_devices("alice", "d1") == 0
+    assert store.revoke_devices("alice") == 2  # d2 and the expired one
+    assert [d.user for d in store.list_devices(None, NOW)] == ["bob"]
+
+
+def test_purge_forgets_expired_devices(store: Store) -> None:
+    store.remember_device("alice", "d1", NOW, NOW + 60)
+    store.remember_device("alice", "d2", NOW, NOW + 600)
+    store.purge_expired(NOW + 60)
+    assert store.revoke_devices("alice") == 1
+
+
+# -- sliding-window failures ---------------------------------------------------------------
+
+
+def test_failure_window_counts_since_a_time(store: Store) -> None:
+    store.note_failures(["user:alice", "source:10.0.0.1"], NOW)
+    store.note_failures(["user:alice"], NOW + 10)
+    store.note_failures(["user:bob", "source:10.0.0.1"], NOW + 20)
+    assert store.failure_window("user:alice", NOW) == FailureWindow(2, NOW + 10)
+    assert store.failure_window("user:alice", NOW + 5) == FailureWindow(1, NOW + 10)
+    assert store.failure_window("source:10.0.0.1", NOW) == FailureWindow(2, NOW + 20)
+    assert store.failure_window("user:carol", NOW) == FailureWindow()
+    store.clear_failures("user:alice")
+    assert store.failure_window("user:alice", 0) == FailureWindow()
+    assert store.failure_window("user:bob", 0).count == 1
+
+
+def test_concurrent_failures_are_all_recorded(store: Store) -> None:
+    run_concurrently(8, lambda: store.note_failures(["source:x"], NOW))
+    assert store.failure_window("source:x", NOW).count == 8
+
+
+def test_purge_drops_failure_records_older_than_asked(store: Store) -> None:
+    store.note_failures(["user:alice"], NOW)
+    store.note_failures(["user:alice"], NOW + 100)
+    store.purge_expired(NOW + 200, failures_before=NOW + 50)
+    assert store.failure_window("user:alice", 0) == FailureWindow(1, NOW + 100)
+    store.purge_expired(NOW + 300)  # without failures_before they stay
+    assert store.failure_window("user:alice", 0).count == 1
+
+
+# -- the login state in one read ------------------------------------------------------------
+
+
+def test_login_state_of_an_unknown_user_is_all_defaults(store: Store) -> None:
+    state = store.login_state(
+        "alice", NOW, user_since=0, source="source:x", source_since=0, device="d1"
+    )
+    assert state == LoginState(
+        LockState("alice"), UserSettings("alice"), FailureWindow(), FailureWindow(), None
+    )
+
+
+def test_login_state_reads_every_part_at_once(store: Store) -> None:
+    store.record_failure("alice", NOW - 50, max_failures=5, lock_seconds=60)
+    store.set_status("alice", "suspended", NOW + 10, "trip")
+    store.set_preferred("alice", "totp")
+    store.note_failures(["user:alice", "source:10.0.0.9"], NOW - 50)
+    store.note_failures(["user:alice"], NOW - 500)  # before the window
+    store.note_failures(["source:10.0.0.9"], NOW - 10)
+    store.remember_device("alice", "d1", NOW - 100, NOW + 100)
+    state = store.login_state(
+        "alice",
+        NOW,
+        user_since=NOW - 100,
+        source="source:10.0.0.9",
+        source_since=NOW - 100,
+        device="d1",
+    )
+    assert state.lock == store.lock_state("alice")
+    assert state.settings == store.user_settings("alice")
+    assert state.user_window == FailureWindow(1, NOW - 50)
+    assert state.source_window == FailureWindow(2, NOW - 10)
+    assert state.device == TrustedDevice("alice", "d1", NOW - 100, NOW + 100)
+
+
+def test_login_state_skips_what_is_not_asked_for(store: Store) -> None:
+    store.note_failures(["user:alice", "source:s"], NOW)
+    store.remember_device("alice", "d1", NOW, NOW + 100)
+    state = store.login_state("alice", NOW)
+    assert (state.user_window, state.source_window, state.device) == (
+        FailureWindow(),
+        FailureWindow(),
+        None,
+    )
+    assert store.login_state("alice", NOW + 100, device="d1").device is None  # expired
+    assert store.login_state("bob", NOW, device="d1").device is None  # another user's
+
+
+# -- audit trail ---------------------------------------------------------------------------
+
+
+def auth_event(at: float, user: str = "alice", outcome: str = "accept", **kw: object) -> AuditEvent:
+    fields: dict[str, object] = {"reason": "ok", "client": "vpn", "src": "192.0.2.1"}
+    fields.update(kw)
+    return AuditEvent(at=at, kind=AUDIT_AUTH, user=user, outcome=outcome, **fields)  # type: ignore[arg-type]
+
+
+def admin_event(at: float, user: str = "alice", **kw: object) -> AuditEvent:
+    fields: dict[str, object] = {"actor": "root", "action": "disable", "reason": "Left the team"}
+    fields.update(kw)
+    return AuditEvent(at=at, kind=AUDIT_ADMIN, user=user, **fields)  # type: ignore[arg-type]
+
+
+def test_audit_rows_come_back_with_every_field_oldest_first(store: Store) -> None:
+    full = auth_event(
+        NOW + 1,
+        nas_id="vpn-1",
+        station="10.1.2.3",
+        method="append",
+        factor="totp",
+        trusted_device=True,
+        rule="staff",
+        latency_ms=12.5,
+    )
+    change = admin_event(NOW, before="enabled", after="disabled")
+    store.append_audit([full, change])
+    rows = store.query_audit(AuditQuery())
+    assert [dataclasses.replace(r, event_id=None) for r in rows] == [change, full]
+    assert rows[0].event_id is not None and rows[1].event_id is not None
+    assert rows[0].event_id != rows[1].event_id
+
+
+def test_audit_filters(store: Store) -> None:
+    store.append_audit(
+        [
+            auth_event(NOW, "alice"),
+            auth_event(NOW + 1, "bob", "reject", reason="bad_password"),
+            auth_event(NOW + 2, "alice", "reject", reason="bad_otp"),
+            auth_event(NOW + 3, "alice", "challenge", reason="challenge_issued"),
+            admin_event(NOW + 4, "alice", reason="Lost phone, ticket 42"),
+        ]
+    )
+
+    def times(**kw: object) -> list[float]:
+        return [e.at - NOW for e in store.query_audit(AuditQuery(**kw))]  # type: ignore[arg-type]
+
+    assert times(user="alice") == [0, 2, 3, 4]
+    assert times(since=NOW + 1, until=NOW + 3) == [1, 2]
+    assert times(outcome="reject") == [1, 2]
+    assert times(reason="bad_otp") == [2]
+    assert times(reason="bad") == []  # reason codes match exactly
+    assert times(reason="LOST PHONE") == [4]  # an admin's reason by a word in it
+    assert times(kind=AUDIT_ADMIN) == [4]
+    assert times(limit=2) == [3, 4]
+    assert times(user="alice", outcome="reject", limit=5) == [2]
+
+
+def test_prune_audit_deletes_old_rows_in_batches(store: Store) -> None:
+    store.append_audit([auth_event(NOW + i) for i in range(10)])
+    assert store.prune_audit(NOW + 7, limit=3) == 3
+    assert [e.at - NOW for e in store.query_audit(AuditQuery())][:2] == [3, 4]
+    assert store.prune_audit(NOW + 7, limit=3) == 3
+    assert store.prune_audit(NOW + 7, limit=3) == 1
+    assert store.prune_audit(NOW + 7, limit=3) == 0
+    assert len(store.query_audit(AuditQuery())) == 3
+
+
+def test_challenge_keeps_the_rule(store: Store) -> None:
+    store.put_challenge(challenge(rule="contractors"))
+    taken = store.take_challenge(b"s" * 16)
+    assert taken is not None and taken.rule == "contractors"
 
 
 # -- lifecycle -----------------------------------------------------------------------------

@@ -1,0 +1,272 @@
+"""Who must use a second factor: the configured rules applied to one request, purely.
+
+A rule matches when every condition it has holds (within a condition, any listed value may);
+the first matching rule decides and ``policy.default`` decides when none does. Group
+membership costs directory work, so it is asked for lazily: :meth:`Policy.evaluate` without
+groups returns :data:`NEEDS_GROUPS` only when a rule with groups is the first one that could
+still match, and the pipeline then looks the groups up once and evaluates again.
+
+The address rules look at (``sources``, ``allow_from``, ``deny_from``) is the user's: the
+Calling-Station-Id when it holds an IP address, else the packet source.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from radmfa.policyconfig import (
+    GraceConfig,
+    Network,
+    PolicyConfig,
+    PolicyRule,
+    RuleOutcome,
+    fold_name,
+)
+
+__all__ = [
+    "NEEDS_GROUPS",
+    "GroupSet",
+    "Policy",
+    "Subject",
+    "Verdict",
+    "device_key",
+    "normalize_dn",
+    "subject_address",
+]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+DEFAULT_RULE = "default"
+#: Refusals of the address lists (also the reason codes of the rejects).
+IP_DENIED = "ip_denied"
+IP_NOT_ALLOWED = "ip_not_allowed"
+
+_MAC = re.compile(r"[0-9a-f]{12}")
+_MAC_SEPARATORS = str.maketrans("", "", ":-. ")
+_UNESCAPED_COMMA = re.compile(r"(?<!\\),")
+_MAX_DEVICE_LENGTH = 128
+
+
+def _ip(text: str | None) -> IPAddress | None:
+    if not text:
+        return None
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def subject_address(station: str | None, packet_source: str) -> IPAddress | None:
+    """The user's address: Calling-Station-Id when it is an IP address, else the packet's."""
+    return _ip(station) or _ip(packet_source)
+
+
+def device_key(station: str | None) -> str | None:
+    """The Calling-Station-Id as a trusted-device key, or None when there is none.
+
+    IP addresses in canonical form, MAC addresses (any of the usual separators) as
+    ``aa:bb:cc:dd:ee:ff``, anything else trimmed and case-folded.
+    """
+    if station is None:
+        return None
+    text = station.strip()
+    if not text:
+        return None
+    address = _ip(text)
+    if address is not None:
+        return str(address)
+    bare = text.translate(_MAC_SEPARATORS).lower()
+    if _MAC.fullmatch(bare):
+        return ":".join(bare[i : i + 2] for i in range(0, 12, 2))
+    return text.casefold()[:_MAX_DEVICE_LENGTH]
+
+
+def normalize_dn(dn: str) -> str:
+    """A DN for comparison: RDNs trimmed and case-folded (``CN=Staff, OU=Groups`` equals
+    ``cn=staff,ou=groups``). Directories compare the usual naming attributes case-insensitively;
+    escaped commas stay inside their RDN."""
+    parts = []
+    for rdn in _UNESCAPED_COMMA.split(dn):
+        attribute, eq, value = rdn.partition("=")
+        parts.append(f"{attribute.strip().casefold()}{eq}{value.strip().casefold()}")
+    return ",".join(parts)
+
+
+def _first_rdn_value(dn: str) -> str:
+    first = _UNESCAPED_COMMA.split(dn, maxsplit=1)[0]
+    return first.partition("=")[2].replace("\\", "").strip()
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSet:
+    """The groups a user is in, as the directory named them: DNs (LDAP) or names (users
+    file). A rule's group matches a DN exactly (normalised) or a group's name: its first RDN
+    value (the cn) or the name in the users file."""
+
+    dns: frozenset[str] = frozenset()
+    names: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, groups: Iterable[str]) -> GroupSet:
+        dns, names = set(), set()
+        for group in groups:
+            if "=" in group:
+                dns.add(normalize_dn(group))
+                names.add(fold_name(_first_rdn_value(group)))
+            else:
+                names.add(fold_name(group))
+        return cls(frozenset(dns), frozenset(names))
+
+    def has(self, wanted: str) -> bool:
+        """``wanted`` is already folded (the config does it)."""
+        if "=" in wanted:
+            return normalize_dn(wanted) in self.dns
+        return wanted in self.names
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """What rules can look at. ``groups`` is None until they were looked up."""
+
+    user: str
+    client: str
+    nas_identifier: str | None = None
+    address: IPAddress | None = None
+    groups: GroupSet | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the policy says for one request."""
+
+    rule: str
+    mfa: str
+    deny: bool
+    #: IP_DENIED / IP_NOT_ALLOWED when the address lists refuse the request.
+    address_refusal: str | None
+    #: Seconds a device is remembered after a login with a second factor here; 0: not at all.
+    trusted_device_ttl: float
+    grace: GraceConfig
+
+    @property
+    def refused(self) -> bool:
+        return self.deny or self.address_refusal is not None
+
+
+class _NeedsGroups:
+    def __repr__(self) -> str:
+        return "NEEDS_GROUPS"
+
+
+#: :meth:`Policy.evaluate`'s answer when the groups must be looked up first.
+NEEDS_GROUPS: Final = _NeedsGroups()
+
+
+def _matches_name(patterns: tuple[str, ...], value: str | None) -> bool:
+    if value is None:
+        return False
+    folded = fold_name(value)
+    return any(fnmatch.fnmatchcase(folded, pattern) for pattern in patterns)
+
+
+def _in(networks: tuple[Network, ...], address: IPAddress | None) -> bool:
+    return address is not None and any(
+        address.version == network.version and address in network for network in networks
+    )
+
+
+class Policy:
+    """The rules of one configuration; immutable, shared by every request."""
+
+    def __init__(self, config: PolicyConfig, trusted_device_ttl: float = 0.0) -> None:
+        self.config = config
+        self.trusted_device_ttl = trusted_device_ttl
+        self.rules = config.rules
+        self.needs_groups = config.needs_groups
+        #: Whether any rule looks at the user's address (else it is not even parsed).
+        outcomes = [config.default, *(rule.outcome for rule in self.rules)]
+        self.needs_address = any(rule.sources for rule in self.rules) or any(
+            o.allow_from or o.deny_from for o in outcomes
+        )
+        self._by_name = {rule.name: rule.outcome for rule in self.rules}
+        #: The verdict of each rule before its address lists are applied (built once: this
+        #: runs on every request).
+        self._base = {rule.name: self._build(rule.name, rule.outcome) for rule in self.rules}
+        self._base[DEFAULT_RULE] = self._build(DEFAULT_RULE, config.default)
+
+    def evaluate(self, subject: Subject) -> Verdict | _NeedsGroups:
+        for rule in self.rules:
+            if not self._matches_without_groups(rule, subject):
+                continue
+            if rule.groups:
+                if subject.groups is None:
+                    return NEEDS_GROUPS
+                if not any(subject.groups.has(group) for group in rule.groups):
+                    continue
+            return self._verdict(rule.name, rule.outcome, subject.address)
+        return self._verdict(DEFAULT_RULE, self.config.default, subject.address)
+
+    def verdict_of(self, rule: str | None, address: IPAddress | None = None) -> Verdict:
+        """The verdict of a rule by name (a challenge's second round); the default when the
+        rule is gone after a reload."""
+        outcome = self._by_name.get(rule or "", None)
+        if outcome is None:
+            return self._verdict(DEFAULT_RULE, self.config.default, address)
+        return self._verdict(rule or DEFAULT_RULE, outcome, address)
+
+    @staticmethod
+    def _matches_without_groups(rule: PolicyRule, subject: Subject) -> bool:
+        if rule.users and not _matches_name(rule.users, subject.user):
+            return False
+        if rule.clients and subject.client not in rule.clients:
+            return False
+        if rule.nas_identifiers and not _matches_name(rule.nas_identifiers, subject.nas_identifier):
+            return False
+        return not (rule.sources and not _in(rule.sources, subject.address))
+
+    def _verdict(self, name: str, outcome: RuleOutcome, address: IPAddress | None) -> Verdict:
+        refusal = None
+        if _in(outcome.deny_from, address):
+            refusal = IP_DENIED
+        elif outcome.allow_from and not _in(outcome.allow_from, address):
+            refusal = IP_NOT_ALLOWED
+        base = self._base.get(name)
+        if base is None:
+            base = self._build(name, outcome)
+        if refusal is None:
+            return base
+        return Verdict(base.rule, base.mfa, base.deny, refusal, base.trusted_device_ttl, base.grace)
+
+    def _build(self, name: str, outcome: RuleOutcome) -> Verdict:
+        unenrolled = self.config.unenrolled
+        grace = GraceConfig(
+            seconds=(
+                outcome.grace_seconds if outcome.grace_seconds is not None else unenrolled.seconds
+            ),
+            logins=outcome.grace_logins if outcome.grace_logins is not None else unenrolled.logins,
+            message=unenrolled.message,
+        )
+        ttl = (
+            outcome.trusted_device_ttl
+            if outcome.trusted_device_ttl is not None
+            else self.trusted_device_ttl
+        )
+        return Verdict(
+            rule=name,
+            mfa=outcome.mfa,
+            deny=outcome.deny,
+            address_refusal=None,
+            trusted_device_ttl=ttl,
+            grace=grace,
+        )

@@ -1,0 +1,483 @@
+"""Settings of who must use a second factor and how attempts are limited and recorded:
+``policy``, ``trusted_devices``, ``rate_limits``, ``audit`` and ``ldap.groups``.
+
+Kept apart from :mod:`radmfa.config` (which owns the file as a whole and calls in here), like
+:mod:`radmfa.factorconfig`. Same rules: frozen dataclasses, every problem reported as
+``FILE:LINE: key.path: message``, a default for everything that can have one. How the rules are
+applied to a request is :mod:`radmfa.auth.policy`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import unicodedata
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Literal, cast
+
+import yaml
+
+from radmfa.configload import Section, Value, placeholders
+
+__all__ = [
+    "AUDIT_KEYS",
+    "GRACE_KEYS",
+    "LDAP_GROUPS_KEYS",
+    "OUTCOME_KEYS",
+    "POLICY_KEYS",
+    "RATE_LIMITS_KEYS",
+    "RULE_KEYS",
+    "SOURCE_LIMIT_KEYS",
+    "TRUSTED_DEVICES_KEYS",
+    "USER_LIMIT_KEYS",
+    "AuditConfig",
+    "GraceConfig",
+    "LdapGroupsConfig",
+    "PolicyConfig",
+    "PolicyRule",
+    "RateLimitsConfig",
+    "RuleOutcome",
+    "SourceLimitConfig",
+    "TrustedDevicesConfig",
+    "UserLimitConfig",
+    "fold_name",
+]
+
+Mfa = Literal["required", "optional", "exempt"]
+MFA_CHOICES = ("required", "optional", "exempt")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Membership = Literal["member", "memberof", "ad_chain"]
+
+DAY = 86400.0
+
+
+def fold_name(text: str) -> str:
+    """How names in rules and requests are compared: NFC, trimmed, case-folded (like the
+    store key of a user, radmfa.auth.identity.store_key)."""
+    return unicodedata.normalize("NFC", text).strip().casefold()
+
+
+@dataclass(frozen=True)
+class RuleOutcome:
+    """What a rule (or the default) decides. None: take the global setting."""
+
+    mfa: Mfa = "required"
+    #: Refuse outright (no directory traffic, no factor).
+    deny: bool = False
+    #: When given, only these addresses may log in under this rule.
+    allow_from: tuple[Network, ...] = ()
+    #: These addresses may not (a deny wins over an allow).
+    deny_from: tuple[Network, ...] = ()
+    #: Seconds a device is remembered after a login with a second factor; None:
+    #: ``trusted_devices.days``; 0: never remembered under this rule.
+    trusted_device_ttl: float | None = None
+    #: Enrolment grace for users without a factor; None: ``policy.unenrolled``.
+    grace_seconds: float | None = None
+    grace_logins: int | None = None
+
+
+@dataclass(frozen=True)
+class PolicyRule:
+    """Conditions (all given ones must hold; any value of a list may) and an outcome."""
+
+    name: str
+    #: Folded user names or shell-style patterns (``svc-*``).
+    users: tuple[str, ...] = ()
+    #: Folded group names (a group's cn, or a name of the users file) or DNs.
+    groups: tuple[str, ...] = ()
+    #: RADIUS client names as in ``clients``.
+    clients: tuple[str, ...] = ()
+    #: Folded NAS-Identifier values or patterns.
+    nas_identifiers: tuple[str, ...] = ()
+    #: The user's address (Calling-Station-Id when it is an IP address, else the packet source).
+    sources: tuple[Network, ...] = ()
+    outcome: RuleOutcome = field(default_factory=RuleOutcome)
+
+
+@dataclass(frozen=True)
+class GraceConfig:
+    """Users under ``mfa: required`` with no second factor yet: 0/0 rejects them."""
+
+    seconds: float = 0.0
+    logins: int = 0
+    #: Reply-Message of such a login (an Access-Accept may carry one); {left} says how long.
+    message: str = "Please set up two-factor authentication now: {left} left."
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    default: RuleOutcome = field(default_factory=RuleOutcome)
+    rules: tuple[PolicyRule, ...] = ()
+    unenrolled: GraceConfig = field(default_factory=GraceConfig)
+
+    @property
+    def needs_groups(self) -> bool:
+        return any(rule.groups for rule in self.rules)
+
+
+@dataclass(frozen=True)
+class TrustedDevicesConfig:
+    #: Seconds a (user, Calling-Station-Id) pair is remembered; 0: off.
+    ttl: float = 0.0
+
+
+@dataclass(frozen=True)
+class UserLimitConfig:
+    """Per-user sliding window: after ``free_failures`` failures within ``window``, each
+    further attempt waits ``delay`` doubled per failure beyond them, at most ``max_delay``,
+    after the last failure. Attempts inside the wait are refused without a directory bind and
+    do not count."""
+
+    window: float = 900.0
+    free_failures: int = 3
+    delay: float = 1.0
+    max_delay: float = 60.0
+
+    def wait(self, failures: int) -> float:
+        """Seconds to wait after the last of ``failures`` failures in the window."""
+        if failures < self.free_failures or self.delay <= 0:
+            return 0.0
+        exponent = min(failures - self.free_failures, 30)
+        return min(self.delay * (2**exponent), self.max_delay)
+
+
+@dataclass(frozen=True)
+class SourceLimitConfig:
+    """Failures from one station (Calling-Station-Id) or, without one, one packet source:
+    beyond ``max_failures`` within ``window`` its requests are refused (password spraying)."""
+
+    window: float = 300.0
+    max_failures: int = 30
+
+
+@dataclass(frozen=True)
+class RateLimitsConfig:
+    user: UserLimitConfig = field(default_factory=UserLimitConfig)
+    source: SourceLimitConfig = field(default_factory=SourceLimitConfig)
+
+    @property
+    def longest_window(self) -> float:
+        return max(self.user.window, self.source.window)
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    enabled: bool = True
+    #: Rows older than this are pruned (in small batches, off the event loop); 0: kept.
+    retention: float = 365 * DAY
+    #: Decisions are queued and written together at most this often ...
+    flush_interval: float = 0.5
+    #: ... or as soon as this many wait.
+    batch_size: int = 2000
+
+
+@dataclass(frozen=True)
+class LdapGroupsConfig:
+    """How group membership is read (search-then-bind only, on the service connection)."""
+
+    #: "member": search groups whose member attribute names the user (groupOfNames);
+    #: "memberof": the user entry's memberOf, read by the user search itself (no extra search
+    #: for direct groups); "ad_chain": Active Directory's in-chain matching rule
+    #: (1.2.840.113556.1.4.1941), every nested group in one search.
+    membership: Membership = "member"
+    #: Where groups are searched; None: ``ldap.base_dn``.
+    base_dn: str | None = None
+    filter: str = "(objectClass=groupOfNames)"
+    member_attribute: str = "member"
+    #: Groups of groups count: expanded level by level ("member", "memberof").
+    nested: bool = True
+    max_depth: int = 5
+
+
+POLICY_KEYS = ("default", "rules", "unenrolled")
+RULE_KEYS = (
+    "name",
+    "users",
+    "groups",
+    "clients",
+    "nas_identifiers",
+    "sources",
+    "mfa",
+    "deny",
+    "allow_from",
+    "deny_from",
+    "trusted_device_days",
+    "grace_days",
+    "grace_logins",
+)
+OUTCOME_KEYS = (
+    "mfa",
+    "deny",
+    "allow_from",
+    "deny_from",
+    "trusted_device_days",
+    "grace_days",
+    "grace_logins",
+)
+GRACE_KEYS = ("grace_days", "grace_logins", "message")
+TRUSTED_DEVICES_KEYS = ("days",)
+RATE_LIMITS_KEYS = ("user", "source")
+USER_LIMIT_KEYS = ("window", "free_failures", "delay", "max_delay")
+SOURCE_LIMIT_KEYS = ("window", "max_failures")
+AUDIT_KEYS = ("enabled", "retention_days", "flush_interval", "batch_size")
+LDAP_GROUPS_KEYS = ("membership", "base_dn", "filter", "member_attribute", "nested", "max_depth")
+
+_MATCH_KEYS = ("users", "groups", "clients", "nas_identifiers", "sources")
+_DEFAULT_CHOICES = (*MFA_CHOICES, "deny")
+#: A device is remembered for a year at most; grace periods last 90 days at most.
+_MAX_TRUST_DAYS = 365
+_MAX_GRACE_DAYS = 90
+_MAX_REPLY_MESSAGE = 253
+
+
+# -- policy -----------------------------------------------------------------------------------
+
+
+def parse_policy(
+    root: Section,
+    *,
+    client_names: Collection[str],
+    groups_problem: str | None,
+    password_only: Value | None,
+) -> PolicyConfig:
+    """``policy``; ``groups_problem`` says why rules cannot use groups (None: they can);
+    ``password_only`` is the deprecated ``otp.allow_password_only`` when it is true."""
+    s = root.section("policy", POLICY_KEYS)
+    default = RuleOutcome()
+    default_value = s.get("default")
+    if default_value is not None:
+        default = _default_outcome(default_value)
+        if password_only is not None:
+            password_only.error(
+                "is replaced by policy.default; remove it (policy.default: optional means the same)"
+            )
+    elif password_only is not None:
+        password_only.warn(
+            "is deprecated: write `policy: {default: optional}` instead (users with a second "
+            "factor must use it, users without one pass on their password)"
+        )
+        default = RuleOutcome(mfa="optional")
+    rules = _rules(s, client_names, groups_problem)
+    return PolicyConfig(
+        default=default, rules=rules, unenrolled=_grace(s.section("unenrolled", GRACE_KEYS))
+    )
+
+
+def _default_outcome(value: Value) -> RuleOutcome:
+    """``default: optional`` or ``default: {mfa: ..., allow_from: ...}``."""
+    if value.is_null:
+        return RuleOutcome()
+    if not isinstance(value.node, yaml.MappingNode):
+        choice = value.as_choice(_DEFAULT_CHOICES, fold=str.lower)
+        if choice is None:
+            return RuleOutcome()
+        if choice == "deny":
+            return RuleOutcome(deny=True)
+        return RuleOutcome(mfa=cast(Mfa, choice))
+    section = value.as_section(OUTCOME_KEYS)
+    return _outcome(section) if section is not None else RuleOutcome()
+
+
+def _outcome(s: Section) -> RuleOutcome:
+    deny = s.get_bool("deny", False)
+    if deny and "mfa" in s:
+        s.error("mfa", "a rule with deny: true refuses everyone it matches; remove mfa")
+    if deny and ("allow_from" in s or "deny_from" in s):
+        s.error("deny", "deny: true refuses every address; remove allow_from / deny_from")
+    grace_logins = s.get("grace_logins")
+    return RuleOutcome(
+        mfa=cast(Mfa, s.get_choice("mfa", "required", MFA_CHOICES, fold=str.lower)),
+        deny=deny,
+        allow_from=_networks(s.get("allow_from")),
+        deny_from=_networks(s.get("deny_from")),
+        trusted_device_ttl=(
+            s.get_days("trusted_device_days", 0.0, _MAX_TRUST_DAYS)
+            if "trusted_device_days" in s
+            else None
+        ),
+        grace_seconds=(
+            s.get_days("grace_days", 0.0, _MAX_GRACE_DAYS) if "grace_days" in s else None
+        ),
+        grace_logins=grace_logins.as_int(0, 1000) if grace_logins is not None else None,
+    )
+
+
+def _rules(
+    s: Section, client_names: Collection[str], groups_problem: str | None
+) -> tuple[PolicyRule, ...]:
+    value = s.get("rules")
+    items = value.as_list() if value is not None else None
+    if not items:
+        return ()
+    rules: list[PolicyRule] = []
+    names: dict[str, str] = {}
+    catch_all: str | None = None
+    for item in items:
+        section = item.as_section(RULE_KEYS)
+        if section is None:
+            continue
+        if catch_all is not None:
+            item.warn(f"never applies: {catch_all} before it has no conditions and matches all")
+        rule = _rule(section, names, client_names, groups_problem)
+        if rule is None:
+            continue
+        if not any(key in section for key in _MATCH_KEYS):
+            catch_all = f"rule {rule.name!r}"
+        rules.append(rule)
+    return tuple(rules)
+
+
+def _rule(
+    s: Section, names: dict[str, str], client_names: Collection[str], groups_problem: str | None
+) -> PolicyRule | None:
+    name_value = s.get("name")
+    name = name_value.as_str() if name_value is not None else None
+    if name_value is None:
+        s.error("name", "missing: give the rule a name (logs and the audit trail show it)")
+    elif name is not None:
+        if name in names:
+            s.error("name", f"{name!r} is already the name of {names[name]}")
+        elif name == "default":
+            s.error("name", "'default' names the outcome when no rule matches; pick another")
+        names.setdefault(name, s.path)
+    clients = _names(s.get("clients"), fold=False)
+    clients_value = s.get("clients")
+    for client in clients:
+        if client not in client_names and clients_value is not None:
+            known = ", ".join(sorted(client_names)) or "none"
+            clients_value.error(f"no RADIUS client is named {client!r} (clients: {known})")
+    groups = _names(s.get("groups"), fold=True)
+    if groups and groups_problem is not None:
+        s.error("groups", groups_problem)
+    rule = PolicyRule(
+        name=name or "",
+        users=_names(s.get("users"), fold=True),
+        groups=groups,
+        clients=clients,
+        nas_identifiers=_names(s.get("nas_identifiers"), fold=True),
+        sources=_networks(s.get("sources")),
+        outcome=_outcome(s),
+    )
+    return rule if name else None
+
+
+def _strings(value: Value | None) -> list[tuple[str, Value]]:
+    """A list of strings; a single string reads as a list of one."""
+    if value is None:
+        return []
+    if isinstance(value.node, yaml.SequenceNode) or value.is_null:
+        items = value.as_list() or []
+    else:
+        items = [value]
+    found = []
+    for item in items:
+        text = item.as_str()
+        if text is not None:
+            found.append((text, item))
+    return found
+
+
+def _names(value: Value | None, *, fold: bool) -> tuple[str, ...]:
+    return tuple(fold_name(text) if fold else text.strip() for text, _item in _strings(value))
+
+
+def _networks(value: Value | None) -> tuple[Network, ...]:
+    found: list[Network] = []
+    for text, item in _strings(value):
+        try:
+            found.append(ipaddress.ip_network(text.strip()))
+        except ValueError:
+            try:
+                loose = ipaddress.ip_network(text.strip(), strict=False)
+            except ValueError:
+                item.error(
+                    f"{text!r} is not an IP address or CIDR network (e.g. 192.0.2.0/24); "
+                    "addresses are compared, host names are not looked up"
+                )
+                continue
+            item.error(f"{text} has host bits set; write the network {loose}")
+    return tuple(found)
+
+
+def _grace(s: Section) -> GraceConfig:
+    d = GraceConfig()
+    message = s.get_str("message", d.message)
+    try:
+        unknown = placeholders(message) - {"left"}
+    except ValueError:
+        unknown = {"?"}
+    if unknown or len(message.encode()) > _MAX_REPLY_MESSAGE - 40:
+        s.error("message", "may use only {left} and must stay under 213 bytes")
+        message = d.message
+    return GraceConfig(
+        seconds=s.get_days("grace_days", d.seconds, _MAX_GRACE_DAYS),
+        logins=s.get_int("grace_logins", d.logins, 0, 1000),
+        message=message,
+    )
+
+
+# -- trusted devices, rate limits, audit ------------------------------------------------------
+
+
+def parse_trusted_devices(s: Section) -> TrustedDevicesConfig:
+    return TrustedDevicesConfig(ttl=s.get_days("days", 0.0, _MAX_TRUST_DAYS))
+
+
+def parse_rate_limits(s: Section) -> RateLimitsConfig:
+    u = s.section("user", USER_LIMIT_KEYS)
+    du = UserLimitConfig()
+    user = UserLimitConfig(
+        window=u.get_duration("window", du.window, 1, 7 * DAY),
+        # NIST SP 800-63B 5.2.2: at most 100 consecutive failed attempts on one account.
+        free_failures=u.get_int("free_failures", du.free_failures, 0, 100),
+        delay=u.get_duration("delay", du.delay, 0, 3600),
+        max_delay=u.get_duration("max_delay", du.max_delay, 0, DAY),
+    )
+    if user.max_delay < user.delay:
+        u.error("max_delay", "must be at least delay")
+    src = s.section("source", SOURCE_LIMIT_KEYS)
+    ds = SourceLimitConfig()
+    source = SourceLimitConfig(
+        window=src.get_duration("window", ds.window, 1, DAY),
+        max_failures=src.get_int("max_failures", ds.max_failures, 0, 1_000_000),
+    )
+    return RateLimitsConfig(user=user, source=source)
+
+
+def parse_audit(s: Section) -> AuditConfig:
+    d = AuditConfig()
+    return AuditConfig(
+        enabled=s.get_bool("enabled", d.enabled),
+        retention=s.get_days("retention_days", d.retention, 100 * 365),
+        flush_interval=s.get_duration("flush_interval", d.flush_interval, 0.05, 60),
+        batch_size=s.get_int("batch_size", d.batch_size, 1, 100_000),
+    )
+
+
+def parse_ldap_groups(s: Section) -> LdapGroupsConfig:
+    membership = cast(
+        Membership,
+        s.get_choice("membership", "member", ("member", "memberof", "ad_chain"), fold=str.lower),
+    )
+    default_filter = (
+        "(objectClass=group)" if membership == "ad_chain" else "(objectClass=groupOfNames)"
+    )
+    group_filter = s.get_str("filter", default_filter)
+    if not (group_filter.startswith("(") and group_filter.endswith(")")):
+        s.error("filter", 'must be one parenthesised LDAP filter, e.g. "(objectClass=group)"')
+        group_filter = default_filter
+    elif "{" in group_filter:
+        s.error("filter", "takes no placeholders: radmfa adds the membership condition")
+        group_filter = default_filter
+    attribute = s.get_str("member_attribute", "member")
+    if not attribute.replace("-", "").replace(";", "").isalnum():
+        s.error("member_attribute", f"{attribute!r} is not an attribute name")
+        attribute = "member"
+    return LdapGroupsConfig(
+        membership=membership,
+        base_dn=s.get_str("base_dn", None),
+        filter=group_filter,
+        member_attribute=attribute,
+        nested=s.get_bool("nested", True),
+        max_depth=s.get_int("max_depth", 5, 1, 20),
+    )

@@ -1,0 +1,180 @@
+"""The policy, trusted_devices, rate_limits, audit and ldap.groups sections: values in, every
+mistake reported as ``FILE:LINE: key.path: message``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from radmfa.policyconfig import RuleOutcome, UserLimitConfig
+from tests.unit.test_config import (
+    BASE,
+    CLIENT,
+    LDAP,
+    assert_one_problem,
+    assert_one_warning,
+    line_of,
+    load,
+    problems,
+)
+
+DAY = 86400.0
+SEARCH_LDAP = """\
+ldap:
+  servers: [ldap://127.0.0.1]
+  base_dn: "dc=example,dc=org"
+  bind_dn: "cn=radmfa,dc=example,dc=org"
+  bind_password: "service-secret"
+"""
+
+
+def test_no_policy_section_requires_mfa_for_everyone(tmp_path: Path) -> None:
+    config = load(tmp_path, BASE)
+    assert config.policy.default == RuleOutcome(mfa="required")
+    assert config.policy.rules == ()
+    assert config.trusted_devices.ttl == 0
+    assert config.audit.enabled and config.audit.retention == 365 * DAY
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("optional", RuleOutcome(mfa="optional")),
+        ("Exempt", RuleOutcome(mfa="exempt")),
+        ("deny", RuleOutcome(deny=True)),
+        ("{mfa: optional, allow_from: [10.0.0.0/8]}", None),
+    ],
+)
+def test_default_is_an_outcome_word_or_mapping(tmp_path: Path, text: str, expected) -> None:
+    config = load(tmp_path, BASE + f"policy:\n  default: {text}\n")
+    if expected is not None:
+        assert config.policy.default == expected
+    else:
+        assert config.policy.default.mfa == "optional"
+        assert [str(n) for n in config.policy.default.allow_from] == ["10.0.0.0/8"]
+
+
+def test_allow_password_only_maps_to_an_optional_default_with_a_warning(tmp_path: Path) -> None:
+    text = BASE + "otp:\n  allow_password_only: true\n"
+    assert_one_warning(
+        tmp_path, text, "allow_password_only", "otp.allow_password_only", "deprecated"
+    )
+    assert load(tmp_path, text).policy.default == RuleOutcome(mfa="optional")
+
+
+def test_allow_password_only_false_is_silent(tmp_path: Path) -> None:
+    config = load(tmp_path, BASE + "otp:\n  allow_password_only: false\n")
+    assert config.warnings == () and config.policy.default.mfa == "required"
+
+
+def test_allow_password_only_with_a_policy_default_is_an_error(tmp_path: Path) -> None:
+    text = BASE + "otp:\n  allow_password_only: true\npolicy:\n  default: exempt\n"
+    assert_one_problem(
+        tmp_path, text, "allow_password_only", "otp.allow_password_only", "policy.default"
+    )
+
+
+def test_rule_needs_a_unique_name(tmp_path: Path) -> None:
+    text = BASE + "policy:\n  rules:\n    - {name: a, users: [x]}\n    - {name: a, users: [y]}\n"
+    found = problems(tmp_path, text)
+    assert len(found) == 1 and "'a' is already the name of policy.rules[0]" in found[0]
+    text = BASE + "policy:\n  rules:\n    - users: [x]\n"
+    assert_one_problem(tmp_path, text, "users: [x]", "policy.rules[0].name", "missing")
+
+
+def test_rule_names_an_unknown_client(tmp_path: Path) -> None:
+    text = BASE + "policy:\n  rules:\n    - name: r\n      clients: [vpn, wifi]\n"
+    assert_one_problem(
+        tmp_path, text, "wifi", "policy.rules[0].clients", "no RADIUS client is named 'wifi'"
+    )
+
+
+def test_group_rules_need_search_then_bind(tmp_path: Path) -> None:
+    text = CLIENT + LDAP + "policy:\n  rules:\n    - name: r\n      groups: [staff]\n"
+    assert_one_problem(tmp_path, text, "groups:", "policy.rules[0].groups", "ldap.base_dn")
+    config = load(tmp_path, CLIENT + SEARCH_LDAP + text.split(LDAP)[1])
+    assert config.policy.needs_groups
+    assert config.policy.rules[0].groups == ("staff",)
+
+
+def test_deny_with_mfa_is_an_error(tmp_path: Path) -> None:
+    text = BASE + "policy:\n  rules:\n    - name: r\n      deny: true\n      mfa: exempt\n"
+    assert_one_problem(tmp_path, text, "mfa: exempt", "policy.rules[0].mfa", "deny: true")
+
+
+def test_bad_networks_are_reported_on_their_line(tmp_path: Path) -> None:
+    text = BASE + (
+        "policy:\n  rules:\n    - name: r\n      sources:\n        - 10.0.0.0/8\n"
+        "        - vpn.example.org\n      deny_from: [10.1.2.3/16]\n"
+    )
+    found = problems(tmp_path, text)
+    source = tmp_path / "radmfa.yaml"
+    assert found == [
+        f"{source}:{line_of(text, 'vpn.example')}: policy.rules[0].sources[1]: 'vpn.example.org' "
+        "is not an IP address or CIDR network (e.g. 192.0.2.0/24); addresses are compared, "
+        "host names are not looked up",
+        f"{source}:{line_of(text, 'deny_from')}: policy.rules[0].deny_from[0]: 10.1.2.3/16 has "
+        "host bits set; write the network 10.1.0.0/16",
+    ]
+
+
+def test_a_rule_after_a_catch_all_is_flagged(tmp_path: Path) -> None:
+    text = BASE + "policy:\n  rules:\n    - name: all\n      mfa: optional\n    - name: late\n"
+    assert_one_warning(tmp_path, text, "name: late", "policy.rules[1]", "never applies")
+
+
+def test_unknown_rule_key_is_an_error_with_a_suggestion(tmp_path: Path) -> None:
+    text = BASE + "policy:\n  rules:\n    - name: r\n      user: [x]\n"
+    assert_one_problem(tmp_path, text, "user:", "policy.rules[0].user", "did you mean 'users'")
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("30", 30 * DAY), ("1.5", 1.5 * DAY), ('"90s"', 90), ('"12h"', 43200)]
+)
+def test_days_are_days_unless_a_unit_says_otherwise(tmp_path: Path, value, seconds) -> None:
+    config = load(tmp_path, BASE + f"trusted_devices:\n  days: {value}\n")
+    assert config.trusted_devices.ttl == seconds
+
+
+def test_days_have_bounds(tmp_path: Path) -> None:
+    text = BASE + "trusted_devices:\n  days: 400\n"
+    assert_one_problem(tmp_path, text, "days", "trusted_devices.days", "0 to 365 days")
+    text = BASE + 'trusted_devices:\n  days: "soon"\n'
+    assert_one_problem(tmp_path, text, "days", "trusted_devices.days", "number of days")
+
+
+def test_grace_message_takes_only_left(tmp_path: Path) -> None:
+    text = BASE + 'policy:\n  unenrolled:\n    message: "hi {user}"\n'
+    assert_one_problem(tmp_path, text, "message", "policy.unenrolled.message", "{left}")
+
+
+def test_rate_limits_honour_the_nist_cap(tmp_path: Path) -> None:
+    text = BASE + "rate_limits:\n  user:\n    free_failures: 101\n"
+    assert_one_problem(
+        tmp_path, text, "free_failures", "rate_limits.user.free_failures", "between 0 and 100"
+    )
+
+
+def test_user_limit_delay_doubles_up_to_the_cap() -> None:
+    limit = UserLimitConfig(window=900, free_failures=3, delay=1, max_delay=10)
+    assert [limit.wait(n) for n in range(8)] == [0, 0, 0, 1, 2, 4, 8, 10]
+    assert UserLimitConfig(delay=0).wait(50) == 0
+
+
+def test_ldap_groups_membership_choices(tmp_path: Path) -> None:
+    config = load(tmp_path, CLIENT + SEARCH_LDAP + "  groups: {membership: AD_CHAIN}\n")
+    assert config.ldap is not None
+    assert config.ldap.groups.membership == "ad_chain"
+    assert config.ldap.groups.filter == "(objectClass=group)"
+    text = CLIENT + SEARCH_LDAP + "  groups: {filter: 'objectClass=group'}\n"
+    assert_one_problem(tmp_path, text, "filter", "ldap.groups.filter", "parenthesised")
+
+
+def test_local_users_groups_file_must_exist(tmp_path: Path) -> None:
+    text = CLIENT + "local_users:\n  path: users\n  groups_file: groups\n"
+    assert_one_problem(tmp_path, text, "groups_file", "local_users.groups_file", "does not exist")
+    (tmp_path / "groups").write_text("staff: alice\n")
+    config = load(tmp_path, text)
+    assert config.local_users is not None
+    assert config.local_users.groups_file == str(tmp_path / "groups")
