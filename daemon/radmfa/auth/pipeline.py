@@ -950,13 +950,15 @@ class Authenticator:
 
     # -- steps ------------------------------------------------------------------------------
 
-    def _user_view(self, key: str, source: str, device: str | None, now: float) -> _UserView:
+    def _user_view(
+        self, key: str, source: str | None, device: str | None, now: float
+    ) -> _UserView:
         """Tokens, then lock, settings, recent failures and the remembered device in one
         statement: one trip to the store thread (off the reactor); parts that cannot matter
         under this configuration are not asked for."""
         store, limits = self.store, self.settings.rate_limits
         tokens = [t for t in store.list_tokens(key) if t.type in self.factors]
-        watch_source = limits.source.max_failures > 0
+        watch_source = source is not None and limits.source.max_failures > 0
         state = store.login_state(
             key,
             now,
@@ -975,10 +977,15 @@ class Authenticator:
         )
 
     @staticmethod
-    def _source_key(request: AccessRequest) -> str:
-        """Where password spraying comes from: the station, else the packet source."""
+    def _source_key(request: AccessRequest) -> str | None:
+        """Where password spraying comes from: the station (Calling-Station-Id).
+
+        Without one there is no per-source budget: the packet source is then the NAS, and
+        throttling it would let anyone lock out every user behind that NAS with a few wrong
+        passwords. The per-user window and the lockout still apply.
+        """
         station = device_key(request.calling_station_id)
-        return source_failures_key(station if station is not None else request.client_address)
+        return source_failures_key(station) if station is not None else None
 
     def _destination_of(self, token: TokenRecord) -> Destination | None:
         oob = self.factors.out_of_band(token.type)
@@ -1109,13 +1116,13 @@ class Authenticator:
                 n=state.failures,
             )
 
-    def _record_failure(self, key: str, source: str, now: float) -> LockState:
+    def _record_failure(self, key: str, source: str | None, now: float) -> LockState:
         lockout, limits = self.settings.lockout, self.settings.rate_limits
         state = self.store.record_failure(key, now, lockout.max_failures, lockout.duration)
         keys = []
         if limits.user.delay > 0:
             keys.append(user_failures_key(key))
-        if limits.source.max_failures:
+        if limits.source.max_failures and source is not None:
             keys.append(source)
         if keys:
             self.store.note_failures(keys, now)
