@@ -950,9 +950,7 @@ class Authenticator:
 
     # -- steps ------------------------------------------------------------------------------
 
-    def _user_view(
-        self, key: str, source: str | None, device: str | None, now: float
-    ) -> _UserView:
+    def _user_view(self, key: str, source: str | None, device: str | None, now: float) -> _UserView:
         """Tokens, then lock, settings, recent failures and the remembered device in one
         statement: one trip to the store thread (off the reactor); parts that cannot matter
         under this configuration are not asked for."""
