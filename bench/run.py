@@ -303,7 +303,11 @@ def print_table(rows: list[Row]) -> None:
     )
     print(header)
     print("-" * len(header))
-    reference = {(r.scenario, r.concurrency): r for r in rows if r.server == "freeradius"}
+    reference = {
+        (r.extra.get("users"), r.scenario, r.concurrency): r
+        for r in rows
+        if r.server == "freeradius"
+    }
     for r in rows:
         ref = reference.get((r.extra.get("users"), r.scenario, r.concurrency))
         ratio = (
