@@ -16,6 +16,7 @@ be confirmed with a code sent to it before it counts as a factor (see the pipeli
 
 from __future__ import annotations
 
+import abc
 import json
 import math
 import secrets
@@ -93,7 +94,7 @@ def address_token(
     )
 
 
-class OutOfBandCodeFactor(BaseFactor):
+class OutOfBandCodeFactor(BaseFactor, abc.ABC):
     """The shared half of :class:`~radmfa.factors.base.OutOfBandFactor` implementations."""
 
     #: Attribute name for the address in directory results; None when the directory cannot
@@ -113,12 +114,13 @@ class OutOfBandCodeFactor(BaseFactor):
 
     # -- to be provided by email / sms --
 
+    @abc.abstractmethod
     def clean_address(self, text: str) -> str | None:
         """The address in canonical form, or None when it is not one."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def mask(self, address: str) -> str:
-        raise NotImplementedError
+        """The address as a prompt may show it (a***@example.org, ******1234)."""
 
     # -- the shared part --
 
