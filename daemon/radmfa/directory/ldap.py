@@ -189,6 +189,22 @@ def username_problem(username: object) -> str | None:
     return None
 
 
+def refuse_before_ldap(username: str, password: str, *, closed: bool) -> bytes | DirectoryResult:
+    """The checks both engines make before any LDAP traffic: the password as bytes to bind
+    with, or the result to answer at once (never an empty-password bind, L-01)."""
+    if closed:
+        return _unavailable("LDAP checker is closed")
+    if not isinstance(password, str) or password == "":
+        return _invalid("empty_password")
+    problem = username_problem(username)
+    if problem is not None:
+        return _invalid(problem)
+    try:
+        return password.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return _invalid("unencodable_password")
+
+
 def build_user_dn(template: str, username: str) -> str:
     """The direct-bind DN: ``template`` with ``{username}`` as an RFC 4514 escaped RDN value."""
     if not username:
@@ -1031,17 +1047,10 @@ class LdapPasswordChecker:
     def _check(
         self, username: str, password: str, entry: UserEntry | None = None
     ) -> Deferred[DirectoryResult]:
-        if self._closed:
-            return succeed(_unavailable("LDAP checker is closed"))
-        if not isinstance(password, str) or password == "":
-            return succeed(_invalid("empty_password"))
-        problem = username_problem(username)
-        if problem is not None:
-            return succeed(_invalid(problem))
-        try:
-            secret = password.encode("utf-8", "surrogateescape")
-        except UnicodeEncodeError:
-            return succeed(_invalid("unencodable_password"))
+        refused = refuse_before_ldap(username, password, closed=self._closed)
+        if isinstance(refused, DirectoryResult):
+            return succeed(refused)
+        secret = refused
         if len(self._semaphore.waiting) >= self._max_pending:
             return succeed(_unavailable("LDAP queue full"))
         return self._submit(

@@ -88,6 +88,7 @@ from radmfa.directory.ldap import (
     interpret_search,
     locked_by_ppolicy,
     parse_server,
+    refuse_before_ldap,
     search_attributes,
     username_problem,
 )
@@ -907,17 +908,10 @@ class NativeLdapPasswordChecker:
     def _check(
         self, username: str, password: str, entry: UserEntry | None = None
     ) -> Deferred[DirectoryResult]:
-        if self._closed:
-            return succeed(_unavailable("LDAP checker is closed"))
-        if not isinstance(password, str) or password == "":
-            return succeed(_invalid("empty_password"))
-        problem = username_problem(username)
-        if problem is not None:
-            return succeed(_invalid(problem))
-        try:
-            secret = password.encode("utf-8", "surrogateescape")
-        except UnicodeEncodeError:
-            return succeed(_invalid("unencodable_password"))
+        refused = refuse_before_ldap(username, password, closed=self._closed)
+        if isinstance(refused, DirectoryResult):
+            return succeed(refused)
+        secret = refused
         if self._gauge.waiting >= self._gauge.limit:
             return succeed(_unavailable("LDAP queue full"))
         checking = Deferred.fromCoroutine(
