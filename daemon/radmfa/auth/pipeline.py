@@ -146,17 +146,7 @@ class Authenticator:
         #: Delivers out-of-band codes in the background.
         self.courier = courier if courier is not None else Courier(store, db)
 
-        self._factors = factors
-        self._build_parts()
-
-    @property
-    def factors(self) -> FactorRegistry:
-        return self._factors
-
-    @factors.setter
-    def factors(self, factors: FactorRegistry) -> None:
-        """A new registry reaches every part: they are rebuilt around it."""
-        self._factors = factors
+        self.factors = factors
         self._build_parts()
 
     def _build_parts(self) -> None:

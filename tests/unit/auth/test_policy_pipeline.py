@@ -64,6 +64,7 @@ class World:
         limits: RateLimitsConfig = NO_LIMITS,
         mode: str = "auto",
         max_failures: int = 10,
+        factors: FactorRegistry | None = None,
     ) -> None:
         config = parse_config(HEAD + policy_yaml, base_dir=Path("/tmp"))
         self.clock = Clock()
@@ -84,7 +85,7 @@ class World:
             directory=self.directory,
             store=self.store,
             db=InlineRunner(),
-            factors=FactorRegistry([TotpFactor(skew=1)]),
+            factors=factors or FactorRegistry([TotpFactor(skew=1)]),
             clock=self.clock,
             random_bytes=lambda n: next(self.states),
         )
@@ -317,11 +318,12 @@ def test_a_new_address_from_the_directory_forgets_the_devices():
     from radmfa.factors.outofband import SOURCE_DIRECTORY, address_token
     from radmfa.testing import RecordingMailer
 
-    w = World()
     email = EmailConfig(SmtpConfig("localhost"), "mfa@x", delivery=CodeDelivery("email"))
     mailer = RecordingMailer()
-    w.auth.factors = FactorRegistry(
-        [TotpFactor(skew=1), EmailFactor(email, mailer, "mail")]  # type: ignore[arg-type]
+    w = World(
+        factors=FactorRegistry(
+            [TotpFactor(skew=1), EmailFactor(email, mailer, "mail")]  # type: ignore[arg-type]
+        )
     )
     w.store.add_token(address_token("email", "alice", "a@x.org", SOURCE_DIRECTORY, T0))
     w.mfa("alice", station="10.5.0.1")
