@@ -145,3 +145,78 @@ def run_load(
         for sock in sockets:
             sock.close()
     return result
+
+
+def run_rate(
+    target: tuple[str, int],
+    secret: bytes,
+    attempts: Sequence[Attempt],
+    rate: float,
+    timeout: float = 5.0,
+    sockets_count: int = 64,
+) -> LoadResult:
+    """Open loop: send at a fixed ``rate`` whatever the answers do, so servers are compared
+    at the same offered load (latency percentiles then mean the same thing for both)."""
+    result = LoadResult(concurrency=0)
+    selector = selectors.DefaultSelector()
+    socks: list[socket.socket] = []
+    # (socket index, identifier) -> (sent at, attempt); identifiers cycle per socket.
+    pending: dict[tuple[int, int], tuple[float, Attempt]] = {}
+    packets = []
+    for index, attempt in enumerate(attempts):
+        slot, identifier = index % sockets_count, (index // sockets_count) % 256
+        packet, _ = _encode(secret, attempt, identifier)
+        packets.append((slot, identifier, packet, attempt))
+    try:
+        for slot in range(sockets_count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            sock.connect(target)
+            socks.append(sock)
+            selector.register(sock, selectors.EVENT_READ, slot)
+        started = time.perf_counter()
+        next_index = 0
+        while next_index < len(packets) or pending:
+            now = time.perf_counter()
+            while next_index < len(packets) and now >= started + next_index / rate:
+                slot, identifier, packet, attempt = packets[next_index]
+                if (slot, identifier) in pending:  # still unanswered after 256 rounds: lost
+                    pending.pop((slot, identifier))
+                    result.lost += 1
+                socks[slot].send(packet)
+                pending[(slot, identifier)] = (now, attempt)
+                result.sent += 1
+                next_index += 1
+            wait = started + next_index / rate - now if next_index < len(packets) else 0.05
+            for key, _ in selector.select(timeout=max(0.0, min(wait, 0.05))):
+                slot = key.data
+                try:
+                    data = socks[slot].recv(4096)
+                except (BlockingIOError, ConnectionRefusedError):
+                    continue
+                entry = pending.pop((slot, data[1]), None) if len(data) >= 20 else None
+                if entry is None:
+                    continue
+                sent_at, attempt = entry
+                result.latencies.append(time.perf_counter() - sent_at)
+                code = data[0]
+                if code == ACCESS_ACCEPT:
+                    result.accepts += 1
+                elif code == ACCESS_REJECT:
+                    result.rejects += 1
+                elif code == ACCESS_CHALLENGE:
+                    result.challenges += 1
+                kind = {ACCESS_ACCEPT: "accept", ACCESS_REJECT: "reject"}.get(code)
+                if kind != attempt.expect:
+                    result.unexpected += 1
+            now = time.perf_counter()
+            for key, (sent_at, _attempt) in list(pending.items()):
+                if now - sent_at > timeout:
+                    del pending[key]
+                    result.lost += 1
+        result.elapsed = time.perf_counter() - started
+    finally:
+        selector.close()
+        for sock in socks:
+            sock.close()
+    return result

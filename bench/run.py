@@ -29,7 +29,7 @@ from pathlib import Path
 import pyotp
 import yaml
 
-from bench.loadgen import Attempt, LoadResult, run_load
+from bench.loadgen import Attempt, LoadResult, run_load, run_rate
 from bench.procstat import cpu_seconds, peak_rss_mb
 from tests.support.daemon import READY_LINE, deadline_poll
 from tests.support.ports import free_port
@@ -269,10 +269,21 @@ class Row:
     extra: dict[str, object] = field(default_factory=dict)
 
 
-def measure(server, slapd: Slapd, attempts: list[Attempt], concurrency: int, scenario: str) -> Row:
+def measure(
+    server,
+    slapd: Slapd,
+    attempts: list[Attempt],
+    concurrency: int,
+    scenario: str,
+    rate: float | None = None,
+) -> Row:
+    """One row. With ``rate``: open loop at that many requests/s (``concurrency`` is 0)."""
     cpu0, scpu0 = cpu_seconds(server.pid), cpu_seconds(slapd.pid)
-    result: LoadResult = run_load(
-        ("127.0.0.1", server.port), SECRET.encode(), attempts, concurrency
+    target = ("127.0.0.1", server.port)
+    result: LoadResult = (
+        run_rate(target, SECRET.encode(), attempts, rate)
+        if rate is not None
+        else run_load(target, SECRET.encode(), attempts, concurrency)
     )
     cpu1, scpu1 = cpu_seconds(server.pid), cpu_seconds(slapd.pid)
     n = max(1, result.answered)
@@ -355,14 +366,18 @@ def run_one_size(
         }
         for server in servers:
             server.start()
-        scenarios = [("valid", level, 0.0) for level in levels]
+        scenarios: list[tuple[str, int, float, float | None]] = [
+            ("valid", level, 0.0, None) for level in levels
+        ]
         if args.mix:
-            scenarios.append(("mix20", 64, 0.2))
-        for scenario, level, wrong in scenarios:
-            count = args.requests if level > 1 else max(100, args.requests // 6)
+            scenarios.append(("mix20", 64, 0.2, None))
+        for rate in args.rates:
+            scenarios.append((f"rate{rate:g}", 0, 0.0, rate))
+        for scenario, level, wrong, rate in scenarios:
+            count = args.requests if level != 1 else max(100, args.requests // 6)
             for server in servers:  # alternate servers row by row
                 attempts = attempts_for(books[server.label], count, wrong_share=wrong)
-                row = measure(server, slapd, attempts, level, scenario)
+                row = measure(server, slapd, attempts, level, scenario, rate)
                 row.extra["users"] = n_users
                 rows.append(row)
                 print(
@@ -389,6 +404,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", default="1", help="comma list of radmfa worker counts")
     parser.add_argument("--mix", action="store_true", default=True)
     parser.add_argument("--no-mix", dest="mix", action="store_false")
+    parser.add_argument(
+        "--rate",
+        dest="rates",
+        type=float,
+        action="append",
+        default=[],
+        help="also an open-loop row at this many requests/s (repeatable): same offered load",
+    )
     parser.add_argument("--quick", action="store_true", help="1,000 users, 600 requests, c=1,64")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     args = parser.parse_args(argv)
