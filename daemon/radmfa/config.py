@@ -148,6 +148,15 @@ class OtpConfig:
 
 
 @dataclass(frozen=True)
+class UsernamesConfig:
+    """How a User-Name becomes the one identity behind lockout, tokens and replay state."""
+
+    #: ``CORP\alice`` and ``alice@corp.example`` become ``alice`` (Active Directory accepts
+    #: all three for one account, so all three must share one failure counter).
+    strip_realm: bool = False
+
+
+@dataclass(frozen=True)
 class LockoutConfig:
     max_failures: int = 5
     duration: float = 300.0
@@ -203,6 +212,7 @@ class Config:
     trusted_devices: TrustedDevicesConfig = field(default_factory=TrustedDevicesConfig)
     rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    usernames: UsernamesConfig = field(default_factory=UsernamesConfig)
 
 
 class ConfigError(Exception):
@@ -258,6 +268,7 @@ def parse_config(text: str, source: str = "<string>", base_dir: str | Path = "."
         ),
         rate_limits=pc.parse_rate_limits(root.section("rate_limits", pc.RATE_LIMITS_KEYS)),
         audit=pc.parse_audit(root.section("audit", pc.AUDIT_KEYS)),
+        usernames=_usernames(root.section("usernames", ("strip_realm",))),
         warnings=tuple(doc.report.warnings),
     )
     if doc.report.errors:
@@ -287,6 +298,7 @@ _TOP_KEYS = (
     "trusted_devices",
     "rate_limits",
     "audit",
+    "usernames",
 )
 
 
@@ -916,6 +928,12 @@ def _totp(s: Section) -> TotpConfig:
         algorithm=cast(Algorithm, algorithm),
         skew=s.get_int("skew", d.skew, 0, 10),
         issuer=s.get_str("issuer", d.issuer),
+    )
+
+
+def _usernames(s: Section) -> UsernamesConfig:
+    return UsernamesConfig(
+        strip_realm=s.get_bool("strip_realm", UsernamesConfig.strip_realm),
     )
 
 

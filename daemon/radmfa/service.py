@@ -110,6 +110,7 @@ def build_runtime(
                 lockout=config.lockout,
                 policy=Policy(config.policy, config.trusted_devices.ttl),
                 rate_limits=config.rate_limits,
+                usernames=config.usernames,
             ),
             directory=directory,
             store=store,

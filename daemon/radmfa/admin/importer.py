@@ -55,13 +55,17 @@ def read_rows(text: str, source: str) -> list[tuple[str, Mapping[str, Any]]]:
 
 
 def build_tokens(
-    rows: Iterable[tuple[str, Mapping[str, Any]]], defaults: TotpConfig, now: float
+    rows: Iterable[tuple[str, Mapping[str, Any]]],
+    defaults: TotpConfig,
+    now: float,
+    *,
+    strip_realm: bool = False,
 ) -> list[TokenRecord]:
     tokens: list[TokenRecord] = []
     problems: list[str] = []
     for where, row in rows:
         try:
-            tokens.append(_token_from_row(row, defaults, now))
+            tokens.append(_token_from_row(row, defaults, now, strip_realm))
         except (TokenError, ValueError, TypeError) as e:
             problems.append(f"{where}: {e}")
     if problems:
@@ -69,7 +73,9 @@ def build_tokens(
     return tokens
 
 
-def _token_from_row(row: Mapping[str, Any], defaults: TotpConfig, now: float) -> TokenRecord:
+def _token_from_row(
+    row: Mapping[str, Any], defaults: TotpConfig, now: float, strip_realm: bool
+) -> TokenRecord:
     if not isinstance(row, Mapping):
         raise ValueError("expected an object with user, secret, ...")
     unknown = sorted(set(row) - set(FIELDS))
@@ -80,7 +86,8 @@ def _token_from_row(row: Mapping[str, Any], defaults: TotpConfig, now: float) ->
     for name in REQUIRED:
         if name not in values:
             raise ValueError(f"{name} is required")
-    user = canonical_user(str(values["user"]).encode("utf-8", errors="surrogateescape"))
+    raw = str(values["user"]).encode("utf-8", errors="surrogateescape")
+    user = canonical_user(raw, strip_realm=strip_realm)
     if user is None:
         raise ValueError(f"invalid user name {values['user']!r}")
     spec = TokenSpec.from_defaults(

@@ -5,11 +5,12 @@ from __future__ import annotations
 import unicodedata
 
 
-def canonical_user(raw: bytes | None) -> str | None:
+def canonical_user(raw: bytes | None, *, strip_realm: bool = False) -> str | None:
     """The user name as the directory will see it, or None when it is not acceptable.
 
     Strict UTF-8, NFC, surrounding blanks removed (directories ignore them when matching, so
-    they must not create a second lockout counter), no control or format characters.
+    they must not create a second lockout counter), no control or format characters. With
+    ``strip_realm``, ``DOMAIN\\alice`` and ``alice@realm`` become ``alice``.
     """
     if not raw:
         return None
@@ -22,6 +23,12 @@ def canonical_user(raw: bytes | None) -> str | None:
         return None
     if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in text):
         return None
+    if strip_realm:
+        name = text.rpartition("\\")[2]  # DOMAIN\alice -> alice
+        local, at, _realm = name.rpartition("@")
+        text = (local if at else name).strip()  # alice@realm -> alice
+        if not text:
+            return None
     return text
 
 

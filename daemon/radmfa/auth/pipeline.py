@@ -65,7 +65,7 @@ from radmfa.auth.policy import (
     subject_address,
 )
 from radmfa.auth.rounds import ChallengeRounds
-from radmfa.config import LockoutConfig, OtpConfig
+from radmfa.config import LockoutConfig, OtpConfig, UsernamesConfig
 from radmfa.delivery.courier import Courier
 from radmfa.directory.base import DirectoryOutcome, GroupResolver, PasswordChecker, UserEntry
 from radmfa.factors.base import CodeMatch, FactorRegistry, MatchKind
@@ -94,6 +94,7 @@ class PipelineSettings:
     #: ``otp.allow_password_only``).
     policy: Policy | None = None
     rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
+    usernames: UsernamesConfig = field(default_factory=UsernamesConfig)
 
 
 class Authenticator:
@@ -218,7 +219,7 @@ class Authenticator:
     async def _decide(self, request: AccessRequest) -> Decision:
         if request.method is not AuthMethod.PAP:
             return reject(Reason.UNSUPPORTED_METHOD, message=PAP_REQUIRED_MESSAGE)
-        user = canonical_user(request.user_name)
+        user = canonical_user(request.user_name, strip_realm=self.settings.usernames.strip_realm)
         if user is None:
             return reject(Reason.BAD_USER_NAME)
         password = decode_password(request.password)

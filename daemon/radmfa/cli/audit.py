@@ -43,7 +43,7 @@ def run_audit(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be at least 1")
     query = AuditQuery(
-        user=user_arg(args.user) if args.user else None,
+        user=user_arg(args.user, config) if args.user else None,
         since=parse_time(args.since, "--since", now=at, direction=-1) if args.since else None,
         until=parse_time(args.until, "--until", now=at, direction=-1) if args.until else None,
         outcome=args.outcome,

@@ -32,9 +32,11 @@ def store_from(config: Config) -> Store:
         raise CommandFailed(f"cannot open the store: {e}") from None
 
 
-def user_arg(text: str) -> str:
-    """The store key for a user named on the command line, validated like RADIUS input."""
-    user = canonical_user(text.encode("utf-8", errors="surrogateescape"))
+def user_arg(text: str, config: Config) -> str:
+    """The store key for a user named on the command line, validated and normalised exactly
+    like RADIUS input (so ``CORP\\alice`` names alice when ``usernames.strip_realm`` is on)."""
+    raw = text.encode("utf-8", errors="surrogateescape")
+    user = canonical_user(raw, strip_realm=config.usernames.strip_realm)
     if user is None:
         raise UsageError(f"invalid user name {text!r}")
     return store_key(user)

@@ -16,7 +16,7 @@ from radmfa.cli.tokens import _iso
 
 def run_list(args: argparse.Namespace) -> int:
     config = config_from(args)
-    user = user_arg(args.user) if args.user else None
+    user = user_arg(args.user, config) if args.user else None
     store = store_from(config)
     try:
         devices = store.list_devices(user, now())
@@ -53,7 +53,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_revoke(args: argparse.Namespace) -> int:
     config = config_from(args)
-    user = user_arg(args.user)
+    user = user_arg(args.user, config)
     if bool(args.device) == bool(args.all):
         raise UsageError("name one DEVICE (as 'radmfa device list' shows it) or give --all")
     device = device_key(args.device) if args.device else None

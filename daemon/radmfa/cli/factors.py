@@ -23,7 +23,7 @@ from radmfa.config import parse_duration
 
 def run_resync(args: argparse.Namespace) -> int:
     config = config_from(args)
-    user = user_arg(args.user)
+    user = user_arg(args.user, config)
     store = store_from(config)
     try:
         token, counter = resync_hotp(store, config, user, args.code1, args.code2, args.token_id)
@@ -44,7 +44,7 @@ def run_resync(args: argparse.Namespace) -> int:
 
 def run_backup_codes(args: argparse.Namespace) -> int:
     config = config_from(args)
-    user = user_arg(args.user)
+    user = user_arg(args.user, config)
     store = store_from(config)
     try:
         left = sum(t.type == "backup" and t.last_step is None for t in store.list_tokens(user))
@@ -72,7 +72,7 @@ def run_backup_codes(args: argparse.Namespace) -> int:
 
 def run_emergency_code(args: argparse.Namespace) -> int:
     config = config_from(args)
-    user = user_arg(args.user)
+    user = user_arg(args.user, config)
     try:
         ttl = parse_duration(args.ttl) if args.ttl is not None else None
     except ValueError as e:
@@ -104,7 +104,7 @@ def run_emergency_code(args: argparse.Namespace) -> int:
 
 def run_prefer(args: argparse.Namespace) -> int:
     config = config_from(args)
-    user = user_arg(args.user)
+    user = user_arg(args.user, config)
     store = store_from(config)
     try:
         before = store.user_settings(user).preferred

@@ -39,7 +39,7 @@ from radmfa.store.base import StoreError, TokenRecord
 
 def run_add(args: argparse.Namespace) -> int:
     config = config_from(args)
-    user = user_arg(args.user)
+    user = user_arg(args.user, config)
     try:
         check_type(args.type)
     except FactorAdminError as e:
@@ -151,7 +151,7 @@ def _add_plugin_token(args: argparse.Namespace, config: Config, user: str) -> in
 
 def run_list(args: argparse.Namespace) -> int:
     config = config_from(args)
-    user = user_arg(args.user) if args.user else None
+    user = user_arg(args.user, config) if args.user else None
     store = store_from(config)
     try:
         tokens = store.list_tokens(user)
@@ -180,7 +180,12 @@ def run_import(args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError) as e:
         raise CommandFailed(f"cannot read {source}: {e}") from None
     try:
-        tokens = build_tokens(read_rows(text, source), config.otp.totp, now())
+        tokens = build_tokens(
+            read_rows(text, source),
+            config.otp.totp,
+            now(),
+            strip_realm=config.usernames.strip_realm,
+        )
     except ImportError_ as e:
         raise UsageError("nothing imported:\n" + "\n".join(e.problems)) from None
     store = store_from(config)
@@ -213,7 +218,7 @@ def run_import(args: argparse.Namespace) -> int:
 
 def run_remove(args: argparse.Namespace) -> int:
     config = config_from(args)
-    user = user_arg(args.user)
+    user = user_arg(args.user, config)
     store = store_from(config)
     try:
         before = [t for t in store.list_tokens(user) if args.token_id in (None, t.token_id)]

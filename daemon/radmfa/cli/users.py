@@ -16,7 +16,7 @@ from radmfa.store.base import user_failures_key
 
 def run_show(args: argparse.Namespace) -> int:
     config = config_from(args)
-    user = user_arg(args.user)
+    user = user_arg(args.user, config)
     store = store_from(config)
     at = now()
     try:
@@ -93,7 +93,7 @@ def run_show(args: argparse.Namespace) -> int:
 def run_status(args: argparse.Namespace) -> int:
     """enable | disable | suspend [--until] | resume, recorded with who and why."""
     config = config_from(args)
-    user = user_arg(args.user)
+    user = user_arg(args.user, config)
     at = now()
     until_text = getattr(args, "until", None)
     until = parse_time(until_text, "--until", now=at, direction=1) if until_text else None
@@ -114,7 +114,7 @@ def run_status(args: argparse.Namespace) -> int:
 
 def run_reset(args: argparse.Namespace) -> int:
     config = config_from(args)
-    user = user_arg(args.user)
+    user = user_arg(args.user, config)
     store = store_from(config)
     try:
         tokens, devices = reset_user(store, user, now=now(), actor=operator(), reason=args.reason)
@@ -129,7 +129,7 @@ def run_reset(args: argparse.Namespace) -> int:
 
 def run_unlock(args: argparse.Namespace) -> int:
     config = config_from(args)
-    user = user_arg(args.user)
+    user = user_arg(args.user, config)
     store = store_from(config)
     try:
         before = store.lock_state(user)

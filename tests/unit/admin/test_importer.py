@@ -77,3 +77,10 @@ def test_unknown_json_field_and_non_object_rows():
         "in.json: entry 1: unknown field(s) pin",
         "in.json: entry 2: expected an object with user, secret, ...",
     ]
+
+
+def test_realm_stripping_applies_to_imported_user_names():
+    text = f"user,secret\nCORP\\\\Dave,{SECRET}\nerin@corp.example,{SECRET}\n"
+    rows = read_rows(text, "in.csv")
+    users = [t.user for t in build_tokens(rows, TotpConfig(), NOW, strip_realm=True)]
+    assert users == ["dave", "erin"]

@@ -347,3 +347,22 @@ def test_a_failing_decision_observer_does_not_change_the_decision():
     d = w.send(b"alice", f"hunter2{w.code()}".encode())
     assert d.outcome is Outcome.ACCEPT
     assert seen == [Outcome.ACCEPT]
+
+
+def test_with_strip_realm_every_ad_name_form_is_one_user_for_lockout_and_binds():
+    from radmfa.config import UsernamesConfig
+
+    w = World("append", max_failures=3)
+    w.auth.settings = PipelineSettings(
+        otp=w.auth.settings.otp,
+        lockout=w.auth.settings.lockout,
+        usernames=UsernamesConfig(strip_realm=True),
+    )
+    w.send(b"CORP\\alice", b"hunter2000000")
+    w.send(b"alice@corp.example", b"hunter2000000")
+    w.send(b"ALICE", b"hunter2000000")
+    assert w.send(b"alice", f"hunter2{w.code()}".encode()).reason is Reason.LOCKED
+    w.clock.advance(301)
+    d = w.send(b"CORP\\alice", f"hunter2{w.code()}".encode())
+    assert d.outcome is Outcome.ACCEPT
+    assert w.directory.binds[-1] == ("alice", "hunter2")
