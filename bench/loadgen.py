@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 from radmfa.radius.codec import ACCESS_ACCEPT, ACCESS_CHALLENGE, ACCESS_REJECT, encode_request
 
+_KINDS = {ACCESS_ACCEPT: "accept", ACCESS_REJECT: "reject"}
+
 
 @dataclass(frozen=True)
 class Attempt:
@@ -35,6 +37,18 @@ class LoadResult:
     unexpected: int = 0
     elapsed: float = 0.0
     latencies: list[float] = field(default_factory=list)
+
+    def count(self, code: int, attempt: Attempt, latency: float) -> None:
+        """One answer: its latency, its kind, and whether it was the one expected."""
+        self.latencies.append(latency)
+        if code == ACCESS_ACCEPT:
+            self.accepts += 1
+        elif code == ACCESS_REJECT:
+            self.rejects += 1
+        elif code == ACCESS_CHALLENGE:
+            self.challenges += 1
+        if _KINDS.get(code) != attempt.expect:
+            self.unexpected += 1
 
     @property
     def answered(self) -> int:
@@ -122,17 +136,7 @@ def run_load(
                 if slot not in pending or len(data) < 20 or data[1] != pending[slot][2]:
                     continue  # a late answer to a request already counted as lost
                 sent_at, attempt, _ = pending.pop(slot)
-                result.latencies.append(now - sent_at)
-                code = data[0]
-                if code == ACCESS_ACCEPT:
-                    result.accepts += 1
-                elif code == ACCESS_REJECT:
-                    result.rejects += 1
-                elif code == ACCESS_CHALLENGE:
-                    result.challenges += 1
-                kind = {ACCESS_ACCEPT: "accept", ACCESS_REJECT: "reject"}.get(code)
-                if kind != attempt.expect:
-                    result.unexpected += 1
+                result.count(data[0], attempt, now - sent_at)
                 send_next(slot, now)
             for slot, (sent_at, _attempt, _id) in list(pending.items()):
                 if now - sent_at > timeout:
@@ -198,17 +202,7 @@ def run_rate(
                 if entry is None:
                     continue
                 sent_at, attempt = entry
-                result.latencies.append(time.perf_counter() - sent_at)
-                code = data[0]
-                if code == ACCESS_ACCEPT:
-                    result.accepts += 1
-                elif code == ACCESS_REJECT:
-                    result.rejects += 1
-                elif code == ACCESS_CHALLENGE:
-                    result.challenges += 1
-                kind = {ACCESS_ACCEPT: "accept", ACCESS_REJECT: "reject"}.get(code)
-                if kind != attempt.expect:
-                    result.unexpected += 1
+                result.count(data[0], attempt, time.perf_counter() - sent_at)
             now = time.perf_counter()
             for key, (sent_at, _attempt) in list(pending.items()):
                 if now - sent_at > timeout:

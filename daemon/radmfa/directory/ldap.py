@@ -529,15 +529,18 @@ def make_tls(ca_file: str | None) -> ldap3.Tls:
     return ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=ca_file, ssl_options=options)
 
 
-class _ServerDown(Exception):
+# The failover rules as control flow, shared by both engines.
+
+
+class ServerDown(Exception):
     """This server gave no usable answer; the next one may."""
 
 
-class _BindUnanswered(Exception):
+class BindUnanswered(Exception):
     """The user bind was sent but not answered: no failover (at most one bind per request)."""
 
 
-class _Final(Exception):
+class FinalAnswer(Exception):
     """This server answered something that ends the check (no failover)."""
 
     def __init__(self, result: DirectoryResult) -> None:
@@ -597,7 +600,7 @@ class _ServiceConnections:
         self._closed = False
 
     def take(self, server: LdapServer, *, fresh: bool = False) -> tuple[LdapConnection, bool]:
-        """(connection, reused); opening a new one may raise _ServerDown or _Final."""
+        """(connection, reused); opening a new one may raise ServerDown or FinalAnswer."""
         if not fresh:
             with self._lock:
                 idle = self._idle.get(server.url)
@@ -675,12 +678,12 @@ class LdapAuthenticator:
         for server in servers:
             try:
                 result = self._check_on(server, username, password, entry, now)
-            except _ServerDown as exc:
+            except ServerDown as exc:
                 failed.append((server.url, str(exc)))
                 continue
-            except _Final as exc:
+            except FinalAnswer as exc:
                 return Attempt(exc.result, tuple(failed), server.url)
-            except _BindUnanswered as exc:
+            except BindUnanswered as exc:
                 # The server may have checked the password: another server would make it two
                 # attempts (and two counts against an AD lockout). Fail closed instead.
                 failed.append((server.url, str(exc)))
@@ -701,10 +704,10 @@ class LdapAuthenticator:
         for server in servers:
             try:
                 result = self._groups_on(server, username)
-            except _ServerDown as exc:
+            except ServerDown as exc:
                 failed.append((server.url, str(exc)))
                 continue
-            except _Final as exc:
+            except FinalAnswer as exc:
                 return Attempt(group_result(exc.result), tuple(failed), server.url)
             return Attempt(result, tuple(failed), server.url)
         reasons = "; ".join(f"{url}: {why}" for url, why in failed) or "no servers configured"
@@ -720,7 +723,7 @@ class LdapAuthenticator:
     def _groups_on(self, server: LdapServer, username: str) -> GroupResult:
         settings = self._groups
         if settings is None or not self._config.base_dn:
-            raise _Final(
+            raise FinalAnswer(
                 DirectoryResult(DirectoryOutcome.UNAVAILABLE, detail="group lookups are off")
             )
         dn, found = self._find_user(server, username)
@@ -733,7 +736,7 @@ class LdapAuthenticator:
                     server, group_filter, base=base, attributes=(), size_limit=MAX_GROUPS
                 )
                 if answer.verdict is not Verdict.OK:
-                    raise _Final(
+                    raise FinalAnswer(
                         DirectoryResult(
                             DirectoryOutcome.UNAVAILABLE,
                             server=server.url,
@@ -779,7 +782,7 @@ class LdapAuthenticator:
                 DirectoryOutcome.INVALID_CREDENTIALS, dn, server.url, detail=detail
             )
         if answer.verdict is Verdict.TRANSIENT:
-            raise _ServerDown(f"bind answered {answer.description or 'nothing'}")
+            raise ServerDown(f"bind answered {answer.description or 'nothing'}")
         return DirectoryResult(
             DirectoryOutcome.UNAVAILABLE,
             dn,
@@ -791,17 +794,17 @@ class LdapAuthenticator:
         try:
             ret = conn.start_tls(read_server_info=False)
         except TRANSPORT_ERRORS as exc:
-            raise _ServerDown(f"StartTLS failed: {_describe(exc)}") from None
+            raise ServerDown(f"StartTLS failed: {_describe(exc)}") from None
         status = ret[0] if isinstance(ret, tuple) else ret
         if status is not True or not getattr(conn, "tls_started", False):
-            raise _ServerDown("StartTLS failed")
+            raise ServerDown("StartTLS failed")
 
     def _open(self, server: LdapServer, conn: LdapConnection) -> None:
-        """Connect, and StartTLS when configured; _ServerDown if either fails."""
+        """Connect, and StartTLS when configured; ServerDown if either fails."""
         try:
             conn.open(read_server_info=False)
         except TRANSPORT_ERRORS as exc:
-            raise _ServerDown(_describe(exc)) from None
+            raise ServerDown(_describe(exc)) from None
         if self._config.start_tls and not server.use_ssl:
             self._start_tls(conn)
 
@@ -813,7 +816,7 @@ class LdapAuthenticator:
             try:
                 return interpret_bind(conn.bind(read_server_info=False))
             except TRANSPORT_ERRORS as exc:
-                raise _BindUnanswered(f"bind got no answer: {_describe(exc)}") from None
+                raise BindUnanswered(f"bind got no answer: {_describe(exc)}") from None
         finally:
             _quiet_unbind(conn)
 
@@ -828,7 +831,7 @@ class LdapAuthenticator:
             try:
                 answer = interpret_bind(conn.bind(read_server_info=False))
             except TRANSPORT_ERRORS as exc:
-                raise _ServerDown(f"service bind got no answer: {_describe(exc)}") from None
+                raise ServerDown(f"service bind got no answer: {_describe(exc)}") from None
         except BaseException:
             _quiet_unbind(conn)
             raise
@@ -836,8 +839,8 @@ class LdapAuthenticator:
             return conn
         _quiet_unbind(conn)
         if answer.verdict is Verdict.TRANSIENT:
-            raise _ServerDown(f"service bind answered {answer.description or 'nothing'}")
-        raise _Final(
+            raise ServerDown(f"service bind answered {answer.description or 'nothing'}")
+        raise FinalAnswer(
             DirectoryResult(
                 DirectoryOutcome.UNAVAILABLE,
                 server=server.url,
@@ -875,13 +878,13 @@ class LdapAuthenticator:
                 if reused:  # idle timeout or server restart since it was pooled
                     self._service.drop_idle(server)
                     continue
-                raise _ServerDown(f"search got no answer: {_describe(exc)}") from None
+                raise ServerDown(f"search got no answer: {_describe(exc)}") from None
             except BaseException:
                 _quiet_unbind(conn)
                 raise
             if answer.verdict is Verdict.TRANSIENT:
                 _quiet_unbind(conn)
-                raise _ServerDown(f"search answered {answer.description or 'nothing'}")
+                raise ServerDown(f"search answered {answer.description or 'nothing'}")
             self._service.give_back(server, conn)
             return answer
         raise AssertionError("unreachable: the second attempt uses a fresh connection")
@@ -889,7 +892,7 @@ class LdapAuthenticator:
     def _find_user(self, server: LdapServer, username: str) -> tuple[str, dict[str, list[str]]]:
         answer = self._search(server, build_user_filter(self._config.user_filter, username))
         if answer.verdict is not Verdict.OK:
-            raise _Final(
+            raise FinalAnswer(
                 DirectoryResult(
                     DirectoryOutcome.UNAVAILABLE,
                     server=server.url,
@@ -897,7 +900,7 @@ class LdapAuthenticator:
                 )
             )
         if len(answer.entries) > 1 or answer.truncated:
-            raise _Final(
+            raise FinalAnswer(
                 DirectoryResult(
                     DirectoryOutcome.AMBIGUOUS_USER,
                     server=server.url,
@@ -905,7 +908,7 @@ class LdapAuthenticator:
                 )
             )
         if not answer.entries:
-            raise _Final(
+            raise FinalAnswer(
                 DirectoryResult(
                     DirectoryOutcome.NO_SUCH_USER, server=server.url, detail="no_such_user"
                 )
@@ -913,7 +916,7 @@ class LdapAuthenticator:
         entry = answer.entries[0]
         dn = entry.get("dn")
         if not isinstance(dn, str) or not dn:
-            raise _Final(
+            raise FinalAnswer(
                 DirectoryResult(
                     DirectoryOutcome.UNAVAILABLE,
                     server=server.url,

@@ -75,10 +75,13 @@ from radmfa.directory.ber import (
 from radmfa.directory.health import ServerHealth
 from radmfa.directory.ldap import (
     MAX_GROUPS,
+    BindUnanswered,
+    FinalAnswer,
     GroupWalk,
     LdapAnswer,
     LdapServer,
     SearchAnswer,
+    ServerDown,
     Verdict,
     account_state,
     build_user_dn,
@@ -738,22 +741,6 @@ class ConnectionPool:
 # -- the checker --------------------------------------------------------------------------------
 
 
-class _ServerDown(Exception):
-    """This server gave no usable answer; the next one may."""
-
-
-class _BindUnanswered(Exception):
-    """The user bind was sent but not answered: no failover (at most one bind per request)."""
-
-
-class _Final(Exception):
-    """An answer that ends the check (no failover)."""
-
-    def __init__(self, result: DirectoryResult) -> None:
-        super().__init__(result.detail)
-        self.result = result
-
-
 @dataclass
 class _Server:
     server: LdapServer
@@ -937,10 +924,10 @@ class NativeLdapPasswordChecker:
             url = entry.server.url
             try:
                 result = await self._groups_on(entry, username)
-            except _ServerDown as exc:
+            except ServerDown as exc:
                 failed.append((url, str(exc)))
                 continue
-            except _Final as exc:
+            except FinalAnswer as exc:
                 self._health_of().record(failed, url)
                 return group_result(exc.result)
             self._health_of().record(failed, url)
@@ -962,15 +949,15 @@ class NativeLdapPasswordChecker:
                 try:
                     filter_ber = compile_filter(text)
                 except FilterError as exc:
-                    raise _Final(_unavailable(f"bad group filter: {exc}", url)) from None
+                    raise FinalAnswer(_unavailable(f"bad group filter: {exc}", url)) from None
                 outcome = await self._search(
                     entry, filter_ber, base=base, attributes=(), size_limit=MAX_GROUPS
                 )
                 answer = _search_answer(outcome.done)
                 if answer.verdict is Verdict.TRANSIENT:
-                    raise _ServerDown(f"group search answered {answer.description or 'nothing'}")
+                    raise ServerDown(f"group search answered {answer.description or 'nothing'}")
                 if answer.verdict is not Verdict.OK:
-                    raise _Final(
+                    raise FinalAnswer(
                         _unavailable(
                             f"group search failed: {answer.description} ({answer.code})", url
                         )
@@ -991,13 +978,13 @@ class NativeLdapPasswordChecker:
             url = entry.server.url
             try:
                 result = await self._check_on(entry, username, password, user_entry)
-            except _ServerDown as exc:
+            except ServerDown as exc:
                 failed.append((url, str(exc)))
                 continue
-            except _Final as exc:
+            except FinalAnswer as exc:
                 self._health_of().record(failed, url)
                 return exc.result
-            except _BindUnanswered as exc:
+            except BindUnanswered as exc:
                 # The server may have checked the password: another server would make it two
                 # attempts (and two counts against an AD lockout). Fail closed instead.
                 failed.append((url, str(exc)))
@@ -1037,7 +1024,7 @@ class NativeLdapPasswordChecker:
                 detail = "account_locked"
             return DirectoryResult(DirectoryOutcome.INVALID_CREDENTIALS, dn, url, detail=detail)
         if answer.verdict is Verdict.TRANSIENT:
-            raise _ServerDown(f"bind answered {answer.description or 'nothing'}")
+            raise ServerDown(f"bind answered {answer.description or 'nothing'}")
         return DirectoryResult(
             DirectoryOutcome.UNAVAILABLE,
             dn,
@@ -1050,11 +1037,11 @@ class NativeLdapPasswordChecker:
         try:
             result = await entry.bind.submit(lambda conn: conn.bind(dn, password))
         except ConnectionFailed as exc:
-            raise _ServerDown(str(exc)) from None
+            raise ServerDown(str(exc)) from None
         except OperationFailed as exc:
-            raise _BindUnanswered(f"bind got no answer: {exc}") from None
+            raise BindUnanswered(f"bind got no answer: {exc}") from None
         except QueueFull:
-            raise _Final(_unavailable("LDAP queue full", entry.server.url)) from None
+            raise FinalAnswer(_unavailable("LDAP queue full", entry.server.url)) from None
         return _bind_answer(result)
 
     async def _search(
@@ -1090,15 +1077,15 @@ class NativeLdapPasswordChecker:
             except OperationFailed as exc:
                 if exc.retriable and attempt == 0:
                     continue  # idle timeout or restart since it was pooled
-                raise _ServerDown(f"search got no answer: {exc}") from None
+                raise ServerDown(f"search got no answer: {exc}") from None
             except ConnectionFailed as exc:
-                raise _ServerDown(str(exc)) from None
+                raise ServerDown(str(exc)) from None
             except ServiceBindRefused as exc:
-                raise _Final(
+                raise FinalAnswer(
                     _unavailable(f"service account bind failed: {exc}", entry.server.url)
                 ) from None
             except QueueFull:
-                raise _Final(_unavailable("LDAP queue full", entry.server.url)) from None
+                raise FinalAnswer(_unavailable("LDAP queue full", entry.server.url)) from None
         raise AssertionError("unreachable: the second attempt returns or raises")
 
     async def _find_user(self, entry: _Server, username: str) -> tuple[str, dict[str, list[str]]]:
@@ -1107,19 +1094,19 @@ class NativeLdapPasswordChecker:
         try:
             filter_ber = self._filter.encode(username)
         except FilterError as exc:
-            raise _Final(_unavailable(f"bad search filter: {exc}", url)) from None
+            raise FinalAnswer(_unavailable(f"bad search filter: {exc}", url)) from None
         found = await self._search(entry, filter_ber)
         answer = _search_answer(found.done)
         if answer.verdict is Verdict.TRANSIENT:
-            raise _ServerDown(f"search answered {answer.description or 'nothing'}")
+            raise ServerDown(f"search answered {answer.description or 'nothing'}")
         if answer.verdict is not Verdict.OK:
-            raise _Final(
+            raise FinalAnswer(
                 _unavailable(f"user search failed: {answer.description} ({answer.code})", url)
             )
         entries = found.entries
         truncated = answer.truncated or found.overflow
         if len(entries) > 1 or truncated:
-            raise _Final(
+            raise FinalAnswer(
                 DirectoryResult(
                     DirectoryOutcome.AMBIGUOUS_USER,
                     server=url,
@@ -1127,12 +1114,12 @@ class NativeLdapPasswordChecker:
                 )
             )
         if not entries:
-            raise _Final(
+            raise FinalAnswer(
                 DirectoryResult(DirectoryOutcome.NO_SUCH_USER, server=url, detail="no_such_user")
             )
         found_entry = entries[0]
         if not found_entry.dn:
-            raise _Final(_unavailable("search returned an entry without a DN", url))
+            raise FinalAnswer(_unavailable("search returned an entry without a DN", url))
         return found_entry.dn, self._pick_attributes(found_entry)
 
     def _pick_attributes(self, entry: SearchEntry) -> dict[str, list[str]]:
