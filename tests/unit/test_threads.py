@@ -58,3 +58,48 @@ def test_stop_finishes_queued_work_first():
         r.run(done.append, i)
     r.stop()
     assert done == list(range(20))
+
+
+class _CountingReactor:
+    """The real reactor, counting the wake-ups the runner asks for."""
+
+    def __init__(self) -> None:
+        self.wakeups = 0
+
+    def callFromThread(self, fn, *args, **kwargs) -> None:
+        self.wakeups += 1
+        reactor.callFromThread(fn, *args, **kwargs)
+
+
+@pytest_twisted.ensureDeferred
+async def test_results_of_queued_work_come_back_in_batches_in_order():
+    counting = _CountingReactor()
+    r = SerialThreadRunner(counting, "batch", batch=32, monotonic=lambda: 0.0)
+    r.start()
+    try:
+        gate = threading.Event()
+        first = r.run(gate.wait, 5)
+        rest = [r.run(lambda i=i: i, i) for i in range(49)]
+        gate.set()
+        results = await gatherResults([first, *rest])
+    finally:
+        r.stop()
+    assert results == [True, *range(49)]
+    assert counting.wakeups == 2  # 32 results, then the last 18
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_result_is_not_held_longer_than_the_hold_time():
+    counting = _CountingReactor()
+    ticks = iter(range(1000))  # every reading of the clock is 1 s later than the last
+    r = SerialThreadRunner(counting, "hold", batch=32, hold=0.5, monotonic=lambda: next(ticks))
+    r.start()
+    try:
+        gate = threading.Event()
+        first = r.run(gate.wait, 5)
+        rest = [r.run(lambda i=i: i, i) for i in range(9)]
+        gate.set()
+        await gatherResults([first, *rest])
+    finally:
+        r.stop()
+    assert counting.wakeups == 10  # the hold time passes after every call: no batching
