@@ -16,7 +16,14 @@ from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 from radmfa import policyconfig as pc
-from radmfa.configload import Document, Section, Value, parse_duration, placeholders
+from radmfa.configload import (
+    Document,
+    Section,
+    Value,
+    format_duration,
+    parse_duration,
+    placeholders,
+)
 from radmfa.factorconfig import (
     BackupCodesConfig,
     EmailConfig,
@@ -98,6 +105,9 @@ class LdapConfig:
     #: Read AD / ppolicy account-state attributes with the user search (search-then-bind) and
     #: refuse disabled, locked and expired accounts without a bind.
     account_state: bool = True
+    #: Seconds a user entry found by search-then-bind is reused instead of searching again
+    #: (0: off). The user bind still happens every time; see directory/entrycache.py.
+    user_cache: float = 0.0
     #: How group membership is read for policy rules (search-then-bind only).
     groups: LdapGroupsConfig = field(default_factory=LdapGroupsConfig)
 
@@ -588,8 +598,12 @@ _LDAP_KEYS = (
     "retry_after",
     "engine",
     "account_state",
+    "user_cache",
     "groups",
 )
+#: ``ldap.user_cache`` at most: longer would hide directory changes (a disabled account, a
+#: group membership removed) for too long.
+MAX_USER_CACHE = 3600.0
 _LDAP_DEFAULTS = LdapConfig(servers=())
 _FILTER_EXAMPLE = '"(uid={username})" or "(&(objectClass=person)(uid={username}))"'
 
@@ -653,8 +667,23 @@ def _ldap(s: Section) -> LdapConfig:
             s.get_choice("engine", d.engine, ("native", "ldap3"), fold=str.lower),
         ),
         account_state=s.get_bool("account_state", d.account_state),
+        user_cache=_ldap_user_cache(s),
         groups=pc.parse_ldap_groups(s.section("groups", pc.LDAP_GROUPS_KEYS)),
     )
+
+
+def _ldap_user_cache(s: Section) -> float:
+    """``user_cache``: a duration, 0 (off, the default) up to :data:`MAX_USER_CACHE`."""
+    seconds = s.get_duration("user_cache", _LDAP_DEFAULTS.user_cache, 0)
+    if seconds > MAX_USER_CACHE:
+        s.error(
+            "user_cache",
+            f"must be at most {format_duration(MAX_USER_CACHE)} "
+            f"(got {format_duration(seconds)}): a cached entry hides directory changes "
+            "(group membership, account state, renames) for that long",
+        )
+        return _LDAP_DEFAULTS.user_cache
+    return seconds
 
 
 def _ldap_servers(s: Section) -> list[tuple[str, Value]]:

@@ -138,6 +138,7 @@ ldap:
   timeout: 2.5
   pool_size: 4
   retry_after: 1m
+  user_cache: 30s
   groups:
     membership: memberof
     base_dn: "ou=groups,dc=example,dc=org"
@@ -229,6 +230,7 @@ def test_full_config_round_trips_every_key_into_the_dataclasses(tmp_path: Path) 
             timeout=2.5,
             pool_size=4,
             retry_after=60.0,
+            user_cache=30.0,
             groups=LdapGroupsConfig(
                 membership="memberof",
                 base_dn="ou=groups,dc=example,dc=org",
@@ -1173,6 +1175,41 @@ LDAP_CASES = [
         "unknown key (did you mean 'servers'?)",
         id="typo",
     ),
+    pytest.param(
+        (SERVERS, BASE_DN, "user_cache: -5s"),
+        "user_cache",
+        "ldap.user_cache",
+        "it must be 0 or more",
+        id="user-cache-negative",
+    ),
+    pytest.param(
+        (SERVERS, BASE_DN, "user_cache: -1"),
+        "user_cache",
+        "ldap.user_cache",
+        "it must be 0 or more",
+        id="user-cache-negative-number",
+    ),
+    pytest.param(
+        (SERVERS, BASE_DN, "user_cache: 2h"),
+        "user_cache",
+        "ldap.user_cache",
+        "must be at most 1h (got 2h): a cached entry hides directory changes",
+        id="user-cache-too-long",
+    ),
+    pytest.param(
+        (SERVERS, BASE_DN, "user_cache: 3601"),
+        "user_cache",
+        "ldap.user_cache",
+        "must be at most 1h (got 3601s)",
+        id="user-cache-just-too-long",
+    ),
+    pytest.param(
+        (SERVERS, BASE_DN, "user_cache: soon"),
+        "user_cache",
+        "ldap.user_cache",
+        "is not a duration",
+        id="user-cache-not-a-duration",
+    ),
 ]
 
 
@@ -1218,6 +1255,28 @@ def test_ldap_start_tls_silences_the_cleartext_warning(tmp_path: Path) -> None:
     text = ldap("servers: [ldap://ldap.example.org]", USER_DN, "start_tls: true")
 
     assert load(tmp_path, text).warnings == ()
+
+
+def test_ldap_user_cache_is_off_by_default(tmp_path: Path) -> None:
+    settings = load(tmp_path, ldap(SERVERS, BASE_DN)).ldap
+
+    assert settings is not None and settings.user_cache == 0.0
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("60s", 60.0), ("2m", 120.0), ("90", 90.0), ("1.5", 1.5), ("1h", 3600.0)]
+)
+def test_ldap_user_cache_is_a_duration(tmp_path: Path, text: str, seconds: float) -> None:
+    settings = load(tmp_path, ldap(SERVERS, BASE_DN, f"user_cache: {text}")).ldap
+
+    assert settings is not None and settings.user_cache == seconds
+
+
+def test_ldap_user_cache_with_direct_bind_is_accepted_and_unused(tmp_path: Path) -> None:
+    config = load(tmp_path, ldap(SERVERS, USER_DN, "user_cache: 60s"))
+
+    assert config.ldap is not None and config.ldap.user_cache == 60.0
+    assert config.warnings == ()
 
 
 def test_ldap_timeout_of_exactly_60s_is_allowed(tmp_path: Path) -> None:

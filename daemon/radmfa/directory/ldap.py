@@ -62,6 +62,7 @@ from radmfa.directory.base import (
     GroupResult,
     UserEntry,
 )
+from radmfa.directory.entrycache import EntryCache
 from radmfa.directory.health import ServerHealth
 from radmfa.policyconfig import LdapGroupsConfig
 from radmfa.threads import BlockingRunner
@@ -88,6 +89,7 @@ __all__ = [
     "interpret_bind",
     "interpret_search",
     "make_tls",
+    "make_user_cache",
     "parse_server",
     "username_problem",
 ]
@@ -581,6 +583,14 @@ def search_attributes(
     return tuple(names.values())
 
 
+def make_user_cache(config: LdapConfig, clock: Callable[[], float]) -> EntryCache | None:
+    """The user-entry cache both engines keep when ``user_cache`` is set (search-then-bind
+    only: a direct bind has no search to save)."""
+    if not config.base_dn or config.user_cache <= 0:
+        return None
+    return EntryCache(config.user_cache, clock)
+
+
 def group_result(result: DirectoryResult) -> GroupResult:
     """A user search that ended a group lookup (no such user, ambiguous, unavailable)."""
     return GroupResult(result.outcome, server=result.server, detail=result.detail)
@@ -644,7 +654,9 @@ class LdapAuthenticator:
         connect: ConnectionFactory | None = None,
         attributes: Sequence[str] = (),
         groups: LdapGroupsConfig | None = None,
+        user_cache: EntryCache | None = None,
     ) -> None:
+        """``user_cache``: recently found user entries, used instead of a user search."""
         if bool(config.user_dn) == bool(config.base_dn):
             raise ValueError("LDAP: set exactly one of user_dn (direct bind) or base_dn (search)")
         if config.bind_dn and not config.bind_password:
@@ -662,6 +674,7 @@ class LdapAuthenticator:
         self._search_attributes = search_attributes(attributes, config, groups)
         self._time_limit = max(1, math.ceil(config.timeout))
         self._service = _ServiceConnections(self._open_service_connection)
+        self.user_cache = user_cache
 
     def close(self) -> None:
         self._service.close()
@@ -766,6 +779,7 @@ class LdapAuthenticator:
             dn, found = self._find_user(server, username)
         state = account_state(found, now) if self._config.account_state else None
         if state is not None:  # refused without a bind
+            self._forget(username)
             return DirectoryResult(
                 DirectoryOutcome.INVALID_CREDENTIALS, dn, server.url, detail=state
             )
@@ -775,6 +789,7 @@ class LdapAuthenticator:
                 DirectoryOutcome.OK, dn, server.url, attributes=self._factor_attributes(found)
             )
         if answer.verdict is Verdict.REJECTED:
+            self._forget(username)  # the next check searches again (moved, locked, fixed)
             detail = answer.detail
             if detail == "bad_password" and locked_by_ppolicy(found):
                 detail = "account_locked"
@@ -890,6 +905,23 @@ class LdapAuthenticator:
         raise AssertionError("unreachable: the second attempt uses a fresh connection")
 
     def _find_user(self, server: LdapServer, username: str) -> tuple[str, dict[str, list[str]]]:
+        """The user's entry: from the cache when it holds one, else the user search."""
+        if self.user_cache is None:
+            return self._search_user(server, username)
+        cached = self.user_cache.get(username)
+        if cached is not None:
+            return cached
+        dn, found = self._search_user(server, username)
+        self.user_cache.put(username, dn, found)
+        return dn, found
+
+    def _forget(self, username: str) -> None:
+        """The directory refused this user: a cached entry may be what is wrong."""
+        if self.user_cache is not None:
+            self.user_cache.drop(username)
+
+    def _search_user(self, server: LdapServer, username: str) -> tuple[str, dict[str, list[str]]]:
+        """The user search: exactly one entry, or a FinalAnswer saying what went wrong."""
         answer = self._search(server, build_user_filter(self._config.user_filter, username))
         if answer.verdict is not Verdict.OK:
             raise FinalAnswer(
@@ -971,6 +1003,10 @@ class LdapPasswordChecker:
 
     A server that gave no usable answer is tried last for ``retry_after`` seconds; servers are
     otherwise tried in the configured order.
+
+    With ``config.user_cache`` an entry the user search found is reused for that long
+    (:mod:`radmfa.directory.entrycache`) and forgotten when the directory refuses the user; it
+    saves the search only, never the user bind.
     """
 
     def __init__(
@@ -992,7 +1028,9 @@ class LdapPasswordChecker:
         self._servers = tuple(parse_server(s) for s in config.servers)
         self._runner = runner
         self._clock = clock
-        self._authenticator = LdapAuthenticator(config, connect, attributes, groups)
+        self._authenticator = LdapAuthenticator(
+            config, connect, attributes, groups, make_user_cache(config, clock.seconds)
+        )
         self._semaphore = DeferredSemaphore(max(1, config.pool_size))
         self._max_pending = max_pending
         self._deadline = config.timeout * len(self._servers) + 1.0
@@ -1010,6 +1048,18 @@ class LdapPasswordChecker:
     def servers_down(self) -> list[str]:
         """URLs currently skipped after a failure (for status output and tests)."""
         return self._health.down()
+
+    @property
+    def user_cache_hits(self) -> int:
+        """Checks and group lookups that skipped the user search (``ldap.user_cache``)."""
+        cache = self._authenticator.user_cache
+        return cache.hits if cache is not None else 0
+
+    @property
+    def user_cache_misses(self) -> int:
+        """Lookups the cache could not answer, so a user search was sent."""
+        cache = self._authenticator.user_cache
+        return cache.misses if cache is not None else 0
 
     def check_password(
         self, username: str, password: str, *, entry: UserEntry | None = None

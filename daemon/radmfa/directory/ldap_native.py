@@ -90,6 +90,7 @@ from radmfa.directory.ldap import (
     interpret_bind,
     interpret_search,
     locked_by_ppolicy,
+    make_user_cache,
     parse_server,
     refuse_before_ldap,
     search_attributes,
@@ -219,6 +220,9 @@ class LdapClientProtocol(Protocol):
         self.alive = False
         self.on_idle: Callable[[LdapClientProtocol], None] | None = None
         self.on_lost: Callable[[LdapClientProtocol], None] | None = None
+        #: The plain TCP socket, written to directly (see :meth:`_write`); None under TLS
+        #: and after the first short write, when the transport's own buffering takes over.
+        self._socket: socket.socket | None = None
 
     @property
     def outstanding(self) -> int:
@@ -278,6 +282,7 @@ class LdapClientProtocol(Protocol):
         """Start the TLS handshake now (LDAPS does this right after connecting)."""
         if not self.alive or self.transport is None:
             return fail(ConnectionFailed("connection closed before TLS"))
+        self._socket = None  # from now on every byte goes through the TLS layer
         self._handshake = Deferred()
         self._handshake_timer = self._clock.callLater(
             self._timeout, self.drop, f"no TLS handshake within {self._timeout:g}s", False
@@ -333,8 +338,29 @@ class LdapClientProtocol(Protocol):
             kind, self._clock.callLater(self._timeout, self._timed_out, mid), max_entries
         )
         self._pending[mid] = op
-        self.transport.write(data)
+        self._write(data)
         return op.deferred
+
+    def _write(self, data: bytes) -> None:
+        """Send now when the socket takes it all, else leave it to the transport.
+
+        Twisted's TCP transport buffers every write until the next reactor pass, which costs
+        two ``epoll_ctl`` calls and a wake-up per request; an LDAP request is a few hundred
+        bytes and the socket buffer is nearly always empty, so one ``send`` does it. After a
+        short write (or any error, which the transport then reports as usual) the rest and
+        everything after it go through the transport, so bytes never overtake each other.
+        """
+        sock = self._socket
+        if sock is not None:
+            try:
+                sent = sock.send(data)
+            except OSError:
+                sent = 0
+            if sent == len(data):
+                return
+            self._socket = None
+            data = data[sent:]
+        self.transport.write(data)  # type: ignore[union-attr]
 
     def _peer_closed(self) -> bool:
         """Whether an idle connection's socket already holds the server's EOF or reset.
@@ -363,6 +389,10 @@ class LdapClientProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.alive = True
+        get_handle = getattr(self.transport, "getHandle", None)
+        sock = get_handle() if get_handle is not None else None
+        if isinstance(sock, socket.socket) and sock.type == socket.SOCK_STREAM:
+            self._socket = sock
 
     def dataReceived(self, data: bytes) -> None:
         if not self.alive:
@@ -758,6 +788,10 @@ class NativeLdapPasswordChecker:
 
     Timeouts: connect, TLS handshake and every response ``config.timeout`` each, and the whole
     check ``timeout * len(servers) + 1`` seconds (:attr:`deadline`), as for the ldap3 engine.
+
+    With ``config.user_cache`` an entry the user search found is reused for that long
+    (:mod:`radmfa.directory.entrycache`) and forgotten when the directory refuses the user; it
+    saves the search only, never the user bind.
     """
 
     def __init__(
@@ -798,6 +832,8 @@ class NativeLdapPasswordChecker:
         self._health: ServerHealth[_Server] | None = None
         self._closed = False
         self._gauge = _Gauge(max_pending)
+        #: Recently found user entries (``user_cache``; None when off or in direct-bind mode).
+        self._user_cache = make_user_cache(config, reactor.seconds)
         self._filter: FilterTemplate | None = None
         if config.base_dn:
             try:
@@ -844,6 +880,16 @@ class NativeLdapPasswordChecker:
     def servers_down(self) -> list[str]:
         """URLs currently tried last after a failure (for status output and tests)."""
         return self._health.down() if self._health is not None else []
+
+    @property
+    def user_cache_hits(self) -> int:
+        """Checks and group lookups that skipped the user search (``ldap.user_cache``)."""
+        return self._user_cache.hits if self._user_cache is not None else 0
+
+    @property
+    def user_cache_misses(self) -> int:
+        """Lookups the cache could not answer, so a user search was sent."""
+        return self._user_cache.misses if self._user_cache is not None else 0
 
     def check_password(
         self, username: str, password: str, *, entry: UserEntry | None = None
@@ -1013,12 +1059,14 @@ class NativeLdapPasswordChecker:
         if self._config.account_state:
             state = account_state(found, self._reactor.seconds())
             if state is not None:  # refused without a bind
+                self._forget(username)
                 return DirectoryResult(DirectoryOutcome.INVALID_CREDENTIALS, dn, url, detail=state)
         answer = await self._user_bind(entry, dn, password)
         if answer.verdict is Verdict.OK:
             attributes = {name: found[name] for name in self._attributes if name in found}
             return DirectoryResult(DirectoryOutcome.OK, dn, url, attributes=attributes)
         if answer.verdict is Verdict.REJECTED:
+            self._forget(username)  # the next check searches again (moved, locked, fixed)
             detail = answer.detail
             if detail == "bad_password" and locked_by_ppolicy(found):
                 detail = "account_locked"
@@ -1089,6 +1137,23 @@ class NativeLdapPasswordChecker:
         raise AssertionError("unreachable: the second attempt returns or raises")
 
     async def _find_user(self, entry: _Server, username: str) -> tuple[str, dict[str, list[str]]]:
+        """The user's entry: from the cache when it holds one, else the user search."""
+        if self._user_cache is None:
+            return await self._search_user(entry, username)
+        cached = self._user_cache.get(username)
+        if cached is not None:
+            return cached
+        dn, found = await self._search_user(entry, username)
+        self._user_cache.put(username, dn, found)
+        return dn, found
+
+    def _forget(self, username: str) -> None:
+        """The directory refused this user: a cached entry may be what is wrong."""
+        if self._user_cache is not None:
+            self._user_cache.drop(username)
+
+    async def _search_user(self, entry: _Server, username: str) -> tuple[str, dict[str, list[str]]]:
+        """The user search: exactly one entry, or a FinalAnswer saying what went wrong."""
         url = entry.server.url
         assert self._filter is not None
         try:
