@@ -50,6 +50,7 @@ def run_serve(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace, config: Config, reactor: Any, predicate: Any) -> int:
     from twisted.internet.error import CannotListenError
 
+    from radmfa.gctuning import settle_heap
     from radmfa.logsetup import set_level
     from radmfa.notify import Notifier
     from radmfa.service import Daemon, SetupError
@@ -68,6 +69,7 @@ def _serve(args: argparse.Namespace, config: Config, reactor: Any, predicate: An
     except (OSError, CannotListenError) as e:  # a listen address in use or not local
         print(f"radmfa: cannot start: {e}", file=sys.stderr)
         return EXIT_FAILED
+    settle_heap()  # after start-up, before the first request (see radmfa.gctuning)
     # Sockets bound, store open, configuration checked: now we are ready.
     channel.ready()
     channel.start_heartbeat(reactor)
