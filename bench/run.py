@@ -46,6 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-shared-secret-0123456789"
 #: ``ldap.user_cache`` of the radmfa-cached server (search-then-bind with the entry cache).
 USER_CACHE = "5m"
+#: FreeRADIUS batches start with at least this long left in the step (rows take 1-3 s).
+FR_MIN_LEFT = 8.0
 STEP = 30
 
 
@@ -94,14 +96,19 @@ class CodeBook:
     accept one step of skew); when every user has used both, we wait for the next step.
     """
 
-    def __init__(self, users: list[BenchUser], lookahead: int = 1) -> None:
+    def __init__(self, users: list[BenchUser], lookahead: int = 1, min_left: float = 0.0) -> None:
         self.users = users
         self.lookahead = lookahead
+        #: Seconds a batch needs before the step ends: a server that accepts the current step
+        #: only would reject codes that arrive after the step turned over.
+        self.min_left = min_left
         self.totps = {u.uid: pyotp.TOTP(u.totp_secret) for u in users}
         self.next_step = {u.uid: 0 for u in users}
         self.cursor = 0
 
     def take(self, count: int) -> Iterator[tuple[BenchUser, str]]:
+        if self.min_left:
+            self._wait_for_room(count)
         given = 0
         while given < count:
             now_step = int(time.time()) // STEP
@@ -122,6 +129,21 @@ class CodeBook:
                 wait = STEP - time.time() % STEP + 0.05
                 print(f"  (every user used its codes; waiting {wait:.0f}s for the next step)")
                 time.sleep(wait)
+
+    def _wait_for_room(self, count: int) -> None:
+        """Until this step has ``count`` unused codes and ``min_left`` seconds to run, so a
+        whole batch is sent within one step."""
+        if count > len(self.users) * (self.lookahead + 1):
+            return
+        while True:
+            now = time.time()
+            step, left = int(now) // STEP, STEP - now % STEP
+            last = step + self.lookahead
+            fresh = sum(1 for u in self.users if self.next_step[u.uid] <= last)
+            if left >= self.min_left and fresh >= count:
+                return
+            print(f"  (waiting {left:.0f}s for a fresh step)")
+            time.sleep(left + 0.05)
 
 
 def attempts_for(book: CodeBook, count: int, *, wrong_share: float = 0.0) -> list[Attempt]:
@@ -366,7 +388,10 @@ def run_one_size(
                 servers.append(server)
         # rlm_totp 3.2.1 accepts the current step only; radmfa one step either way.
         books = {
-            s.label: CodeBook(users, lookahead=0 if s.label == "freeradius" else 1) for s in servers
+            s.label: CodeBook(users, lookahead=0, min_left=FR_MIN_LEFT)
+            if s.label == "freeradius"
+            else CodeBook(users)
+            for s in servers
         }
         for server in servers:
             server.start()

@@ -13,6 +13,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from radmfa.store.base import (
     SEND_WINDOW,
@@ -166,6 +167,26 @@ _SELECT_ALL_TOKENS = (
     "SELECT token_id, user, type, secret_blob, digits, algorithm, period, created_at, "
     "last_step, description FROM tokens ORDER BY user, created_at, token_id"
 )
+#: Decrypted secrets kept at most (then the memory starts over): ~100 bytes each.
+_MAX_OPENED = 100_000
+_forks = [0]
+
+
+def _count_fork() -> None:
+    _forks[0] += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
+
+
+def _forks_seen() -> int:
+    """How many forks led to this process since the module was loaded (0 in the parent)."""
+    return _forks[0]
+
+
+_ADVANCE_STEP = (
+    "UPDATE tokens SET last_step = ? WHERE token_id = ? AND (last_step IS NULL OR last_step < ?)"
+)
 _SELECT_USER_TOKENS = (
     "SELECT token_id, user, type, secret_blob, digits, algorithm, period, created_at, "
     "last_step, description FROM tokens WHERE user = ? ORDER BY created_at, token_id"
@@ -251,7 +272,12 @@ class SqliteStore:
         self.path = os.path.abspath(path)
         self._box = box
         self._pid = os.getpid()
+        self._forks = _forks_seen()
         self._local = threading.local()
+        #: Decrypted token secrets by (token id, user, sealed blob): a login reads the sealed
+        #: secret every time, and an unchanged row need not be opened again (a changed one is,
+        #: so tampering is still caught by the AEAD check).
+        self._opened: dict[tuple[str, str, bytes], bytes] = {}
         self._lock = threading.Lock()
         #: Every open connection with the thread that owns it, so close() can reach them all.
         self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
@@ -283,7 +309,7 @@ class SqliteStore:
     def _conn(self) -> sqlite3.Connection:
         if self._closed:
             raise StoreError(f"store {self.path} is closed")
-        if os.getpid() != self._pid:
+        if _forks_seen() != self._forks:  # a counter, not getpid(): no syscall per query
             raise StoreError(
                 f"store {self.path} was opened in process {self._pid}; open a new store in "
                 "each process (SQLite connections must not cross fork)"
@@ -352,6 +378,14 @@ class SqliteStore:
             with contextlib.suppress(sqlite3.Error):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+            raise StoreError(f"{what} failed on {self.path}: {e}") from e
+
+    def _rows(self, sql: str, params: Any, what: str) -> list[Any]:
+        """One autocommit statement's rows: :meth:`_read` without the context manager, for
+        the statements every login runs."""
+        try:
+            return self._conn().execute(sql, params).fetchall()
+        except sqlite3.Error as e:
             raise StoreError(f"{what} failed on {self.path}: {e}") from e
 
     @contextlib.contextmanager
@@ -426,22 +460,27 @@ class SqliteStore:
             raise
 
     def list_tokens(self, user: str | None = None) -> list[TokenRecord]:
-        with self._read("listing tokens") as conn:
-            if user is None:
-                rows = conn.execute(_SELECT_ALL_TOKENS).fetchall()
-            else:
-                rows = conn.execute(_SELECT_USER_TOKENS, (user,)).fetchall()
+        if user is None:
+            rows = self._rows(_SELECT_ALL_TOKENS, (), "listing tokens")
+        else:
+            rows = self._rows(_SELECT_USER_TOKENS, (user,), "listing tokens")
         return [self._token_from_row(row) for row in rows]
 
     def _token_from_row(self, row: tuple) -> TokenRecord:
         token_id, user, type_, blob, digits, algorithm, period, created_at, last_step, desc = row
-        try:
-            secret = self._box.open(bytes(blob), token_secret_aad(user, token_id))
-        except SecretBoxError as e:
-            raise StoreError(
-                f"cannot decrypt the secret of token {token_id!r} of user {user!r} in "
-                f"{self.path}: {e}"
-            ) from e
+        sealed = bytes(blob)
+        secret = self._opened.get((token_id, user, sealed))
+        if secret is None:
+            try:
+                secret = self._box.open(sealed, token_secret_aad(user, token_id))
+            except SecretBoxError as e:
+                raise StoreError(
+                    f"cannot decrypt the secret of token {token_id!r} of user {user!r} in "
+                    f"{self.path}: {e}"
+                ) from e
+            if len(self._opened) >= _MAX_OPENED:
+                self._opened.clear()
+            self._opened[(token_id, user, sealed)] = secret
         return TokenRecord(
             token_id=token_id,
             user=user,
@@ -468,12 +507,12 @@ class SqliteStore:
     def advance_step(self, token_id: str, step: int) -> bool:
         # One statement in autocommit mode is its own transaction: atomic, and cheaper than
         # BEGIN IMMEDIATE ... COMMIT on the hottest write path (every accepted code).
-        with self._read(f"advancing the step of token {token_id!r}") as conn:
-            cur = conn.execute(
-                "UPDATE tokens SET last_step = ? "
-                "WHERE token_id = ? AND (last_step IS NULL OR last_step < ?)",
-                (step, token_id, step),
-            )
+        try:
+            cur = self._conn().execute(_ADVANCE_STEP, (step, token_id, step))
+        except sqlite3.Error as e:
+            raise StoreError(
+                f"advancing the step of token {token_id!r} failed on {self.path}: {e}"
+            ) from e
         # execute() returns after the implicit commit: a failed commit raises, never accepts.
         return cur.rowcount == 1
 
@@ -634,8 +673,7 @@ class SqliteStore:
             "ssince": source_since,
             "device": device,
         }
-        with self._read(f"reading the login state of {user!r}") as conn:
-            row = conn.execute(_LOGIN_STATE, params).fetchone()
+        (row,) = self._rows(_LOGIN_STATE, params, f"reading the login state of {user!r}")
         failures, locked_until, last_failure, last_success = row[:4]
         lock = (
             LockState(user)

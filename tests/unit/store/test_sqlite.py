@@ -165,6 +165,41 @@ def test_moving_a_token_to_another_user_fails_to_decrypt(store: SqliteStore, db_
         store.list_tokens()
 
 
+def test_tampering_is_caught_after_the_secret_was_read_once(
+    store: SqliteStore, db_path: Path
+) -> None:
+    """Opened secrets are remembered per (token, user, blob): a changed row is opened again."""
+    store.add_token(_token("t1", "alice", SECRET_A))
+    store.add_token(_token("t2", "bob", SECRET_B))
+    assert [t.secret for t in store.list_tokens()] == [SECRET_A, SECRET_B]
+    conn = _raw(db_path)
+    (blob_b,) = conn.execute("SELECT secret_blob FROM tokens WHERE token_id='t2'").fetchone()
+    conn.execute("UPDATE tokens SET secret_blob=? WHERE token_id='t1'", (blob_b,))
+    conn.execute("UPDATE tokens SET user='mallory' WHERE token_id='t2'")
+    conn.close()
+    with pytest.raises(StoreError, match="token 't1' of user 'alice'"):
+        store.list_tokens("alice")
+    with pytest.raises(StoreError, match="mallory"):
+        store.list_tokens("mallory")
+
+
+def test_a_store_used_after_fork_is_refused_in_the_child(store: SqliteStore) -> None:
+    store.add_token(_token("t1", "alice", SECRET_A))
+    pid = os.fork()
+    if pid == 0:  # the child: any query must refuse, whatever happens exit at once
+        code = 3
+        try:
+            store.list_tokens()
+        except StoreError as e:
+            code = 0 if "open a new store in each process" in str(e) else 4
+        except BaseException:
+            code = 5
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert [t.token_id for t in store.list_tokens()] == ["t1"]  # the parent goes on
+
+
 def test_wrong_key_file_is_reported(db_path: Path, key_file: Path, tmp_path: Path) -> None:
     s = SqliteStore(str(db_path), SecretBox.from_key_file(key_file))
     s.add_token(_token("t1", "alice", SECRET_A))
