@@ -628,14 +628,22 @@ class ConnectionPool:
     def submit(self, operation: Callable[[LdapClientProtocol], Deferred[T]]) -> Deferred[T]:
         if self._closed:
             return fail(ConnectionFailed("LDAP checker is closed"))
-        waiter = _Waiter(operation, self)
         if not self._queue:
             conn = self._pick()
             if conn is not None:
                 if conn.outstanding:  # sharing a pipelined connection: add one if allowed
                     self._grow()
-                self._run(waiter, conn)
-                return waiter.result
+                # Sent at once: the caller waits on the request's own Deferred (the usual
+                # case, one Deferred less). Cancelling it only stops the waiting; the request
+                # keeps its connection busy until the answer or the timeout, as when queued.
+                try:
+                    return operation(conn)
+                except NotSent:  # died since its last answer; nothing left: pick again
+                    self._lost(conn)
+                    return self.submit(operation)
+                except Exception:
+                    return fail(Failure())
+        waiter = _Waiter(operation, self)
         if self._gauge.waiting >= self._gauge.limit:
             return fail(QueueFull("LDAP queue full"))
         waiter.queued = True

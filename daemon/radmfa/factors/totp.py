@@ -42,8 +42,21 @@ class _TokenTOTP(pyotp.TOTP):
         return self._raw
 
 
+#: Built generators by (secret, digits, algorithm, period): pyotp's constructor base32-encodes
+#: the secret and validates it, several microseconds per login for the same few parameters.
+_OTPS: dict[tuple[bytes, int, str, int], pyotp.TOTP] = {}
+_MAX_OTPS = 100_000
+
+
 def make_otp(token: TokenRecord) -> pyotp.TOTP:
-    return _TokenTOTP(token)
+    key = (token.secret, token.digits, token.algorithm, token.period)
+    otp = _OTPS.get(key)
+    if otp is None:
+        otp = _TokenTOTP(token)
+        if len(_OTPS) >= _MAX_OTPS:
+            _OTPS.clear()
+        _OTPS[key] = otp
+    return otp
 
 
 def _window(current: int, skew: int) -> list[int]:
