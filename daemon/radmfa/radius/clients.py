@@ -13,8 +13,13 @@ from collections.abc import Iterable, Iterator
 from radmfa.config import ClientConfig
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-_MEMO_LIMIT = 4096
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: Entries per address memo. A NAS sends thousands of requests from one address, so a memo
+#: saves parsing it each time; a flood of spoofed sources only makes it start over.
+_MEMO_LIMIT = 4096
+#: Host string as received -> :func:`source_address` text. Pure, so shared by every table.
+_sources: dict[str, str] = {}
 
 
 def normalise_address(address: str) -> IPAddress | None:
@@ -26,6 +31,24 @@ def normalise_address(address: str) -> IPAddress | None:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     return ip
+
+
+def source_address(host: str) -> str:
+    """The text a datagram's source is known by (client lookup, duplicate key, logs).
+
+    :func:`normalise_address` shown as text, or ``host`` itself if unparsable. Memoised per
+    host string: ``ipaddress`` parsing and formatting showed in per-request profiles.
+    """
+    try:
+        return _sources[host]
+    except KeyError:
+        pass
+    ip = normalise_address(host)
+    text = str(ip) if ip is not None else host
+    if len(_sources) >= _MEMO_LIMIT:
+        _sources.clear()
+    _sources[host] = text
+    return text
 
 
 def _normalise_network(network: IPNetwork) -> IPNetwork:

@@ -164,16 +164,36 @@ def _check_request_rules(attributes: Sequence[Attribute]) -> None:
         raise MalformedPacket(f"conflicting credentials: {names}")
 
 
-def validate_datagram(data: bytes, allowed_codes: frozenset[int] = AUTH_PORT_CODES) -> bytes:
-    """Apply every structural rule before anything decodes; return the packet cut to Length.
+@dataclass(frozen=True, slots=True)
+class ValidPacket:
+    """A datagram that passed :func:`validate_packet`, with the attribute walk it took.
 
-    Bytes after the Length field are padding and ignored (RFC 2865 section 3). Raises
-    :class:`MalformedPacket` with a one-line reason for the log.
+    The receive path hands this to :func:`verify_message_authenticator` and
+    :func:`decode_request` so the packet is walked once, not once per step. Build it only
+    through :func:`validate_packet`: those functions trust that its rules were applied.
+    """
+
+    #: The packet cut to its Length field.
+    packet: bytes
+    attributes: tuple[Attribute, ...]
+
+
+def validate_packet(data: bytes, allowed_codes: frozenset[int] = AUTH_PORT_CODES) -> ValidPacket:
+    """Apply every structural rule before anything decodes; keep the walk for the next steps.
+
+    Bytes after the Length field are padding and ignored (RFC 2865 section 3). An Access-Request
+    or Status-Server also gets the content rules (R-05). Raises :class:`MalformedPacket` with a
+    one-line reason for the log.
     """
     packet, attributes = _parse(data, allowed_codes)
     if packet[0] in AUTH_PORT_CODES:
         _check_request_rules(attributes)
-    return packet
+    return ValidPacket(packet, tuple(attributes))
+
+
+def validate_datagram(data: bytes, allowed_codes: frozenset[int] = AUTH_PORT_CODES) -> bytes:
+    """:func:`validate_packet` for callers that only want the packet cut to Length."""
+    return validate_packet(data, allowed_codes).packet
 
 
 def parse_attributes(packet: bytes) -> list[tuple[int, bytes]]:
@@ -203,14 +223,18 @@ def _zero_ma(packet: bytes, offset: int) -> bytes:
     return packet[: offset + 2] + _ZERO_MA + packet[offset + 18 :]
 
 
-def verify_message_authenticator(packet: bytes, secret: bytes) -> bool | None:
+def verify_message_authenticator(packet: bytes | ValidPacket, secret: bytes) -> bool | None:
     """Check a request's Message-Authenticator over the exact bytes received.
 
     None when the packet carries none (the caller decides whether that is allowed); False for a
-    wrong, short or repeated one. Compared in constant time.
+    wrong, short or repeated one. Compared in constant time. Raw bytes are walked here (and
+    may raise :class:`MalformedPacket`); a :class:`ValidPacket` reuses its walk.
     """
-    packet, attributes = _parse(packet, None)
-    found = [a for a in attributes if a.type == Attr.MESSAGE_AUTHENTICATOR]
+    if isinstance(packet, ValidPacket):
+        packet, attributes = packet.packet, packet.attributes
+    else:
+        packet, attributes = _parse(packet, None)
+    found = [a for a in attributes if a.type == _MA_TYPE]
     if not found:
         return None
     if len(found) > 1 or len(found[0].value) != 16:
@@ -341,16 +365,24 @@ def _escape(char: str) -> str:
 
 
 def decode_request(
-    packet: bytes, secret: bytes, client_name: str, client_address: str
+    packet: bytes | ValidPacket, secret: bytes, client_name: str, client_address: str
 ) -> DecodedRequest:
     """Turn a validated Access-Request (or Status-Server) into plain values.
 
-    Re-checks structure, so it raises only :class:`MalformedPacket` for any bytes. A
+    Raw bytes are checked again in full, so it raises only :class:`MalformedPacket` for any
+    bytes; a :class:`ValidPacket` already passed those rules and only its code is checked. A
     malformed value of an informational attribute (e.g. a 5-byte NAS-IP-Address) or an empty
     value is ignored, not fatal (R-17, RFC 6929 2.8).
     """
-    packet, attributes = _parse(packet, AUTH_PORT_CODES)
-    _check_request_rules(attributes)
+    attributes: Sequence[Attribute]
+    if isinstance(packet, ValidPacket):
+        # validate_packet applied the content rules to every code accepted here.
+        packet, attributes = packet.packet, packet.attributes
+        if packet[0] not in AUTH_PORT_CODES:
+            raise MalformedPacket(f"packet code {packet[0]} is not accepted on this port")
+    else:
+        packet, attributes = _parse(packet, AUTH_PORT_CODES)
+        _check_request_rules(attributes)
     authenticator = packet[4:20]
     user_name: bytes | None = None
     password: bytes | None = None

@@ -38,7 +38,7 @@ from radmfa.auth.model import (
     Reason,
 )
 from radmfa.config import ClientConfig, RadiusConfig
-from radmfa.radius.clients import ClientTable, normalise_address
+from radmfa.radius.clients import ClientTable, source_address
 from radmfa.radius.codec import (
     ACCESS_ACCEPT,
     ACCESS_CHALLENGE,
@@ -48,7 +48,7 @@ from radmfa.radius.codec import (
     MalformedPacket,
     decode_request,
     encode_reply,
-    validate_datagram,
+    validate_packet,
     verify_message_authenticator,
 )
 from radmfa.radius.dupcache import IN_FLIGHT, Answered, CacheFull, DuplicateCache, Token
@@ -218,9 +218,7 @@ class RadiusServerProtocol(DatagramProtocol):
     def _receive(self, datagram: bytes, addr: Any) -> None:
         self.stats.received += 1
         received_at = self._clock.seconds()
-        host, port = str(addr[0]), int(addr[1])
-        ip = normalise_address(host)
-        source = str(ip) if ip is not None else host
+        source, port = source_address(str(addr[0])), int(addr[1])
         admitted = self._admit(datagram, source)
         if admitted is None:
             return
@@ -252,13 +250,13 @@ class RadiusServerProtocol(DatagramProtocol):
             return None
 
         try:
-            packet = validate_datagram(datagram)
+            valid = validate_packet(datagram)  # the one walk over the attributes
         except MalformedPacket as error:
             stats.malformed += 1
             self._drop_log("malformed", client, source, f"malformed packet: {error.reason}")
             return None
 
-        authentic = verify_message_authenticator(packet, client.secret)
+        authentic = verify_message_authenticator(valid, client.secret)
         if authentic is False:
             stats.bad_authenticator += 1
             self._drop_log(
@@ -270,7 +268,7 @@ class RadiusServerProtocol(DatagramProtocol):
             return None
         if authentic is None:
             stats.missing_authenticator += 1
-            if packet[0] == STATUS_SERVER:
+            if valid.packet[0] == STATUS_SERVER:
                 stats.dropped += 1
                 self._drop_log(
                     "status_no_ma", client, source, "Status-Server without Message-Authenticator"
@@ -287,7 +285,7 @@ class RadiusServerProtocol(DatagramProtocol):
                 )
                 return None
 
-        decoded = decode_request(packet, client.secret, client.name, source)
+        decoded = decode_request(valid, client.secret, client.name, source)
         if authentic is None:
             if decoded.proxy_states and client.limit_proxy_state:
                 stats.dropped += 1

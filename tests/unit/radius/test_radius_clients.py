@@ -7,7 +7,8 @@ import ipaddress
 import pytest
 
 from radmfa.config import ClientConfig
-from radmfa.radius.clients import ClientTable, normalise_address
+from radmfa.radius import clients
+from radmfa.radius.clients import ClientTable, normalise_address, source_address
 
 
 def client(name: str, network: str) -> ClientConfig:
@@ -79,3 +80,24 @@ def test_normalise_address_maps_ipv4_in_ipv6() -> None:
     assert str(normalise_address("::ffff:192.0.2.1")) == "192.0.2.1"
     assert str(normalise_address("2001:DB8::1")) == "2001:db8::1"
     assert normalise_address("300.1.1.1") is None
+
+
+def test_source_address_is_the_normalised_text() -> None:
+    assert source_address("::ffff:192.0.2.1") == "192.0.2.1"
+    assert source_address("2001:DB8::1") == "2001:db8::1"
+    assert source_address("192.0.2.1") == "192.0.2.1"
+    assert source_address("not-an-ip") == "not-an-ip"  # unparsable: kept as given
+
+
+def test_source_address_memo_is_bounded_and_starts_over_when_full(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    memo: dict[str, str] = {}
+    monkeypatch.setattr(clients, "_sources", memo)
+    source_address("::ffff:192.0.2.1")
+    assert memo == {"::ffff:192.0.2.1": "192.0.2.1"}  # remembered for the next datagram
+    for i in range(clients._MEMO_LIMIT + 10):  # a flood of spoofed sources
+        host = f"::ffff:10.{i >> 8}.{i & 0xFF}.1"
+        assert source_address(host) == f"10.{i >> 8}.{i & 0xFF}.1"
+        assert len(memo) <= clients._MEMO_LIMIT
+    assert source_address("::ffff:192.0.2.1") == "192.0.2.1"  # forgotten, so parsed again

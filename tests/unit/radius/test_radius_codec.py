@@ -510,3 +510,67 @@ def test_fuzzed_packets_straight_into_decode_only_raise_malformed(seed: int) -> 
             codec.verify_message_authenticator(packet, SECRET)
         except MalformedPacket:
             pass
+
+
+# ---------------------------------------------------------------------------------------------
+# One walk: a ValidPacket gives exactly the answers of the raw bytes
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_validate_packet_refuses_malformed_packets_with_the_reason_decoding_gives(
+    name: str,
+) -> None:
+    packet = MALFORMED[name]
+    with pytest.raises(MalformedPacket) as validated:
+        codec.validate_packet(packet)
+    with pytest.raises(MalformedPacket) as decoded:
+        decode(packet)  # the bytes path checks everything again on its own
+    assert validated.value.reason == decoded.value.reason
+
+
+def test_valid_packet_holds_the_packet_cut_to_length_and_its_attributes() -> None:
+    for packet in _valid_corpus():
+        valid = codec.validate_packet(packet + b"padding")
+        assert valid.packet == packet == codec.validate_datagram(packet + b"padding")
+        walked = [(a.type, a.value) for a in valid.attributes]
+        assert walked == codec.parse_attributes(packet)
+
+
+@pytest.mark.parametrize("secret", [SECRET, b"wrong"])
+def test_valid_packet_verifies_and_decodes_like_the_bytes(secret: bytes) -> None:
+    for packet in _valid_corpus():
+        valid = codec.validate_packet(packet)
+        authentic = codec.verify_message_authenticator(valid, secret)
+        assert authentic is codec.verify_message_authenticator(packet, secret)
+        fast = codec.decode_request(valid, secret, "nas1", "192.0.2.1")
+        assert fast == codec.decode_request(packet, secret, "nas1", "192.0.2.1")
+
+
+def test_decode_refuses_a_packet_validated_for_other_codes_as_the_bytes_path_does() -> None:
+    valid = codec.validate_packet(RFC_ACCEPT, codec.REPLY_CODES)
+    with pytest.raises(MalformedPacket) as fast:
+        codec.decode_request(valid, SECRET, "nas1", "192.0.2.1")
+    with pytest.raises(MalformedPacket) as slow:
+        decode(RFC_ACCEPT)
+    assert fast.value.reason == slow.value.reason == "packet code 2 is not accepted on this port"
+
+
+@pytest.mark.parametrize("seed", [6, 7])
+def test_fuzzed_packets_give_the_same_answers_through_a_valid_packet(seed: int) -> None:
+    rng = random.Random(seed)
+    corpus = _valid_corpus()
+    compared = 0
+    for _ in range(2000):
+        packet = _mutate(rng, rng.choice(corpus))
+        try:
+            valid = codec.validate_packet(packet)
+        except MalformedPacket as error:
+            with pytest.raises(MalformedPacket) as again:
+                decode(packet)
+            assert again.value.reason == error.reason
+            continue
+        authentic = codec.verify_message_authenticator(valid, SECRET)
+        assert authentic is codec.verify_message_authenticator(packet, SECRET)
+        assert codec.decode_request(valid, SECRET, "nas1", "192.0.2.1") == decode(packet)
+        compared += 1
+    assert compared > 100

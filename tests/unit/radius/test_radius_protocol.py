@@ -311,6 +311,29 @@ def test_malformed_packet_is_dropped_counted_and_logged_without_traceback(h: Har
     assert "malformed packet" in h.log_text()
 
 
+def test_each_datagram_is_walked_and_rule_checked_once(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    parse, rules = codec._parse, codec._check_request_rules
+
+    def counted_parse(*args: Any) -> Any:
+        calls.append("parse")
+        return parse(*args)
+
+    def counted_rules(*args: Any) -> None:
+        calls.append("rules")
+        rules(*args)
+
+    monkeypatch.setattr(codec, "_parse", counted_parse)
+    monkeypatch.setattr(codec, "_check_request_rules", counted_rules)
+    h.handler.decision = ACCEPT
+    h.send(request(1))
+    h.send(request(2, ma=False, secret=LEGACY_SECRET), LEGACY)
+    assert calls == ["parse", "rules"] * 2
+    assert h.stats.accepts == 2
+
+
 # ---------------------------------------------------------------------------------------------
 # Message-Authenticator and BlastRADIUS
 
