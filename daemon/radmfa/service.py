@@ -190,6 +190,10 @@ class Daemon:
         self._start_metrics()
         self._purge.start(PURGE_INTERVAL, now=False)
         self.reactor.addSystemEventTrigger("before", "shutdown", self.stop)
+
+    def log_ready(self) -> None:
+        """The line tests, scripts and admins wait for. Logged once the reactor runs (and so
+        handles SIGTERM), never between binding and that moment."""
         log.info(
             "{name} ready: listening on {addrs}, {n} client(s), password backend {backend}, "
             "otp mode {mode}",

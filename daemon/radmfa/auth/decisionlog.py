@@ -19,16 +19,24 @@ def sanitize(value: str | bytes | None, limit: int = 128) -> str:
         return "-"
     if isinstance(value, bytes):
         value = value.decode("utf-8", errors="backslashreplace")
+    text = value[:limit]
+    # Nearly every value needs no escaping: checking that in C is much cheaper than the loop.
+    if not text.isprintable() or '"' in text or "\\" in text:
+        text = _escape(text)
+    if len(value) > limit:
+        text += "..."
+    return text
+
+
+def _escape(text: str) -> str:
+    """Backslash escapes for the characters that are not printable, ``"`` and ``\\``."""
     out = []
-    for ch in value[:limit]:
+    for ch in text:
         if ch.isprintable() and ch not in '"\\':
             out.append(ch)
         else:
             out.append(ch.encode("unicode_escape").decode("ascii") if ch != '"' else '\\"')
-    text = "".join(out)
-    if len(value) > limit:
-        text += "..."
-    return text
+    return "".join(out)
 
 
 _log = Logger(namespace="radmfa.decision")

@@ -51,7 +51,7 @@ def _serve(args: argparse.Namespace, config: Config, reactor: Any, predicate: An
     from twisted.internet.error import CannotListenError
 
     from radmfa.gctuning import settle_heap
-    from radmfa.logsetup import set_level
+    from radmfa.logsetup import buffer_decision_lines, set_level
     from radmfa.notify import Notifier
     from radmfa.service import Daemon, SetupError
     from radmfa.supervisor import SupervisorChannel
@@ -69,12 +69,20 @@ def _serve(args: argparse.Namespace, config: Config, reactor: Any, predicate: An
     except (OSError, CannotListenError) as e:  # a listen address in use or not local
         print(f"radmfa: cannot start: {e}", file=sys.stderr)
         return EXIT_FAILED
-    settle_heap()  # after start-up, before the first request (see radmfa.gctuning)
-    # Sockets bound, store open, configuration checked: now we are ready.
-    channel.ready()
-    channel.start_heartbeat(reactor)
-    notifier.ready(_status(daemon.config))
-    notifier.start_watchdog()
+
+    def ready() -> None:
+        """Sockets bound, store open, configuration checked, and the reactor running, so a
+        SIGTERM from now on drains instead of killing: only now say that we are ready."""
+        settle_heap()  # after start-up, before the first request (see radmfa.gctuning)
+        daemon.log_ready()
+        channel.ready()
+        channel.start_heartbeat(reactor)
+        notifier.ready(_status(daemon.config))
+        notifier.start_watchdog()
+        # Decision lines in batches from here on; every other line is still written at once.
+        buffer_decision_lines(reactor)
+
+    reactor.callWhenRunning(ready)
 
     def on_hup() -> None:
         notifier.reloading()
