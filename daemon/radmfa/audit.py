@@ -106,7 +106,7 @@ class AuditRecorder:
         clock: IReactorTime,
         *,
         flush_interval: float = 0.5,
-        batch_size: int = 2000,
+        batch_size: int = 250,
         max_queue: int = MAX_QUEUE,
     ) -> None:
         self.store = store

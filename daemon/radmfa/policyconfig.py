@@ -168,7 +168,7 @@ class AuditConfig:
     #: Decisions are queued and written together at most this often ...
     flush_interval: float = 0.5
     #: ... or as soon as this many wait.
-    batch_size: int = 2000
+    batch_size: int = 250
 
 
 @dataclass(frozen=True)
