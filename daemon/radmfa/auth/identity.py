@@ -21,7 +21,10 @@ def canonical_user(raw: bytes | None, *, strip_realm: bool = False) -> str | Non
     text = unicodedata.normalize("NFC", text).strip()
     if not text or len(text) > 253:
         return None
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in text):
+    # Printable ASCII holds none of these categories: skip the per-character walk for it.
+    if not (text.isascii() and text.isprintable()) and any(
+        unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in text
+    ):
         return None
     if strip_realm:
         name = text.rpartition("\\")[2]  # DOMAIN\alice -> alice

@@ -186,7 +186,9 @@ def username_problem(username: object) -> str | None:
         return "empty_username"
     if len(username) > MAX_USERNAME_LENGTH:
         return "username_too_long"
-    if any(unicodedata.category(ch) in _BAD_NAME_CATEGORIES for ch in username):
+    if not (username.isascii() and username.isprintable()) and any(
+        unicodedata.category(ch) in _BAD_NAME_CATEGORIES for ch in username
+    ):  # printable ASCII (nearly every name) has no such character: no per-character walk
         return "bad_username_characters"
     return None
 
@@ -261,6 +263,8 @@ def account_state(attributes: Mapping[str, Sequence[str]], now: float) -> str | 
     permanent pwdAccountLockedTime. A time-limited ppolicy lock is left to the bind: slapd
     clears it only at a bind after the lockout duration, which refusing early would prevent.
     """
+    if not attributes:  # an entry without any of these attributes (most OpenLDAP users)
+        return None
     for name in ("userAccountControl", "msDS-User-Account-Control-Computed"):
         for raw in _values(attributes, name):
             try:

@@ -620,6 +620,8 @@ class ConnectionPool:
         self._opening: set[Deferred[LdapClientProtocol]] = set()
         self._queue: deque[_Waiter] = deque()
         self._closed = False
+        #: The connection that answered last (a cheap first guess for :meth:`_pick`).
+        self._spare: LdapClientProtocol | None = None
 
     @property
     def connections(self) -> int:
@@ -656,7 +658,7 @@ class ConnectionPool:
         self._closed = True
         for opening in list(self._opening):
             opening.cancel()
-        ready, self._ready = self._ready, []
+        ready, self._ready, self._spare = self._ready, [], None
         for conn in ready:
             conn.close()
         self._fail_queue(Failure(ConnectionFailed("LDAP checker is closed")))
@@ -665,6 +667,9 @@ class ConnectionPool:
 
     def _pick(self) -> LdapClientProtocol | None:
         """The least busy live connection with room, if any."""
+        spare = self._spare  # the one that answered last: under load, nearly always free
+        if spare is not None and spare.alive and not spare.outstanding:
+            return spare
         best: LdapClientProtocol | None = None
         for conn in self._ready:
             load = conn.outstanding
@@ -718,11 +723,14 @@ class ConnectionPool:
                 self._gauge.waiting -= 1
                 waiter.result.errback(failure)
 
-    def _idle(self, _conn: LdapClientProtocol) -> None:
+    def _idle(self, conn: LdapClientProtocol) -> None:
+        self._spare = conn
         if self._queue:
             self._serve()
 
     def _lost(self, conn: LdapClientProtocol) -> None:
+        if self._spare is conn:
+            self._spare = None
         try:
             self._ready.remove(conn)
         except ValueError:

@@ -19,6 +19,7 @@ handler, which rejects them with ``UNSUPPORTED_METHOD`` and writes the audit lin
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
@@ -158,6 +159,9 @@ class RadiusServerProtocol(DatagramProtocol):
         self._accepting = True
         self._in_flight = 0
         self._outstanding: set[_Job] = set()
+        #: The UDP socket replies go out on directly (see :meth:`_write`); None for transports
+        #: that are not a real socket (tests).
+        self._socket: socket.socket | None = None
         self._drain_waiters: list[Deferred[None]] = []
         self._quiet = _RateLimiter(clock, LOG_INTERVAL)
 
@@ -198,7 +202,13 @@ class RadiusServerProtocol(DatagramProtocol):
         self._drain_waiters.append(waiter)
         return waiter
 
+    def startProtocol(self) -> None:
+        get_handle = getattr(self.transport, "getHandle", None)
+        sock = get_handle() if get_handle is not None else None
+        self._socket = sock if isinstance(sock, socket.socket) else None
+
     def stopProtocol(self) -> None:
+        self._socket = None
         self.cache.stop()
 
     # ---------------------------------------------------------------------------------------
@@ -552,10 +562,18 @@ class RadiusServerProtocol(DatagramProtocol):
         self._write(reply, job.addr)
 
     def _write(self, data: bytes, addr: Any) -> None:
+        """Send a reply. Straight on the socket when there is one: the address came from
+        recvfrom, so Twisted's per-write address validation (a few microseconds) adds
+        nothing. A full socket buffer drops the reply; the client retransmits (RFC 5080)."""
         if self.transport is None:
             return
         try:
-            self.transport.write(data, addr)
+            if self._socket is not None:
+                self._socket.sendto(data, addr)
+            else:
+                self.transport.write(data, addr)
+        except ConnectionRefusedError:
+            pass  # an ICMP error from an earlier datagram: nothing to do with this one
         except OSError as error:
             self.log.warn("Cannot send a reply to {addr!r}: {error}", addr=addr, error=str(error))
 
