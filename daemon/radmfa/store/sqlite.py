@@ -167,8 +167,9 @@ _SELECT_ALL_TOKENS = (
     "SELECT token_id, user, type, secret_blob, digits, algorithm, period, created_at, "
     "last_step, description FROM tokens ORDER BY user, created_at, token_id"
 )
-#: Decrypted secrets kept at most (then the memory starts over): ~100 bytes each.
-_MAX_OPENED = 100_000
+#: Decrypted secrets kept at most, for the users seen most recently (~300 bytes each with the
+#: key), so memory does not grow with the number of enrolled users.
+_MAX_OPENED = 10_000
 _forks = [0]
 
 
@@ -479,7 +480,7 @@ class SqliteStore:
                     f"{self.path}: {e}"
                 ) from e
             if len(self._opened) >= _MAX_OPENED:
-                self._opened.clear()
+                del self._opened[next(iter(self._opened))]  # the oldest insertion
             self._opened[(token_id, user, sealed)] = secret
         return TokenRecord(
             token_id=token_id,

@@ -183,6 +183,18 @@ def test_tampering_is_caught_after_the_secret_was_read_once(
         store.list_tokens("mallory")
 
 
+def test_opened_secrets_are_kept_for_recent_tokens_only(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from radmfa.store import sqlite as sqlite_store
+
+    monkeypatch.setattr(sqlite_store, "_MAX_OPENED", 3)
+    for i in range(5):
+        store.add_token(_token(f"t{i}", f"user{i}", SECRET_A))
+    assert [t.secret for t in store.list_tokens()] == [SECRET_A] * 5
+    assert len(store._opened) <= 3
+
+
 def test_a_store_used_after_fork_is_refused_in_the_child(store: SqliteStore) -> None:
     store.add_token(_token("t1", "alice", SECRET_A))
     pid = os.fork()
