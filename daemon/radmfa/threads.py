@@ -8,6 +8,7 @@ deterministic.
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 import time
@@ -56,6 +57,11 @@ class SerialThreadRunner:
     Under load, results go back to the reactor in batches (one wake-up for several calls):
     a result is held only while more work is already queued, and never for longer than
     ``hold`` seconds or ``batch`` results, so an idle daemon answers as fast as before.
+
+    :attr:`background` is a second, lower lane for work nobody waits on (audit rows,
+    pruning): its calls run when no ordinary call is waiting, or once one has waited
+    ``patience`` seconds, so a busy store cannot starve them. A login that arrives while a
+    background call runs still waits for it; keep those calls short.
     """
 
     def __init__(
@@ -65,15 +71,21 @@ class SerialThreadRunner:
         *,
         batch: int = 32,
         hold: float = 0.002,
+        patience: float = 1.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._reactor = reactor
         self._name = name
         self._batch = batch
         self._hold = hold
+        self._patience = patience
         self._monotonic = monotonic
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        #: Background calls with the time they were submitted (appended by the reactor
+        #: thread, taken by the worker: deque operations are atomic).
+        self._later: collections.deque[tuple[float, _Job]] = collections.deque()
         self._thread: threading.Thread | None = None
+        self.background: BlockingRunner = _BackgroundLane(self)
 
     def start(self) -> None:
         if self._thread is None:
@@ -81,39 +93,73 @@ class SerialThreadRunner:
             self._thread.start()
 
     def stop(self) -> None:
-        """Finish what is queued, then end the thread (blocks until it has)."""
+        """Finish what is queued (background calls too), then end the thread (blocks)."""
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
 
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
-        if self._thread is None:
-            raise RuntimeError(f"{self._name} runner is not started")
-        d: Deferred[T] = Deferred()
+        d = self._job_deferred()
         self._queue.put((d, fn, args, kwargs))
         return d
 
+    def run_in_background(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        d = self._job_deferred()
+        self._later.append((self._monotonic(), (d, fn, args, kwargs)))
+        self._queue.put(_WAKE)  # so an idle worker notices
+        return d
+
+    def _job_deferred(self) -> Deferred[Any]:
+        if self._thread is None:
+            raise RuntimeError(f"{self._name} runner is not started")
+        return Deferred()
+
     def _work(self) -> None:
         done: list[tuple[Deferred[Any], bool, Any]] = []
-        first_done = 0.0
-        while (job := self._queue.get()) is not None:
-            d, fn, args, kwargs = job
-            try:
-                done.append((d, True, fn(*args, **kwargs)))
-            except BaseException:
-                done.append((d, False, Failure()))
-            if len(done) == 1:
+        first_done: float | None = None
+        stopping = False
+        while not stopping:
+            job = self._queue.get()
+            if job is None:
+                stopping = True
+            elif job is not _WAKE:
+                self._call(job, done)
+            later = self._later
+            while later and (
+                stopping or self._queue.empty() or self._monotonic() - later[0][0] >= self._patience
+            ):
+                self._call(later.popleft()[1], done)
+            if not done:
+                continue
+            if first_done is None:
                 first_done = self._monotonic()
             if (
-                self._queue.empty()
+                stopping
+                or self._queue.empty()
                 or len(done) >= self._batch
                 or self._monotonic() - first_done >= self._hold
             ):
                 self._reactor.callFromThread(_deliver, done)
-                done = []
-        if done:
-            self._reactor.callFromThread(_deliver, done)
+                done, first_done = [], None
+
+    @staticmethod
+    def _call(job: _Job, done: list[tuple[Deferred[Any], bool, Any]]) -> None:
+        d, fn, args, kwargs = job
+        try:
+            done.append((d, True, fn(*args, **kwargs)))
+        except BaseException:
+            done.append((d, False, Failure()))
+
+
+class _BackgroundLane:
+    """:class:`SerialThreadRunner`'s lower lane, as a plain :class:`BlockingRunner`."""
+
+    def __init__(self, runner: SerialThreadRunner) -> None:
+        self._runner = runner
+
+    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        return self._runner.run_in_background(fn, *args, **kwargs)
 
 
 def _deliver(done: list[tuple[Deferred[Any], bool, Any]]) -> None:
@@ -126,3 +172,5 @@ def _deliver(done: list[tuple[Deferred[Any], bool, Any]]) -> None:
 
 
 _Job = tuple[Deferred[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+#: Queued by a background call: wakes the worker without being a call itself.
+_WAKE: Any = object()

@@ -103,3 +103,54 @@ async def test_a_result_is_not_held_longer_than_the_hold_time():
     finally:
         r.stop()
     assert counting.wakeups == 10  # the hold time passes after every call: no batching
+
+
+@pytest_twisted.ensureDeferred
+async def test_background_calls_wait_until_no_ordinary_call_is_queued():
+    r = SerialThreadRunner(reactor, "lanes")
+    r.start()
+    try:
+        order: list[str] = []
+        gate = threading.Event()
+        first = r.run(gate.wait, 5)
+        later = r.background.run(order.append, "audit")
+        logins = [r.run(order.append, f"login{i}") for i in range(3)]
+        gate.set()
+        await gatherResults([first, later, *logins])
+    finally:
+        r.stop()
+    assert order == ["login0", "login1", "login2", "audit"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_background_call_that_waited_its_patience_runs_between_ordinary_calls():
+    ticks = iter(range(0, 10_000, 10))  # every clock reading is 10 s after the last
+    r = SerialThreadRunner(reactor, "patience", patience=1.0, monotonic=lambda: next(ticks))
+    r.start()
+    try:
+        order: list[str] = []
+        gate = threading.Event()
+        first = r.run(gate.wait, 5)
+        later = r.background.run(order.append, "audit")
+        logins = [r.run(order.append, f"login{i}") for i in range(3)]
+        gate.set()
+        await gatherResults([first, later, *logins])
+    finally:
+        r.stop()
+    assert order[0] == "audit"  # it had waited long enough: run before the queued logins
+
+
+def test_stop_runs_queued_background_calls_too():
+    r = SerialThreadRunner(reactor, "drain-later")
+    r.start()
+    done: list[int] = []
+    for i in range(5):
+        r.background.run(done.append, i)
+        r.run(done.append, 100 + i)
+    r.stop()
+    assert sorted(done) == [0, 1, 2, 3, 4, 100, 101, 102, 103, 104]
+
+
+def test_background_before_start_is_refused():
+    with pytest.raises(RuntimeError, match="not started"):
+        SerialThreadRunner(reactor, "idle").background.run(lambda: None)

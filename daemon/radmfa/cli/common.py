@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import re
+import secrets
+import string
 import sys
 import time
 from datetime import UTC, datetime
@@ -13,6 +15,15 @@ from radmfa.cli.main import CommandFailed, UsageError
 from radmfa.config import Config, ConfigError, load_config
 from radmfa.store import open_store
 from radmfa.store.base import Store, StoreError
+
+#: Letters and digits only: a secret starting with "-" is read as an option by radclient and
+#: many NAS command lines, and "_" or "-" trip up some web UIs.
+_SECRET_ALPHABET = string.ascii_letters + string.digits
+
+
+def new_radius_secret(length: int = 32) -> str:
+    """A random RADIUS shared secret (32 characters: ~190 bits) that pastes anywhere."""
+    return "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(length))
 
 
 def config_from(args: argparse.Namespace) -> Config:

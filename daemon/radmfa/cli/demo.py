@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 from pathlib import Path
 
+from radmfa.cli.common import new_radius_secret
 from radmfa.cli.main import EXIT_OK
 
 DEMO_USER = "alice"
@@ -44,7 +44,7 @@ def run_demo(args: argparse.Namespace) -> int:
     config_path = root / "radmfa.yaml"
     secret_path = root / "radius-secret"
     if not secret_path.exists():
-        _write_private(secret_path, secrets.token_urlsafe(18) + "\n")
+        _write_private(secret_path, new_radius_secret(24) + "\n")
     users_path = root / "users"
     if not users_path.exists():
         _write_private(

@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 import pwd
-import secrets
 import shutil
 import sys
 from pathlib import Path
 
+from radmfa.cli.common import new_radius_secret
 from radmfa.cli.main import EXIT_OK, CommandFailed, UsageError
 from radmfa.config import DEFAULT_CONFIG_PATH
 from radmfa.packaged import read_shipped
@@ -101,7 +101,7 @@ def run_init(args: argparse.Namespace) -> int:
     _make_dir(state_dir, 0o700, owner)
     secret_file = os.path.relpath(secret_path, config_dir)
     group_readable = None if owner is None else (0, owner[1])
-    _write_new(secret_path, secrets.token_urlsafe(24) + "\n", group_readable)
+    _write_new(secret_path, new_radius_secret(32) + "\n", group_readable)
     text = _STARTER.format(
         config=config_path,
         secret_file=secret_file,
