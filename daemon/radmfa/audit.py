@@ -97,7 +97,12 @@ def admin_event(
 
 
 class AuditRecorder:
-    """Queues audit rows on the reactor and writes them in batches through ``db``."""
+    """Queues audit rows on the reactor and writes them in batches through ``db``.
+
+    ``db`` may be a low-priority lane (the store thread's background lane, which waits for
+    logins); once more rows wait than one batch takes, batches go through ``backlog`` (the
+    ordinary lane) instead, so a busy store cannot make the trail fall behind and drop rows.
+    """
 
     def __init__(
         self,
@@ -105,12 +110,14 @@ class AuditRecorder:
         db: BlockingRunner,
         clock: IReactorTime,
         *,
+        backlog: BlockingRunner | None = None,
         flush_interval: float = 0.5,
         batch_size: int = 250,
         max_queue: int = MAX_QUEUE,
     ) -> None:
         self.store = store
         self.db = db
+        self.backlog = backlog if backlog is not None else db
         self.clock = clock
         self.flush_interval = flush_interval
         self.batch_size = batch_size
@@ -160,7 +167,8 @@ class AuditRecorder:
         if not self._queue:
             return succeed(None)
         rows, self._queue = self._queue[: self.batch_size], self._queue[self.batch_size :]
-        writing: Deferred[Any] = self.db.run(self.store.append_audit, rows)
+        lane = self.backlog if self._queue else self.db  # falling behind: no more waiting
+        writing: Deferred[Any] = lane.run(self.store.append_audit, rows)
         self._writing = writing
         writing.addCallbacks(
             self._written, self._not_written, callbackArgs=(rows,), errbackArgs=(rows,)

@@ -187,6 +187,7 @@ class Daemon:
                 self.store,
                 self.store_background,
                 self.reactor,
+                backlog=self.store_calls,
                 flush_interval=self.config.audit.flush_interval,
                 batch_size=self.config.audit.batch_size,
             )

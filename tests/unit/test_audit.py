@@ -175,3 +175,45 @@ def test_prune_deletes_in_small_batches_each_its_own_store_call():
     assert results == [2 * PRUNE_BATCH + 3]
     assert runner.calls == 3
     assert len(store.query_audit(AuditQuery())) == 1
+
+
+class _NamedLane:
+    """A runner that runs at once and notes which lane was asked."""
+
+    def __init__(self, name: str, used: list[str]) -> None:
+        self.name, self.used = name, used
+
+    def run(self, fn, *args, **kwargs):
+        self.used.append(self.name)
+        return InlineRunner().run(fn, *args, **kwargs)
+
+
+def test_batches_use_the_background_lane_unless_rows_are_piling_up():
+    clock = Clock()
+    clock.advance(T0)
+    store = CountingStore()
+    used: list[str] = []
+    recorder = AuditRecorder(
+        store,
+        _NamedLane("background", used),
+        clock,
+        backlog=_NamedLane("ordinary", used),
+        flush_interval=0.5,
+        batch_size=3,
+    )
+    recorder.start()
+    for _ in range(2):
+        recorder.record(request(), ACCEPT, 0.001)
+    clock.advance(0.5)
+    assert used == ["background"]
+    used.clear()
+    recorder._writing = Deferred()  # a write in flight: the next rows pile up behind it
+    for _ in range(7):
+        recorder.record(request(), ACCEPT, 0.001)
+    recorder._writing = None
+    recorder.flush()
+    clock.advance(0)  # the follow-up flush while a full batch still waits
+    assert used == ["ordinary", "ordinary"]  # 3 rows (4 left behind), 3 rows (1 left)
+    clock.advance(0.5)  # the last row at the next interval, waiting for logins again
+    assert used == ["ordinary", "ordinary", "background"]
+    assert store.writes[-3:] == [3, 3, 1]
