@@ -29,13 +29,14 @@ import hmac
 import os
 import re
 import shutil
-import signal
 import socket
 import struct
 import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+
+from tests.support.processes import kill, terminate
 
 FREERADIUS = "/usr/sbin/freeradius"
 TEMPLATES = Path(__file__).resolve().parent / "freeradius"
@@ -292,21 +293,13 @@ class FreeRadiusServer:
         """SIGTERM and wait; SIGKILL if it does not exit in ``timeout`` seconds."""
         if self._proc is None:
             return
-        if self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=5)
+        terminate(self._proc, timeout)
         self._reap()
 
     def kill(self) -> None:
         if self._proc is None:
             return
-        if self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait(timeout=5)
+        kill(self._proc)
         self._reap()
 
     def _reap(self) -> None:

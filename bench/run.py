@@ -33,6 +33,7 @@ from bench.loadgen import Attempt, LoadResult, run_load, run_rate
 from bench.procstat import cpu_seconds, peak_rss_mb
 from tests.support.daemon import READY_LINE, deadline_poll
 from tests.support.ports import free_port
+from tests.support.processes import terminate
 from tests.support.slapd import (
     PEOPLE_DN,
     SERVICE_DN,
@@ -243,8 +244,7 @@ class RadmfaServer:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            self.process.wait(30)
+            terminate(self.process, 30)
             self.process = None
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from typing import Any
 import yaml
 
 from tests.support.ports import free_port
+from tests.support.processes import terminate
 
 READY_LINE = "radmfa ready"
 
@@ -100,13 +100,7 @@ class RadmfaDaemon:
     def stop(self, timeout: float = 15.0) -> int:
         if self.process is None:
             return 0
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, timeout)
         code = self.process.returncode
         self.process = None
         return code

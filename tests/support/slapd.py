@@ -20,7 +20,6 @@ import hashlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -32,6 +31,7 @@ from types import TracebackType
 from ldap3.utils.dn import escape_rdn
 
 from tests.support.ports import free_port
+from tests.support.processes import kill, terminate
 
 SLAPD = "/usr/sbin/slapd"
 SLAPADD = "/usr/sbin/slapadd"
@@ -412,22 +412,14 @@ class Slapd:
         """Graceful shutdown (SIGTERM); data and port are kept for :meth:`start`."""
         if self._proc is None:
             return
-        if self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=5)
+        terminate(self._proc, timeout)
         self._reap()
 
     def kill(self) -> None:
         """SIGKILL, as a crash would; the mdb data survives and :meth:`start` works again."""
         if self._proc is None:
             return
-        if self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait(timeout=5)
+        kill(self._proc)
         self._reap()
 
     def restart(self, timeout: float = 10.0) -> None:

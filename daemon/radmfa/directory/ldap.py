@@ -86,6 +86,7 @@ __all__ = [
     "ad_diagnostic",
     "build_user_dn",
     "build_user_filter",
+    "check_lookup_config",
     "interpret_bind",
     "interpret_search",
     "make_tls",
@@ -587,6 +588,19 @@ def search_attributes(
     return tuple(names.values())
 
 
+def check_lookup_config(config: LdapConfig) -> None:
+    """The settings both engines refuse (ValueError): how the user's DN is found must be
+    unambiguous, and a service account never binds with an empty password."""
+    if bool(config.user_dn) == bool(config.base_dn):
+        raise ValueError("LDAP: set exactly one of user_dn (direct bind) or base_dn (search)")
+    if config.bind_dn and not config.bind_password:
+        raise ValueError("LDAP: bind_dn needs bind_password (an empty one would bind anonymously)")
+    if config.user_dn and "{username}" not in config.user_dn:
+        raise ValueError("LDAP: user_dn must contain {username}")
+    if config.base_dn and "{username}" not in config.user_filter:
+        raise ValueError("LDAP: user_filter must contain {username}")
+
+
 def make_user_cache(config: LdapConfig, clock: Callable[[], float]) -> EntryCache | None:
     """The user-entry cache both engines keep when ``user_cache`` is set (search-then-bind
     only: a direct bind has no search to save)."""
@@ -661,16 +675,7 @@ class LdapAuthenticator:
         user_cache: EntryCache | None = None,
     ) -> None:
         """``user_cache``: recently found user entries, used instead of a user search."""
-        if bool(config.user_dn) == bool(config.base_dn):
-            raise ValueError("LDAP: set exactly one of user_dn (direct bind) or base_dn (search)")
-        if config.bind_dn and not config.bind_password:
-            raise ValueError(
-                "LDAP: bind_dn needs bind_password (an empty one would bind anonymously)"
-            )
-        if config.user_dn and "{username}" not in config.user_dn:
-            raise ValueError("LDAP: user_dn must contain {username}")
-        if config.base_dn and "{username}" not in config.user_filter:
-            raise ValueError("LDAP: user_filter must contain {username}")
+        check_lookup_config(config)
         self._config = config
         self._connect: ConnectionFactory = connect or Ldap3Connector(config)
         self._attributes = tuple(attributes)

@@ -86,6 +86,7 @@ from radmfa.directory.ldap import (
     account_state,
     build_user_dn,
     build_user_filter,
+    check_lookup_config,
     group_result,
     interpret_bind,
     interpret_search,
@@ -825,16 +826,7 @@ class NativeLdapPasswordChecker:
             raise ValueError("LDAP: no servers configured")
         if groups is not None and not config.base_dn:
             raise ValueError("LDAP: group lookups need search-then-bind (base_dn)")
-        if bool(config.user_dn) == bool(config.base_dn):
-            raise ValueError("LDAP: set exactly one of user_dn (direct bind) or base_dn (search)")
-        if config.bind_dn and not config.bind_password:
-            raise ValueError(
-                "LDAP: bind_dn needs bind_password (an empty one would bind anonymously)"
-            )
-        if config.user_dn and "{username}" not in config.user_dn:
-            raise ValueError("LDAP: user_dn must contain {username}")
-        if config.base_dn and "{username}" not in config.user_filter:
-            raise ValueError("LDAP: user_filter must contain {username}")
+        check_lookup_config(config)
         self._config = config
         self._reactor = reactor
         self._servers = tuple(parse_server(s) for s in config.servers)
