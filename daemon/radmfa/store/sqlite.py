@@ -1,6 +1,7 @@
 """The default engine: one SQLite file, safe across threads, processes and daemons on one host.
 
-Every write runs in ``BEGIN IMMEDIATE`` (take the write lock first, wait up to the busy timeout)
+Every write runs in ``BEGIN IMMEDIATE`` (take the write lock first, wait up to the busy timeout
+in short steps: :mod:`radmfa.store.busy`)
 so read-then-write sequences never race and never hit WAL snapshot conflicts. Each thread gets
 its own connection, because the daemon calls the store from a thread pool. Token secrets are
 sealed with :class:`~radmfa.store.crypto.SecretBox` before they reach the file.
@@ -32,6 +33,7 @@ from radmfa.store.base import (
     send_verdict,
     user_failures_key,
 )
+from radmfa.store.busy import PatientConnection
 from radmfa.store.crypto import SecretBox, SecretBoxError, token_secret_aad
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStore", "next_failure_state"]
@@ -327,14 +329,16 @@ class SqliteStore:
             # check_same_thread=False only so close() may close other threads' connections.
             conn = sqlite3.connect(
                 self.path,
-                timeout=BUSY_TIMEOUT_MS / 1000,
+                timeout=0,  # PatientConnection waits for the lock instead, in shorter steps
                 isolation_level=None,
                 check_same_thread=False,
+                factory=PatientConnection,
             )
         except sqlite3.Error as e:
             raise StoreError(f"cannot open database {self.path}: {e}") from e
         try:
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.patience = BUSY_TIMEOUT_MS / 1000  # type: ignore[attr-defined]
+            conn.execute("PRAGMA busy_timeout = 0")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StoreError(

@@ -20,6 +20,7 @@ import pytest
 from radmfa.config import StoreConfig
 from radmfa.store import open_store
 from radmfa.store.base import ChallengeRecord, StoreError, TokenRecord
+from radmfa.store.busy import PatientConnection
 from radmfa.store.crypto import KeyFileError, SecretBox, SecretBoxError
 from radmfa.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore
 
@@ -116,7 +117,9 @@ def test_connection_settings(store: SqliteStore) -> None:
     conn = store._conn()
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
-    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
+    # SQLite's own busy handler is off: PatientConnection waits, in shorter steps, as long.
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 0
+    assert isinstance(conn, PatientConnection) and conn.patience == 5.0
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
 
 
