@@ -3,10 +3,10 @@
 Writing a row per request on the request path would put a transaction on every login. Instead
 :class:`AuditRecorder` is a :class:`~radmfa.auth.decisionlog.DecisionObserver` that only
 builds the row and queues it (microseconds on the reactor); a timer writes the queue every
-``flush_interval`` (or as soon as ``batch_size`` rows wait) through the store runner, in one
-transaction. A store that is down does not slow logins: rows wait in a bounded queue and the
-oldest are dropped, counted and logged, once it is full. :meth:`AuditRecorder.stop` writes
-what is left at shutdown.
+``flush_interval`` (or as soon as ``batch_size`` rows wait) in one transaction, on a thread
+of its own, so logins never queue behind a batch. A store that is down does not slow
+logins: rows wait in a bounded queue and the oldest are dropped, counted and logged, once it
+is full. :meth:`AuditRecorder.stop` writes what is left at shutdown.
 
 The CLI records admin changes directly (:func:`admin_event`, ``Store.append_audit``).
 Pruning by age runs in small batches off the reactor (:func:`prune`), never blocking a login.
@@ -97,12 +97,8 @@ def admin_event(
 
 
 class AuditRecorder:
-    """Queues audit rows on the reactor and writes them in batches through ``db``.
-
-    ``db`` may be a low-priority lane (the store thread's background lane, which waits for
-    logins); once more rows wait than one batch takes, batches go through ``backlog`` (the
-    ordinary lane) instead, so a busy store cannot make the trail fall behind and drop rows.
-    """
+    """Queues audit rows on the reactor and writes them in batches through ``db`` (the
+    daemon gives the trail a thread, and so a SQLite connection, of its own)."""
 
     def __init__(
         self,
@@ -110,14 +106,12 @@ class AuditRecorder:
         db: BlockingRunner,
         clock: IReactorTime,
         *,
-        backlog: BlockingRunner | None = None,
         flush_interval: float = 0.5,
         batch_size: int = 250,
         max_queue: int = MAX_QUEUE,
     ) -> None:
         self.store = store
         self.db = db
-        self.backlog = backlog if backlog is not None else db
         self.clock = clock
         self.flush_interval = flush_interval
         self.batch_size = batch_size
@@ -167,8 +161,7 @@ class AuditRecorder:
         if not self._queue:
             return succeed(None)
         rows, self._queue = self._queue[: self.batch_size], self._queue[self.batch_size :]
-        lane = self.backlog if self._queue else self.db  # falling behind: no more waiting
-        writing: Deferred[Any] = lane.run(self.store.append_audit, rows)
+        writing: Deferred[Any] = self.db.run(self.store.append_audit, rows)
         self._writing = writing
         writing.addCallbacks(
             self._written, self._not_written, callbackArgs=(rows,), errbackArgs=(rows,)

@@ -166,7 +166,7 @@ class AuditConfig:
     #: Rows older than this are pruned (in small batches, off the event loop); 0: kept.
     retention: float = 365 * DAY
     #: Decisions are queued and written together at most this often ...
-    flush_interval: float = 0.5
+    flush_interval: float = 0.1
     #: ... or as soon as this many wait.
     batch_size: int = 250
 

@@ -138,6 +138,9 @@ class Daemon:
         self.stats = RadiusStats()
         self.store: Store | None = None
         self.db = SerialThreadRunner(reactor, "radmfa-db")
+        #: The audit trail's own thread (and so its own SQLite connection): a batch of rows
+        #: never makes a login's store call queue behind it.
+        self.audit_db = SerialThreadRunner(reactor, "radmfa-audit")
         pool_size = config.ldap.pool_size if config.ldap and config.ldap.engine == "ldap3" else 4
         self.directory_runner = ThreadPoolRunner(reactor, "radmfa-directory", pool_size)
         self.runtime: Runtime | None = None
@@ -153,14 +156,21 @@ class Daemon:
         self.store_calls: BlockingRunner = (
             self.db if self.metrics is None else CountingRunner(self.db, self.metrics)
         )
-        #: Store work nobody waits on (audit rows, purging, pruning): the store thread runs it
-        #: when no login's call is queued, so it does not add to login latency.
+        #: Store work nobody waits on (purging): the store thread runs it when no login's
+        #: call is queued, so it does not add to login latency.
         self.store_background: BlockingRunner = (
             self.db.background
             if self.metrics is None
             else CountingRunner(self.db.background, self.metrics)
         )
+        #: Audit rows and pruning, on the audit thread.
+        self.audit_calls: BlockingRunner = (
+            self.audit_db if self.metrics is None else CountingRunner(self.audit_db, self.metrics)
+        )
         self.metrics_service: MetricsService | None = None
+        #: Callers of a second stop() while the first is running (None: never stopped).
+        self._stop_waiters: list[Deferred[None]] | None = None
+        self._stopped = False
 
     # -- the handler the protocols call --------------------------------------------------------
 
@@ -182,12 +192,12 @@ class Daemon:
             raise SetupError(f"cannot open the store {self.config.store.path}: {e}") from None
         self.db.start()
         self.directory_runner.start()
+        self.audit_db.start()  # pruning runs there even with recording off
         if self.config.audit.enabled:
             self.recorder = AuditRecorder(
                 self.store,
-                self.store_background,
+                self.audit_calls,
                 self.reactor,
-                backlog=self.store_calls,
                 flush_interval=self.config.audit.flush_interval,
                 batch_size=self.config.audit.batch_size,
             )
@@ -323,7 +333,27 @@ class Daemon:
         return [protocol for _, protocol in self.ports.values()]
 
     def stop(self) -> Deferred[Any]:
-        """Stop taking packets, let in-flight requests finish, then release everything."""
+        """Stop taking packets, let in-flight requests finish, then release everything.
+
+        A second call (the shutdown trigger after an explicit stop) waits for the first."""
+        if self._stop_waiters is not None:
+            waiter: Deferred[None] = Deferred()
+            if self._stopped:
+                waiter.callback(None)
+            else:
+                self._stop_waiters.append(waiter)
+            return waiter
+        self._stop_waiters = []
+
+        def stopped(result: object) -> object:
+            self._stopped = True
+            for waiting in self._stop_waiters or ():
+                waiting.callback(None)
+            return result
+
+        return self._stop().addBoth(stopped)
+
+    def _stop(self) -> Deferred[Any]:
         if self._purge.running:
             self._purge.stop()
         drains = [protocol.drain() for protocol in self._protocols()]
@@ -343,6 +373,7 @@ class Daemon:
             if self.runtime is not None:
                 self.runtime.directory.close()
             self.directory_runner.stop()
+            self.audit_db.stop()
             self.db.stop()
             if self.store is not None:
                 self.store.close()
@@ -363,7 +394,7 @@ class Daemon:
         d.addErrback(lambda f: log.failure("purging expired challenges failed", f))
         retention = self.config.audit.retention
         if retention > 0 and self.worker in (None, 0):
-            store, db = self.store, self.store_background
+            store, db = self.store, self.audit_calls
             d.addCallback(lambda _: Deferred.fromCoroutine(audit.prune(store, db, now - retention)))
             d.addCallback(self._pruned)
             d.addErrback(lambda f: log.failure("pruning the audit trail failed", f))
