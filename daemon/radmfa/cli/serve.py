@@ -50,11 +50,11 @@ def run_serve(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace, config: Config, reactor: Any, predicate: Any) -> int:
     from twisted.internet.error import CannotListenError
 
-    from radmfa.gctuning import settle_heap
     from radmfa.logsetup import buffer_decision_lines, set_level
     from radmfa.notify import Notifier
     from radmfa.service import Daemon, SetupError
     from radmfa.supervisor import SupervisorChannel
+    from radmfa.tuning import settle_heap, shorten_gil_switch
 
     notifier = Notifier.from_environ(reactor)  # systemd; workers have no NOTIFY_SOCKET
     channel = SupervisorChannel.from_environ()  # the supervisor, when this is a worker
@@ -73,7 +73,8 @@ def _serve(args: argparse.Namespace, config: Config, reactor: Any, predicate: An
     def ready() -> None:
         """Sockets bound, store open, configuration checked, and the reactor running, so a
         SIGTERM from now on drains instead of killing: only now say that we are ready."""
-        settle_heap()  # after start-up, before the first request (see radmfa.gctuning)
+        settle_heap()  # after start-up, before the first request (see radmfa.tuning)
+        shorten_gil_switch()
         daemon.log_ready()
         channel.ready()
         channel.start_heartbeat(reactor)

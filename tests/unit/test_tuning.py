@@ -1,12 +1,13 @@
-"""settle_heap: what exists at start-up is frozen, and young passes run less often."""
+"""Interpreter settings: start-up objects frozen, young passes less often, a short GIL switch."""
 
 from __future__ import annotations
 
 import gc
+import sys
 
 import pytest
 
-from radmfa.gctuning import YOUNG_THRESHOLD, settle_heap
+from radmfa.tuning import SWITCH_INTERVAL, YOUNG_THRESHOLD, settle_heap, shorten_gil_switch
 
 
 @pytest.fixture
@@ -27,3 +28,13 @@ def test_settle_heap_freezes_start_up_objects_and_raises_the_young_threshold(res
     assert gc.get_threshold() == (YOUNG_THRESHOLD, middle, old)
     made_after = [["made after"]]
     assert any(obj is made_after for obj in gc.get_objects())
+
+
+def test_the_gil_switch_interval_is_shortened():
+    before = sys.getswitchinterval()
+    try:
+        shorten_gil_switch()
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL)
+        assert SWITCH_INTERVAL < before
+    finally:
+        sys.setswitchinterval(before)
