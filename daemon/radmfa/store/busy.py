@@ -44,23 +44,22 @@ class PatientConnection(sqlite3.Connection):
     sleep: Callable[[float], None] = staticmethod(time.sleep)
 
     def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
-        try:
-            return super().execute(sql, parameters)
-        except sqlite3.OperationalError as error:
-            if self.in_transaction or not is_busy(error):
-                raise
-            return self._retry(super().execute, sql, parameters, error)
+        return self._patiently(super().execute, sql, parameters)
 
     def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
-        if self.in_transaction:
-            return super().executemany(sql, parameters)
-        rows = list(parameters)  # an iterator would be used up by the first attempt
+        if not self.in_transaction:
+            parameters = list(parameters)  # an iterator would be used up by the first attempt
+        return self._patiently(super().executemany, sql, parameters)
+
+    def _patiently(
+        self, run: Callable[[str, Any], sqlite3.Cursor], sql: str, parameters: Any
+    ) -> sqlite3.Cursor:
         try:
-            return super().executemany(sql, rows)
+            return run(sql, parameters)
         except sqlite3.OperationalError as error:
             if self.in_transaction or not is_busy(error):
                 raise
-            return self._retry(super().executemany, sql, rows, error)
+            return self._retry(run, sql, parameters, error)
 
     def _retry(
         self,
