@@ -22,9 +22,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyotp
 import yaml
@@ -167,18 +168,46 @@ def attempts_for(book: CodeBook, count: int, *, wrong_share: float = 0.0) -> lis
 # -- servers ----------------------------------------------------------------------------------
 
 
+def apply_overrides(config: dict[str, Any], overrides: Mapping[str, object]) -> None:
+    """Set dotted keys (``audit.flush_interval``) in a config dict, creating sections."""
+    for dotted, value in overrides.items():
+        *sections, key = dotted.split(".")
+        node = config
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[key] = value
+
+
 class RadmfaServer:
+    """A radmfa daemon for the benchmark. ``overrides``: dotted config keys set on top of the
+    mode's config; ``source``: a ``daemon/`` directory to run instead of the installed
+    package (another revision, for A/B runs)."""
+
     label = "radmfa"
 
     def __init__(
-        self, workdir: Path, slapd: Slapd, users: list[BenchUser], *, mode: str, workers: int
+        self,
+        workdir: Path,
+        slapd: Slapd,
+        users: list[BenchUser],
+        *,
+        mode: str,
+        workers: int,
+        label: str | None = None,
+        overrides: Mapping[str, object] | None = None,
+        source: Path | None = None,
     ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port("udp")
         self.mode = mode
         self.workers = workers
-        self.label = f"radmfa-{mode}-w{workers}"
+        self.label = label or f"radmfa-{mode}-w{workers}"
+        self.env = dict(os.environ)
+        if source is not None:  # the supervisor's workers inherit it too
+            self.env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(source), str(ROOT), self.env.get("PYTHONPATH", "")) if p
+            )
         ldap: dict[str, object] = {"servers": [slapd.url], "timeout": 3}
         if mode == "direct":
             ldap["user_dn"] = f"uid={{username}},{PEOPLE_DN}"
@@ -204,6 +233,7 @@ class RadmfaServer:
         }
         if workers > 1:
             config["radius"] = {"workers": workers}
+        apply_overrides(config, overrides or {})
         self.config_path = workdir / "radmfa.yaml"
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.log_path = workdir / "radmfa.log"
@@ -220,7 +250,7 @@ class RadmfaServer:
         subprocess.run(
             [sys.executable, "-m", "radmfa", "-c", str(self.config_path), "token", "import",
              str(csv)],
-            check=True, capture_output=True,
+            check=True, capture_output=True, env=self.env,
         )  # fmt: skip
         return time.perf_counter() - started
 
@@ -230,6 +260,7 @@ class RadmfaServer:
                 [sys.executable, "-m", "radmfa", "-c", str(self.config_path), "serve"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env=self.env,
             )
         deadline_poll(
             lambda: READY_LINE in self.log_path.read_text(errors="replace"),
@@ -363,6 +394,20 @@ def print_table(rows: list[Row]) -> None:
         )
 
 
+def warm_up(server, slapd: Slapd, book: CodeBook, n_users: int) -> None:
+    """One login per user, not measured: slapd's entry cache and radmfa's user cache start
+    warm, as on a server that has been running. In chunks: a server that takes the current
+    step only must get each chunk's codes within one step."""
+    for start in range(0, n_users, WARMUP_CHUNK):
+        count = min(WARMUP_CHUNK, n_users - start)
+        row = measure(server, slapd, attempts_for(book, count), 64, "warmup")
+        print(
+            f"  {row.server:<22} warm-up: {count} logins, {row.answers_per_s:.0f}/s, "
+            f"lost {row.lost}, unexpected {row.unexpected}",
+            flush=True,
+        )
+
+
 def run_one_size(
     tmp: Path, n_users: int, names: list[str], workers: list[int], levels: list[int], args
 ) -> list[Row]:
@@ -398,21 +443,8 @@ def run_one_size(
         for server in servers:
             server.start()
         if args.warmup:
-            # One login per user and server, not measured: slapd's entry cache (both servers)
-            # and radmfa-cached's user cache start warm, as on a server that has been running.
             for server in servers:
-                for start in range(0, n_users, WARMUP_CHUNK):
-                    # In chunks: a server that takes the current step only must get each
-                    # chunk's codes within one step.
-                    count = min(WARMUP_CHUNK, n_users - start)
-                    attempts = attempts_for(books[server.label], count)
-                    row = measure(server, slapd, attempts, 64, "warmup")
-                    print(
-                        f"  {row.server:<22} warm-up: {count} logins, "
-                        f"{row.answers_per_s:.0f}/s, lost {row.lost}, "
-                        f"unexpected {row.unexpected}",
-                        flush=True,
-                    )
+                warm_up(server, slapd, books[server.label], n_users)
         scenarios: list[tuple[str, int, float, float | None]] = [
             ("valid", level, 0.0, None) for level in levels
         ]
