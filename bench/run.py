@@ -206,7 +206,7 @@ class RadmfaServer:
         self.env = dict(os.environ)
         if source is not None:  # the supervisor's workers inherit it too
             self.env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (str(source), str(ROOT), self.env.get("PYTHONPATH", "")) if p
+                p for p in (str(source), self.env.get("PYTHONPATH", "")) if p
             )
         ldap: dict[str, object] = {"servers": [slapd.url], "timeout": 3}
         if mode == "direct":

@@ -219,7 +219,7 @@ class AuditRecorder:
 
 async def prune(store: Store, db: BlockingRunner, before: float) -> int:
     """Delete rows older than ``before`` in batches of :data:`PRUNE_BATCH`, one store call
-    each, so logins queued for the store thread get their turn between batches."""
+    each, so no transaction holds the write lock (which logins' writes wait for) for long."""
     total = 0
     while True:
         deleted = await db.run(store.prune_audit, before, PRUNE_BATCH)

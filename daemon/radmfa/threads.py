@@ -58,8 +58,8 @@ class SerialThreadRunner:
     a result is held only while more work is already queued, and never for longer than
     ``hold`` seconds or ``batch`` results, so an idle daemon answers as fast as before.
 
-    :attr:`background` is a second, lower lane for work nobody waits on (audit rows,
-    pruning): its calls run when no ordinary call is waiting, or once one has waited
+    :attr:`background` is a second, lower lane for work nobody waits on (purging
+    expired records): its calls run when no ordinary call is waiting, or once one has waited
     ``patience`` seconds, so a busy store cannot starve them. A login that arrives while a
     background call runs still waits for it; keep those calls short.
     """

@@ -337,7 +337,7 @@ class Store(Protocol):
     def query_audit(self, query: AuditQuery) -> list[AuditEvent]: ...
     def prune_audit(self, before: float, limit: int) -> int:
         """Delete at most ``limit`` of the oldest rows older than ``before``; how many went.
-        Small batches keep each transaction (and the store thread) short."""
+        Small batches keep each transaction, and so each hold of the write lock, short."""
         ...
 
     def login_state(
