@@ -170,6 +170,9 @@ class UsernamesConfig:
 class LockoutConfig:
     max_failures: int = 5
     duration: float = 300.0
+    #: Consecutive failures across lock expiries (until a success or an admin unlock) after
+    #: which the account stays locked until ``radmfa user unlock``: NIST SP 800-63B 5.2.2.
+    max_total_failures: int = 100
 
 
 @dataclass(frozen=True)
@@ -268,7 +271,9 @@ def parse_config(text: str, source: str = "<string>", base_dir: str | Path = "."
         local_users=local_users,
         store=_store(root.section("store", ("path", "key_file"))),
         otp=otp,
-        lockout=_lockout(root.section("lockout", ("max_failures", "duration"))),
+        lockout=_lockout(
+            root.section("lockout", ("max_failures", "duration", "max_total_failures"))
+        ),
         radius=_radius(root.section("radius", _RADIUS_KEYS)),
         logging=_logging(root.section("logging", ("level", "format"))),
         metrics=_metrics(root),  # before warnings: it may add one
@@ -968,10 +973,15 @@ def _usernames(s: Section) -> UsernamesConfig:
 
 def _lockout(s: Section) -> LockoutConfig:
     d = LockoutConfig()
+    # NIST SP 800-63B 5.2.2: no more than 100 consecutive failed attempts.
+    max_failures = s.get_int("max_failures", d.max_failures, 1, 100)
+    max_total = s.get_int("max_total_failures", d.max_total_failures, 1, 100)
+    if max_total < max_failures:
+        s.error("max_total_failures", f"must be at least max_failures ({max_failures})")
     return LockoutConfig(
-        # NIST SP 800-63B 5.2.2: no more than 100 consecutive failed attempts.
-        max_failures=s.get_int("max_failures", d.max_failures, 1, 100),
+        max_failures=max_failures,
         duration=s.get_duration("duration", d.duration, 1),
+        max_total_failures=max_total,
     )
 
 

@@ -10,13 +10,13 @@ applied to a request is :mod:`radmfa.auth.policy`.
 from __future__ import annotations
 
 import ipaddress
-import unicodedata
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
 import yaml
 
+from radmfa.auth.identity import name_key
 from radmfa.configload import Section, Value, placeholders
 
 __all__ = [
@@ -52,9 +52,9 @@ DAY = 86400.0
 
 
 def fold_name(text: str) -> str:
-    """How names in rules and requests are compared: NFC, trimmed, case-folded (like the
-    store key of a user, radmfa.auth.identity.store_key)."""
-    return unicodedata.normalize("NFC", text).strip().casefold()
+    """How names in rules and requests are compared: the identity rule of user names
+    (NFKC, white space collapsed, case-folded: radmfa.auth.identity.name_key)."""
+    return name_key(text)
 
 
 @dataclass(frozen=True)

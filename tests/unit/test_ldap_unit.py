@@ -631,7 +631,7 @@ def test_search_then_bind_binds_as_the_returned_dn_with_attributes():
     ((flt, attributes, as_user),) = directory.ops("search")
     assert (flt, attributes, as_user) == (
         "(uid=alice)",
-        ["mail", "cn", "phone", *ACCOUNT_STATE_ATTRIBUTES],
+        ["mail", "cn", "phone", *ACCOUNT_STATE_ATTRIBUTES, "uid"],  # uid: the naming check
         SVC_DN,
     )
     assert [b[0] for b in directory.ops("bind")] == [SVC_DN, ALICE_DN]
@@ -642,15 +642,15 @@ def test_search_asks_for_the_account_state_attributes_by_default():
     result = result_of(checker.check_password("alice", ALICE_PW))
     assert result.attributes == {}  # they are for the check, not the caller
     ((_, attributes, _),) = directory.ops("search")
-    assert attributes == list(ACCOUNT_STATE_ATTRIBUTES)
+    assert attributes == [*ACCOUNT_STATE_ATTRIBUTES, "uid"]  # uid: the entry's own name
 
 
-def test_search_asks_for_no_attributes_without_account_state():
+def test_search_asks_only_for_the_naming_attribute_without_account_state():
     checker, directory, _ = make(search_config(A, account_state=False), server(A))
     result = result_of(checker.check_password("alice", ALICE_PW))
     assert result.attributes == {}
     ((_, attributes, _),) = directory.ops("search")
-    assert attributes == ldap3.NO_ATTRIBUTES == "1.1"
+    assert attributes == ["uid"]
 
 
 NOW = 1_800_000_000.0

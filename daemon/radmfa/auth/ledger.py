@@ -1,29 +1,45 @@
-"""A user's standing in the store: the one read a login starts with, the refusals it allows
-before any directory traffic, and the bookkeeping once a credential was tried.
+"""A user's standing in the store: one atomic "may this user try now, and count the try",
+the refusals it allows before any directory traffic, and the bookkeeping once a credential
+was tried.
 
-Callers report only failures of the user's own credential here (lockout counter, sliding
-windows); infrastructure failures and the directory's account refusals are never recorded.
+Every attempt that may reach a bind or a code check is reserved in the store first
+(:meth:`Ledger.begin`): the reservation and the lock/throttle judgement are one transaction,
+and a reserved attempt counts as a failure that may still happen. So a burst of concurrent
+guesses gets at most as many binds and code checks as the lockout and the throttles have room
+for; the rest are refused without directory traffic. Each reservation ends exactly once:
+:meth:`Ledger.fail` (the user's own credential failed), :meth:`Ledger.succeed`, or
+:meth:`Ledger.release` (anything else: infrastructure failures and the directory's account
+refusals are never counted). A reservation whose request never ends (a crash) stops counting
+after :data:`~radmfa.store.base.ATTEMPT_LEASE`.
+
 The functions handed to the db runner keep their names: the counting runner labels store
 errors by them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import os
+from dataclasses import dataclass, field
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from radmfa.auth.decisions import reject
-from radmfa.auth.model import AccessRequest, Decision, Reason
+from radmfa.auth.model import AccessRequest, Decision, Outcome, Reason
 from radmfa.auth.policy import Verdict, device_key
 from radmfa.config import LockoutConfig
 from radmfa.factors.base import CodeMatch, FactorRegistry
 from radmfa.policyconfig import RateLimitsConfig
 from radmfa.store.base import (
+    ATTEMPT_FAILED,
+    ATTEMPT_NEUTRAL,
+    ATTEMPT_SUCCEEDED,
+    AttemptStart,
     FailureWindow,
+    LockoutRule,
     LockState,
+    LoginState,
     Store,
     TokenRecord,
     TrustedDevice,
@@ -34,6 +50,17 @@ from radmfa.store.base import (
 from radmfa.threads import BlockingRunner
 
 log = Logger(namespace="radmfa.auth")
+
+
+@dataclass
+class Attempt:
+    """One reserved try of one user; ended once (fail, succeed or release)."""
+
+    attempt_id: bytes
+    key: str
+    #: The station's failure key, when the request has a station.
+    source: str | None
+    ended: bool = field(default=False)
 
 
 @dataclass(frozen=True)
@@ -49,6 +76,8 @@ class UserView:
     source_window: FailureWindow
     #: The request's device, when it is remembered for this user.
     device: TrustedDevice | None
+    #: The reservation this request holds (see the module docstring).
+    attempt: Attempt
 
 
 def source_key(request: AccessRequest) -> str | None:
@@ -60,6 +89,26 @@ def source_key(request: AccessRequest) -> str | None:
     """
     station = device_key(request.calling_station_id)
     return source_failures_key(station) if station is not None else None
+
+
+def attempt_id_of(request: AccessRequest, key: str) -> bytes:
+    """The request's identity across workers and daemons: a retransmission (same client,
+    address, Identifier and Request Authenticator, RFC 5080) has the same one. Requests
+    without an authenticator (built in tests) get a random one."""
+    if not request.authenticator:
+        return os.urandom(16)
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (
+        request.client_name.encode("utf-8", "surrogateescape"),
+        request.client_address.encode("ascii", "replace"),
+        bytes((request.packet_id & 0xFF,)),
+        request.authenticator,
+        key.encode("utf-8", "surrogateescape"),
+        request.state or b"",
+    ):
+        digest.update(len(part).to_bytes(2, "big"))
+        digest.update(part)
+    return digest.digest()
 
 
 class Ledger:
@@ -81,30 +130,33 @@ class Ledger:
         self.clock = clock
         self.factors = factors
         self.lockout = lockout
+        self.rule = LockoutRule(
+            lockout.max_failures, lockout.duration, lockout.max_total_failures
+        )
         self.rate_limits = rate_limits
         #: Whether any rule may trust devices (else their lookup is skipped).
         self.devices_on = devices_on
 
-    def read(
-        self, key: str, request: AccessRequest, device: str | None, now: float
-    ) -> Deferred[UserView]:
-        """The user's view in one trip; ``device``: the remembered device to look for."""
-        return self.db.run(self._user_view, key, source_key(request), device, now)
-
-    def _user_view(self, key: str, source: str | None, device: str | None, now: float) -> UserView:
-        """Tokens, then lock, settings, recent failures and the remembered device in one
-        statement; parts that cannot matter under this configuration are not asked for."""
-        store, limits = self.store, self.rate_limits
-        tokens = [t for t in store.list_tokens(key) if t.type in self.factors]
-        watch_source = source is not None and limits.source.max_failures > 0
-        state = store.login_state(
-            key,
-            now,
-            user_since=now - limits.user.window if limits.user.delay > 0 else None,
-            source=source if watch_source else None,
-            source_since=now - limits.source.window if watch_source else None,
-            device=device if self.devices_on else None,
-        )
+    async def begin(
+        self, user: str, key: str, request: AccessRequest, device: str | None, now: float
+    ) -> UserView | Decision:
+        """Reserve this attempt, or the Decision that refuses it before any directory
+        traffic (disabled, locked, throttled; a DROP for a request another worker or daemon
+        already has). ``device``: the remembered device to look for."""
+        attempt = Attempt(attempt_id_of(request, key), key, source_key(request))
+        start, tokens = await self.db.run(self._begin_attempt, attempt, device, now)
+        if start.duplicate:
+            log.info(
+                "{user}: a retransmission of a request another process already handled; "
+                "dropped",
+                user=user,
+            )
+            return Decision(Outcome.DROP, Reason.DUPLICATE, user=user)
+        state = start.state
+        assert state is not None
+        if start.refusal is not None:
+            assert isinstance(start.refusal, Reason)
+            return reject(start.refusal, user)
         return UserView(
             state.lock,
             tokens,
@@ -112,57 +164,125 @@ class Ledger:
             state.user_window,
             state.source_window,
             state.device,
+            attempt,
         )
 
-    def refusal(self, user: str, view: UserView, now: float) -> Decision | None:
-        """Disabled, locked or throttled: refused before any directory traffic."""
-        if view.settings.disabled:
-            return reject(Reason.USER_DISABLED, user)
-        if view.lock.is_locked(now):
-            return reject(Reason.LOCKED, user)
+    def _begin_attempt(
+        self, attempt: Attempt, device: str | None, now: float
+    ) -> tuple[AttemptStart, list[TokenRecord]]:
+        """Tokens, then the judgement and the reservation in one store transaction; parts
+        that cannot matter under this configuration are not asked for."""
+        store, limits = self.store, self.rate_limits
+        tokens = [t for t in store.list_tokens(attempt.key) if t.type in self.factors]
+        watch_source = attempt.source is not None and limits.source.max_failures > 0
+        start = store.begin_attempt(
+            attempt.attempt_id,
+            attempt.key,
+            now,
+            lambda state: self.judge(state, now),
+            user_since=now - limits.user.window if limits.user.delay > 0 else None,
+            source=attempt.source if watch_source else None,
+            source_since=now - limits.source.window if watch_source else None,
+            device=device if self.devices_on else None,
+        )
+        return start, tokens
+
+    def judge(self, state: LoginState, now: float) -> Reason | None:
+        """May this attempt go on? Attempts still pending count as failures that may yet
+        happen, so concurrent requests cannot outrun the lockout or the throttles."""
+        if state.settings.disabled:
+            return Reason.USER_DISABLED
+        lock = state.lock
+        if lock.is_locked(now):
+            return Reason.LOCKED
+        pending = state.pending_user
+        if pending:
+            failures = 0 if lock.locked_until is not None else lock.failures
+            rule = self.rule
+            if failures + pending >= rule.max_failures or (
+                rule.max_total and lock.total_failures + pending >= rule.max_total
+            ):
+                return Reason.THROTTLED
         limits = self.rate_limits
-        window = view.user_window
+        window = state.user_window
         wait = limits.user.wait(window.count)
         if wait and window.last_at is not None and now < window.last_at + wait:
-            return reject(Reason.THROTTLED, user)
+            return Reason.THROTTLED
+        if pending and limits.user.wait(window.count + pending):
+            return Reason.THROTTLED
         source_max = limits.source.max_failures
-        if source_max and view.source_window.count >= source_max:
-            return reject(Reason.SOURCE_THROTTLED, user)
+        if source_max and state.source_window.count + state.pending_source >= source_max:
+            return Reason.SOURCE_THROTTLED
         return None
 
-    async def fail(self, key: str, request: AccessRequest) -> None:
-        """A failed credential: the lockout counter and the sliding windows, in one trip."""
+    async def fail(self, view: UserView) -> None:
+        """A failed credential: the lockout counter and the sliding windows, and the end of
+        the reservation, in one trip."""
+        attempt = view.attempt
+        if attempt.ended:
+            return
+        attempt.ended = True
         now = self.clock.seconds()
-        state = await self.db.run(self._record_failure, key, source_key(request), now)
-        lockout = self.lockout
-        if state.locked_until == now + lockout.duration:  # this failure set the lock
-            log.warn(
-                "{user} locked for {secs:.0f}s after {n} consecutive failures",
-                user=key,
-                secs=lockout.duration,
-                n=state.failures,
-            )
+        state = await self.db.run(self._record_failure, attempt, now)
+        if state is not None and state.locked_until is not None and state.last_failure_at == now:
+            if state.locked_for_good:
+                log.warn(
+                    "{user} locked until an admin unlocks it: {n} consecutive failures "
+                    "across lock periods (lockout.max_total_failures)",
+                    user=attempt.key,
+                    n=state.total_failures,
+                )
+            elif state.locked_until == now + self.lockout.duration:  # this failure set it
+                log.warn(
+                    "{user} locked for {secs:.0f}s after {n} consecutive failures",
+                    user=attempt.key,
+                    secs=self.lockout.duration,
+                    n=state.failures,
+                )
 
-    def _record_failure(self, key: str, source: str | None, now: float) -> LockState:
-        lockout, limits = self.lockout, self.rate_limits
-        state = self.store.record_failure(key, now, lockout.max_failures, lockout.duration)
+    def _record_failure(self, attempt: Attempt, now: float) -> LockState | None:
+        limits = self.rate_limits
         keys = []
         if limits.user.delay > 0:
-            keys.append(user_failures_key(key))
-        if limits.source.max_failures and source is not None:
-            keys.append(source)
-        if keys:
-            self.store.note_failures(keys, now)
-        return state
+            keys.append(user_failures_key(attempt.key))
+        if limits.source.max_failures and attempt.source is not None:
+            keys.append(attempt.source)
+        return self.store.finish_attempt(
+            attempt.attempt_id,
+            attempt.key,
+            now,
+            ATTEMPT_FAILED,
+            lockout=self.rule,
+            failure_keys=keys,
+        )
 
-    async def succeed(self, key: str, view: UserView) -> None:
-        """Clear the failure count and the user's window, when there is anything to clear."""
-        if view.lock.failures or view.user_window.count:
-            await self.db.run(self._record_success, key, self.clock.seconds())
+    async def succeed(self, view: UserView) -> None:
+        """Clear the failure counts and the user's window, and end the reservation."""
+        attempt = view.attempt
+        if attempt.ended:
+            return
+        attempt.ended = True
+        # Always cleared, not only when the view showed failures: a concurrent attempt may have
+        # failed since it was read.
+        clear = (user_failures_key(attempt.key),) if self.rate_limits.user.delay > 0 else ()
+        await self.db.run(self._record_success, attempt, self.clock.seconds(), clear)
 
-    def _record_success(self, key: str, now: float) -> None:
-        self.store.record_success(key, now)
-        self.store.clear_failures(user_failures_key(key))
+    def _record_success(self, attempt: Attempt, now: float, clear: tuple[str, ...]) -> None:
+        self.store.finish_attempt(
+            attempt.attempt_id, attempt.key, now, ATTEMPT_SUCCEEDED, clear_keys=clear
+        )
+
+    async def release(self, view: UserView) -> None:
+        """End the reservation without counting anything (when neither fail nor succeed
+        did: a refusal that is not a guess, a challenge issued)."""
+        attempt = view.attempt
+        if attempt.ended:
+            return
+        attempt.ended = True
+        await self.db.run(self._release_attempt, attempt, self.clock.seconds())
+
+    def _release_attempt(self, attempt: Attempt, now: float) -> None:
+        self.store.finish_attempt(attempt.attempt_id, attempt.key, now, ATTEMPT_NEUTRAL)
 
     async def consume(self, token: TokenRecord, match: CodeMatch) -> bool:
         """Make a matched code stick (atomic in the store); False: someone used it first."""

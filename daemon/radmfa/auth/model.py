@@ -39,6 +39,9 @@ class AccessRequest:
     nas_ip_address: str | None = None
     calling_station_id: str | None = None
     packet_id: int = 0
+    #: The Request Authenticator: with the client, address and Identifier it tells a
+    #: retransmission from a new request across processes (empty: unknown).
+    authenticator: bytes = field(default=b"", repr=False)
 
 
 class Outcome(enum.Enum):
@@ -54,6 +57,8 @@ class Reason(enum.Enum):
 
     OK = "ok"
     BAD_USER_NAME = "bad_user_name"
+    #: A User-Name with a character no key can safely stand for (radmfa.auth.identity).
+    UNSAFE_USER_NAME = "unsafe_user_name"
     BAD_PASSWORD_ENCODING = "bad_password_encoding"
     EMPTY_PASSWORD = "empty_password"
     UNSUPPORTED_METHOD = "unsupported_method"
@@ -105,6 +110,8 @@ class Reason(enum.Enum):
     PASSWORD_MUST_CHANGE = "password_must_change"
     ACCOUNT_RESTRICTED = "account_restricted"
     OVERLOADED = "overloaded"
+    #: A retransmission of a request another worker or daemon already has: dropped.
+    DUPLICATE = "duplicate"
     INTERNAL_ERROR = "internal_error"
 
 

@@ -260,7 +260,7 @@ class OutOfBandCodes:
             # The address changed after the code was sent: that code died with the old one.
             log.info("{user}: a {factor} code for a replaced address was refused", user=user,
                      factor=oob.type)  # fmt: skip
-            await self.ledger.fail(key, request)
+            await self.ledger.fail(view)
             return reject(Reason.BAD_OTP, user, method="challenge", factor=oob.type)
         now = self.clock.seconds()
         if challenge.phase == PHASE_CONFIRM:
@@ -296,7 +296,7 @@ class OutOfBandCodes:
                     factor=oob.type,
                     rule=challenge.rule,
                 )
-        await self.ledger.succeed(key, view)
+        await self.ledger.succeed(view)
         return Decision(Outcome.ACCEPT, Reason.OK, user=user, method="challenge", factor=oob.type)
 
     async def refresh(

@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from twisted.logger import Logger
 
 from radmfa.auth.decisions import reject
-from radmfa.auth.ledger import Ledger
-from radmfa.auth.model import AccessRequest, Decision, Reason
+from radmfa.auth.ledger import Ledger, UserView
+from radmfa.auth.model import Decision, Reason
 from radmfa.directory.base import ACCOUNT_STATES, DirectoryOutcome, PasswordChecker, UserEntry
 
 log = Logger(namespace="radmfa.auth")
@@ -39,9 +39,8 @@ class PasswordCheck:
 
     async def check(
         self,
-        request: AccessRequest,
+        view: UserView,
         user: str,
-        key: str,
         password: str,
         *,
         entry: UserEntry | None = None,
@@ -65,7 +64,7 @@ class PasswordCheck:
                 detail=result.detail,
             )
             return reject(account, user), {}
-        await self.ledger.fail(key, request)
+        await self.ledger.fail(view)
         reason = {
             DirectoryOutcome.NO_SUCH_USER: Reason.NO_SUCH_USER,
             DirectoryOutcome.AMBIGUOUS_USER: Reason.AMBIGUOUS_USER,

@@ -41,9 +41,9 @@ from twisted.logger import Logger
 
 from radmfa.auth import prompts
 from radmfa.auth.challenge import MAX_EXCHANGE_SECONDS, PHASE_CODE, ChallengeIssuer
-from radmfa.auth.decisionlog import DecisionLog, DecisionObserver
+from radmfa.auth.decisionlog import DecisionLog, DecisionObserver, sanitize
 from radmfa.auth.decisions import reject, ruled, tagged
-from radmfa.auth.identity import canonical_user, decode_password, store_key
+from radmfa.auth.identity import NameProblem, check_user, decode_password, store_key
 from radmfa.auth.ledger import Ledger, UserView
 from radmfa.auth.model import AccessRequest, AuthMethod, Decision, Outcome, Reason
 from radmfa.auth.outofband import (
@@ -219,8 +219,15 @@ class Authenticator:
     async def _decide(self, request: AccessRequest) -> Decision:
         if request.method is not AuthMethod.PAP:
             return reject(Reason.UNSUPPORTED_METHOD, message=PAP_REQUIRED_MESSAGE)
-        user = canonical_user(request.user_name, strip_realm=self.settings.usernames.strip_realm)
-        if user is None:
+        user = check_user(request.user_name, strip_realm=self.settings.usernames.strip_realm)
+        if user is NameProblem.UNSAFE:
+            log.info(
+                "refused the user name {name}: it has a character without a one-to-one case "
+                "folding, so no key can safely stand for every spelling the directory accepts",
+                name=sanitize(request.user_name),
+            )
+            return reject(Reason.UNSAFE_USER_NAME)
+        if isinstance(user, NameProblem):
             return reject(Reason.BAD_USER_NAME)
         password = decode_password(request.password)
         if password is None:
@@ -239,14 +246,15 @@ class Authenticator:
             return reject(Reason.EMPTY_PASSWORD, user)
         now = self.clock.seconds()
         device = device_key(request.calling_station_id)
-        view = await self.ledger.read(key, request, device, now)
-        refused = self.ledger.refusal(user, view, now)
-        if refused is not None:
-            return refused
-        verdict, entry = await self._evaluate(request, user, key)
+        view = await self.ledger.begin(user, key, request, device, now)
+        if isinstance(view, Decision):  # refused before any directory traffic
+            return view
+        verdict, entry = await self._evaluate(request, user, key, view)
         if isinstance(verdict, Decision):
+            await self.ledger.release(view)
             return verdict
         decision = await self._decide_with(request, user, key, password, view, verdict, entry)
+        await self.ledger.release(view)  # no-op when the decision already counted the try
         decision = ruled(decision, verdict.rule)
         if (
             decision.outcome is Outcome.ACCEPT
@@ -304,14 +312,14 @@ class Authenticator:
                     request, user, key, secret_part, token, match, view, entry=entry
                 )
             if mode == "append":
-                await self.ledger.fail(key, request)
+                await self.ledger.fail(view)
                 return reject(Reason.BAD_OTP, user, method="append")
         return await self._password_then_challenge(
             request, user, key, password, view, rule=verdict.rule, entry=entry
         )
 
     async def _evaluate(
-        self, request: AccessRequest, user: str, key: str
+        self, request: AccessRequest, user: str, key: str, view: UserView
     ) -> tuple[Verdict | Decision, UserEntry | None]:
         """The policy's verdict; groups are looked up only when a group rule could decide.
         A failed lookup is the reject to send."""
@@ -333,7 +341,7 @@ class Authenticator:
             )
             return reject(Reason.DIRECTORY_UNAVAILABLE, user), None
         if found.outcome is not DirectoryOutcome.OK:
-            await self.ledger.fail(key, request)
+            await self.ledger.fail(view)
             reason = (
                 Reason.AMBIGUOUS_USER
                 if found.outcome is DirectoryOutcome.AMBIGUOUS_USER
@@ -390,10 +398,10 @@ class Authenticator:
                             request, user, key, secret_part, token, match, view, entry=entry
                         )
                     password = secret_part
-        verdict, _attributes = await self.password.check(request, user, key, password, entry=entry)
+        verdict, _attributes = await self.password.check(view, user, password, entry=entry)
         if verdict is not None:
             return verdict
-        await self.ledger.succeed(key, view)
+        await self.ledger.succeed(view)
         return Decision(
             Outcome.ACCEPT, reason, user=user, trusted_device=reason is Reason.TRUSTED_DEVICE
         )
@@ -425,12 +433,10 @@ class Authenticator:
                 "{user} has no second factor and the enrolment grace period is over", user=user
             )
             return reject(Reason.GRACE_EXPIRED, user)
-        verdict_pw, _attributes = await self.password.check(
-            request, user, key, password, entry=entry
-        )
+        verdict_pw, _attributes = await self.password.check(view, user, password, entry=entry)
         if verdict_pw is not None:
             return verdict_pw
-        await self.ledger.succeed(key, view)
+        await self.ledger.succeed(view)
         after = await self.db.run(self.store.note_grace_login, key, now)
         left = []
         if grace.seconds > 0:
@@ -489,20 +495,18 @@ class Authenticator:
         matched step is consumed whatever the password), then the password."""
         factor = token.type if token else None
         if token is None or match.kind is MatchKind.NO_MATCH:
-            await self.ledger.fail(key, request)
+            await self.ledger.fail(view)
             return reject(Reason.BAD_OTP, user, method="append")
         if match.kind is MatchKind.REPLAY or not await self.ledger.consume(token, match):
-            await self.ledger.fail(key, request)
+            await self.ledger.fail(view)
             return reject(Reason.OTP_REPLAY, user, method="append", factor=factor)
         if not secret_part:
-            await self.ledger.fail(key, request)
+            await self.ledger.fail(view)
             return reject(Reason.EMPTY_PASSWORD, user, method="append", factor=factor)
-        verdict, _attributes = await self.password.check(
-            request, user, key, secret_part, entry=entry
-        )
+        verdict, _attributes = await self.password.check(view, user, secret_part, entry=entry)
         if verdict is not None:
             return tagged(verdict, method="append", factor=factor)
-        await self.ledger.succeed(key, view)
+        await self.ledger.succeed(view)
         self.ledger.log_use(user, token)
         return Decision(Outcome.ACCEPT, Reason.OK, user=user, method="append", factor=factor)
 
@@ -519,7 +523,7 @@ class Authenticator:
         entry: UserEntry | None = None,
     ) -> Decision:
         """The password, then round two: a code sent at once, or the menu of factors."""
-        verdict, attributes = await self.password.check(request, user, key, password, entry=entry)
+        verdict, attributes = await self.password.check(view, user, password, entry=entry)
         if verdict is not None:
             return tagged(verdict, method="challenge")
         now = self.clock.seconds()

@@ -73,11 +73,11 @@ class ChallengeRounds:
         ):
             return reject(Reason.BAD_STATE, user, method="challenge")
         device = device_key(request.calling_station_id)
-        view = await self.ledger.read(key, request, None, now)
-        refused = self.ledger.refusal(user, view, now)
-        if refused is not None:
-            return tagged(refused, method="challenge", rule=challenge.rule)
+        view = await self.ledger.begin(user, key, request, None, now)
+        if isinstance(view, Decision):  # refused before any code check
+            return tagged(view, method="challenge", rule=challenge.rule)
         decision = await self._round(request, user, key, answer, challenge, view)
+        await self.ledger.release(view)  # no-op when the decision already counted the try
         decision = ruled(decision, challenge.rule)
         if (
             decision.outcome is Outcome.ACCEPT
@@ -135,12 +135,12 @@ class ChallengeRounds:
         token, match = self.factors.verify(candidates, text, now)
         factor = token.type if token else None
         if token is None or match.kind is MatchKind.NO_MATCH:
-            await self.ledger.fail(key, request)
+            await self.ledger.fail(view)
             return reject(Reason.BAD_OTP, user, method="challenge")
         if match.kind is MatchKind.REPLAY or not await self.ledger.consume(token, match):
-            await self.ledger.fail(key, request)
+            await self.ledger.fail(view)
             return reject(Reason.OTP_REPLAY, user, method="challenge", factor=factor)
-        await self.ledger.succeed(key, view)
+        await self.ledger.succeed(view)
         self.ledger.log_use(user, token)
         return Decision(Outcome.ACCEPT, Reason.OK, user=user, method="challenge", factor=factor)
 

@@ -10,7 +10,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from radmfa.auth.identity import canonical_user, store_key
+from radmfa.auth.identity import NameProblem, check_user, store_key
 from radmfa.cli.main import CommandFailed, UsageError
 from radmfa.config import Config, ConfigError, load_config
 from radmfa.store import open_store
@@ -47,8 +47,13 @@ def user_arg(text: str, config: Config) -> str:
     """The store key for a user named on the command line, validated and normalised exactly
     like RADIUS input (so ``CORP\\alice`` names alice when ``usernames.strip_realm`` is on)."""
     raw = text.encode("utf-8", errors="surrogateescape")
-    user = canonical_user(raw, strip_realm=config.usernames.strip_realm)
-    if user is None:
+    user = check_user(raw, strip_realm=config.usernames.strip_realm)
+    if user is NameProblem.UNSAFE:
+        raise UsageError(
+            f"user name {text!r} has a character without a one-to-one case folding "
+            "(such as ß or İ): radmfa refuses such names, as it does at login"
+        )
+    if isinstance(user, NameProblem):
         raise UsageError(f"invalid user name {text!r}")
     return store_key(user)
 

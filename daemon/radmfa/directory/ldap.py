@@ -64,6 +64,7 @@ from radmfa.directory.base import (
 )
 from radmfa.directory.entrycache import EntryCache
 from radmfa.directory.health import ServerHealth
+from radmfa.directory.naming import entry_name_mismatch, naming_attributes
 from radmfa.policyconfig import LdapGroupsConfig
 from radmfa.threads import BlockingRunner
 
@@ -577,15 +578,41 @@ class Attempt:
 def search_attributes(
     wanted: Sequence[str], config: LdapConfig, groups: LdapGroupsConfig | None
 ) -> tuple[str, ...]:
-    """What the user search asks for: the factors' attributes, the account-state ones and,
-    when groups come from it, memberOf (each once, whatever the case)."""
+    """What the user search asks for: the factors' attributes, the account-state ones,
+    the naming attributes of the filter (:mod:`radmfa.directory.naming`) and, when groups
+    come from it, memberOf (each once, whatever the case)."""
     names: dict[str, str] = {}
     extra: list[str] = list(ACCOUNT_STATE_ATTRIBUTES) if config.account_state else []
+    extra.extend(naming_attributes(config.user_filter))
     if groups is not None and groups.membership == "memberof":
         extra.append("memberOf")
     for name in (*wanted, *extra):
         names.setdefault(name.lower(), name)
     return tuple(names.values())
+
+
+def refuse_misnamed(
+    dn: str,
+    attributes: Mapping[str, Sequence[str]],
+    naming: Sequence[str],
+    username: str,
+    url: str,
+) -> None:
+    """A FinalAnswer (NO_SUCH_USER) when the entry found is not named ``username`` under
+    radmfa's identity rule: its state is kept under its own name, never under an alias."""
+    name = entry_name_mismatch(dn, attributes, naming, username)
+    if name is None:
+        return
+    log.warn(
+        "the directory found {dn} for the user name {user}, but names that entry {name}; "
+        "refused (log in with the entry's own name)",
+        dn=dn,
+        user=username,
+        name=name,
+    )
+    raise FinalAnswer(
+        DirectoryResult(DirectoryOutcome.NO_SUCH_USER, server=url, detail="misnamed_entry")
+    )
 
 
 def check_lookup_config(config: LdapConfig) -> None:
@@ -681,6 +708,7 @@ class LdapAuthenticator:
         self._attributes = tuple(attributes)
         self._groups = groups
         self._search_attributes = search_attributes(attributes, config, groups)
+        self._naming = naming_attributes(config.user_filter) if config.base_dn else ()
         self._time_limit = max(1, math.ceil(config.timeout))
         self._service = _ServiceConnections(self._open_service_connection)
         self.user_cache = user_cache
@@ -964,7 +992,9 @@ class LdapAuthenticator:
                     detail="search returned an entry without a DN",
                 )
             )
-        return dn, self._pick_attributes(entry)
+        attributes = self._pick_attributes(entry)
+        refuse_misnamed(dn, attributes, self._naming, username, server.url)
+        return dn, attributes
 
     def _pick_attributes(self, entry: Mapping[str, Any]) -> dict[str, list[str]]:
         """Every attribute the user search asked for, by the name it was asked for."""

@@ -94,9 +94,11 @@ from radmfa.directory.ldap import (
     make_user_cache,
     parse_server,
     refuse_before_ldap,
+    refuse_misnamed,
     search_attributes,
     username_problem,
 )
+from radmfa.directory.naming import naming_attributes
 from radmfa.policyconfig import LdapGroupsConfig
 
 __all__ = [
@@ -834,6 +836,7 @@ class NativeLdapPasswordChecker:
         self._groups = groups
         #: What the user search asks for (factors, account state, memberOf), by lower name.
         self._search_attributes = search_attributes(attributes, config, groups)
+        self._naming = naming_attributes(config.user_filter) if config.base_dn else ()
         self._wanted = {name.lower(): name for name in self._search_attributes}
         self._time_limit = max(1, math.ceil(config.timeout))
         self._deadline = config.timeout * len(self._servers) + 1.0
@@ -1193,7 +1196,9 @@ class NativeLdapPasswordChecker:
         found_entry = entries[0]
         if not found_entry.dn:
             raise FinalAnswer(_unavailable("search returned an entry without a DN", url))
-        return found_entry.dn, self._pick_attributes(found_entry)
+        attributes = self._pick_attributes(found_entry)
+        refuse_misnamed(found_entry.dn, attributes, self._naming, username, url)
+        return found_entry.dn, attributes
 
     def _pick_attributes(self, entry: SearchEntry) -> dict[str, list[str]]:
         if not self._wanted:

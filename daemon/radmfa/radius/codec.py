@@ -444,6 +444,7 @@ def decode_request(
         nas_ip_address=nas_ipv4 if nas_ipv4 is not None else nas_ipv6,
         calling_station_id=calling_station_id,
         packet_id=packet[1],
+        authenticator=authenticator,
     )
     return DecodedRequest(
         code=packet[0],

@@ -7,7 +7,8 @@ PostgreSQL follows the same contract and the same test suite.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -38,16 +39,38 @@ class TokenRecord:
     description: str = ""
 
 
+#: ``LockState.locked_until`` of a lock that only an admin (``radmfa user unlock``) lifts.
+LOCKED_FOR_GOOD = math.inf
+
+
 @dataclass(frozen=True, slots=True)
 class LockState:
     user: str
+    #: Consecutive failures since the last lock expired (what ``max_failures`` counts).
     failures: int = 0
     locked_until: float | None = None
     last_failure_at: float | None = None
     last_success_at: float | None = None
+    #: Consecutive failures since the last success or unlock, across lock expiries (what
+    #: ``lockout.max_total_failures`` counts: NIST SP 800-63B 5.2.2).
+    total_failures: int = 0
 
     def is_locked(self, now: float) -> bool:
         return self.locked_until is not None and now < self.locked_until
+
+    @property
+    def locked_for_good(self) -> bool:
+        return self.locked_until == LOCKED_FOR_GOOD
+
+
+@dataclass(frozen=True, slots=True)
+class LockoutRule:
+    """How failures lock an account (``lockout`` in the config)."""
+
+    max_failures: int
+    lock_seconds: float
+    #: Consecutive failures across lock expiries after which only an admin unlocks; 0: off.
+    max_total: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +173,39 @@ class LoginState:
     source_window: FailureWindow
     #: The request's device, when remembered for this user and not expired.
     device: TrustedDevice | None = None
+    #: Attempts of this user, and from this source, reserved and not yet finished
+    #: (``Store.begin_attempt``); 0 when read by ``login_state``.
+    pending_user: int = 0
+    pending_source: int = 0
+
+
+#: How long an attempt reservation lives. A request that never finishes (its process died)
+#: counts as a pending failure until then; a retransmission of a request seen by another
+#: worker or daemon within it is recognised as one (``AttemptStart.duplicate``).
+ATTEMPT_LEASE = 60.0
+
+#: ``Store.finish_attempt`` results.
+ATTEMPT_FAILED = "failed"
+ATTEMPT_SUCCEEDED = "succeeded"
+#: Neither: a refusal that is not a guess (policy, directory down, the account refused by the
+#: directory, a challenge issued): only the reservation ends.
+ATTEMPT_NEUTRAL = "neutral"
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptStart:
+    """The answer of ``Store.begin_attempt``."""
+
+    #: The login state the judgement saw (None for a duplicate).
+    state: LoginState | None
+    #: What ``judge`` returned: None when the attempt was reserved.
+    refusal: object | None = None
+    #: Another worker or daemon already has (or had, within the lease) this very request.
+    duplicate: bool = False
+
+    @property
+    def reserved(self) -> bool:
+        return self.state is not None and self.refusal is None and not self.duplicate
 
 
 def user_failures_key(user: str) -> str:
@@ -270,7 +326,7 @@ class Store(Protocol):
     # lockout
     def lock_state(self, user: str) -> LockState: ...
     def record_failure(
-        self, user: str, now: float, max_failures: int, lock_seconds: float
+        self, user: str, now: float, max_failures: int, lock_seconds: float, max_total: int = 0
     ) -> LockState: ...
     def record_success(self, user: str, now: float) -> None: ...
     def unlock(self, user: str) -> bool: ...
@@ -366,6 +422,49 @@ class Store(Protocol):
         """
         ...
 
+    # attempts: "may this user try now" and "count this try" as one atomic step
+    def begin_attempt(
+        self,
+        attempt_id: bytes,
+        user: str,
+        now: float,
+        judge: Callable[[LoginState], object | None],
+        *,
+        user_since: float | None = None,
+        source: str | None = None,
+        source_since: float | None = None,
+        device: str | None = None,
+    ) -> AttemptStart:
+        """Read the login state (as :meth:`login_state`, plus the attempts of ``user`` and
+        ``source`` still pending), ask ``judge`` whether this attempt may go on, and if it
+        returns None reserve it under ``attempt_id`` until ``now + ATTEMPT_LEASE``, all in one
+        transaction that no other ``begin_attempt`` or ``finish_attempt`` of the same user or
+        source interleaves with (threads, workers and daemons on one store alike).
+
+        ``judge`` must be pure and quick: it runs inside the transaction. An ``attempt_id``
+        reserved before and not yet past its lease is a duplicate: nothing is read or written.
+        """
+        ...
+
+    def finish_attempt(
+        self,
+        attempt_id: bytes,
+        user: str,
+        now: float,
+        result: str,
+        *,
+        lockout: LockoutRule | None = None,
+        failure_keys: Sequence[str] = (),
+        clear_keys: Sequence[str] = (),
+    ) -> LockState | None:
+        """End a reserved attempt, in one transaction with what its result records:
+        ``ATTEMPT_FAILED`` counts a failure (``lockout`` required) and notes one under each of
+        ``failure_keys``; ``ATTEMPT_SUCCEEDED`` clears the failure counts and the windows under
+        ``clear_keys``; ``ATTEMPT_NEUTRAL`` records nothing. The attempt stops counting as
+        pending but stays known as a duplicate until its lease ends. Returns the lock state
+        after a failure (None otherwise)."""
+        ...
+
     # challenges
     def put_challenge(self, challenge: ChallengeRecord) -> None: ...
     def take_challenge(self, state_id: bytes) -> ChallengeRecord | None:
@@ -374,10 +473,38 @@ class Store(Protocol):
 
     def purge_expired(self, now: float, failures_before: float | None = None) -> int:
         """Drop expired challenges (the count returned), send records older than an hour,
-        expired trusted devices and failure records older than ``failures_before``."""
+        expired trusted devices, attempts past their lease and failure records older than
+        ``failures_before``."""
         ...
 
     def close(self) -> None: ...
+
+
+def next_failure_state(state: LockState, now: float, rule: LockoutRule) -> LockState:
+    """The lock state after one more failure; ``state`` itself when locked (never extended).
+
+    Shared by every engine so they count identically: an expired lock starts a fresh count
+    towards ``max_failures``, which locks until ``now + lock_seconds``; the total across
+    expiries only a success or an admin resets, and at ``max_total`` the lock is for good.
+    """
+    if state.is_locked(now):
+        return state
+    failures = 0 if state.locked_until is not None else state.failures
+    failures += 1
+    total = state.total_failures + 1
+    locked_until = None
+    if rule.max_total and total >= rule.max_total:
+        locked_until = LOCKED_FOR_GOOD
+    elif failures >= rule.max_failures:
+        locked_until = now + rule.lock_seconds
+    return LockState(
+        user=state.user,
+        failures=failures,
+        locked_until=locked_until,
+        last_failure_at=now,
+        last_success_at=state.last_success_at,
+        total_failures=total,
+    )
 
 
 #: Send records older than this no longer count towards ``reserve_send``'s hourly cap.

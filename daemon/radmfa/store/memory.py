@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from radmfa.store.base import (
+    ATTEMPT_FAILED,
+    ATTEMPT_LEASE,
+    ATTEMPT_NEUTRAL,
+    ATTEMPT_SUCCEEDED,
     SEND_WINDOW,
     USER_STATUSES,
+    AttemptStart,
     AuditEvent,
     AuditQuery,
     ChallengeRecord,
     FailureWindow,
+    LockoutRule,
     LockState,
     LoginState,
     SendGrant,
@@ -26,10 +32,10 @@ from radmfa.store.base import (
     TrustedDevice,
     UserSettings,
     audit_matches,
+    next_failure_state,
     send_verdict,
     user_failures_key,
 )
-from radmfa.store.sqlite import next_failure_state
 
 __all__ = ["MemoryStore"]
 
@@ -38,7 +44,8 @@ class MemoryStore:
     """In-memory store, thread-safe; every method is atomic under one lock."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        #: Re-entrant: begin_attempt holds it across the reads it shares with login_state.
+        self._lock = threading.RLock()
         self._tokens: dict[str, TokenRecord] = {}
         self._users: dict[str, LockState] = {}
         self._challenges: dict[bytes, ChallengeRecord] = {}
@@ -47,6 +54,8 @@ class MemoryStore:
         self._devices: dict[tuple[str, str], TrustedDevice] = {}
         self._failures: dict[str, list[float]] = {}
         self._audit: list[AuditEvent] = []
+        #: attempt id -> (user, source, expires_at, done)
+        self._attempts: dict[bytes, tuple[str, str | None, float, bool]] = {}
         self._closed = False
 
     def _check_open(self) -> None:
@@ -117,15 +126,14 @@ class MemoryStore:
             return self._users.get(user, LockState(user))
 
     def record_failure(
-        self, user: str, now: float, max_failures: int, lock_seconds: float
+        self, user: str, now: float, max_failures: int, lock_seconds: float, max_total: int = 0
     ) -> LockState:
+        rule = LockoutRule(max_failures, lock_seconds, max_total)
         if max_failures < 1:
             raise ValueError(f"max_failures must be at least 1, got {max_failures}")
         with self._lock:
             self._check_open()
-            state = next_failure_state(
-                self._users.get(user, LockState(user)), now, max_failures, lock_seconds
-            )
+            state = next_failure_state(self._users.get(user, LockState(user)), now, rule)
             self._users[user] = state
             return state
 
@@ -134,16 +142,20 @@ class MemoryStore:
             self._check_open()
             state = self._users.get(user, LockState(user))
             self._users[user] = dataclasses.replace(
-                state, failures=0, locked_until=None, last_success_at=now
+                state, failures=0, locked_until=None, last_success_at=now, total_failures=0
             )
 
     def unlock(self, user: str) -> bool:
         with self._lock:
             self._check_open()
             state = self._users.get(user)
-            if state is None or (state.failures == 0 and state.locked_until is None):
+            if state is None or (
+                state.failures == 0 and state.locked_until is None and not state.total_failures
+            ):
                 return False
-            self._users[user] = dataclasses.replace(state, failures=0, locked_until=None)
+            self._users[user] = dataclasses.replace(
+                state, failures=0, locked_until=None, total_failures=0
+            )
             return True
 
     def known_users(self) -> list[str]:
@@ -241,6 +253,78 @@ class MemoryStore:
             else FailureWindow(),
             self.trusted_device(user, device, now) if device is not None else None,
         )
+
+    # attempts
+    def begin_attempt(
+        self,
+        attempt_id: bytes,
+        user: str,
+        now: float,
+        judge: Callable[[LoginState], object | None],
+        *,
+        user_since: float | None = None,
+        source: str | None = None,
+        source_since: float | None = None,
+        device: str | None = None,
+    ) -> AttemptStart:
+        with self._lock:
+            self._check_open()
+            known = self._attempts.get(attempt_id)
+            if known is not None and known[2] > now:
+                return AttemptStart(None, duplicate=True)
+            live = [a for a in self._attempts.values() if not a[3] and a[2] > now]
+            state = dataclasses.replace(
+                self.login_state(
+                    user,
+                    now,
+                    user_since=user_since,
+                    source=source,
+                    source_since=source_since,
+                    device=device,
+                ),
+                pending_user=sum(1 for a in live if a[0] == user),
+                pending_source=sum(1 for a in live if source is not None and a[1] == source),
+            )
+            refusal = judge(state)
+            if refusal is None:
+                self._attempts[attempt_id] = (user, source, now + ATTEMPT_LEASE, False)
+            return AttemptStart(state, refusal)
+
+    def finish_attempt(
+        self,
+        attempt_id: bytes,
+        user: str,
+        now: float,
+        result: str,
+        *,
+        lockout: LockoutRule | None = None,
+        failure_keys: Sequence[str] = (),
+        clear_keys: Sequence[str] = (),
+    ) -> LockState | None:
+        if result == ATTEMPT_FAILED:
+            if lockout is None:
+                raise ValueError("a failed attempt needs the lockout rule")
+            if lockout.max_failures < 1:
+                raise ValueError(f"max_failures must be at least 1, got {lockout.max_failures}")
+        elif result not in (ATTEMPT_SUCCEEDED, ATTEMPT_NEUTRAL):
+            raise ValueError(f"unknown attempt result {result!r}")
+        with self._lock:
+            self._check_open()
+            known = self._attempts.get(attempt_id)
+            if known is not None:
+                self._attempts[attempt_id] = (*known[:3], True)
+            if result == ATTEMPT_FAILED:
+                assert lockout is not None
+                for key in failure_keys:
+                    self._failures.setdefault(key, []).append(now)
+                state = next_failure_state(self._users.get(user, LockState(user)), now, lockout)
+                self._users[user] = state
+                return state
+            if result == ATTEMPT_SUCCEEDED:
+                self.record_success(user, now)
+                for key in clear_keys:
+                    self._failures.pop(key, None)
+            return None
 
     # trusted devices
     def remember_device(self, user: str, device: str, now: float, expires_at: float) -> None:
@@ -354,6 +438,8 @@ class MemoryStore:
                 del self._challenges[state_id]
             for key in [k for k, d in self._devices.items() if not d.valid(now)]:
                 del self._devices[key]
+            for attempt in [a for a, v in self._attempts.items() if v[2] <= now]:
+                del self._attempts[attempt]
             if failures_before is not None:
                 for key, times in list(self._failures.items()):
                     kept = [t for t in times if t >= failures_before]

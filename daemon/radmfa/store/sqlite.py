@@ -13,16 +13,22 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from radmfa.store.base import (
+    ATTEMPT_FAILED,
+    ATTEMPT_LEASE,
+    ATTEMPT_NEUTRAL,
+    ATTEMPT_SUCCEEDED,
     SEND_WINDOW,
     USER_STATUSES,
+    AttemptStart,
     AuditEvent,
     AuditQuery,
     ChallengeRecord,
     FailureWindow,
+    LockoutRule,
     LockState,
     LoginState,
     SendGrant,
@@ -30,6 +36,7 @@ from radmfa.store.base import (
     TokenRecord,
     TrustedDevice,
     UserSettings,
+    next_failure_state,
     send_verdict,
     user_failures_key,
 )
@@ -155,6 +162,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX audit_by_time ON audit (at)",
         "CREATE INDEX audit_by_user ON audit (user, at)",
     ),
+    # 4: attempts reserved before any bind or code check (one atomic "may this user try now
+    #    and count the try"), the consecutive-failure total across lock expiries.
+    (
+        """
+        CREATE TABLE attempts (
+            attempt_id BLOB PRIMARY KEY,
+            user       TEXT NOT NULL,
+            source     TEXT,
+            expires_at REAL NOT NULL,
+            done       INTEGER NOT NULL DEFAULT 0
+        )
+        """,
+        "CREATE INDEX attempts_by_user ON attempts (user, done, expires_at)",
+        "CREATE INDEX attempts_by_source ON attempts (source, done, expires_at)",
+        "CREATE INDEX attempts_by_expiry ON attempts (expires_at)",
+        "ALTER TABLE users ADD COLUMN total_failures INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 
 #: The schema version this code writes and understands.
@@ -195,14 +219,34 @@ _SELECT_USER_TOKENS = (
     "last_step, description FROM tokens WHERE user = ? ORDER BY created_at, token_id"
 )
 _SELECT_LOCK = (
-    "SELECT user, failures, locked_until, last_failure_at, last_success_at "
+    "SELECT user, failures, locked_until, last_failure_at, last_success_at, total_failures "
     "FROM users WHERE user = ?"
 )
 _UPSERT_FAILURE = (
-    "INSERT INTO users (user, failures, locked_until, last_failure_at) VALUES (?, ?, ?, ?) "
+    "INSERT INTO users (user, failures, locked_until, last_failure_at, total_failures) "
+    "VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (user) DO UPDATE SET failures = excluded.failures, "
-    "locked_until = excluded.locked_until, last_failure_at = excluded.last_failure_at"
+    "locked_until = excluded.locked_until, last_failure_at = excluded.last_failure_at, "
+    "total_failures = excluded.total_failures"
 )
+_UPSERT_SUCCESS = (
+    "INSERT INTO users (user, failures, locked_until, last_success_at) "
+    "VALUES (?, 0, NULL, ?) "
+    "ON CONFLICT (user) DO UPDATE SET failures = 0, locked_until = NULL, total_failures = 0, "
+    "last_success_at = excluded.last_success_at"
+)
+_ATTEMPT_KNOWN = "SELECT 1 FROM attempts WHERE attempt_id = ? AND expires_at > ?"
+_PENDING_ATTEMPTS = (
+    "SELECT (SELECT COUNT(*) FROM attempts WHERE user = :user AND done = 0 "
+    "        AND expires_at > :now), "
+    "       (SELECT COUNT(*) FROM attempts WHERE source = :source AND done = 0 "
+    "        AND expires_at > :now)"
+)
+_RESERVE_ATTEMPT = (
+    "INSERT OR REPLACE INTO attempts (attempt_id, user, source, expires_at, done) "
+    "VALUES (?, ?, ?, ?, 0)"
+)
+_END_ATTEMPT = "UPDATE attempts SET done = 1 WHERE attempt_id = ?"
 _INSERT_CHALLENGE = (
     "INSERT INTO challenges (state_id, user, client_name, client_address, expires_at, "
     "created_at, factor, token_id, code_hash, phase, started_at, rule) "
@@ -226,6 +270,7 @@ _SELECT_SETTINGS = (
 _LOGIN_STATE = (
     "SELECT u.failures, u.locked_until, u.last_failure_at, u.last_success_at, u.preferred, "
     "u.notice, u.status, u.status_until, u.status_reason, u.first_seen_at, u.grace_logins, "
+    "u.total_failures, "
     "(SELECT COUNT(*) FROM failures WHERE key = :ukey AND at >= :usince), "
     "(SELECT MAX(at) FROM failures WHERE key = :ukey AND at >= :usince), "
     "(SELECT COUNT(*) FROM failures WHERE key = :skey AND at >= :ssince), "
@@ -540,8 +585,10 @@ class SqliteStore:
 
     @staticmethod
     def _lock_from_row(row: tuple) -> LockState:
-        user, failures, locked_until, last_failure_at, last_success_at = row
-        return LockState(user, failures, locked_until, last_failure_at, last_success_at)
+        user, failures, locked_until, last_failure_at, last_success_at, total = row
+        return LockState(
+            user, failures, locked_until, last_failure_at, last_success_at, int(total or 0)
+        )
 
     def lock_state(self, user: str) -> LockState:
         with self._read(f"reading the lock state of {user!r}") as conn:
@@ -549,35 +596,36 @@ class SqliteStore:
         return LockState(user) if row is None else self._lock_from_row(row)
 
     def record_failure(
-        self, user: str, now: float, max_failures: int, lock_seconds: float
+        self, user: str, now: float, max_failures: int, lock_seconds: float, max_total: int = 0
     ) -> LockState:
-        if max_failures < 1:
-            raise ValueError(f"max_failures must be at least 1, got {max_failures}")
+        rule = LockoutRule(max_failures, lock_seconds, max_total)
+        _check_rule(rule)
         with self._write(f"recording a failure for {user!r}") as conn:
-            row = conn.execute(_SELECT_LOCK, (user,)).fetchone()
-            state = LockState(user) if row is None else self._lock_from_row(row)
-            new = next_failure_state(state, now, max_failures, lock_seconds)
-            if new is not state:
-                conn.execute(
-                    _UPSERT_FAILURE, (user, new.failures, new.locked_until, new.last_failure_at)
-                )
+            return self._count_failure(conn, user, now, rule)
+
+    def _count_failure(
+        self, conn: sqlite3.Connection, user: str, now: float, rule: LockoutRule
+    ) -> LockState:
+        row = conn.execute(_SELECT_LOCK, (user,)).fetchone()
+        state = LockState(user) if row is None else self._lock_from_row(row)
+        new = next_failure_state(state, now, rule)
+        if new is not state:
+            conn.execute(
+                _UPSERT_FAILURE,
+                (user, new.failures, new.locked_until, new.last_failure_at, new.total_failures),
+            )
         return new
 
     def record_success(self, user: str, now: float) -> None:
         with self._write(f"recording a success for {user!r}") as conn:
-            conn.execute(
-                "INSERT INTO users (user, failures, locked_until, last_success_at) "
-                "VALUES (?, 0, NULL, ?) "
-                "ON CONFLICT (user) DO UPDATE SET failures = 0, locked_until = NULL, "
-                "last_success_at = excluded.last_success_at",
-                (user, now),
-            )
+            conn.execute(_UPSERT_SUCCESS, (user, now))
 
     def unlock(self, user: str) -> bool:
         with self._write(f"unlocking {user!r}") as conn:
             cur = conn.execute(
-                "UPDATE users SET failures = 0, locked_until = NULL "
-                "WHERE user = ? AND (failures > 0 OR locked_until IS NOT NULL)",
+                "UPDATE users SET failures = 0, locked_until = NULL, total_failures = 0 "
+                "WHERE user = ? AND (failures > 0 OR locked_until IS NOT NULL "
+                "OR total_failures > 0)",
                 (user,),
             )
             return cur.rowcount == 1
@@ -669,31 +717,72 @@ class SqliteStore:
         source_since: float | None = None,
         device: str | None = None,
     ) -> LoginState:
-        params = {
-            "user": user,
-            "now": now,
-            "ukey": user_failures_key(user) if user_since is not None else None,
-            "usince": user_since,
-            "skey": source if source_since is not None else None,
-            "ssince": source_since,
-            "device": device,
-        }
+        params = _login_state_params(user, now, user_since, source, source_since, device)
         (row,) = self._rows(_LOGIN_STATE, params, f"reading the login state of {user!r}")
-        failures, locked_until, last_failure, last_success = row[:4]
-        lock = (
-            LockState(user)
-            if failures is None
-            else LockState(user, failures, locked_until, last_failure, last_success)
-        )
-        settings = UserSettings(user) if failures is None else _settings_from_row(user, row[4:11])
-        user_count, user_last, source_count, source_last, remembered, expires = row[11:]
-        return LoginState(
-            lock,
-            settings,
-            FailureWindow(int(user_count), user_last),
-            FailureWindow(int(source_count), source_last),
-            None if remembered is None else TrustedDevice(user, device or "", remembered, expires),
-        )
+        return _login_state_from_row(user, device, row)
+
+    # -- attempts ---------------------------------------------------------------------------
+
+    def begin_attempt(
+        self,
+        attempt_id: bytes,
+        user: str,
+        now: float,
+        judge: Callable[[LoginState], object | None],
+        *,
+        user_since: float | None = None,
+        source: str | None = None,
+        source_since: float | None = None,
+        device: str | None = None,
+    ) -> AttemptStart:
+        # BEGIN IMMEDIATE: every writer of this file (threads, workers, daemons) waits for
+        # the lock, so no other attempt is judged or finished between the read and the insert.
+        with self._write(f"reserving an attempt of {user!r}") as conn:
+            if conn.execute(_ATTEMPT_KNOWN, (attempt_id, now)).fetchone() is not None:
+                return AttemptStart(None, duplicate=True)
+            params = _login_state_params(user, now, user_since, source, source_since, device)
+            (row,) = conn.execute(_LOGIN_STATE, params).fetchall()
+            pending_user, pending_source = conn.execute(
+                _PENDING_ATTEMPTS, {"user": user, "source": source, "now": now}
+            ).fetchone()
+            state = _login_state_from_row(user, device, row, pending_user, pending_source)
+            refusal = judge(state)
+            if refusal is None:
+                conn.execute(_RESERVE_ATTEMPT, (attempt_id, user, source, now + ATTEMPT_LEASE))
+        return AttemptStart(state, refusal)
+
+    def finish_attempt(
+        self,
+        attempt_id: bytes,
+        user: str,
+        now: float,
+        result: str,
+        *,
+        lockout: LockoutRule | None = None,
+        failure_keys: Sequence[str] = (),
+        clear_keys: Sequence[str] = (),
+    ) -> LockState | None:
+        if result == ATTEMPT_FAILED:
+            if lockout is None:
+                raise ValueError("a failed attempt needs the lockout rule")
+            _check_rule(lockout)
+        elif result not in (ATTEMPT_SUCCEEDED, ATTEMPT_NEUTRAL):
+            raise ValueError(f"unknown attempt result {result!r}")
+        with self._write(f"finishing an attempt of {user!r}") as conn:
+            conn.execute(_END_ATTEMPT, (attempt_id,))
+            if result == ATTEMPT_FAILED:
+                assert lockout is not None
+                if failure_keys:
+                    conn.executemany(
+                        "INSERT INTO failures (key, at) VALUES (?, ?)",
+                        [(key, now) for key in failure_keys],
+                    )
+                return self._count_failure(conn, user, now, lockout)
+            if result == ATTEMPT_SUCCEEDED:
+                conn.execute(_UPSERT_SUCCESS, (user, now))
+                for key in clear_keys:
+                    conn.execute("DELETE FROM failures WHERE key = ?", (key,))
+        return None
 
     # -- trusted devices --------------------------------------------------------------------
 
@@ -871,6 +960,7 @@ class SqliteStore:
         with self._write("purging expired challenges") as conn:
             conn.execute("DELETE FROM sends WHERE sent_at <= ?", (now - SEND_WINDOW,))
             conn.execute("DELETE FROM devices WHERE expires_at <= ?", (now,))
+            conn.execute("DELETE FROM attempts WHERE expires_at <= ?", (now,))
             if failures_before is not None:
                 conn.execute("DELETE FROM failures WHERE at < ?", (failures_before,))
             return conn.execute("DELETE FROM challenges WHERE expires_at <= ?", (now,)).rowcount
@@ -890,23 +980,49 @@ def _settings_from_row(user: str, row: tuple) -> UserSettings:
     )
 
 
-def next_failure_state(
-    state: LockState, now: float, max_failures: int, lock_seconds: float
-) -> LockState:
-    """The lock state after one more failure; ``state`` itself when locked (never extended).
+def _check_rule(rule: LockoutRule) -> None:
+    if rule.max_failures < 1:
+        raise ValueError(f"max_failures must be at least 1, got {rule.max_failures}")
 
-    Shared by every engine so they count identically: an expired lock starts a fresh count, and
-    reaching ``max_failures`` locks until ``now + lock_seconds``.
-    """
-    if state.is_locked(now):
-        return state
-    failures = 0 if state.locked_until is not None else state.failures
-    failures += 1
-    locked_until = now + lock_seconds if failures >= max_failures else None
-    return LockState(
-        user=state.user,
-        failures=failures,
-        locked_until=locked_until,
-        last_failure_at=now,
-        last_success_at=state.last_success_at,
+
+def _login_state_params(
+    user: str,
+    now: float,
+    user_since: float | None,
+    source: str | None,
+    source_since: float | None,
+    device: str | None,
+) -> dict[str, object]:
+    return {
+        "user": user,
+        "now": now,
+        "ukey": user_failures_key(user) if user_since is not None else None,
+        "usince": user_since,
+        "skey": source if source_since is not None else None,
+        "ssince": source_since,
+        "device": device,
+    }
+
+
+def _login_state_from_row(
+    user: str, device: str | None, row: tuple, pending_user: int = 0, pending_source: int = 0
+) -> LoginState:
+    failures, locked_until, last_failure, last_success = row[:4]
+    lock = (
+        LockState(user)
+        if failures is None
+        else LockState(
+            user, failures, locked_until, last_failure, last_success, int(row[11] or 0)
+        )
+    )
+    settings = UserSettings(user) if failures is None else _settings_from_row(user, row[4:11])
+    user_count, user_last, source_count, source_last, remembered, expires = row[12:]
+    return LoginState(
+        lock,
+        settings,
+        FailureWindow(int(user_count), user_last),
+        FailureWindow(int(source_count), source_last),
+        None if remembered is None else TrustedDevice(user, device or "", remembered, expires),
+        pending_user=int(pending_user),
+        pending_source=int(pending_source),
     )

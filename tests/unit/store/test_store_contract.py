@@ -15,12 +15,17 @@ from pathlib import Path
 import pytest
 
 from radmfa.store.base import (
+    ATTEMPT_FAILED,
+    ATTEMPT_LEASE,
+    ATTEMPT_NEUTRAL,
+    ATTEMPT_SUCCEEDED,
     AUDIT_ADMIN,
     AUDIT_AUTH,
     AuditEvent,
     AuditQuery,
     ChallengeRecord,
     FailureWindow,
+    LockoutRule,
     LockState,
     LoginState,
     Store,
@@ -28,6 +33,7 @@ from radmfa.store.base import (
     TokenRecord,
     TrustedDevice,
     UserSettings,
+    next_failure_state,
 )
 from radmfa.store.crypto import SecretBox
 from radmfa.store.memory import MemoryStore
@@ -762,3 +768,148 @@ def test_closed_store_refuses_calls(store: Store) -> None:
     with pytest.raises(StoreError, match="closed"):
         store.list_tokens()
     store.close()  # idempotent
+
+
+# -- attempts: "may this user try now" and "count this try" in one step --------------------
+
+RULE = LockoutRule(max_failures=3, lock_seconds=300, max_total=10)
+
+
+def allow_up_to(limit: int) -> Callable[[LoginState], object | None]:
+    """A judge that lets an attempt through while fewer than ``limit`` are pending or failed."""
+
+    def judge(state: LoginState) -> object | None:
+        if state.lock.is_locked(NOW) or state.lock.failures + state.pending_user >= limit:
+            return "busy"
+        return None
+
+    return judge
+
+
+def test_begin_attempt_reserves_and_the_reservation_counts_as_pending(store: Store) -> None:
+    first = store.begin_attempt(b"a1", "alice", NOW, allow_up_to(5))
+    assert first.reserved and first.state is not None and first.state.pending_user == 0
+    second = store.begin_attempt(b"a2", "alice", NOW, allow_up_to(5), source="source:s1")
+    assert second.reserved and second.state is not None and second.state.pending_user == 1
+    third = store.begin_attempt(b"a3", "bob", NOW, allow_up_to(5), source="source:s1")
+    assert third.state is not None
+    assert (third.state.pending_user, third.state.pending_source) == (0, 1)
+
+
+def test_begin_attempt_refused_by_the_judge_reserves_nothing(store: Store) -> None:
+    refused = store.begin_attempt(b"a1", "alice", NOW, lambda state: "no")
+    assert refused.refusal == "no" and not refused.reserved
+    again = store.begin_attempt(b"a2", "alice", NOW, allow_up_to(5))
+    assert again.state is not None and again.state.pending_user == 0
+    # a refused attempt id is not remembered: it may be tried again
+    assert store.begin_attempt(b"a1", "alice", NOW, allow_up_to(5)).reserved
+
+
+def test_a_known_attempt_id_is_a_duplicate_until_its_lease_ends(store: Store) -> None:
+    assert store.begin_attempt(b"a1", "alice", NOW, allow_up_to(5)).reserved
+    assert store.begin_attempt(b"a1", "alice", NOW + 1, allow_up_to(5)).duplicate
+    store.finish_attempt(b"a1", "alice", NOW + 2, ATTEMPT_NEUTRAL)
+    assert store.begin_attempt(b"a1", "alice", NOW + 3, allow_up_to(5)).duplicate
+    later = NOW + ATTEMPT_LEASE + 1
+    assert store.begin_attempt(b"a1", "alice", later, allow_up_to(5)).reserved
+
+
+def test_a_reservation_that_never_finishes_stops_counting_after_its_lease(store: Store) -> None:
+    store.begin_attempt(b"a1", "alice", NOW, allow_up_to(5))
+    during = store.begin_attempt(b"a2", "alice", NOW + ATTEMPT_LEASE - 1, allow_up_to(5))
+    assert during.state is not None and during.state.pending_user == 1
+    after = store.begin_attempt(b"a3", "alice", NOW + ATTEMPT_LEASE + 1, allow_up_to(5))
+    assert after.state is not None and after.state.pending_user == 1  # a1 gone, a2 left
+    assert store.purge_expired(NOW + 3 * ATTEMPT_LEASE) == 0
+    assert store.begin_attempt(b"a1", "alice", NOW + 3 * ATTEMPT_LEASE, allow_up_to(5)).reserved
+
+
+def test_finish_attempt_failed_counts_and_ends_the_reservation(store: Store) -> None:
+    store.begin_attempt(b"a1", "alice", NOW, allow_up_to(5), source="source:s1")
+    lock = store.finish_attempt(
+        b"a1",
+        "alice",
+        NOW + 1,
+        ATTEMPT_FAILED,
+        lockout=RULE,
+        failure_keys=["user:alice", "source:s1"],
+    )
+    assert lock is not None and (lock.failures, lock.total_failures) == (1, 1)
+    state = store.begin_attempt(
+        b"a2",
+        "alice",
+        NOW + 2,
+        allow_up_to(5),
+        user_since=NOW - 60,
+        source="source:s1",
+        source_since=NOW - 60,
+    ).state
+    assert state is not None
+    assert (state.pending_user, state.pending_source) == (0, 0)
+    assert state.user_window.count == 1 and state.source_window.count == 1
+    assert state.lock.failures == 1
+
+
+def test_finish_attempt_succeeded_clears_the_counts(store: Store) -> None:
+    for i in range(2):
+        store.begin_attempt(bytes([i]), "alice", NOW, allow_up_to(5))
+        store.finish_attempt(
+            bytes([i]), "alice", NOW, ATTEMPT_FAILED, lockout=RULE, failure_keys=["user:alice"]
+        )
+    store.begin_attempt(b"ok", "alice", NOW + 1, allow_up_to(5))
+    assert (
+        store.finish_attempt(b"ok", "alice", NOW + 1, ATTEMPT_SUCCEEDED, clear_keys=["user:alice"])
+        is None
+    )
+    lock = store.lock_state("alice")
+    assert (lock.failures, lock.total_failures, lock.locked_until) == (0, 0, None)
+    assert lock.last_success_at == NOW + 1
+    assert store.failure_window("user:alice", NOW - 60).count == 0
+
+
+def test_finish_attempt_neutral_counts_nothing(store: Store) -> None:
+    store.begin_attempt(b"a1", "alice", NOW, allow_up_to(5))
+    assert store.finish_attempt(b"a1", "alice", NOW, ATTEMPT_NEUTRAL) is None
+    assert store.lock_state("alice") == LockState("alice")
+    with pytest.raises(ValueError):
+        store.finish_attempt(b"a1", "alice", NOW, ATTEMPT_FAILED)  # no lockout rule
+    with pytest.raises(ValueError):
+        store.finish_attempt(b"a1", "alice", NOW, "maybe")
+
+
+def test_concurrent_attempts_never_outrun_the_judge(store: Store) -> None:
+    """Many threads at once: only as many reservations as the judge allows, never more."""
+    ids = iter(range(10_000))
+    lock = threading.Lock()
+
+    def attempt() -> bool:
+        with lock:
+            attempt_id = next(ids).to_bytes(4, "big")
+        return store.begin_attempt(attempt_id, "alice", NOW, allow_up_to(5)).reserved
+
+    results = run_concurrently(32, attempt)
+    assert sum(results) == 5
+
+
+def test_the_failure_total_survives_lock_expiry_and_locks_for_good(store: Store) -> None:
+    rule = LockoutRule(max_failures=2, lock_seconds=60, max_total=5)
+    now = NOW
+    states = []
+    for _ in range(5):
+        states.append(store.record_failure("alice", now, 2, 60, 5))
+        now += 61  # past any lock
+    assert [s.total_failures for s in states] == [1, 2, 3, 4, 5]
+    assert [s.failures for s in states] == [1, 2, 1, 2, 1]
+    final = store.lock_state("alice")
+    assert final.locked_for_good and final.is_locked(now + 10 * 365 * 86400)
+    assert next_failure_state(final, now + 1000, rule) is final  # never extended or reset
+    assert store.unlock("alice")
+    after = store.lock_state("alice")
+    assert (after.failures, after.total_failures, after.is_locked(now)) == (0, 0, False)
+
+
+def test_a_success_resets_the_failure_total(store: Store) -> None:
+    store.record_failure("alice", NOW, 2, 60, 5)
+    store.record_failure("alice", NOW + 1, 2, 60, 5)  # locked until +61
+    store.record_success("alice", NOW + 100)
+    assert store.lock_state("alice").total_failures == 0

@@ -1,0 +1,84 @@
+"""Whether the entry a user search found is named by the user name it was found with.
+
+The directory decides which entry a name finds, with its own matching rules (OpenLDAP's
+caseIgnoreMatch, Active Directory's collation); radmfa keys lockout, tokens and admin state on
+its own canonical identity (:mod:`radmfa.auth.identity`). If the two ever disagree - a
+spelling the directory equates with ``alice`` that our rule does not, or an alias value of a
+multi-valued naming attribute - the same account would have two sets of state, and a
+disabled, locked or enrolled user could log in through the other one. So search-then-bind
+accepts an entry only when its own name under the filter's attribute (the value in its RDN
+when the RDN uses that attribute, else the attribute's values) is the user name under our
+identity rule. Both LDAP engines apply this before the user bind.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+from ldap3.utils.dn import parse_dn
+
+from radmfa.auth.identity import name_key
+
+#: ``(attr={username})``: an equality assertion of the whole user name.
+_ASSERTION = re.compile(r"\(\s*([A-Za-z][A-Za-z0-9-]*|[0-9]+(?:\.[0-9]+)+)\s*=\s*\{username\}\s*\)")
+_ESCAPE = re.compile(rb"\\([0-9A-Fa-f]{2}|.)", re.DOTALL)
+
+
+def naming_attributes(user_filter: str) -> tuple[str, ...]:
+    """The attributes the user filter compares with the whole user name, each once."""
+    seen: dict[str, str] = {}
+    for name in _ASSERTION.findall(user_filter):
+        seen.setdefault(name.lower(), name)
+    return tuple(seen.values())
+
+
+def _unescape(value: str) -> str:
+    """An RFC 4514 attribute value: ``\\XX`` pairs are UTF-8 bytes, ``\\c`` is ``c``."""
+    if "\\" not in value:
+        return value
+
+    def replace(match: re.Match[bytes]) -> bytes:
+        escaped = match.group(1)
+        return bytes.fromhex(escaped.decode("ascii")) if len(escaped) == 2 else escaped
+
+    raw = value.encode("utf-8", "surrogateescape")
+    return _ESCAPE.sub(replace, raw).decode("utf-8", "replace")
+
+
+def rdn_values(dn: str, attribute: str) -> list[str]:
+    """The values of ``attribute`` in the first RDN of ``dn`` (several for ``a=x+b=y``)."""
+    try:
+        parts = parse_dn(dn)
+    except Exception:  # a DN the directory sent us that ldap3 cannot parse: no RDN answer
+        return []
+    values = []
+    for name, value, separator in parts:
+        if name.lower() == attribute.lower():
+            values.append(_unescape(value).strip())
+        if separator != "+":
+            break
+    return values
+
+
+def entry_name_mismatch(
+    dn: str,
+    attributes: Mapping[str, Sequence[str]],
+    naming: Sequence[str],
+    username: str,
+) -> str | None:
+    """None when the entry is named ``username``; else how the directory names it (or why
+    it cannot tell), for the log line that refuses the login."""
+    if not naming:
+        return None
+    wanted = name_key(username)
+    lowered = {name.lower(): values for name, values in attributes.items()}
+    names: list[str] = []
+    for attribute in naming:
+        in_rdn = rdn_values(dn, attribute)
+        names.extend(in_rdn if in_rdn else lowered.get(attribute.lower(), ()))
+    if not names:
+        return f"no readable {'/'.join(naming)} in the entry"
+    if any(name_key(name) == wanted for name in names):
+        return None
+    return names[0]
