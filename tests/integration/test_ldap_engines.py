@@ -952,7 +952,9 @@ class RawAd:
             found = b"".join(entry(mid, g) for g in AD_GROUPS)
             return found + result("searchResDone", mid, 0)
         self.seen.append(("search", "user"))
-        return entry_with(mid, AD_USER_DN, user_attributes) + result("searchResDone", mid, 0)
+        # The entry carries the name it was searched by, as a real directory's does.
+        named = {"uid": [b"alice"], **user_attributes}
+        return entry_with(mid, AD_USER_DN, named) + result("searchResDone", mid, 0)
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ import os
 from dataclasses import dataclass, field
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from radmfa.auth.decisions import reject
@@ -50,6 +51,13 @@ from radmfa.store.base import (
 from radmfa.threads import BlockingRunner
 
 log = Logger(namespace="radmfa.auth")
+
+#: The judgement when only attempts still in flight stand in the way: wait for them to end
+#: (an honest user's parallel logins all go through), then judge again.
+BUSY = "busy"
+#: How long an attempt waits for the user's attempts in flight before it is refused as
+#: throttled; the first retry after 5 ms, then doubling up to 50 ms.
+MAX_BUSY_WAIT = 2.0
 
 
 @dataclass
@@ -130,9 +138,7 @@ class Ledger:
         self.clock = clock
         self.factors = factors
         self.lockout = lockout
-        self.rule = LockoutRule(
-            lockout.max_failures, lockout.duration, lockout.max_total_failures
-        )
+        self.rule = LockoutRule(lockout.max_failures, lockout.duration, lockout.max_total_failures)
         self.rate_limits = rate_limits
         #: Whether any rule may trust devices (else their lookup is skipped).
         self.devices_on = devices_on
@@ -145,10 +151,19 @@ class Ledger:
         already has). ``device``: the remembered device to look for."""
         attempt = Attempt(attempt_id_of(request, key), key, source_key(request))
         start, tokens = await self.db.run(self._begin_attempt, attempt, device, now)
+        waited, step = 0.0, 0.005
+        while start.refusal == BUSY and waited < MAX_BUSY_WAIT:
+            await deferLater(self.clock, step, lambda: None)
+            waited, step = waited + step, min(step * 2, 0.05)
+            start, tokens = await self.db.run(
+                self._begin_attempt, attempt, device, self.clock.seconds()
+            )
+        if start.refusal == BUSY:
+            log.info("{user}: too many attempts in flight; throttled", user=user)
+            return reject(Reason.THROTTLED, user)
         if start.duplicate:
             log.info(
-                "{user}: a retransmission of a request another process already handled; "
-                "dropped",
+                "{user}: a retransmission of a request another process already handled; dropped",
                 user=user,
             )
             return Decision(Outcome.DROP, Reason.DUPLICATE, user=user)
@@ -187,9 +202,10 @@ class Ledger:
         )
         return start, tokens
 
-    def judge(self, state: LoginState, now: float) -> Reason | None:
+    def judge(self, state: LoginState, now: float) -> Reason | str | None:
         """May this attempt go on? Attempts still pending count as failures that may yet
-        happen, so concurrent requests cannot outrun the lockout or the throttles."""
+        happen, so concurrent requests cannot outrun the lockout or the throttles: when only
+        they stand in the way the answer is :data:`BUSY` (wait and ask again)."""
         if state.settings.disabled:
             return Reason.USER_DISABLED
         lock = state.lock
@@ -202,17 +218,19 @@ class Ledger:
             if failures + pending >= rule.max_failures or (
                 rule.max_total and lock.total_failures + pending >= rule.max_total
             ):
-                return Reason.THROTTLED
+                return BUSY
         limits = self.rate_limits
         window = state.user_window
         wait = limits.user.wait(window.count)
         if wait and window.last_at is not None and now < window.last_at + wait:
             return Reason.THROTTLED
         if pending and limits.user.wait(window.count + pending):
-            return Reason.THROTTLED
+            return BUSY
         source_max = limits.source.max_failures
-        if source_max and state.source_window.count + state.pending_source >= source_max:
+        if source_max and state.source_window.count >= source_max:
             return Reason.SOURCE_THROTTLED
+        if source_max and state.source_window.count + state.pending_source >= source_max:
+            return BUSY
         return None
 
     async def fail(self, view: UserView) -> None:

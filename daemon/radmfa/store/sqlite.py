@@ -1011,9 +1011,7 @@ def _login_state_from_row(
     lock = (
         LockState(user)
         if failures is None
-        else LockState(
-            user, failures, locked_until, last_failure, last_success, int(row[11] or 0)
-        )
+        else LockState(user, failures, locked_until, last_failure, last_success, int(row[11] or 0))
     )
     settings = UserSettings(user) if failures is None else _settings_from_row(user, row[4:11])
     user_count, user_last, source_count, source_last, remembered, expires = row[12:]

@@ -1,0 +1,270 @@
+"""Attacks on the lockout and on the identity rule, driven through the real pipeline.
+
+A held directory keeps binds in flight, so many requests are inside the pipeline at once:
+what an attacker with a burst of packets gets. The memory store passes the same contract
+suite (including the concurrent one) as the SQLite engine.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import pyotp
+from twisted.internet.task import Clock
+
+from radmfa.auth.model import AccessRequest, AuthMethod, Decision, Outcome, Reason
+from radmfa.auth.pipeline import Authenticator, PipelineSettings
+from radmfa.config import LockoutConfig, OtpConfig
+from radmfa.factors.base import FactorRegistry
+from radmfa.factors.totp import TotpFactor
+from radmfa.policyconfig import RateLimitsConfig, UserLimitConfig
+from radmfa.store.base import TokenRecord
+from radmfa.store.memory import MemoryStore
+from radmfa.testing import FakeDirectory, InlineRunner
+
+SECRET = b"0123456789abcdefghij"
+T0 = 1_800_000_000.0
+NO_USER_DELAY = RateLimitsConfig(user=UserLimitConfig(delay=0))
+
+
+class World:
+    def __init__(
+        self,
+        *,
+        max_failures: int = 5,
+        max_total: int = 100,
+        duration: float = 300,
+        rate_limits: RateLimitsConfig = NO_USER_DELAY,
+        password_only: bool = False,
+        mode: str = "auto",
+    ) -> None:
+        self.clock = Clock()
+        self.clock.advance(T0)
+        self.store = MemoryStore()
+        self.directory = FakeDirectory(users={"alice": "hunter2", "bob": "b0bpass"})
+        self.auth = Authenticator(
+            settings=PipelineSettings(
+                otp=OtpConfig(mode=mode, allow_password_only=password_only),
+                lockout=LockoutConfig(
+                    max_failures=max_failures, duration=duration, max_total_failures=max_total
+                ),
+                rate_limits=rate_limits,
+            ),
+            directory=self.directory,
+            store=self.store,
+            db=InlineRunner(),
+            factors=FactorRegistry([TotpFactor(skew=1)]),
+            clock=self.clock,
+            random_bytes=os.urandom,
+        )
+
+    def enroll(self, user: str = "alice") -> None:
+        self.store.add_token(TokenRecord(f"tok-{user}", user, "totp", SECRET, 6, "SHA1", 30, T0))
+
+    def code(self) -> str:
+        return pyotp.TOTP(base64.b32encode(SECRET).decode()).at(self.clock.seconds())
+
+    def request(
+        self,
+        user: bytes,
+        password: bytes,
+        *,
+        authenticator: bytes | None = None,
+        state: bytes | None = None,
+        packet_id: int = 1,
+    ) -> AccessRequest:
+        return AccessRequest(
+            user_name=user,
+            password=password,
+            method=AuthMethod.PAP,
+            state=state,
+            client_name="vpn",
+            client_address="192.0.2.1",
+            packet_id=packet_id,
+            authenticator=authenticator if authenticator is not None else os.urandom(16),
+        )
+
+    def start(self, request: AccessRequest) -> list[Decision]:
+        """Hand the request over; the list gets the decision whenever it is made."""
+        results: list[Decision] = []
+        self.auth.handle(request).addCallback(results.append)
+        return results
+
+    def settle(self, seconds: float) -> None:
+        """Let ``seconds`` pass in small steps, so waiting attempts ask again on the way."""
+        for _ in range(round(seconds / 0.005)):
+            self.clock.advance(0.005)
+
+    def send(self, user: bytes, password: bytes) -> Decision:
+        results = self.start(self.request(user, password))
+        assert results, "with nothing held the pipeline finishes at once"
+        return results[0]
+
+
+def burst(w: World, n: int, user: bytes, password: bytes) -> list[list[Decision]]:
+    return [w.start(w.request(user, password)) for _ in range(n)]
+
+
+def reasons(results: list[list[Decision]]) -> list[Reason]:
+    return [r[0].reason for r in results if r]
+
+
+def test_a_burst_of_wrong_passwords_gets_at_most_max_failures_binds():
+    w = World(max_failures=5, password_only=True)
+    w.directory.hold = True
+    results = burst(w, 200, b"alice", b"wrong")
+    assert len(w.directory.binds) == 5  # the rest wait for these, without directory traffic
+    assert reasons(results) == []
+    w.directory.release()
+    assert reasons(results).count(Reason.BAD_PASSWORD) == 5
+    assert w.store.lock_state("alice").is_locked(w.clock.seconds())
+    w.settle(0.1)  # the waiting attempts are judged again: the account is locked now
+    assert reasons(results).count(Reason.LOCKED) == 195
+    assert w.send(b"alice", b"hunter2").reason is Reason.LOCKED
+    assert len(w.directory.binds) == 5
+
+
+def test_attempts_waiting_too_long_for_those_in_flight_are_throttled():
+    w = World(max_failures=5, password_only=True)
+    w.directory.hold = True
+    results = burst(w, 20, b"alice", b"wrong")
+    w.settle(1.9)
+    assert reasons(results) == []
+    w.settle(0.3)
+    assert reasons(results) == [Reason.THROTTLED] * 15
+    assert len(w.directory.binds) == 5
+
+
+def test_a_burst_of_right_passwords_with_wrong_codes_gets_at_most_max_failures_tries():
+    w = World(max_failures=5, mode="append")
+    w.enroll()
+    w.directory.hold = True
+    results = burst(w, 200, b"alice", b"hunter2999999")
+    # Append mode checks the code first: wrong codes cost no bind, and each counts at once.
+    assert reasons(results).count(Reason.BAD_OTP) == 5
+    assert w.directory.binds == []
+    assert set(reasons(results)) == {Reason.BAD_OTP, Reason.LOCKED}
+
+
+def test_many_open_challenges_answered_with_wrong_codes_get_max_failures_tries():
+    w = World(max_failures=3, mode="challenge")
+    w.enroll()
+    states = [w.send(b"alice", b"hunter2").state for _ in range(40)]
+    assert all(states)
+    results = [w.start(w.request(b"alice", b"000000", state=s)) for s in states]
+    assert reasons(results).count(Reason.BAD_OTP) == 3
+    assert set(reasons(results)) == {Reason.BAD_OTP, Reason.LOCKED}
+
+
+def test_the_default_user_throttle_allows_fewer_attempts_in_flight_than_the_lockout():
+    w = World(max_failures=5, password_only=True, rate_limits=RateLimitsConfig())
+    w.directory.hold = True
+    results = burst(w, 50, b"alice", b"wrong")
+    free = RateLimitsConfig().user.free_failures
+    assert len(w.directory.binds) == free
+    w.directory.release()
+    assert reasons(results).count(Reason.BAD_PASSWORD) == free
+
+
+def test_a_success_in_flight_ends_its_reservation():
+    w = World(max_failures=2, password_only=True)
+    w.directory.hold = True
+    first = w.start(w.request(b"alice", b"hunter2"))
+    second = w.start(w.request(b"alice", b"hunter2"))
+    third = w.start(w.request(b"alice", b"hunter2"))
+    assert third == [] and len(w.directory.binds) == 2  # two in flight could lock it: wait
+    w.directory.hold = False
+    w.directory.release()
+    assert first[0].outcome is second[0].outcome is Outcome.ACCEPT
+    w.settle(0.01)
+    assert third[0].outcome is Outcome.ACCEPT  # an honest user's parallel logins all pass
+
+
+def test_the_directory_being_down_releases_the_reservation_without_counting():
+    w = World(max_failures=2, password_only=True)
+    w.directory.unavailable = True
+    for _ in range(5):
+        assert w.send(b"alice", b"hunter2").reason is Reason.DIRECTORY_UNAVAILABLE
+    assert w.store.lock_state("alice").failures == 0
+    w.directory.unavailable = False
+    assert w.send(b"alice", b"hunter2").outcome is Outcome.ACCEPT
+
+
+def test_a_retransmission_reaching_another_process_is_dropped_not_processed_again():
+    w = World(password_only=True)
+    w.directory.hold = True
+    authenticator = os.urandom(16)
+    first = w.start(w.request(b"alice", b"wrong", authenticator=authenticator))
+    again = w.start(w.request(b"alice", b"wrong", authenticator=authenticator))
+    assert (again[0].outcome, again[0].reason) == (Outcome.DROP, Reason.DUPLICATE)
+    w.directory.release()
+    assert first[0].reason is Reason.BAD_PASSWORD
+    w.directory.hold = False
+    late = w.start(w.request(b"alice", b"wrong", authenticator=authenticator))
+    assert late[0].reason is Reason.DUPLICATE  # answered already: still not counted twice
+    assert w.store.lock_state("alice").failures == 1
+    assert len(w.directory.binds) == 1
+    # another Identifier with the same authenticator is another request
+    other = w.start(w.request(b"alice", b"wrong", authenticator=authenticator, packet_id=2))
+    assert other[0].reason is Reason.BAD_PASSWORD
+
+
+def test_failures_across_lock_expiries_lock_for_good_at_the_total_cap():
+    w = World(max_failures=3, duration=60, max_total=9, password_only=True)
+    for _round in range(3):
+        for _ in range(3):
+            assert w.send(b"alice", b"wrong").reason is Reason.BAD_PASSWORD
+        assert w.send(b"alice", b"hunter2").reason is Reason.LOCKED
+        w.clock.advance(61)
+    lock = w.store.lock_state("alice")
+    assert lock.locked_for_good and lock.total_failures == 9
+    w.clock.advance(365 * 86400)
+    assert w.send(b"alice", b"hunter2").reason is Reason.LOCKED
+    assert w.store.unlock("alice")
+    assert w.send(b"alice", b"hunter2").outcome is Outcome.ACCEPT
+
+
+def test_a_success_between_lock_periods_resets_the_total():
+    w = World(max_failures=3, duration=60, max_total=9, password_only=True)
+    for _ in range(3):
+        w.send(b"alice", b"wrong")
+    w.clock.advance(61)
+    assert w.send(b"alice", b"hunter2").outcome is Outcome.ACCEPT
+    assert w.store.lock_state("alice").total_failures == 0
+
+
+# -- one identity per account ------------------------------------------------------------------
+
+FULLWIDTH_ALICE = "\uff41\uff4c\uff49\uff43\uff45".encode()  # what the directory binds as alice
+
+
+def test_a_disabled_user_cannot_log_in_with_a_fullwidth_spelling():
+    w = World(password_only=True)
+    w.store.set_status("alice", "disabled", None, "left")
+    for spelling in (FULLWIDTH_ALICE, "a\uff4cice".encode(), b"ALICE", b" alice "):
+        assert w.send(spelling, b"hunter2").reason is Reason.USER_DISABLED
+    assert w.directory.binds == []
+
+
+def test_a_locked_user_cannot_log_in_with_another_spelling():
+    w = World(max_failures=2, password_only=True)
+    w.send(b"alice", b"wrong")
+    w.send(FULLWIDTH_ALICE, b"wrong")  # counts towards alice's lock
+    assert w.store.lock_state("alice").is_locked(w.clock.seconds())
+    assert w.send(b"ALICE", b"hunter2").reason is Reason.LOCKED
+
+
+def test_an_enrolled_user_needs_the_code_under_every_spelling():
+    w = World()
+    w.enroll()
+    d = w.send(FULLWIDTH_ALICE, b"hunter2")
+    assert d.outcome is Outcome.CHALLENGE  # the token of alice is found
+
+
+def test_names_without_a_safe_key_are_refused_before_any_state_or_bind():
+    w = World(password_only=True)
+    for name in ("AL\u0130CE", "stra\u00dfe"):
+        d = w.send(name.encode(), b"hunter2")
+        assert (d.outcome, d.reason) == (Outcome.REJECT, Reason.UNSAFE_USER_NAME)
+    assert w.directory.binds == []
