@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import pyotp
 import pytest
 
+from tests.integration.test_daemon import quoted, radclient
 from tests.support.daemon import RadmfaDaemon, deadline_poll
 from tests.support.radius_client import ACCEPT, CHALLENGE, REJECT, RadiusTestClient, Reply
 from tests.support.slapd import (
@@ -105,6 +106,11 @@ def daemon(groups: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "policy": {
             "default": "required",
             "rules": [
+                {
+                    "name": "edge",
+                    "nas_identifiers": ["edge-*"],
+                    "deny_from": ["203.0.113.0/24", "2001:db8:bad::/48"],
+                },
                 {"name": "service-accounts", "users": ["svc-*"], "mfa": "exempt"},
                 {
                     "name": "contractors",
@@ -193,6 +199,48 @@ def test_nested_group_member_is_found_and_the_rule_named(daemon, slapd, client):
     assert user_binds(slapd, contractor) == binds
     reply = login(client, contractor, contractor.password + contractor.code(), station="10.1.1.1")
     assert reply.code == ACCEPT
+
+
+#: Calling-Station-Ids that once fell back to the packet source (the NAS, 127.0.0.1, which no
+#: list names) and so got around a deny_from: all are refused now, read or unreadable.
+DENIED_STATIONS = [
+    "203.0.113.5",
+    "203.0.113.5:1234",
+    "[2001:db8:bad::1]",
+    "203.0.113.005",
+    "0xCB.0.113.5",
+    "3405803781",
+    "vpn-user.example.org",
+    "aa-bb-cc-dd-ee-ff",
+]
+
+
+def test_deny_from_holds_for_every_spelling_of_a_station(daemon, slapd):
+    user = User(daemon, slapd, "edge")
+
+    def send(station: str, password: str) -> str | None:
+        attrs = {
+            "User-Name": quoted(user.name),
+            "User-Password": quoted(password),
+            "NAS-Identifier": quoted("edge-1"),
+            "Calling-Station-Id": quoted(station),
+            "Message-Authenticator": "0x00",
+        }
+        reply, out = radclient(daemon.port, SECRET, attrs)
+        assert f'"{station}"' in out, out  # radclient sent it as given
+        return reply
+
+    binds = user_binds(slapd, user)
+    for station in DENIED_STATIONS:
+        assert send(station, user.password) == "Access-Reject", station
+    daemon.wait_for_log(
+        f'reason=ip_denied user="{user.name}"', count=len(DENIED_STATIONS), timeout=15
+    )
+    assert user_binds(slapd, user) == binds  # refused before any bind
+    assert send("198.51.100.7", user.password + user.code()) == "Access-Accept"
+    daemon.wait_for_log(f'reason=ok user="{user.name}"')
+    line = next(x for x in daemon.log().splitlines() if f'reason=ok user="{user.name}"' in x)
+    assert "rule=edge" in line
 
 
 # -- trusted devices ------------------------------------------------------------------------

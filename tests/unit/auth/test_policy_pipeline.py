@@ -175,9 +175,18 @@ def test_address_lists_refuse_before_the_bind():
     assert summary(d) == ("reject", "ip_not_allowed", "admins")
     d = w.mfa("carol", station="10.1.66.7")  # in both lists: the deny wins
     assert summary(d) == ("reject", "ip_denied", "admins")
-    d = w.mfa("carol", station="aa:bb:cc:dd:ee:ff", source="10.1.0.1")  # a MAC: the source
+    d = w.mfa("carol", station="10.1.2.3:4500", source="10.66.0.1")  # the station, its port
     assert summary(d) == ("accept", "ok", "admins")
     assert len(w.directory.binds) == 1
+
+
+@pytest.mark.parametrize("station", ["10.1.66.007", "0x0A.1.66.7", "aa:bb:cc:dd:ee:ff", "pc-7"])
+def test_a_station_that_is_no_address_is_refused_by_address_lists_before_the_bind(station):
+    # the NAS (10.1.0.1) is allowed and not denied: before, every one of these took its place
+    w = World()
+    d = w.mfa("carol", station=station, source="10.1.0.1")
+    assert summary(d) == ("reject", "ip_denied", "admins")
+    assert w.directory.binds == []
 
 
 def test_group_lookup_outage_rejects_without_counting():
