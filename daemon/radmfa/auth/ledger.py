@@ -22,6 +22,7 @@ from radmfa.config import LockoutConfig
 from radmfa.factors.base import CodeMatch, FactorRegistry
 from radmfa.policyconfig import RateLimitsConfig
 from radmfa.store.base import (
+    DeviceRef,
     FailureWindow,
     LockState,
     Store,
@@ -86,12 +87,14 @@ class Ledger:
         self.devices_on = devices_on
 
     def read(
-        self, key: str, request: AccessRequest, device: str | None, now: float
+        self, key: str, request: AccessRequest, device: DeviceRef | None, now: float
     ) -> Deferred[UserView]:
         """The user's view in one trip; ``device``: the remembered device to look for."""
         return self.db.run(self._user_view, key, source_key(request), device, now)
 
-    def _user_view(self, key: str, source: str | None, device: str | None, now: float) -> UserView:
+    def _user_view(
+        self, key: str, source: str | None, device: DeviceRef | None, now: float
+    ) -> UserView:
         """Tokens, then lock, settings, recent failures and the remembered device in one
         statement; parts that cannot matter under this configuration are not asked for."""
         store, limits = self.store, self.rate_limits
@@ -176,7 +179,7 @@ class Ledger:
         if line:
             log.info("{user}: {line}", user=user, line=line)
 
-    async def remember_device(self, key: str, device: str | None, verdict: Verdict) -> None:
+    async def remember_device(self, key: str, device: DeviceRef | None, verdict: Verdict) -> None:
         """After a login with a second factor: this user on this device needs only the
         password for a while (each pair has its own timer)."""
         ttl = verdict.trusted_device_ttl

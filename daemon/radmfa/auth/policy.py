@@ -33,6 +33,7 @@ from radmfa.policyconfig import (
     RuleOutcome,
     fold_name,
 )
+from radmfa.store.base import DeviceRef
 
 __all__ = [
     "NEEDS_GROUPS",
@@ -42,6 +43,7 @@ __all__ = [
     "UserAddress",
     "Verdict",
     "device_key",
+    "device_ref",
     "normalize_dn",
     "subject_address",
 ]
@@ -87,6 +89,17 @@ def subject_address(station: str | None, packet_source: str | None) -> UserAddre
     if parsed.kind is StationKind.MAC:
         return UserAddress(None, mac_nas=parse_ip(packet_source))
     return UNKNOWN_ADDRESS
+
+
+def device_ref(station: str | None, client: str, nas_identifier: str | None) -> DeviceRef | None:
+    """The request's device for trusted devices, or None without a Calling-Station-Id. The
+    station alone proves nothing (any NAS may report any value, a NAT shares one address):
+    a remembered device counts only for the client entry and NAS-Identifier that reported it.
+    """
+    key = device_key(station)
+    if key is None:
+        return None
+    return DeviceRef(key, client, nas_identifier or "")
 
 
 def normalize_dn(dn: str) -> str:
