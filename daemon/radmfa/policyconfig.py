@@ -23,6 +23,8 @@ __all__ = [
     "AUDIT_KEYS",
     "GRACE_KEYS",
     "LDAP_GROUPS_KEYS",
+    "MAC_STATION_NAS",
+    "MAC_STATION_UNKNOWN",
     "OUTCOME_KEYS",
     "POLICY_KEYS",
     "RATE_LIMITS_KEYS",
@@ -47,6 +49,11 @@ Mfa = Literal["required", "optional", "exempt"]
 MFA_CHOICES = ("required", "optional", "exempt")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Membership = Literal["member", "memberof", "ad_chain"]
+MacStation = Literal["unknown", "nas"]
+#: ``mac_station``: a MAC Calling-Station-Id leaves the user's address unknown (refused by the
+#: address lists), or stands for the packet source, the NAS (a Wi-Fi controller, an AP).
+MAC_STATION_UNKNOWN: MacStation = "unknown"
+MAC_STATION_NAS: MacStation = "nas"
 
 DAY = 86400.0
 
@@ -68,6 +75,8 @@ class RuleOutcome:
     allow_from: tuple[Network, ...] = ()
     #: These addresses may not (a deny wins over an allow).
     deny_from: tuple[Network, ...] = ()
+    #: What a MAC Calling-Station-Id means to this rule's address lists and ``sources``.
+    mac_station: MacStation = MAC_STATION_UNKNOWN
     #: Seconds a device is remembered after a login with a second factor; None:
     #: ``trusted_devices.days``; 0: never remembered under this rule.
     trusted_device_ttl: float | None = None
@@ -89,7 +98,8 @@ class PolicyRule:
     clients: tuple[str, ...] = ()
     #: Folded NAS-Identifier values or patterns.
     nas_identifiers: tuple[str, ...] = ()
-    #: The user's address (Calling-Station-Id when it is an IP address, else the packet source).
+    #: The user's address (radmfa.auth.policy.UserAddress: the Calling-Station-Id when it is
+    #: an IP address, the packet source without one, else unknown and never matching).
     sources: tuple[Network, ...] = ()
     outcome: RuleOutcome = field(default_factory=RuleOutcome)
 
@@ -201,6 +211,7 @@ RULE_KEYS = (
     "deny",
     "allow_from",
     "deny_from",
+    "mac_station",
     "trusted_device_days",
     "grace_days",
     "grace_logins",
@@ -210,6 +221,7 @@ OUTCOME_KEYS = (
     "deny",
     "allow_from",
     "deny_from",
+    "mac_station",
     "trusted_device_days",
     "grace_days",
     "grace_logins",
@@ -290,6 +302,15 @@ def _outcome(s: Section) -> RuleOutcome:
         deny=deny,
         allow_from=_networks(s.get("allow_from")),
         deny_from=_networks(s.get("deny_from")),
+        mac_station=cast(
+            MacStation,
+            s.get_choice(
+                "mac_station",
+                MAC_STATION_UNKNOWN,
+                (MAC_STATION_UNKNOWN, MAC_STATION_NAS),
+                fold=str.lower,
+            ),
+        ),
         trusted_device_ttl=(
             s.get_days("trusted_device_days", 0.0, _MAX_TRUST_DAYS)
             if "trusted_device_days" in s
@@ -358,6 +379,12 @@ def _rule(
         sources=_networks(s.get("sources")),
         outcome=_outcome(s),
     )
+    if rule.outcome.mac_station == MAC_STATION_NAS and not clients:
+        s.warn(
+            "mac_station",
+            "nas trusts any station that looks like a MAC address from every client; limit "
+            "the rule to the clients that send MAC addresses (clients: [wifi])",
+        )
     return rule if name else None
 
 

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import pyotp
 import pytest
 
+from tests.integration.test_daemon import quoted, radclient
 from tests.support.daemon import RadmfaDaemon, deadline_poll
 from tests.support.radius_client import ACCEPT, CHALLENGE, REJECT, RadiusTestClient, Reply
 from tests.support.slapd import (
@@ -89,7 +90,10 @@ def join(slapd: Slapd, group: str, user: User) -> None:
 def daemon(groups: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RadmfaDaemon]:
     slapd = groups
     config = {
-        "clients": [{"name": "vpn", "address": "127.0.0.0/8", "secret": SECRET}],
+        "clients": [
+            {"name": "vpn", "address": "127.0.0.0/8", "secret": SECRET},
+            {"name": "branch", "address": "127.0.0.2/32", "secret": SECRET},
+        ],
         "ldap": {
             "servers": [slapd.url],
             "base_dn": SUFFIX,
@@ -105,6 +109,11 @@ def daemon(groups: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "policy": {
             "default": "required",
             "rules": [
+                {
+                    "name": "edge",
+                    "nas_identifiers": ["edge-*"],
+                    "deny_from": ["203.0.113.0/24", "2001:db8:bad::/48"],
+                },
                 {"name": "service-accounts", "users": ["svc-*"], "mfa": "exempt"},
                 {
                     "name": "contractors",
@@ -195,6 +204,48 @@ def test_nested_group_member_is_found_and_the_rule_named(daemon, slapd, client):
     assert reply.code == ACCEPT
 
 
+#: Calling-Station-Ids that once fell back to the packet source (the NAS, 127.0.0.1, which no
+#: list names) and so got around a deny_from: all are refused now, read or unreadable.
+DENIED_STATIONS = [
+    "203.0.113.5",
+    "203.0.113.5:1234",
+    "[2001:db8:bad::1]",
+    "203.0.113.005",
+    "0xCB.0.113.5",
+    "3405803781",
+    "vpn-user.example.org",
+    "aa-bb-cc-dd-ee-ff",
+]
+
+
+def test_deny_from_holds_for_every_spelling_of_a_station(daemon, slapd):
+    user = User(daemon, slapd, "edge")
+
+    def send(station: str, password: str) -> str | None:
+        attrs = {
+            "User-Name": quoted(user.name),
+            "User-Password": quoted(password),
+            "NAS-Identifier": quoted("edge-1"),
+            "Calling-Station-Id": quoted(station),
+            "Message-Authenticator": "0x00",
+        }
+        reply, out = radclient(daemon.port, SECRET, attrs)
+        assert f'"{station}"' in out, out  # radclient sent it as given
+        return reply
+
+    binds = user_binds(slapd, user)
+    for station in DENIED_STATIONS:
+        assert send(station, user.password) == "Access-Reject", station
+    daemon.wait_for_log(
+        f'reason=ip_denied user="{user.name}"', count=len(DENIED_STATIONS), timeout=15
+    )
+    assert user_binds(slapd, user) == binds  # refused before any bind
+    assert send("198.51.100.7", user.password + user.code()) == "Access-Accept"
+    daemon.wait_for_log(f'reason=ok user="{user.name}"')
+    line = next(x for x in daemon.log().splitlines() if f'reason=ok user="{user.name}"' in x)
+    assert "rule=edge" in line
+
+
 # -- trusted devices ------------------------------------------------------------------------
 
 
@@ -219,6 +270,46 @@ def test_trusted_device_skips_the_code_and_expires(daemon, slapd, client):
         what="the device to expire",
     )
     assert login(client, user, user.password, station=station, nas=nas).code == CHALLENGE
+
+
+def test_a_remembered_device_counts_only_for_its_client_and_nas(daemon, slapd, client):
+    """The same Calling-Station-Id from another client entry (a spoofed MAC, a NAT address
+    shared with another site) or another NAS of the same client is not the device."""
+    user = User(daemon, slapd, "roamer")
+    station, nas = "02-00-5E-10-00-0A", "wlc-1"
+    assert login(client, user, user.password + user.code(), station=station, nas=nas).code == ACCEPT
+    assert login(client, user, user.password, station=station, nas=nas).code == ACCEPT
+    daemon.wait_for_log(f'reason=trusted_device user="{user.name}"')
+    branch = RadiusTestClient(daemon.port, SECRET.encode(), source="127.0.0.2")
+    try:
+        reply = login(branch, user, user.password, station=station, nas=nas)
+        assert reply.code == CHALLENGE
+        assert login(branch, user, "wrong" + user.password, station=station, nas=nas).code == REJECT
+    finally:
+        branch.close()
+    assert login(client, user, user.password, station=station, nas="wlc-2").code == CHALLENGE
+    assert login(client, user, user.password, station=station).code == CHALLENGE
+    daemon.wait_for_log(f'reason=challenge_issued user="{user.name}"', count=3)
+    assert daemon.log().count(f'reason=trusted_device user="{user.name}"') == 1
+    line = next(x for x in daemon.log().splitlines() if f'user="{user.name}" client=branch' in x)
+    assert "reason=challenge_issued" in line
+    listed = json.loads(cli_ok(daemon, "device", "list", user.name, "--json"))
+    assert [(d["device"], d["client"], d["nas_identifier"]) for d in listed] == [
+        ("02:00:5e:10:00:0a", "vpn", "wlc-1")
+    ]
+    table = cli_ok(daemon, "device", "list", user.name).splitlines()
+    assert table[0].split()[:4] == ["USER", "DEVICE", "CLIENT", "NAS"]
+    assert table[1].split()[:4] == [user.name, "02:00:5e:10:00:0a", "vpn", "wlc-1"]
+    shown = json.loads(cli_ok(daemon, "user", "show", user.name, "--json"))
+    assert [(d["client"], d["nas_identifier"]) for d in shown["trusted_devices"]] == [
+        ("vpn", "wlc-1")
+    ]
+    out = cli_ok(daemon, "device", "revoke", user.name, station, "--reason", "lost laptop")
+    assert out.strip() == f"{user.name}: forgot 02:00:5e:10:00:0a"
+    rows = json.loads(
+        cli_ok(daemon, "audit", "--user", user.name, "--kind", "admin", "--format", "json")
+    )
+    assert rows[-1]["before"] == "02:00:5e:10:00:0a via vpn nas=wlc-1"
 
 
 def test_revoked_device_needs_the_code_again(daemon, slapd, client):

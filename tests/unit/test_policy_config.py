@@ -124,6 +124,25 @@ def test_a_rule_after_a_catch_all_is_flagged(tmp_path: Path) -> None:
     assert_one_warning(tmp_path, text, "name: late", "policy.rules[1]", "never applies")
 
 
+def test_mac_station_is_unknown_unless_a_rule_says_nas(tmp_path: Path) -> None:
+    text = BASE + (
+        "policy:\n  default: {deny_from: [192.0.2.0/24], mac_station: NAS}\n  rules:\n"
+        "    - name: wifi\n      clients: [vpn]\n      mac_station: nas\n"
+        "    - {name: lab, users: [x]}\n"
+    )
+    config = load(tmp_path, text)
+    assert config.warnings == ()
+    assert config.policy.default.mac_station == "nas"
+    assert [r.outcome.mac_station for r in config.policy.rules] == ["nas", "unknown"]
+    text = BASE + "policy:\n  rules:\n    - name: r\n      mac_station: maybe\n"
+    assert_one_problem(tmp_path, text, "maybe", "policy.rules[0].mac_station", "unknown")
+
+
+def test_mac_station_nas_for_every_client_is_flagged(tmp_path: Path) -> None:
+    text = BASE + "policy:\n  rules:\n    - name: r\n      users: [x]\n      mac_station: nas\n"
+    assert_one_warning(tmp_path, text, "mac_station", "policy.rules[0].mac_station", "clients")
+
+
 def test_unknown_rule_key_is_an_error_with_a_suggestion(tmp_path: Path) -> None:
     text = BASE + "policy:\n  rules:\n    - name: r\n      user: [x]\n"
     assert_one_problem(tmp_path, text, "user:", "policy.rules[0].user", "did you mean 'users'")

@@ -24,6 +24,7 @@ __all__ = [
     "UserAdminError",
     "change_status",
     "describe_status",
+    "device_place",
     "reset_user",
     "revoke_devices",
 ]
@@ -125,6 +126,12 @@ def reset_user(
     return tokens, devices
 
 
+def device_place(device: TrustedDevice) -> str:
+    """Where a device was remembered, for people: the client entry, and the NAS-Identifier
+    when the request had one."""
+    return f"{device.client} nas={device.nas_id}" if device.nas_id else device.client
+
+
 def revoke_devices(
     store: Store,
     user: str,
@@ -134,7 +141,8 @@ def revoke_devices(
     actor: str,
     reason: str | None = None,
 ) -> list[TrustedDevice]:
-    """Forget one remembered device of ``user`` (normalised key) or all of them."""
+    """Forget one remembered station of ``user`` (normalised key), through every client and
+    NAS that remembered it, or all of them."""
     known = [d for d in store.list_devices(user, now) if device is None or d.device == device]
     count = store.revoke_devices(user, device)
     if count:
@@ -145,7 +153,8 @@ def revoke_devices(
                     user,
                     "device-revoke",
                     actor=actor,
-                    before=", ".join(d.device for d in known) or f"{count} expired device(s)",
+                    before=", ".join(f"{d.device} via {device_place(d)}" for d in known)
+                    or f"{count} expired device(s)",
                     after="revoked",
                     reason=reason,
                 )

@@ -37,6 +37,7 @@ from radmfa.store.base import (
     ATTEMPT_NEUTRAL,
     ATTEMPT_SUCCEEDED,
     AttemptStart,
+    DeviceRef,
     FailureWindow,
     LockoutRule,
     LockState,
@@ -144,7 +145,7 @@ class Ledger:
         self.devices_on = devices_on
 
     async def begin(
-        self, user: str, key: str, request: AccessRequest, device: str | None, now: float
+        self, user: str, key: str, request: AccessRequest, device: DeviceRef | None, now: float
     ) -> UserView | Decision:
         """Reserve this attempt, or the Decision that refuses it before any directory
         traffic (disabled, locked, throttled; a DROP for a request another worker or daemon
@@ -183,7 +184,7 @@ class Ledger:
         )
 
     def _begin_attempt(
-        self, attempt: Attempt, device: str | None, now: float
+        self, attempt: Attempt, device: DeviceRef | None, now: float
     ) -> tuple[AttemptStart, list[TokenRecord]]:
         """Tokens, then the judgement and the reservation in one store transaction; parts
         that cannot matter under this configuration are not asked for."""
@@ -314,7 +315,7 @@ class Ledger:
         if line:
             log.info("{user}: {line}", user=user, line=line)
 
-    async def remember_device(self, key: str, device: str | None, verdict: Verdict) -> None:
+    async def remember_device(self, key: str, device: DeviceRef | None, verdict: Verdict) -> None:
         """After a login with a second factor: this user on this device needs only the
         password for a while (each pair has its own timer)."""
         ttl = verdict.trusted_device_ttl

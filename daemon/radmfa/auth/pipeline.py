@@ -61,7 +61,7 @@ from radmfa.auth.policy import (
     Policy,
     Subject,
     Verdict,
-    device_key,
+    device_ref,
     subject_address,
 )
 from radmfa.auth.rounds import ChallengeRounds
@@ -245,7 +245,7 @@ class Authenticator:
         if not password:
             return reject(Reason.EMPTY_PASSWORD, user)
         now = self.clock.seconds()
-        device = device_key(request.calling_station_id)
+        device = device_ref(request.calling_station_id, request.client_name, request.nas_identifier)
         view = await self.ledger.begin(user, key, request, device, now)
         if isinstance(view, Decision):  # refused before any directory traffic
             return view

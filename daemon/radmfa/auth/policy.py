@@ -6,20 +6,26 @@ membership costs directory work, so it is asked for lazily: :meth:`Policy.evalua
 groups returns :data:`NEEDS_GROUPS` only when a rule with groups is the first one that could
 still match, and the pipeline then looks the groups up once and evaluates again.
 
-The address rules look at (``sources``, ``allow_from``, ``deny_from``) is the user's: the
-Calling-Station-Id when it holds an IP address, else the packet source.
+The address rules look at (``sources``, ``allow_from``, ``deny_from``) is the user's
+(:class:`UserAddress`): the Calling-Station-Id when it is an IP address
+(:mod:`radmfa.auth.stations` reads it strictly), the packet source (the NAS) when there is no
+Calling-Station-Id. Any other station - a host name, a spelling that is not read as an
+address, a MAC address unless the rule says ``mac_station: nas`` - leaves the address
+unknown, and an unknown address never widens access: ``deny_from`` and ``allow_from`` refuse
+it, ``sources`` does not match it (except in a ``deny: true`` rule, which it cannot skip).
 """
 
 from __future__ import annotations
 
 import fnmatch
-import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from radmfa.auth.stations import IPAddress, StationKind, device_key, parse_ip, parse_station
 from radmfa.policyconfig import (
+    MAC_STATION_NAS,
     GraceConfig,
     Network,
     PolicyConfig,
@@ -27,66 +33,73 @@ from radmfa.policyconfig import (
     RuleOutcome,
     fold_name,
 )
+from radmfa.store.base import DeviceRef
 
 __all__ = [
     "NEEDS_GROUPS",
     "GroupSet",
     "Policy",
     "Subject",
+    "UserAddress",
     "Verdict",
     "device_key",
+    "device_ref",
     "normalize_dn",
     "subject_address",
 ]
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 DEFAULT_RULE = "default"
 #: Refusals of the address lists (also the reason codes of the rejects).
 IP_DENIED = "ip_denied"
 IP_NOT_ALLOWED = "ip_not_allowed"
 
-_MAC = re.compile(r"[0-9a-f]{12}")
-_MAC_SEPARATORS = str.maketrans("", "", ":-. ")
 _UNESCAPED_COMMA = re.compile(r"(?<!\\),")
-_MAX_DEVICE_LENGTH = 128
 
 
-def _ip(text: str | None) -> IPAddress | None:
-    if not text:
-        return None
-    try:
-        address = ipaddress.ip_address(text.strip())
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
+@dataclass(frozen=True, slots=True)
+class UserAddress:
+    """The address the rules compare for one request.
 
-
-def subject_address(station: str | None, packet_source: str) -> IPAddress | None:
-    """The user's address: Calling-Station-Id when it is an IP address, else the packet's."""
-    return _ip(station) or _ip(packet_source)
-
-
-def device_key(station: str | None) -> str | None:
-    """The Calling-Station-Id as a trusted-device key, or None when there is none.
-
-    IP addresses in canonical form, MAC addresses (any of the usual separators) as
-    ``aa:bb:cc:dd:ee:ff``, anything else trimmed and case-folded.
+    ``ip``: the Calling-Station-Id when it is an IP address, the packet source when there is
+    no Calling-Station-Id, None (unknown) for any other station. ``mac_nas``: the packet
+    source when the station is a MAC address, which rules with ``mac_station: nas`` take.
     """
-    if station is None:
+
+    ip: IPAddress | None
+    mac_nas: IPAddress | None = None
+
+    def of(self, outcome: RuleOutcome) -> IPAddress | None:
+        """The address under a rule's ``mac_station`` setting; None: unknown."""
+        if self.mac_nas is not None and outcome.mac_station == MAC_STATION_NAS:
+            return self.mac_nas
+        return self.ip
+
+
+#: Nothing known about where the user is: address lists refuse.
+UNKNOWN_ADDRESS: Final = UserAddress(None)
+
+
+def subject_address(station: str | None, packet_source: str | None) -> UserAddress:
+    """The user's address (see :class:`UserAddress`)."""
+    parsed = parse_station(station)
+    if parsed.kind is StationKind.IP:
+        return UserAddress(parsed.address)
+    if parsed.kind is StationKind.ABSENT:
+        return UserAddress(parse_ip(packet_source))
+    if parsed.kind is StationKind.MAC:
+        return UserAddress(None, mac_nas=parse_ip(packet_source))
+    return UNKNOWN_ADDRESS
+
+
+def device_ref(station: str | None, client: str, nas_identifier: str | None) -> DeviceRef | None:
+    """The request's device for trusted devices, or None without a Calling-Station-Id. The
+    station alone proves nothing (any NAS may report any value, a NAT shares one address):
+    a remembered device counts only for the client entry and NAS-Identifier that reported it.
+    """
+    key = device_key(station)
+    if key is None:
         return None
-    text = station.strip()
-    if not text:
-        return None
-    address = _ip(text)
-    if address is not None:
-        return str(address)
-    bare = text.translate(_MAC_SEPARATORS).lower()
-    if _MAC.fullmatch(bare):
-        return ":".join(bare[i : i + 2] for i in range(0, 12, 2))
-    return text.casefold()[:_MAX_DEVICE_LENGTH]
+    return DeviceRef(key, client, nas_identifier or "")
 
 
 def normalize_dn(dn: str) -> str:
@@ -142,7 +155,8 @@ class Subject:
     user: str
     client: str
     nas_identifier: str | None = None
-    address: IPAddress | None = None
+    #: None: not looked at (no rule compares addresses); read as unknown.
+    address: UserAddress | None = None
     groups: GroupSet | None = None
 
 
@@ -180,10 +194,31 @@ def _matches_name(patterns: tuple[str, ...], value: str | None) -> bool:
     return any(fnmatch.fnmatchcase(folded, pattern) for pattern in patterns)
 
 
-def _in(networks: tuple[Network, ...], address: IPAddress | None) -> bool:
-    return address is not None and any(
-        address.version == network.version and address in network for network in networks
-    )
+def _in(networks: tuple[Network, ...], address: IPAddress) -> bool:
+    return any(address.version == network.version and address in network for network in networks)
+
+
+def _sources_match(rule: PolicyRule, where: UserAddress) -> bool:
+    """A rule's ``sources`` condition. An unknown address matches no network, except in a
+    rule that denies: a station nobody can read must not be a way around a deny."""
+    if not rule.sources:
+        return True
+    address = where.of(rule.outcome)
+    if address is None:
+        return rule.outcome.deny
+    return _in(rule.sources, address)
+
+
+def _address_refusal(outcome: RuleOutcome, where: UserAddress) -> str | None:
+    """``deny_from`` (which wins) and ``allow_from``; an unknown address is refused by both."""
+    if not (outcome.deny_from or outcome.allow_from):
+        return None
+    address = where.of(outcome)
+    if outcome.deny_from and (address is None or _in(outcome.deny_from, address)):
+        return IP_DENIED
+    if outcome.allow_from and (address is None or not _in(outcome.allow_from, address)):
+        return IP_NOT_ALLOWED
+    return None
 
 
 class Policy:
@@ -217,7 +252,7 @@ class Policy:
             return self._verdict(rule.name, rule.outcome, subject.address)
         return self._verdict(DEFAULT_RULE, self.config.default, subject.address)
 
-    def verdict_of(self, rule: str | None, address: IPAddress | None = None) -> Verdict:
+    def verdict_of(self, rule: str | None, address: UserAddress | None = None) -> Verdict:
         """The verdict of a rule by name (a challenge's second round); the default when the
         rule is gone after a reload."""
         outcome = self._by_name.get(rule or "", None)
@@ -233,14 +268,10 @@ class Policy:
             return False
         if rule.nas_identifiers and not _matches_name(rule.nas_identifiers, subject.nas_identifier):
             return False
-        return not (rule.sources and not _in(rule.sources, subject.address))
+        return _sources_match(rule, subject.address or UNKNOWN_ADDRESS)
 
-    def _verdict(self, name: str, outcome: RuleOutcome, address: IPAddress | None) -> Verdict:
-        refusal = None
-        if _in(outcome.deny_from, address):
-            refusal = IP_DENIED
-        elif outcome.allow_from and not _in(outcome.allow_from, address):
-            refusal = IP_NOT_ALLOWED
+    def _verdict(self, name: str, outcome: RuleOutcome, address: UserAddress | None) -> Verdict:
+        refusal = _address_refusal(outcome, address or UNKNOWN_ADDRESS)
         base = self._base.get(name)
         if base is None:
             base = self._build(name, outcome)

@@ -26,7 +26,7 @@ from radmfa.auth.identity import store_key
 from radmfa.auth.ledger import Ledger, UserView
 from radmfa.auth.model import AccessRequest, Decision, Outcome, Reason
 from radmfa.auth.outofband import OutOfBandCodes, can_finish, keyword_token
-from radmfa.auth.policy import Policy, device_key, subject_address
+from radmfa.auth.policy import Policy, device_ref, subject_address
 from radmfa.config import OtpConfig
 from radmfa.factors.base import FactorRegistry, MatchKind
 from radmfa.store.base import ChallengeRecord, Store, TokenRecord, UserSettings
@@ -72,7 +72,7 @@ class ChallengeRounds:
             or now >= challenge.expires_at
         ):
             return reject(Reason.BAD_STATE, user, method="challenge")
-        device = device_key(request.calling_station_id)
+        device = device_ref(request.calling_station_id, request.client_name, request.nas_identifier)
         view = await self.ledger.begin(user, key, request, None, now)
         if isinstance(view, Decision):  # refused before any code check
             return tagged(view, method="challenge", rule=challenge.rule)

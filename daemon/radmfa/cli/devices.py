@@ -8,7 +8,7 @@ import json
 
 from radmfa.admin.users import revoke_devices
 from radmfa.audit import operator
-from radmfa.auth.policy import device_key
+from radmfa.auth.stations import device_key
 from radmfa.cli.common import config_from, now, store_from, user_arg
 from radmfa.cli.main import CommandFailed, UsageError
 from radmfa.cli.tokens import _iso
@@ -29,6 +29,8 @@ def run_list(args: argparse.Namespace) -> int:
                     {
                         "user": d.user,
                         "device": d.device,
+                        "client": d.client,
+                        "nas_identifier": d.nas_id or None,
                         "remembered_at": _iso(d.remembered_at),
                         "expires": _iso(d.expires_at),
                     }
@@ -42,11 +44,16 @@ def run_list(args: argparse.Namespace) -> int:
         return 0
     width = max(24, *(len(d.user) + 1 for d in devices))
     dwidth = max(20, *(len(d.device) + 1 for d in devices))
-    print(f"{'USER':<{width}} {'DEVICE':<{dwidth}} {'REMEMBERED':<21} EXPIRES")
+    cwidth = max(12, *(len(d.client) + 1 for d in devices))
+    nwidth = max(12, *(len(d.nas_id or "-") + 1 for d in devices))
+    print(
+        f"{'USER':<{width}} {'DEVICE':<{dwidth}} {'CLIENT':<{cwidth}} {'NAS':<{nwidth}} "
+        f"{'REMEMBERED':<21} EXPIRES"
+    )
     for d in devices:
         print(
-            f"{d.user:<{width}} {d.device:<{dwidth}} {_iso(d.remembered_at):<21} "
-            f"{_iso(d.expires_at)}"
+            f"{d.user:<{width}} {d.device:<{dwidth}} {d.client:<{cwidth}} "
+            f"{d.nas_id or '-':<{nwidth}} {_iso(d.remembered_at):<21} {_iso(d.expires_at)}"
         )
     return 0
 
@@ -67,5 +74,6 @@ def run_revoke(args: argparse.Namespace) -> int:
     if not known:
         what = f"device {device}" if device else "trusted devices"
         raise CommandFailed(f"{user} has no {what}")
-    print(f"{user}: forgot {', '.join(d.device for d in known)}")
+    stations = dict.fromkeys(d.device for d in known)  # one station, several clients: once
+    print(f"{user}: forgot {', '.join(stations)}")
     return 0

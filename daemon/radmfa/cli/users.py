@@ -6,7 +6,13 @@ import argparse
 import json
 
 from radmfa.admin.factors import backup_codes_left
-from radmfa.admin.users import UserAdminError, change_status, describe_status, reset_user
+from radmfa.admin.users import (
+    UserAdminError,
+    change_status,
+    describe_status,
+    device_place,
+    reset_user,
+)
 from radmfa.audit import admin_event, operator
 from radmfa.cli.common import config_from, now, parse_time, store_from, user_arg
 from radmfa.cli.main import CommandFailed, UsageError
@@ -51,7 +57,13 @@ def run_show(args: argparse.Namespace) -> int:
                     "backup_codes_total": backup_total,
                     "preferred": settings.preferred,
                     "trusted_devices": [
-                        {"device": d.device, "expires": _iso(d.expires_at)} for d in devices
+                        {
+                            "device": d.device,
+                            "client": d.client,
+                            "nas_identifier": d.nas_id or None,
+                            "expires": _iso(d.expires_at),
+                        }
+                        for d in devices
                     ],
                     "grace_first_seen": _iso(settings.first_seen_at)
                     if settings.first_seen_at
@@ -76,7 +88,7 @@ def run_show(args: argparse.Namespace) -> int:
     print(f"prefers:   {settings.preferred or '-'}")
     print(f"devices:   {len(devices)}")
     for d in devices:
-        print(f"  {d.device}  until {_iso(d.expires_at)}")
+        print(f"  {d.device}  via {device_place(d)}  until {_iso(d.expires_at)}")
     if settings.first_seen_at is not None:
         print(
             f"grace:     {settings.grace_logins} login(s) without a second factor since "

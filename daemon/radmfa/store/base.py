@@ -139,18 +139,40 @@ class UserSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceRef:
+    """A device as one NAS reports it. A Calling-Station-Id is whatever the NAS says (a MAC
+    anyone can set, an address a NAT shares): it identifies a device only together with the
+    RADIUS client entry and NAS-Identifier that reported it, so a remembered device counts
+    only for requests from those."""
+
+    #: The normalised Calling-Station-Id (see :func:`radmfa.auth.stations.device_key`).
+    station: str
+    #: The name of the client entry (``clients[].name``) the request came from.
+    client: str
+    #: The NAS-Identifier as received; "" without one.
+    nas_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class TrustedDevice:
-    """A (user, Calling-Station-Id) pair remembered after a login with a second factor."""
+    """A (user, device) pair remembered after a login with a second factor."""
 
     user: str
-    #: The normalised Calling-Station-Id (see :func:`radmfa.auth.policy.device_key`).
+    #: The normalised Calling-Station-Id (see :func:`radmfa.auth.stations.device_key`).
     device: str
+    #: Where it was remembered: the client entry and NAS-Identifier ("" without one).
+    client: str
+    nas_id: str
     #: The login with a second factor that (last) remembered it.
     remembered_at: float
     expires_at: float
 
     def valid(self, now: float) -> bool:
         return now < self.expires_at
+
+    @property
+    def ref(self) -> DeviceRef:
+        return DeviceRef(self.device, self.client, self.nas_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,20 +380,23 @@ class Store(Protocol):
         ...
 
     # trusted devices
-    def remember_device(self, user: str, device: str, now: float, expires_at: float) -> None:
-        """Remember (or re-remember, restarting its own timer) one user on one device."""
+    def remember_device(self, user: str, device: DeviceRef, now: float, expires_at: float) -> None:
+        """Remember (or re-remember, restarting its own timer) one user on one device, as
+        that client and NAS report it."""
         ...
 
-    def trusted_device(self, user: str, device: str, now: float) -> TrustedDevice | None:
-        """The pair if it is remembered and not expired at ``now``."""
+    def trusted_device(self, user: str, device: DeviceRef, now: float) -> TrustedDevice | None:
+        """The pair if it is remembered from the same station, client and NAS-Identifier and
+        not expired at ``now``."""
         ...
 
     def list_devices(self, user: str | None, now: float) -> list[TrustedDevice]:
-        """Unexpired pairs, by user then device."""
+        """Unexpired pairs, by user, station, client, NAS-Identifier."""
         ...
 
     def revoke_devices(self, user: str, device: str | None = None) -> int:
-        """Forget one device of ``user`` or all of them; how many were forgotten."""
+        """Forget one station of ``user`` (through every client and NAS) or all of them; how
+        many pairs were forgotten."""
         ...
 
     # sliding-window throttles
@@ -404,7 +429,7 @@ class Store(Protocol):
         user_since: float | None = None,
         source: str | None = None,
         source_since: float | None = None,
-        device: str | None = None,
+        device: DeviceRef | None = None,
     ) -> LoginState:
         """Lock, settings, the user's and the source's failure windows and the remembered
         device, in one read (on the hot path of every login). A part whose argument is None
@@ -433,7 +458,7 @@ class Store(Protocol):
         user_since: float | None = None,
         source: str | None = None,
         source_since: float | None = None,
-        device: str | None = None,
+        device: DeviceRef | None = None,
     ) -> AttemptStart:
         """Read the login state (as :meth:`login_state`, plus the attempts of ``user`` and
         ``source`` still pending), ask ``judge`` whether this attempt may go on, and if it

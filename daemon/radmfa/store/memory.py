@@ -22,6 +22,7 @@ from radmfa.store.base import (
     AuditEvent,
     AuditQuery,
     ChallengeRecord,
+    DeviceRef,
     FailureWindow,
     LockoutRule,
     LockState,
@@ -51,7 +52,7 @@ class MemoryStore:
         self._challenges: dict[bytes, ChallengeRecord] = {}
         self._settings: dict[str, UserSettings] = {}
         self._sends: dict[tuple[str, str], list[float]] = {}
-        self._devices: dict[tuple[str, str], TrustedDevice] = {}
+        self._devices: dict[tuple[str, DeviceRef], TrustedDevice] = {}
         self._failures: dict[str, list[float]] = {}
         self._audit: list[AuditEvent] = []
         #: attempt id -> (user, source, expires_at, done)
@@ -240,7 +241,7 @@ class MemoryStore:
         user_since: float | None = None,
         source: str | None = None,
         source_since: float | None = None,
-        device: str | None = None,
+        device: DeviceRef | None = None,
     ) -> LoginState:
         return LoginState(
             self.lock_state(user),
@@ -265,7 +266,7 @@ class MemoryStore:
         user_since: float | None = None,
         source: str | None = None,
         source_since: float | None = None,
-        device: str | None = None,
+        device: DeviceRef | None = None,
     ) -> AttemptStart:
         with self._lock:
             self._check_open()
@@ -327,12 +328,14 @@ class MemoryStore:
             return None
 
     # trusted devices
-    def remember_device(self, user: str, device: str, now: float, expires_at: float) -> None:
+    def remember_device(self, user: str, device: DeviceRef, now: float, expires_at: float) -> None:
         with self._lock:
             self._check_open()
-            self._devices[(user, device)] = TrustedDevice(user, device, now, expires_at)
+            self._devices[(user, device)] = TrustedDevice(
+                user, device.station, device.client, device.nas_id, now, expires_at
+            )
 
-    def trusted_device(self, user: str, device: str, now: float) -> TrustedDevice | None:
+    def trusted_device(self, user: str, device: DeviceRef, now: float) -> TrustedDevice | None:
         with self._lock:
             self._check_open()
             found = self._devices.get((user, device))
@@ -346,13 +349,15 @@ class MemoryStore:
                 for d in self._devices.values()
                 if (user is None or d.user == user) and d.valid(now)
             ]
-        return sorted(found, key=lambda d: (d.user, d.device))
+        return sorted(found, key=lambda d: (d.user, d.device, d.client, d.nas_id))
 
     def revoke_devices(self, user: str, device: str | None = None) -> int:
         with self._lock:
             self._check_open()
             doomed = [
-                k for k in self._devices if k[0] == user and (device is None or k[1] == device)
+                k
+                for k in self._devices
+                if k[0] == user and (device is None or k[1].station == device)
             ]
             for k in doomed:
                 del self._devices[k]

@@ -27,6 +27,7 @@ from radmfa.store.base import (
     AuditEvent,
     AuditQuery,
     ChallengeRecord,
+    DeviceRef,
     FailureWindow,
     LockoutRule,
     LockState,
@@ -179,6 +180,24 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX attempts_by_expiry ON attempts (expires_at)",
         "ALTER TABLE users ADD COLUMN total_failures INTEGER NOT NULL DEFAULT 0",
     ),
+    # 5: a trusted device is remembered with the client entry and NAS-Identifier that
+    #    reported its station, and counts only for requests from them. Devices remembered
+    #    before (the station alone) are forgotten: nobody knows through which client.
+    (
+        "DROP TABLE devices",
+        """
+        CREATE TABLE devices (
+            user          TEXT NOT NULL,
+            device        TEXT NOT NULL,
+            client        TEXT NOT NULL,
+            nas_id        TEXT NOT NULL,
+            remembered_at REAL NOT NULL,
+            expires_at    REAL NOT NULL,
+            PRIMARY KEY (user, device, client, nas_id)
+        )
+        """,
+        "CREATE INDEX devices_by_expiry ON devices (expires_at)",
+    ),
 )
 
 #: The schema version this code writes and understands.
@@ -278,7 +297,8 @@ _LOGIN_STATE = (
     "d.remembered_at, d.expires_at "
     "FROM (SELECT 1) "
     "LEFT JOIN users u ON u.user = :user "
-    "LEFT JOIN devices d ON d.user = :user AND d.device = :device AND d.expires_at > :now"
+    "LEFT JOIN devices d ON d.user = :user AND d.device = :device AND d.client = :dclient "
+    "AND d.nas_id = :dnas AND d.expires_at > :now"
 )
 _AUDIT_COLUMNS = (
     "at, kind, user, reason, outcome, client, src, nas_id, station, method, factor, "
@@ -715,7 +735,7 @@ class SqliteStore:
         user_since: float | None = None,
         source: str | None = None,
         source_since: float | None = None,
-        device: str | None = None,
+        device: DeviceRef | None = None,
     ) -> LoginState:
         params = _login_state_params(user, now, user_since, source, source_since, device)
         (row,) = self._rows(_LOGIN_STATE, params, f"reading the login state of {user!r}")
@@ -733,7 +753,7 @@ class SqliteStore:
         user_since: float | None = None,
         source: str | None = None,
         source_since: float | None = None,
-        device: str | None = None,
+        device: DeviceRef | None = None,
     ) -> AttemptStart:
         # BEGIN IMMEDIATE: every writer of this file (threads, workers, daemons) waits for
         # the lock, so no other attempt is judged or finished between the read and the insert.
@@ -786,29 +806,33 @@ class SqliteStore:
 
     # -- trusted devices --------------------------------------------------------------------
 
-    def remember_device(self, user: str, device: str, now: float, expires_at: float) -> None:
+    def remember_device(self, user: str, device: DeviceRef, now: float, expires_at: float) -> None:
         with self._read(f"remembering a device of {user!r}") as conn:
             conn.execute(
-                "INSERT INTO devices (user, device, remembered_at, expires_at) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (user, device) DO UPDATE SET "
-                "remembered_at = excluded.remembered_at, expires_at = excluded.expires_at",
-                (user, device, now, expires_at),
+                "INSERT INTO devices (user, device, client, nas_id, remembered_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user, device, client, nas_id) "
+                "DO UPDATE SET remembered_at = excluded.remembered_at, "
+                "expires_at = excluded.expires_at",
+                (user, device.station, device.client, device.nas_id, now, expires_at),
             )
 
-    def trusted_device(self, user: str, device: str, now: float) -> TrustedDevice | None:
+    def trusted_device(self, user: str, device: DeviceRef, now: float) -> TrustedDevice | None:
         with self._read(f"reading a device of {user!r}") as conn:
             row = conn.execute(
-                "SELECT remembered_at, expires_at FROM devices "
-                "WHERE user = ? AND device = ? AND expires_at > ?",
-                (user, device, now),
+                "SELECT remembered_at, expires_at FROM devices WHERE user = ? AND device = ? "
+                "AND client = ? AND nas_id = ? AND expires_at > ?",
+                (user, device.station, device.client, device.nas_id, now),
             ).fetchone()
-        return None if row is None else TrustedDevice(user, device, row[0], row[1])
+        if row is None:
+            return None
+        return TrustedDevice(user, device.station, device.client, device.nas_id, row[0], row[1])
 
     def list_devices(self, user: str | None, now: float) -> list[TrustedDevice]:
         with self._read("listing devices") as conn:
             rows = conn.execute(
-                "SELECT user, device, remembered_at, expires_at FROM devices "
-                "WHERE (? IS NULL OR user = ?) AND expires_at > ? ORDER BY user, device",
+                "SELECT user, device, client, nas_id, remembered_at, expires_at FROM devices "
+                "WHERE (? IS NULL OR user = ?) AND expires_at > ? "
+                "ORDER BY user, device, client, nas_id",
                 (user, user, now),
             ).fetchall()
         return [TrustedDevice(*row) for row in rows]
@@ -991,7 +1015,7 @@ def _login_state_params(
     user_since: float | None,
     source: str | None,
     source_since: float | None,
-    device: str | None,
+    device: DeviceRef | None,
 ) -> dict[str, object]:
     return {
         "user": user,
@@ -1000,12 +1024,18 @@ def _login_state_params(
         "usince": user_since,
         "skey": source if source_since is not None else None,
         "ssince": source_since,
-        "device": device,
+        "device": device.station if device is not None else None,
+        "dclient": device.client if device is not None else None,
+        "dnas": device.nas_id if device is not None else None,
     }
 
 
 def _login_state_from_row(
-    user: str, device: str | None, row: tuple, pending_user: int = 0, pending_source: int = 0
+    user: str,
+    device: DeviceRef | None,
+    row: tuple,
+    pending_user: int = 0,
+    pending_source: int = 0,
 ) -> LoginState:
     failures, locked_until, last_failure, last_success = row[:4]
     lock = (
@@ -1020,7 +1050,9 @@ def _login_state_from_row(
         settings,
         FailureWindow(int(user_count), user_last),
         FailureWindow(int(source_count), source_last),
-        None if remembered is None else TrustedDevice(user, device or "", remembered, expires),
+        None
+        if remembered is None or device is None
+        else TrustedDevice(user, device.station, device.client, device.nas_id, remembered, expires),
         pending_user=int(pending_user),
         pending_source=int(pending_source),
     )

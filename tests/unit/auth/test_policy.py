@@ -16,7 +16,6 @@ from radmfa.auth.policy import (
     Policy,
     Subject,
     Verdict,
-    device_key,
     normalize_dn,
     subject_address,
 )
@@ -134,8 +133,16 @@ TABLE = [
     ("dave", [], "vpn", None, "203.0.113.7", "default", "required"),  # not a contractor
     ("dave", [], "vpn", None, "10.20.3.4", "office", "optional"),
     ("dave", CONTRACTORS, "vpn", None, "10.20.3.4", "office", "optional"),
-    # a MAC station is no address: the packet source (10.9.9.9) counts
     ("dave", [], "vpn", None, "00:11:22:33:44:55", "default", "required"),
+    # an address in another accepted spelling is that address
+    ("dave", [], "vpn", None, "10.20.3.4:51820", "office", "optional"),
+    ("carol", CONTRACTORS, "vpn", None, "[::ffff:198.51.100.66]:1", "contractors", "ip_denied"),
+    # a station that is no address is unknown: sources do not match, allow_from refuses
+    ("dave", [], "vpn", None, "10.20.3.04", "default", "required"),
+    ("carol", CONTRACTORS, "vpn", None, "203.0.113.007", "default", "required"),
+    ("alice", ADMINS, "vpn", None, "10.1.2.03", "admins", "ip_not_allowed"),
+    ("alice", ADMINS, "vpn", None, "aa:bb:cc:dd:ee:ff", "admins", "ip_not_allowed"),
+    ("alice", ADMINS, "vpn", None, "host.example.org", "admins", "ip_not_allowed"),
 ]
 
 
@@ -145,11 +152,18 @@ def test_policy_table(policy, user, groups, client, nas, station, rule, expected
     assert (verdict.rule, outcome(verdict)) == (rule, expected)
 
 
-def test_packet_source_is_the_address_without_a_station_ip(policy: Policy) -> None:
+def test_packet_source_is_the_address_without_a_station(policy: Policy) -> None:
     verdict = decide(policy, "dave", [], "vpn", None, source="10.20.0.1")
     assert (verdict.rule, verdict.mfa) == ("office", "optional")
-    verdict = decide(policy, "dave", [], "vpn", "not-an-ip", source="::ffff:10.20.0.1")
+    verdict = decide(policy, "dave", [], "vpn", None, source="::ffff:10.20.0.1")
     assert (verdict.rule, verdict.mfa) == ("office", "optional")
+
+
+def test_a_station_that_is_no_address_never_takes_the_packet_source(policy: Policy) -> None:
+    # the NAS at 10.20.0.1 is in the office; a user with an unreadable station is not
+    for station in ("not-an-ip", "10.20.0.001", "aa:bb:cc:dd:ee:ff"):
+        verdict = decide(policy, "dave", [], "vpn", station, source="10.20.0.1")
+        assert (verdict.rule, verdict.mfa) == ("default", "required"), station
 
 
 def test_groups_are_asked_for_only_when_a_group_rule_could_decide(policy: Policy) -> None:
@@ -191,25 +205,130 @@ def test_no_rules_means_the_default_for_everyone() -> None:
     assert isinstance(refused, Verdict) and refused.address_refusal == "ip_denied"
 
 
-@pytest.mark.parametrize(
-    ("station", "key"),
-    [
-        (None, None),
-        ("  ", None),
-        ("10.0.0.1", "10.0.0.1"),
-        (" 2001:DB8::1 ", "2001:db8::1"),
-        ("AA-BB-CC-DD-EE-FF", "aa:bb:cc:dd:ee:ff"),
-        ("aabb.ccdd.eeff", "aa:bb:cc:dd:ee:ff"),
-        ("aabbccddeeff", "aa:bb:cc:dd:ee:ff"),
-        ("Kiosk-7", "kiosk-7"),
-    ],
-)
-def test_device_keys(station: str | None, key: str | None) -> None:
-    assert device_key(station) == key
-
-
 def test_dn_normalisation_keeps_escaped_commas() -> None:
     assert normalize_dn("CN=Smith\\, J , OU=Groups") == "cn=smith\\, j,ou=groups"
     groups = GroupSet.of(["cn=Smith\\, J,ou=groups", "local-name"])
     assert groups.has("smith, j") and groups.has("local-name")
     assert groups.has(normalize_dn("CN=smith\\, j,OU=groups"))
+
+
+# -- address rules and stations that are no IP address --------------------------------------
+
+ADDRESS_RULES = """\
+clients:
+  - {name: vpn, address: 10.0.0.0/8, secret: a-long-random-secret-0001}
+  - {name: wifi, address: 192.168.0.0/16, secret: a-long-random-secret-0002}
+local_users: {path: users}
+policy:
+  default: {mfa: required, deny_from: ["203.0.113.0/24", "2001:db8:bad::/48"]}
+  rules:
+    - {name: blocked-net, users: [mallory], sources: [198.51.100.0/24], deny: true}
+    - {name: office, sources: [10.20.0.0/16], mfa: exempt}
+    - {name: partners, users: [partner], allow_from: [192.0.2.0/24]}
+    - name: wifi
+      clients: [wifi]
+      deny_from: [192.168.66.0/24]
+      mac_station: nas
+"""
+
+#: Every way a station has been seen to get around a deny: as no address, each used to fall
+#: back to the packet source (the NAS, 10.9.9.9 here), which no list names.
+UNREADABLE = [
+    "203.0.113.005",
+    "0xCB.0.113.5",
+    "0313.0.113.5",
+    "3405803781",
+    "203.0.113",
+    "fe80::1%eth0",
+    "vpn-user.example.org",
+    "aa:bb:cc:dd:ee:ff",
+    "203.0.113.5:99999",
+    "[2001:db8:bad::1",
+]
+
+
+@pytest.fixture(scope="module")
+def address_policy(tmp_path_factory: pytest.TempPathFactory) -> Policy:
+    config = parse_config(ADDRESS_RULES, base_dir=tmp_path_factory.mktemp("address-rules"))
+    return Policy(config.policy)
+
+
+def judge(
+    policy: Policy, station: str | None, *, user: str = "dave", client: str = "vpn"
+) -> tuple[str, str]:
+    source = "192.168.1.1" if client == "wifi" else "10.9.9.9"
+    verdict = policy.evaluate(Subject(user, client, None, subject_address(station, source)))
+    assert isinstance(verdict, Verdict)
+    return verdict.rule, outcome(verdict)
+
+
+@pytest.mark.parametrize(
+    "station",
+    ["203.0.113.5", "203.0.113.5:1234", "[2001:db8:bad::1]", "[2001:db8:bad::1]:443"],
+)
+def test_deny_from_reads_every_accepted_spelling(address_policy: Policy, station: str) -> None:
+    assert judge(address_policy, station) == ("default", "ip_denied")
+
+
+@pytest.mark.parametrize("station", UNREADABLE)
+def test_deny_from_refuses_a_station_that_is_no_address(
+    address_policy: Policy, station: str
+) -> None:
+    assert judge(address_policy, station) == ("default", "ip_denied")
+
+
+@pytest.mark.parametrize("station", UNREADABLE)
+def test_allow_from_refuses_a_station_that_is_no_address(
+    address_policy: Policy, station: str
+) -> None:
+    assert judge(address_policy, station, user="partner") == ("partners", "ip_not_allowed")
+    assert judge(address_policy, "192.0.2.7", user="partner") == ("partners", "required")
+
+
+@pytest.mark.parametrize("station", ["10.20.0.07", "10.20.0.7.", "office-pc.example.org"])
+def test_sources_do_not_match_a_station_that_is_no_address(
+    address_policy: Policy, station: str
+) -> None:
+    assert judge(address_policy, "10.20.0.7") == ("office", "exempt")
+    assert judge(address_policy, station) == ("default", "ip_denied")
+
+
+@pytest.mark.parametrize("station", ["198.51.100.007", "blocked.example.org", "aabbccddeeff"])
+def test_a_deny_rule_cannot_be_skipped_with_a_station_that_is_no_address(
+    address_policy: Policy, station: str
+) -> None:
+    assert judge(address_policy, "198.51.100.7", user="mallory") == ("blocked-net", "deny")
+    assert judge(address_policy, station, user="mallory") == ("blocked-net", "deny")
+    assert judge(address_policy, "192.0.2.9", user="mallory") == ("default", "required")
+
+
+def test_without_a_station_the_packet_source_counts(address_policy: Policy) -> None:
+    assert judge(address_policy, None) == ("default", "required")
+    verdict = address_policy.evaluate(
+        Subject("dave", "vpn", None, subject_address(None, "10.20.0.1"))
+    )
+    assert isinstance(verdict, Verdict) and verdict.rule == "office"
+
+
+def test_mac_station_nas_compares_the_nas_address_for_mac_stations_only(
+    address_policy: Policy,
+) -> None:
+    def wifi(station: str, source: str) -> tuple[str, str]:
+        subject = Subject("dave", "wifi", None, subject_address(station, source))
+        verdict = address_policy.evaluate(subject)
+        assert isinstance(verdict, Verdict)
+        return verdict.rule, outcome(verdict)
+
+    assert wifi("AA-BB-CC-DD-EE-FF", "192.168.1.1") == ("wifi", "required")
+    assert wifi("aabb.ccdd.eeff", "192.168.66.1") == ("wifi", "ip_denied")  # the AP is denied
+    # a station that is neither an address nor a MAC stays unknown, even here
+    assert wifi("laptop.example.org", "192.168.1.1") == ("wifi", "ip_denied")
+    assert wifi("aa:bb-cc:dd-ee:ff", "192.168.1.1") == ("wifi", "ip_denied")
+    # an IP station is the user's address, not the NAS's
+    assert wifi("192.168.66.9", "192.168.1.1") == ("wifi", "ip_denied")
+    assert wifi("192.168.7.9", "192.168.66.1") == ("wifi", "required")
+
+
+def test_a_subject_without_an_address_is_unknown_to_address_lists(address_policy: Policy) -> None:
+    verdict = address_policy.evaluate(Subject("dave", "vpn"))
+    assert isinstance(verdict, Verdict) and verdict.address_refusal == "ip_denied"

@@ -110,6 +110,7 @@ class World:
         client: str = "vpn",
         source: str = "10.9.9.9",
         state: bytes | None = None,
+        nas: str | None = None,
     ) -> Decision:
         request = AccessRequest(
             user_name=user.encode(),
@@ -119,6 +120,7 @@ class World:
             client_name=client,
             client_address=source,
             calling_station_id=station,
+            nas_identifier=nas,
         )
         results: list[Decision] = []
         self.auth.handle(request).addCallback(results.append)
@@ -175,9 +177,18 @@ def test_address_lists_refuse_before_the_bind():
     assert summary(d) == ("reject", "ip_not_allowed", "admins")
     d = w.mfa("carol", station="10.1.66.7")  # in both lists: the deny wins
     assert summary(d) == ("reject", "ip_denied", "admins")
-    d = w.mfa("carol", station="aa:bb:cc:dd:ee:ff", source="10.1.0.1")  # a MAC: the source
+    d = w.mfa("carol", station="10.1.2.3:4500", source="10.66.0.1")  # the station, its port
     assert summary(d) == ("accept", "ok", "admins")
     assert len(w.directory.binds) == 1
+
+
+@pytest.mark.parametrize("station", ["10.1.66.007", "0x0A.1.66.7", "aa:bb:cc:dd:ee:ff", "pc-7"])
+def test_a_station_that_is_no_address_is_refused_by_address_lists_before_the_bind(station):
+    # the NAS (10.1.0.1) is allowed and not denied: before, every one of these took its place
+    w = World()
+    d = w.mfa("carol", station=station, source="10.1.0.1")
+    assert summary(d) == ("reject", "ip_denied", "admins")
+    assert w.directory.binds == []
 
 
 def test_group_lookup_outage_rejects_without_counting():
@@ -296,6 +307,35 @@ def test_a_challenge_login_remembers_the_device_too():
     second = w.send("alice", w.code(), station="10.5.0.9", state=first.state)
     assert (second.outcome, second.rule) == (Outcome.ACCEPT, "default")
     assert w.send("alice", "alice-pw", station="10.5.0.9").reason is Reason.TRUSTED_DEVICE
+
+
+def test_a_remembered_device_counts_only_through_the_client_and_nas_that_remembered_it():
+    w = World()
+    mac = "02-00-5E-10-00-01"
+    assert w.mfa("alice", station=mac, nas="ap-1").reason is Reason.OK
+    assert w.send("alice", "alice-pw", station=mac, nas="ap-1").reason is Reason.TRUSTED_DEVICE
+    # the same station reported by another client entry, another NAS of this one, or a NAS
+    # that sends no NAS-Identifier: a spoofed MAC or a shared address, not this device
+    other = w.send("alice", "alice-pw", station=mac, nas="ap-1", client="pam", source="127.0.0.5")
+    assert other.outcome is Outcome.CHALLENGE
+    assert w.send("alice", "alice-pw", station=mac, nas="ap-2").outcome is Outcome.CHALLENGE
+    assert w.send("alice", "alice-pw", station=mac).outcome is Outcome.CHALLENGE
+    [device] = w.store.list_devices("alice", T0 + DAY)
+    assert (device.device, device.client, device.nas_id) == ("02:00:5e:10:00:01", "vpn", "ap-1")
+
+
+def test_a_challenge_login_remembers_the_client_and_nas_of_its_answer():
+    w = World()
+    first = w.send("alice", "alice-pw", station="10.5.0.9", nas="gw-1")
+    assert first.outcome is Outcome.CHALLENGE
+    w.next_code()
+    second = w.send("alice", w.code(), station="10.5.0.9", nas="gw-1", state=first.state)
+    assert second.reason is Reason.OK
+    [device] = w.store.list_devices("alice", T0 + DAY)
+    assert (device.client, device.nas_id) == ("vpn", "gw-1")
+    assert w.send("alice", "alice-pw", station="10.5.0.9", nas="gw-2").outcome is Outcome.CHALLENGE
+    trusted = w.send("alice", "alice-pw", station="10.5.0.9", nas="gw-1")
+    assert trusted.reason is Reason.TRUSTED_DEVICE
 
 
 def test_revoked_device_needs_the_code_again():

@@ -19,7 +19,7 @@ import pytest
 
 from radmfa.config import StoreConfig
 from radmfa.store import open_store
-from radmfa.store.base import ChallengeRecord, StoreError, TokenRecord
+from radmfa.store.base import ChallengeRecord, DeviceRef, StoreError, TokenRecord
 from radmfa.store.busy import PatientConnection
 from radmfa.store.crypto import KeyFileError, SecretBox, SecretBoxError
 from radmfa.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore
@@ -246,6 +246,38 @@ def test_reopening_keeps_data_and_version(db_path: Path, key_file: Path) -> None
     assert again.schema_version() == SCHEMA_VERSION
     assert [t.token_id for t in again.list_tokens()] == ["t1"]
     again.close()
+
+
+def test_devices_remembered_by_station_alone_are_forgotten_by_the_upgrade(
+    db_path: Path, key_file: Path
+) -> None:
+    """Schema 3 kept (user, station) only: nobody knows through which client such a device
+    was remembered, so none of them may skip a code after the upgrade."""
+    db_path.parent.mkdir(parents=True)
+    conn = _raw(db_path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY)")
+    for version, statements in enumerate(MIGRATIONS[:3], start=1):
+        for statement in statements:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+    conn.execute(
+        "INSERT INTO devices (user, device, remembered_at, expires_at) VALUES (?, ?, ?, ?)",
+        ("alice", "02:00:5e:10:00:01", NOW, NOW + 86400),
+    )
+    conn.close()
+    store = SqliteStore(str(db_path), SecretBox.from_key_file(key_file))
+    try:
+        assert store.schema_version() == SCHEMA_VERSION
+        assert store.list_devices(None, NOW) == []
+        for client in ("vpn", ""):
+            device = DeviceRef("02:00:5e:10:00:01", client, "")
+            assert store.trusted_device("alice", device, NOW) is None
+            assert store.login_state("alice", NOW, device=device).device is None
+        device = DeviceRef("02:00:5e:10:00:01", "vpn", "nas-1")
+        store.remember_device("alice", device, NOW, NOW + 60)  # remembering works afresh
+        assert [d.ref for d in store.list_devices("alice", NOW)] == [device]
+    finally:
+        store.close()
 
 
 def test_database_from_a_newer_radmfa_is_refused(store: SqliteStore, db_path: Path) -> None:

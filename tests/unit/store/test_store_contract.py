@@ -24,6 +24,7 @@ from radmfa.store.base import (
     AuditEvent,
     AuditQuery,
     ChallengeRecord,
+    DeviceRef,
     FailureWindow,
     LockoutRule,
     LockState,
@@ -82,6 +83,10 @@ def challenge(state_id: bytes = b"s" * 16, user: str = "alice", **kw: object) ->
     }
     fields.update(kw)
     return ChallengeRecord(state_id=state_id, user=user, **fields)  # type: ignore[arg-type]
+
+
+def dev(station: str, client: str = "vpn", nas: str = "nas-1") -> DeviceRef:
+    return DeviceRef(station, client, nas)
 
 
 def run_concurrently(n: int, fn: Callable[[], object]) -> list[object]:
@@ -546,9 +551,9 @@ def test_concurrent_grace_logins_are_each_counted(store: Store) -> None:
 
 def test_reset_removes_every_token_and_device_and_restarts_the_grace(store: Store) -> None:
     store.add_tokens([token("a1"), token("a2", type="backup"), token("b1", "bob")])
-    store.remember_device("alice", "10.0.0.1", NOW, NOW + 100)
-    store.remember_device("alice", "10.0.0.2", NOW, NOW + 100)
-    store.remember_device("bob", "10.0.0.1", NOW, NOW + 100)
+    store.remember_device("alice", dev("10.0.0.1"), NOW, NOW + 100)
+    store.remember_device("alice", dev("10.0.0.2"), NOW, NOW + 100)
+    store.remember_device("bob", dev("10.0.0.1"), NOW, NOW + 100)
     store.set_preferred("alice", "backup")
     store.note_grace_login("alice", NOW)
     store.set_status("alice", "suspended", None, "lost phone")
@@ -565,29 +570,29 @@ def test_reset_removes_every_token_and_device_and_restarts_the_grace(store: Stor
 
 
 def test_remembered_device_is_trusted_until_it_expires(store: Store) -> None:
-    store.remember_device("alice", "10.0.0.1", NOW, NOW + 60)
-    assert store.trusted_device("alice", "10.0.0.1", NOW + 59) == TrustedDevice(
-        "alice", "10.0.0.1", NOW, NOW + 60
+    store.remember_device("alice", dev("10.0.0.1"), NOW, NOW + 60)
+    assert store.trusted_device("alice", dev("10.0.0.1"), NOW + 59) == TrustedDevice(
+        "alice", "10.0.0.1", "vpn", "nas-1", NOW, NOW + 60
     )
-    assert store.trusted_device("alice", "10.0.0.1", NOW + 60) is None
-    assert store.trusted_device("alice", "10.0.0.2", NOW) is None
-    assert store.trusted_device("bob", "10.0.0.1", NOW) is None
+    assert store.trusted_device("alice", dev("10.0.0.1"), NOW + 60) is None
+    assert store.trusted_device("alice", dev("10.0.0.2"), NOW) is None
+    assert store.trusted_device("bob", dev("10.0.0.1"), NOW) is None
 
 
 def test_each_user_device_pair_has_its_own_timer(store: Store) -> None:
-    store.remember_device("alice", "kiosk", NOW, NOW + 60)
-    store.remember_device("bob", "kiosk", NOW + 30, NOW + 90)
-    store.remember_device("alice", "kiosk", NOW + 40, NOW + 100)  # restarts alice's timer only
-    assert store.trusted_device("alice", "kiosk", NOW + 95) is not None
-    assert store.trusted_device("bob", "kiosk", NOW + 89) is not None
-    assert store.trusted_device("bob", "kiosk", NOW + 90) is None
+    store.remember_device("alice", dev("kiosk"), NOW, NOW + 60)
+    store.remember_device("bob", dev("kiosk"), NOW + 30, NOW + 90)
+    store.remember_device("alice", dev("kiosk"), NOW + 40, NOW + 100)  # restarts alice's timer only
+    assert store.trusted_device("alice", dev("kiosk"), NOW + 95) is not None
+    assert store.trusted_device("bob", dev("kiosk"), NOW + 89) is not None
+    assert store.trusted_device("bob", dev("kiosk"), NOW + 90) is None
 
 
 def test_devices_are_listed_unexpired_and_revoked_one_or_all(store: Store) -> None:
-    store.remember_device("bob", "d1", NOW, NOW + 60)
-    store.remember_device("alice", "d2", NOW, NOW + 60)
-    store.remember_device("alice", "d1", NOW, NOW + 60)
-    store.remember_device("alice", "old", NOW - 100, NOW - 1)
+    store.remember_device("bob", dev("d1"), NOW, NOW + 60)
+    store.remember_device("alice", dev("d2"), NOW, NOW + 60)
+    store.remember_device("alice", dev("d1"), NOW, NOW + 60)
+    store.remember_device("alice", dev("old"), NOW - 100, NOW - 1)
     assert [(d.user, d.device) for d in store.list_devices(None, NOW)] == [
         ("alice", "d1"),
         ("alice", "d2"),
@@ -600,9 +605,47 @@ def test_devices_are_listed_unexpired_and_revoked_one_or_all(store: Store) -> No
     assert [d.user for d in store.list_devices(None, NOW)] == ["bob"]
 
 
+def test_a_device_counts_only_through_the_client_and_nas_that_remembered_it(
+    store: Store,
+) -> None:
+    store.remember_device("alice", dev("02:00:5e:10:00:01", "vpn", "nas-a"), NOW, NOW + 60)
+    assert store.trusted_device("alice", dev("02:00:5e:10:00:01", "vpn", "nas-a"), NOW)
+    for other in (
+        dev("02:00:5e:10:00:01", "wifi", "nas-a"),  # same station, another client
+        dev("02:00:5e:10:00:01", "vpn", "nas-b"),  # another NAS of the same client
+        dev("02:00:5e:10:00:01", "vpn", ""),  # a request without NAS-Identifier
+        dev("02:00:5e:10:00:01", "VPN", "nas-a"),
+        dev("02:00:5e:10:00:01", "vpn", "NAS-A"),
+    ):
+        assert store.trusted_device("alice", other, NOW) is None, other
+        assert store.login_state("alice", NOW, device=other).device is None, other
+    state = store.login_state("alice", NOW, device=dev("02:00:5e:10:00:01", "vpn", "nas-a"))
+    assert state.device is not None and (state.device.client, state.device.nas_id) == (
+        "vpn",
+        "nas-a",
+    )
+
+
+def test_one_station_through_two_clients_is_two_devices_with_their_own_timers(
+    store: Store,
+) -> None:
+    store.remember_device("alice", dev("10.0.0.1", "vpn", ""), NOW, NOW + 60)
+    store.remember_device("alice", dev("10.0.0.1", "wifi", "ap-1"), NOW + 30, NOW + 90)
+    listed = store.list_devices("alice", NOW + 40)
+    assert [(d.device, d.client, d.nas_id, d.expires_at) for d in listed] == [
+        ("10.0.0.1", "vpn", "", NOW + 60),
+        ("10.0.0.1", "wifi", "ap-1", NOW + 90),
+    ]
+    assert [d.ref for d in listed] == [dev("10.0.0.1", "vpn", ""), dev("10.0.0.1", "wifi", "ap-1")]
+    assert store.trusted_device("alice", dev("10.0.0.1", "vpn", ""), NOW + 70) is None
+    assert store.trusted_device("alice", dev("10.0.0.1", "wifi", "ap-1"), NOW + 70) is not None
+    assert store.revoke_devices("alice", "10.0.0.1") == 2  # the station, through every client
+    assert store.list_devices("alice", NOW) == []
+
+
 def test_purge_forgets_expired_devices(store: Store) -> None:
-    store.remember_device("alice", "d1", NOW, NOW + 60)
-    store.remember_device("alice", "d2", NOW, NOW + 600)
+    store.remember_device("alice", dev("d1"), NOW, NOW + 60)
+    store.remember_device("alice", dev("d2"), NOW, NOW + 600)
     store.purge_expired(NOW + 60)
     assert store.revoke_devices("alice") == 1
 
@@ -642,7 +685,7 @@ def test_purge_drops_failure_records_older_than_asked(store: Store) -> None:
 
 def test_login_state_of_an_unknown_user_is_all_defaults(store: Store) -> None:
     state = store.login_state(
-        "alice", NOW, user_since=0, source="source:x", source_since=0, device="d1"
+        "alice", NOW, user_since=0, source="source:x", source_since=0, device=dev("d1")
     )
     assert state == LoginState(
         LockState("alice"), UserSettings("alice"), FailureWindow(), FailureWindow(), None
@@ -656,33 +699,33 @@ def test_login_state_reads_every_part_at_once(store: Store) -> None:
     store.note_failures(["user:alice", "source:10.0.0.9"], NOW - 50)
     store.note_failures(["user:alice"], NOW - 500)  # before the window
     store.note_failures(["source:10.0.0.9"], NOW - 10)
-    store.remember_device("alice", "d1", NOW - 100, NOW + 100)
+    store.remember_device("alice", dev("d1"), NOW - 100, NOW + 100)
     state = store.login_state(
         "alice",
         NOW,
         user_since=NOW - 100,
         source="source:10.0.0.9",
         source_since=NOW - 100,
-        device="d1",
+        device=dev("d1"),
     )
     assert state.lock == store.lock_state("alice")
     assert state.settings == store.user_settings("alice")
     assert state.user_window == FailureWindow(1, NOW - 50)
     assert state.source_window == FailureWindow(2, NOW - 10)
-    assert state.device == TrustedDevice("alice", "d1", NOW - 100, NOW + 100)
+    assert state.device == TrustedDevice("alice", "d1", "vpn", "nas-1", NOW - 100, NOW + 100)
 
 
 def test_login_state_skips_what_is_not_asked_for(store: Store) -> None:
     store.note_failures(["user:alice", "source:s"], NOW)
-    store.remember_device("alice", "d1", NOW, NOW + 100)
+    store.remember_device("alice", dev("d1"), NOW, NOW + 100)
     state = store.login_state("alice", NOW)
     assert (state.user_window, state.source_window, state.device) == (
         FailureWindow(),
         FailureWindow(),
         None,
     )
-    assert store.login_state("alice", NOW + 100, device="d1").device is None  # expired
-    assert store.login_state("bob", NOW, device="d1").device is None  # another user's
+    assert store.login_state("alice", NOW + 100, device=dev("d1")).device is None  # expired
+    assert store.login_state("bob", NOW, device=dev("d1")).device is None  # another user's
 
 
 # -- audit trail ---------------------------------------------------------------------------
