@@ -7,7 +7,8 @@ PostgreSQL follows the same contract and the same test suite.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hmac
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -244,9 +245,15 @@ class SendGrant:
 
 class Store(Protocol):
     # tokens
-    def add_token(self, token: TokenRecord) -> None: ...
-    def add_tokens(self, tokens: Sequence[TokenRecord]) -> None:
-        """All or nothing, in one transaction (bulk import)."""
+    def add_token(self, token: TokenRecord) -> bool:
+        """:meth:`add_tokens` for one token: False when it was skipped (a known secret)."""
+        ...
+
+    def add_tokens(self, tokens: Sequence[TokenRecord]) -> list[TokenRecord]:
+        """Add ``tokens`` in one transaction (all or nothing on an error), except those whose
+        user already has a token of that type with the same secret: those are skipped and
+        returned (see :func:`split_known_secrets`). The check runs inside the transaction,
+        so two concurrent imports of one file add each token once."""
         ...
 
     def list_tokens(self, user: str | None = None) -> list[TokenRecord]: ...
@@ -378,6 +385,33 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def split_known_secrets(
+    existing: Iterable[TokenRecord], tokens: Sequence[TokenRecord]
+) -> tuple[list[TokenRecord], list[TokenRecord]]:
+    """``tokens`` split into (new, skipped): a token is skipped when its user already has a
+    token of its type with the same secret, in ``existing`` or earlier in ``tokens``.
+
+    Two tokens with one secret would accept every code twice (replay protection is per
+    token), so re-running an import or ``token add --secret`` must not add one. Secrets are
+    compared in constant time. Shared by every engine, which calls it inside the transaction
+    that inserts, with ``existing`` = the stored tokens of those users and types.
+    """
+    seen: dict[tuple[str, str], list[bytes]] = {}
+    for token in existing:
+        seen.setdefault((token.user, token.type), []).append(token.secret)
+    new: list[TokenRecord] = []
+    skipped: list[TokenRecord] = []
+    for token in tokens:
+        secrets = seen.setdefault((token.user, token.type), [])
+        known = False
+        for secret in secrets:  # no early exit: every comparison is made
+            known |= hmac.compare_digest(secret, token.secret)
+        (skipped if known else new).append(token)
+        if not known:
+            secrets.append(token.secret)
+    return new, skipped
 
 
 #: Send records older than this no longer count towards ``reserve_send``'s hourly cap.

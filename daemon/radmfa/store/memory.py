@@ -27,6 +27,7 @@ from radmfa.store.base import (
     UserSettings,
     audit_matches,
     send_verdict,
+    split_known_secrets,
     user_failures_key,
 )
 from radmfa.store.sqlite import next_failure_state
@@ -54,17 +55,21 @@ class MemoryStore:
             raise StoreError("memory store is closed")
 
     # tokens
-    def add_token(self, token: TokenRecord) -> None:
-        self.add_tokens([token])
+    def add_token(self, token: TokenRecord) -> bool:
+        return not self.add_tokens([token])
 
-    def add_tokens(self, tokens: Sequence[TokenRecord]) -> None:
+    def add_tokens(self, tokens: Sequence[TokenRecord]) -> list[TokenRecord]:
         with self._lock:
             self._check_open()
             ids = [t.token_id for t in tokens]
             if len(set(ids)) != len(ids) or any(i in self._tokens for i in ids):
                 raise StoreError(f"adding {len(ids)} token(s): a token id already exists")
-            for token in tokens:
+            kinds = {(t.user, t.type) for t in tokens}
+            mine = [t for t in self._tokens.values() if (t.user, t.type) in kinds]
+            new, skipped = split_known_secrets(mine, tokens)
+            for token in new:
                 self._tokens[token.token_id] = token
+            return skipped
 
     def list_tokens(self, user: str | None = None) -> list[TokenRecord]:
         with self._lock:

@@ -31,6 +31,7 @@ from radmfa.store.base import (
     TrustedDevice,
     UserSettings,
     send_verdict,
+    split_known_secrets,
     user_failures_key,
 )
 from radmfa.store.busy import PatientConnection
@@ -193,6 +194,10 @@ _ADVANCE_STEP = (
 _SELECT_USER_TOKENS = (
     "SELECT token_id, user, type, secret_blob, digits, algorithm, period, created_at, "
     "last_step, description FROM tokens WHERE user = ? ORDER BY created_at, token_id"
+)
+_SELECT_USER_TYPE_TOKENS = (
+    "SELECT token_id, user, type, secret_blob, digits, algorithm, period, created_at, "
+    "last_step, description FROM tokens WHERE user = ? AND type = ?"
 )
 _SELECT_LOCK = (
     "SELECT user, failures, locked_until, last_failure_at, last_success_at "
@@ -433,8 +438,8 @@ class SqliteStore:
 
     # -- tokens -----------------------------------------------------------------------------
 
-    def add_token(self, token: TokenRecord) -> None:
-        self.add_tokens([token])
+    def add_token(self, token: TokenRecord) -> bool:
+        return not self.add_tokens([token])
 
     def _token_rows(self, tokens: Sequence[TokenRecord]) -> list[tuple[object, ...]]:
         return [
@@ -453,16 +458,24 @@ class SqliteStore:
             for token in tokens
         ]
 
-    def add_tokens(self, tokens: Sequence[TokenRecord]) -> None:
-        rows = self._token_rows(tokens)
-        what = f"adding {len(rows)} token(s)"
+    def add_tokens(self, tokens: Sequence[TokenRecord]) -> list[TokenRecord]:
+        what = f"adding {len(tokens)} token(s)"
         try:
             with self._write(what) as conn:
-                conn.executemany(_INSERT_TOKEN, rows)
+                # The stored secrets are sealed with random nonces: compare them opened, inside
+                # this transaction, so a concurrent import cannot add the same one meanwhile.
+                mine = [
+                    self._token_from_row(row)
+                    for user, type_ in sorted({(t.user, t.type) for t in tokens})
+                    for row in conn.execute(_SELECT_USER_TYPE_TOKENS, (user, type_))
+                ]
+                new, skipped = split_known_secrets(mine, tokens)
+                conn.executemany(_INSERT_TOKEN, self._token_rows(new))
         except StoreError as e:
             if isinstance(e.__cause__, sqlite3.IntegrityError):
                 raise StoreError(f"{what}: a token id already exists") from e.__cause__
             raise
+        return skipped
 
     def list_tokens(self, user: str | None = None) -> list[TokenRecord]:
         if user is None:

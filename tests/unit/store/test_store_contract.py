@@ -135,6 +135,40 @@ def test_bulk_add_is_all_or_nothing(store: Store) -> None:
     assert store.list_tokens("bob")[0].secret == token("b1").secret
 
 
+SHARED = b"\x00\x01one-secret-for-all"
+
+
+def test_a_secret_the_user_already_has_is_skipped_not_added_twice(store: Store) -> None:
+    first = token("a1", "alice", secret=SHARED)
+    assert store.add_token(first) is True
+    # The same secret again: as a retry, in a batch, twice in one batch.
+    assert store.add_token(token("a2", "alice", secret=SHARED)) is False
+    again, fresh, twice = (
+        token("a3", "alice", secret=SHARED),
+        token("b1", "bob", secret=SHARED),  # another user may hold the same secret
+        token("b2", "bob", secret=SHARED),
+    )
+    assert store.add_tokens([again, fresh, twice]) == [again, twice]
+    # Another type is another factor; a secret one byte longer is another secret.
+    hotp = token("a4", "alice", secret=SHARED, type="hotp")
+    longer = token("a5", "alice", secret=SHARED + b"!")
+    assert store.add_tokens([hotp, longer]) == []
+    assert [t.token_id for t in store.list_tokens()] == ["a1", "a4", "a5", "b1"]
+
+
+def test_concurrent_adds_of_one_secret_store_it_once(store: Store) -> None:
+    ids = iter(range(1000))
+    lock = threading.Lock()
+
+    def add() -> bool:
+        with lock:
+            n = next(ids)
+        return store.add_token(token(f"c{n}", "carol", secret=SHARED))
+
+    assert sorted(run_concurrently(8, add)) == [False] * 7 + [True]
+    assert len(store.list_tokens("carol")) == 1
+
+
 def test_remove_one_token_or_all_of_a_user(store: Store) -> None:
     for tid, user in (("a1", "alice"), ("a2", "alice"), ("a3", "alice"), ("b1", "bob")):
         store.add_token(token(tid, user))
