@@ -381,10 +381,35 @@ class Store(Protocol):
 
     def purge_expired(self, now: float, failures_before: float | None = None) -> int:
         """Drop expired challenges (the count returned), send records older than an hour,
-        expired trusted devices and failure records older than ``failures_before``."""
+        expired trusted devices, failure records older than ``failures_before``, and at most
+        :data:`IDLE_USERS_BATCH` users rows that hold nothing (see :func:`idle_user`)."""
+        ...
+
+    # metrics
+    def count_locked(self, now: float) -> int:
+        """How many users are locked at ``now``, in one query (the metrics gauge)."""
         ...
 
     def close(self) -> None: ...
+
+
+#: Idle users rows :meth:`Store.purge_expired` deletes at most per call (it runs every
+#: minute), so one purge never holds the write lock for long.
+IDLE_USERS_BATCH = 500
+
+
+def idle_user(lock: LockState, settings: UserSettings, has_tokens: bool) -> bool:
+    """True when a user's row holds nothing a default row would not: no failures, no lock,
+    the default status (without a reason), no preferred factor, no notice, no grace-period
+    record, and no tokens. Such rows (a name that once logged in with the password alone, an
+    unlocked user, a reset) are deleted by ``purge_expired``: the answer for that name is
+    the same without them. The last success or failure time alone does not keep a row."""
+    return (
+        not has_tokens
+        and lock.failures == 0
+        and lock.locked_until is None
+        and settings == UserSettings(settings.user)
+    )
 
 
 def split_known_secrets(

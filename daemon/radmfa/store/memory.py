@@ -12,6 +12,7 @@ import threading
 from collections.abc import Sequence
 
 from radmfa.store.base import (
+    IDLE_USERS_BATCH,
     SEND_WINDOW,
     USER_STATUSES,
     AuditEvent,
@@ -26,6 +27,7 @@ from radmfa.store.base import (
     TrustedDevice,
     UserSettings,
     audit_matches,
+    idle_user,
     send_verdict,
     split_known_secrets,
     user_failures_key,
@@ -372,7 +374,30 @@ class MemoryStore:
                     self._sends[key] = kept
                 else:
                     del self._sends[key]
+            self._prune_idle_users()
             return len(expired)
+
+    def _prune_idle_users(self) -> None:
+        """The idle users rows (:func:`idle_user`), at most a batch (call with the lock)."""
+        enrolled = {t.user for t in self._tokens.values()}
+        idle = [
+            user
+            for user in sorted(set(self._users) | set(self._settings))
+            if idle_user(
+                self._users.get(user, LockState(user)),
+                self._settings.get(user, UserSettings(user)),
+                user in enrolled,
+            )
+        ][:IDLE_USERS_BATCH]
+        for user in idle:
+            self._users.pop(user, None)
+            self._settings.pop(user, None)
+
+    # metrics
+    def count_locked(self, now: float) -> int:
+        with self._lock:
+            self._check_open()
+            return sum(1 for state in self._users.values() if state.is_locked(now))
 
     def close(self) -> None:
         with self._lock:

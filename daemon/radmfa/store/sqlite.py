@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from radmfa.store.base import (
+    IDLE_USERS_BATCH,
     SEND_WINDOW,
     USER_STATUSES,
     AuditEvent,
@@ -261,6 +262,15 @@ _QUERY_AUDIT = (
     "AND (:reason IS NULL OR (kind = 'auth' AND reason = :reason) "
     "     OR (kind <> 'auth' AND instr(lower(coalesce(reason, '')), lower(:reason)) > 0)) "
     "ORDER BY at DESC, id DESC LIMIT :limit"
+)
+_COUNT_LOCKED = "SELECT COUNT(*) FROM users WHERE locked_until > ?"
+#: Users rows that hold nothing (:func:`radmfa.store.base.idle_user`), a batch at a time.
+_DELETE_IDLE_USERS = (
+    "DELETE FROM users WHERE user IN (SELECT u.user FROM users u "
+    "WHERE u.failures = 0 AND u.locked_until IS NULL AND u.status = 'enabled' "
+    "AND u.status_until IS NULL AND u.status_reason IS NULL AND u.preferred IS NULL "
+    "AND u.notice IS NULL AND u.first_seen_at IS NULL AND u.grace_logins = 0 "
+    "AND NOT EXISTS (SELECT 1 FROM tokens t WHERE t.user = u.user) LIMIT ?)"
 )
 _SELECT_RECENT_SENDS = "SELECT sent_at FROM sends WHERE user = ? AND channel = ? AND sent_at > ?"
 
@@ -886,7 +896,14 @@ class SqliteStore:
             conn.execute("DELETE FROM devices WHERE expires_at <= ?", (now,))
             if failures_before is not None:
                 conn.execute("DELETE FROM failures WHERE at < ?", (failures_before,))
+            conn.execute(_DELETE_IDLE_USERS, (IDLE_USERS_BATCH,))
             return conn.execute("DELETE FROM challenges WHERE expires_at <= ?", (now,)).rowcount
+
+    # -- metrics ----------------------------------------------------------------------------
+
+    def count_locked(self, now: float) -> int:
+        (row,) = self._rows(_COUNT_LOCKED, (now,), "counting locked users")
+        return int(row[0])
 
 
 def _settings_from_row(user: str, row: tuple) -> UserSettings:

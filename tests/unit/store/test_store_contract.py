@@ -379,6 +379,64 @@ def test_purge_removes_only_expired_challenges(store: Store) -> None:
     assert store.purge_expired(NOW + 100) == 0
 
 
+# -- metrics and housekeeping ----------------------------------------------------------------
+
+
+def test_count_locked_counts_the_users_locked_at_that_time(store: Store) -> None:
+    assert store.count_locked(NOW) == 0
+    store.record_failure("alice", NOW, max_failures=1, lock_seconds=60)
+    store.record_failure("bob", NOW, max_failures=1, lock_seconds=600)
+    store.record_failure("carol", NOW, max_failures=5, lock_seconds=600)  # not locked
+    store.add_token(token("d1", "dave"))
+    assert store.count_locked(NOW) == 2
+    assert store.count_locked(NOW + 60) == 1  # locked_until == now: no longer locked
+    store.unlock("bob")
+    assert store.count_locked(NOW + 60) == 0
+
+
+def test_purge_deletes_users_rows_that_hold_nothing(store: Store) -> None:
+    store.record_success("idle", NOW)  # a password-only login: a row, nothing in it
+    store.record_failure("unlocked", NOW, max_failures=5, lock_seconds=60)
+    store.unlock("unlocked")
+    store.set_preferred("unpreferred", "totp")
+    store.set_preferred("unpreferred", None)
+    store.record_failure("failing", NOW, max_failures=5, lock_seconds=60)
+    store.record_failure("locked", NOW, max_failures=1, lock_seconds=60)
+    store.record_success("enrolled", NOW)
+    store.add_token(token("e1", "enrolled"))
+    store.set_preferred("preferring", "totp")
+    store.set_notice("noticed", "your code was not delivered")
+    store.set_status("disabled", "disabled", None, "left")
+    store.set_status("enabled-with-reason", "enabled", None, "back from leave")
+    store.note_grace_login("in-grace", NOW)
+    keep = [
+        "disabled",
+        "enabled-with-reason",
+        "enrolled",
+        "failing",
+        "in-grace",
+        "locked",
+        "noticed",
+        "preferring",
+    ]
+    store.purge_expired(NOW + 3600)
+    assert store.known_users() == keep
+    assert store.lock_state("failing").failures == 1
+    assert store.user_settings("noticed").notice == "your code was not delivered"
+    assert store.count_locked(NOW) == 1
+
+
+def test_purge_deletes_idle_users_rows_in_batches(store: Store) -> None:
+    from radmfa.store.base import IDLE_USERS_BATCH
+
+    for i in range(IDLE_USERS_BATCH + 3):
+        store.record_success(f"u{i:04d}", NOW)
+    store.purge_expired(NOW)
+    assert len(store.known_users()) == 3
+    store.purge_expired(NOW)
+    assert store.known_users() == []
+
+
 def test_challenge_keeps_its_out_of_band_code_fields(store: Store) -> None:
     c = challenge(
         factor="email",
