@@ -29,7 +29,15 @@ from radmfa.admin.tokens import (
     secret_base32,
 )
 from radmfa.audit import admin_event
-from radmfa.cli.common import config_from, now, record_change, store_from, user_arg
+from radmfa.cli.common import (
+    config_from,
+    now,
+    record_change,
+    secret_arg,
+    secret_file,
+    store_from,
+    user_arg,
+)
 from radmfa.cli.main import CommandFailed, UsageError
 from radmfa.config import Config
 from radmfa.factors.hotp import next_counter
@@ -62,7 +70,7 @@ def run_add(args: argparse.Namespace) -> int:
             description=args.description,
             counter=args.counter,
         )
-        secret = parse_base32_secret(args.secret) if args.secret is not None else None
+        secret = _given_secret(args)
         token = build_token(user, spec, now(), secret)
     except TokenError as e:
         raise UsageError(str(e)) from None
@@ -81,6 +89,15 @@ def run_add(args: argparse.Namespace) -> int:
         print(f"\nOr enter this secret by hand: {secret_base32(token)}")
         print(f"URI: {uri}")
     return 0
+
+
+def _given_secret(args: argparse.Namespace) -> bytes | None:
+    """The secret of ``--secret VALUE|-`` or ``--secret-file F``; None: generate one."""
+    if args.secret_file is not None:
+        return parse_base32_secret(secret_file(args.secret_file, "--secret-file"))
+    if args.secret is not None:
+        return parse_base32_secret(secret_arg(args.secret, "--secret"))
+    return None
 
 
 def _store_new_token(config: Config, token: TokenRecord, reason: str | None) -> None:
@@ -137,7 +154,7 @@ def _add_address(args: argparse.Namespace, config: Config, user: str) -> int:
 
 def _add_plugin_token(args: argparse.Namespace, config: Config, user: str) -> int:
     try:
-        secret = parse_base32_secret(args.secret) if args.secret is not None else None
+        secret = _given_secret(args)
     except TokenError as e:
         raise UsageError(str(e)) from None
     token = generic_token(args.type, user, secret, args.digits or 6, now(), args.description)
