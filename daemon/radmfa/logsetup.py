@@ -5,6 +5,10 @@ decision fields as keys). Under systemd (``$JOURNAL_STREAM`` set) lines carry no
 journald adds its own. Only the rendered message and the decision fields are written, never the
 other fields of an event, so nothing a caller passed along by mistake can leak.
 
+Every value substituted into a message is escaped here (:func:`render_message`), whatever the
+call site: a user name, NAS-Identifier, directory answer or SMTP error with a newline, an ANSI
+escape or a bidi override stays one inert line. Decision lines arrive escaped already.
+
 Every line is written and flushed at once, except decision lines in a serving daemon: there
 (:func:`buffer_decision_lines`) they are collected and written together, one write for many
 lines instead of one per request. See :class:`_Output` for when they are written.
@@ -16,8 +20,10 @@ import atexit
 import json
 import math
 import os
+import string
 import sys
 import threading
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -29,6 +35,8 @@ from twisted.logger import (
     formatEvent,
     globalLogBeginner,
 )
+
+from radmfa.textescape import escape_unprintable
 
 _LEVELS = {
     "debug": LogLevel.debug,
@@ -45,6 +53,40 @@ FLUSH_SIZE = 64 * 1024
 _HELD_LEVELS = frozenset({LogLevel.debug, LogLevel.info})
 #: A timestamp up to the seconds; the milliseconds are appended per line.
 _SECOND = "%Y-%m-%dT%H:%M:%S."
+
+
+class _EscapingFormatter(string.Formatter):
+    """Twisted's message syntax (``{name}``, ``{name!r}``, ``{name:.0f}``, ``{name()}``), with
+    every substituted value made printable (:func:`~radmfa.textescape.escape_unprintable`)."""
+
+    def get_field(self, field_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        if field_name.endswith("()"):  # Twisted calls a field written as a call
+            value, used = super().get_field(field_name[:-2], args, kwargs)
+            return value(), used
+        return super().get_field(field_name, args, kwargs)
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        return escape_unprintable(format(value, format_spec))
+
+
+_FORMATTER = _EscapingFormatter()
+
+
+def render_message(event: dict[str, Any]) -> str:
+    """The event's message with every field escaped; like Twisted's ``formatEvent``, it never
+    raises (an unformattable event is described instead, escaped too)."""
+    fmt = event.get("log_format")
+    if "log_flattened" in event or not isinstance(fmt, str | bytes):
+        return escape_unprintable(formatEvent(event))
+    try:
+        return _FORMATTER.vformat(fmt.decode() if isinstance(fmt, bytes) else fmt, (), event)
+    except Exception:  # a missing field, a value that cannot be formatted: Twisted says which
+        return escape_unprintable(formatEvent(event))
+
+
+def _traceback(failure: Any) -> str:
+    """A failure's traceback, its lines kept, control characters in them escaped."""
+    return "\n".join(escape_unprintable(line) for line in failure.getTraceback().splitlines())
 
 
 class _Timestamps:
@@ -162,10 +204,10 @@ class LineObserver(_Output):
 
     def __call__(self, event: dict[str, Any]) -> None:
         # Decision lines arrive pre-rendered (the hot path); everything else is formatted here.
-        text = event.get("decision_line") or formatEvent(event)
+        text = event.get("decision_line") or render_message(event)
         failure = event.get("log_failure")
         if failure is not None:
-            text = f"{text}\n{failure.getTraceback()}"
+            text = f"{text}\n{_traceback(failure)}"
         level = event.get("log_level", LogLevel.info).name
         namespace = event.get("log_namespace", "-")
         if namespace == "log_legacy":
@@ -193,12 +235,12 @@ class JsonObserver(_Output):
             record["time"] = self._stamp(event.get("log_time", 0))
         record["level"] = event.get("log_level", LogLevel.info).name
         record["namespace"] = "twisted" if namespace == "log_legacy" else namespace
-        record["message"] = event.get("decision_line") or formatEvent(event)
+        record["message"] = event.get("decision_line") or render_message(event)
         if self.tag:
             record["worker"] = self.tag
         failure = event.get("log_failure")
         if failure is not None:
-            record["traceback"] = failure.getTraceback()
+            record["traceback"] = _traceback(failure)
         decision = event.get("decision_fields")
         if isinstance(decision, dict):
             for key, value in decision.items():

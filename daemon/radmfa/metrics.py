@@ -195,11 +195,6 @@ class CountingRunner:
         return self.inner.run(fn, *args, **kwargs).addErrback(failed)
 
 
-def count_locked(store: Store, now: float) -> int:
-    """Users locked at ``now`` (blocking: runs on the store thread)."""
-    return sum(1 for user in store.known_users() if store.lock_state(user).is_locked(now))
-
-
 class MetricsService:
     """Keeps the gauges and mirrored counters fresh and, unless a supervisor does, serves them."""
 
@@ -259,7 +254,7 @@ class MetricsService:
     def refresh_locked_users(self) -> Deferred[None] | None:
         if self.store is None:
             return None
-        d = self.db.run(count_locked, self.store, self.clock.seconds())
+        d = self.db.run(self.store.count_locked, self.clock.seconds())  # one query
         d.addCallback(self.metrics.locked_users.set)
         d.addErrback(
             lambda f: log.warn("cannot count locked users: {err}", err=f.getErrorMessage())

@@ -10,7 +10,7 @@ import threading
 from datetime import UTC, datetime
 
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 
 from radmfa import logsetup
@@ -147,6 +147,86 @@ def test_text_decision_line_is_byte_for_byte_the_same():
         'user="al\\"ice\\r\\n" client=vpn src=192.0.2.1 nas_id="gw1" '
         'station="02:00:00:00:00:01" method=append factor=totp ms=4.6 rule=r1\n'
     )
+
+
+# -- escaping every line ---------------------------------------------------------------------
+
+#: A value with a forged second line, a terminal escape and a Unicode line separator.
+HOSTILE = (
+    'mallory\n2026-01-01T00:00:00.000Z info radmfa.decision: decision=accept user="alice"'
+    "\x1b[2K\u2028"
+)
+ESCAPED = (
+    'mallory\\n2026-01-01T00:00:00.000Z info radmfa.decision: decision=accept user="alice"'
+    "\\x1b[2K\\u2028"
+)
+
+
+def emitted(action) -> list[dict]:
+    captured: list[dict] = []
+    globalLogPublisher.addObserver(captured.append)
+    try:
+        action()
+    finally:
+        globalLogPublisher.removeObserver(captured.append)
+    return captured
+
+
+def both_formats(events: list[dict]) -> tuple[str, list[dict]]:
+    text, js = io.StringIO(), io.StringIO()
+    for e in events:
+        LineObserver(text, timestamps=False)(e)
+        JsonObserver(js, timestamps=False)(e)
+    return text.getvalue(), [json.loads(line) for line in js.getvalue().splitlines()]
+
+
+def test_a_hostile_value_in_a_non_decision_line_stays_one_escaped_line():
+    (warning,) = emitted(
+        lambda: Logger(namespace="radmfa.auth").warn(
+            "{user} locked for {secs:.0f}s after {n} consecutive failures",
+            user=HOSTILE,
+            secs=300,
+            n=5,
+        )
+    )
+    text, (record,) = both_formats([warning])
+    message = f"{ESCAPED} locked for 300s after 5 consecutive failures"
+    assert text == f"warn radmfa.auth: {message}\n"
+    assert record["message"] == message
+
+
+def test_directory_text_reaching_the_pipeline_log_is_escaped_in_every_line():
+    from radmfa.directory.base import DirectoryOutcome, DirectoryResult
+    from tests.unit.auth.test_pipeline import World
+
+    world = World()
+    world.directory._result = lambda user, password: DirectoryResult(  # a server's message
+        DirectoryOutcome.UNAVAILABLE, detail=HOSTILE
+    )
+    events = emitted(lambda: world.send(b"alice", b"hunter2" + world.code().encode()))
+    text, records = both_formats(events)
+    assert any("decision_line" in e for e in events) and len(events) >= 2
+    assert len(text.splitlines()) == len(events) == len(records)
+    assert f"warn radmfa.auth: directory unavailable: {ESCAPED}\n" in text
+    assert "\x1b" not in text and "\u2028" not in text
+    assert all(r["message"].isprintable() for r in records)
+
+
+def test_escaping_keeps_twisteds_message_syntax():
+    class Thing:
+        def name(self) -> str:
+            return "it\r"
+
+    (e,) = emitted(
+        lambda: Logger(namespace="t").info(
+            "{a!r} {b:>4} {c.name()} {d[k]}", a="x\ny", b=7, c=Thing(), d={"k": "\x07"}
+        )
+    )
+    text, (record,) = both_formats([e])
+    assert record["message"] == "'x\\ny'    7 it\\r \\x07"
+    (broken,) = emitted(lambda: Logger(namespace="t").info("{missing} field", other="\n"))
+    text, (record,) = both_formats([broken])
+    assert text.count("\n") == 1 and "Unable to format event" in text
 
 
 # -- timestamps -------------------------------------------------------------------------------

@@ -171,6 +171,36 @@ def test_locked_users_gauge_is_refreshed_off_the_reactor_every_30s():
     s.stop()
 
 
+class CallLog:
+    """A store that records the name of every method called on it, then calls it."""
+
+    def __init__(self, inner: MemoryStore) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str):
+        method = getattr(self.inner, name)
+
+        def called(*args, **kwargs):
+            self.calls.append(name)
+            return method(*args, **kwargs)
+
+        called.__name__ = name
+        return called
+
+
+def test_locked_users_refresh_is_one_store_call_whatever_the_number_of_users():
+    inner = MemoryStore()
+    for i in range(50):
+        inner.record_failure(f"user{i}", 0.0, 5, 300)
+    inner.record_failure("locked", 0.0, 1, 300)
+    store = CallLog(inner)
+    s, m, _ = service(store=store)
+    s.refresh_locked_users()
+    assert store.calls == ["count_locked"]
+    assert sample(m, "radmfa_locked_users") == 1
+
+
 def test_metrics_resource_serves_the_text_format():
     stats = RadiusStats()
     s, m, _ = service(stats=stats)

@@ -1,7 +1,8 @@
 """Bulk token import (CSV or JSON), as admins migrating from another OTP server need.
 
 Rows are checked completely before anything is written, and then written in one transaction:
-a file with one bad row changes nothing, and the error names the row.
+a file with one bad row changes nothing, and the error names the row. A row whose user already
+has that secret (for that token type) is skipped and named, so an import can be run again.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from radmfa.admin.tokens import TokenError, TokenSpec, build_token, parse_base32_secret
@@ -61,16 +62,40 @@ def build_tokens(
     *,
     strip_realm: bool = False,
 ) -> list[TokenRecord]:
-    tokens: list[TokenRecord] = []
+    return [token for _, token in build_rows(rows, defaults, now, strip_realm=strip_realm)]
+
+
+def build_rows(
+    rows: Iterable[tuple[str, Mapping[str, Any]]],
+    defaults: TotpConfig,
+    now: float,
+    *,
+    strip_realm: bool = False,
+) -> list[tuple[str, TokenRecord]]:
+    """(where, token) per row, so what the store skips can be named by line."""
+    built: list[tuple[str, TokenRecord]] = []
     problems: list[str] = []
     for where, row in rows:
         try:
-            tokens.append(_token_from_row(row, defaults, now, strip_realm))
+            built.append((where, _token_from_row(row, defaults, now, strip_realm)))
         except (TokenError, ValueError, TypeError) as e:
             problems.append(f"{where}: {e}")
     if problems:
         raise ImportError_(problems)
-    return tokens
+    return built
+
+
+def skipped_rows(
+    built: Sequence[tuple[str, TokenRecord]], skipped: Sequence[TokenRecord]
+) -> list[str]:
+    """``WHERE: alice already has this totp secret, skipped`` for each row the store skipped
+    (:meth:`~radmfa.store.base.Store.add_tokens`), in file order."""
+    ids = {t.token_id for t in skipped}
+    return [
+        f"{where}: {t.user} already has this {t.type} secret, skipped"
+        for where, t in built
+        if t.token_id in ids
+    ]
 
 
 def _token_from_row(

@@ -11,6 +11,7 @@ from typing import Protocol
 from twisted.logger import Logger
 
 from radmfa.auth.model import AccessRequest, Decision
+from radmfa.textescape import escape_unprintable
 
 
 def sanitize(value: str | bytes | None, limit: int = 128) -> str:
@@ -22,21 +23,10 @@ def sanitize(value: str | bytes | None, limit: int = 128) -> str:
     text = value[:limit]
     # Nearly every value needs no escaping: checking that in C is much cheaper than the loop.
     if not text.isprintable() or '"' in text or "\\" in text:
-        text = _escape(text)
+        text = escape_unprintable(text, '"\\')  # the line quotes values: escape quotes too
     if len(value) > limit:
         text += "..."
     return text
-
-
-def _escape(text: str) -> str:
-    """Backslash escapes for the characters that are not printable, ``"`` and ``\\``."""
-    out = []
-    for ch in text:
-        if ch.isprintable() and ch not in '"\\':
-            out.append(ch)
-        else:
-            out.append(ch.encode("unicode_escape").decode("ascii") if ch != '"' else '\\"')
-    return "".join(out)
 
 
 _log = Logger(namespace="radmfa.decision")

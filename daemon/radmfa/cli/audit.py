@@ -13,6 +13,7 @@ from radmfa.cli.common import config_from, now, parse_time, store_from, user_arg
 from radmfa.cli.main import UsageError
 from radmfa.cli.tokens import _iso
 from radmfa.store.base import AUDIT_AUTH, AuditEvent, AuditQuery
+from radmfa.textescape import escape_unprintable
 
 #: Every field, in the order JSON and CSV give them.
 FIELDS = (
@@ -59,13 +60,32 @@ def run_audit(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps([as_dict(e) for e in events], indent=None))
     elif args.format == "csv":
-        writer = csv.DictWriter(sys.stdout, fieldnames=FIELDS, lineterminator="\n")
+        writer = csv.DictWriter(
+            sys.stdout, fieldnames=FIELDS, lineterminator="\n", quoting=csv.QUOTE_ALL
+        )
         writer.writeheader()
         for event in events:
-            writer.writerow({k: "" if v is None else v for k, v in as_dict(event).items()})
+            writer.writerow({k: csv_cell(v) for k, v in as_dict(event).items()})
     else:
         print_table(events)
     return 0
+
+
+#: First characters that make a spreadsheet read a cell as a formula (OWASP, CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> str:
+    """A CSV cell a spreadsheet shows as text: user names, NAS-Identifiers and admin reasons
+    are untrusted, and ``=HYPERLINK(...)`` or ``@SUM(...)`` would run as a formula. Such a
+    cell gets a leading ``'`` (OWASP's advice; also after leading blanks, which some
+    spreadsheets skip), and control characters become backslash escapes."""
+    if value is None:
+        return ""
+    text = str(value)
+    if text.lstrip(" ").startswith(_FORMULA_START):
+        text = "'" + text
+    return escape_unprintable(text)
 
 
 def as_dict(event: AuditEvent) -> dict[str, object]:
@@ -137,7 +157,8 @@ def print_table(events: Sequence[AuditEvent]) -> None:
         print("no matching audit records")
         return
     header = ("TIME", "USER", "EVENT", "REASON", "DETAILS")
-    rows = [row(e) for e in events]
+    # One line per row, and no terminal control sequences from the stored text.
+    rows = [tuple(escape_unprintable(cell) for cell in row(e)) for e in events]
     widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(4)]
     for line in (header, *rows):
         text = "  ".join(f"{line[i]:<{widths[i]}}" for i in range(4)) + "  " + line[4]

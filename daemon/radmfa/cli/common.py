@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import re
 import secrets
 import string
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 from radmfa.auth.identity import NameProblem, check_user, store_key
 from radmfa.cli.main import CommandFailed, UsageError
@@ -56,6 +58,34 @@ def user_arg(text: str, config: Config) -> str:
     if isinstance(user, NameProblem):
         raise UsageError(f"invalid user name {text!r}")
     return store_key(user)
+
+
+def secret_arg(value: str, option: str) -> str:
+    """The secret given as ``OPTION VALUE``, or read from standard input for ``OPTION -``
+    (unechoed from a terminal, else one line). A value on the command line still works, with a
+    warning: every local user can read command lines (``ps``, ``/proc/PID/cmdline``)."""
+    if value != "-":
+        print(
+            f"warning: {option} on the command line is visible to other local users (ps); "
+            f"use {option}-file FILE or {option} - (standard input) instead",
+            file=sys.stderr,
+        )
+        return value
+    if sys.stdin.isatty():
+        return getpass.getpass(f"{option.lstrip('-')}: ")
+    line = sys.stdin.readline()
+    if not line:
+        raise UsageError(f"{option} -: standard input ended before the secret")
+    return line.rstrip("\r\n")
+
+
+def secret_file(path: str, option: str) -> str:
+    """The first line of the file ``path`` (a secret kept out of the command line)."""
+    try:
+        text = Path(path).read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{option} {path}: {getattr(e, 'strerror', None) or e}") from None
+    return text.splitlines()[0] if text else ""
 
 
 def now() -> float:

@@ -69,7 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--server", help="HOST:PORT (default: the first listen address of the config)"
     )
     secret = test_auth.add_mutually_exclusive_group()
-    secret.add_argument("--secret", help="shared secret (default: from the config)")
+    secret.add_argument(
+        "--secret",
+        help="shared secret, or - to read it from standard input (default: from the config; "
+        "a value here is visible to other local users)",
+    )
     secret.add_argument("--secret-file", help="file holding the shared secret")
     test_auth.add_argument("--timeout", type=float, default=3.0, help="seconds per try")
     test_auth.add_argument("--retries", type=int, default=2, help="retransmissions")
@@ -116,7 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="email/sms: the address or phone number (default: from the LDAP attribute); "
         "a changed one must be confirmed with a code at the next login",
     )
-    add.add_argument("--secret", help="import an existing base32 secret instead of generating one")
+    given = add.add_mutually_exclusive_group()
+    given.add_argument(
+        "--secret",
+        help="import an existing base32 secret instead of generating one; - reads it from "
+        "standard input (a value here is visible to other local users)",
+    )
+    given.add_argument("--secret-file", help="read the base32 secret from this file")
     add.add_argument("--digits", type=int, choices=[6, 7, 8, 9, 10])
     add.add_argument("--algorithm", type=str.upper, choices=["SHA1", "SHA256", "SHA512"])
     add.add_argument("--period", type=int, help="seconds per code (default from the config)")

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from radmfa.cli.common import secret_arg
 from radmfa.cli.main import EXIT_FAILED, EXIT_OK, UsageError
 from radmfa.config import ConfigError, ListenAddress, load_config, parse_listen_address
 from radmfa.radius.codec import (
@@ -82,7 +83,7 @@ def _target(args: argparse.Namespace) -> tuple[ListenAddress, bytes]:
             raise UsageError(f"--server: {e}") from None
     secret = None
     if args.secret is not None:
-        secret = args.secret.encode("utf-8")
+        secret = secret_arg(args.secret, "--secret").encode("utf-8")
     elif args.secret_file is not None:
         try:
             secret = Path(args.secret_file).read_bytes().rstrip(b"\r\n")

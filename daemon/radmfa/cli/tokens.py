@@ -18,7 +18,7 @@ from radmfa.admin.factors import (
     enroll_address,
     generic_token,
 )
-from radmfa.admin.importer import ImportError_, build_tokens, read_rows
+from radmfa.admin.importer import ImportError_, build_rows, read_rows, skipped_rows
 from radmfa.admin.tokens import (
     TOKEN_TYPES,
     TokenError,
@@ -29,7 +29,15 @@ from radmfa.admin.tokens import (
     secret_base32,
 )
 from radmfa.audit import admin_event
-from radmfa.cli.common import config_from, now, record_change, store_from, user_arg
+from radmfa.cli.common import (
+    config_from,
+    now,
+    record_change,
+    secret_arg,
+    secret_file,
+    store_from,
+    user_arg,
+)
 from radmfa.cli.main import CommandFailed, UsageError
 from radmfa.config import Config
 from radmfa.factors.hotp import next_counter
@@ -62,18 +70,11 @@ def run_add(args: argparse.Namespace) -> int:
             description=args.description,
             counter=args.counter,
         )
-        secret = parse_base32_secret(args.secret) if args.secret is not None else None
+        secret = _given_secret(args)
         token = build_token(user, spec, now(), secret)
     except TokenError as e:
         raise UsageError(str(e)) from None
-    store = store_from(config)
-    try:
-        store.add_token(token)
-        record_change(
-            store, user, "token-add", after=f"{token.type} {token.token_id}", reason=args.reason
-        )
-    finally:
-        store.close()
+    _store_new_token(config, token, args.reason)
     uri = provisioning_uri(token, config.otp.totp.issuer)
     if args.json:
         print(json.dumps({**token_summary(token), "secret": secret_base32(token), "uri": uri}))
@@ -88,6 +89,31 @@ def run_add(args: argparse.Namespace) -> int:
         print(f"\nOr enter this secret by hand: {secret_base32(token)}")
         print(f"URI: {uri}")
     return 0
+
+
+def _given_secret(args: argparse.Namespace) -> bytes | None:
+    """The secret of ``--secret VALUE|-`` or ``--secret-file F``; None: generate one."""
+    if args.secret_file is not None:
+        return parse_base32_secret(secret_file(args.secret_file, "--secret-file"))
+    if args.secret is not None:
+        return parse_base32_secret(secret_arg(args.secret, "--secret"))
+    return None
+
+
+def _store_new_token(config: Config, token: TokenRecord, reason: str | None) -> None:
+    """Add the token with its audit row; refused (exit 1) when the user already has its
+    secret: a second token with one secret would accept every code twice."""
+    store = store_from(config)
+    try:
+        if not store.add_token(token):
+            raise CommandFailed(
+                f"{token.user} already has a {token.type} token with this secret; nothing added"
+            )
+        record_change(
+            store, token.user, "token-add", after=f"{token.type} {token.token_id}", reason=reason
+        )
+    finally:
+        store.close()
 
 
 def _add_address(args: argparse.Namespace, config: Config, user: str) -> int:
@@ -128,18 +154,11 @@ def _add_address(args: argparse.Namespace, config: Config, user: str) -> int:
 
 def _add_plugin_token(args: argparse.Namespace, config: Config, user: str) -> int:
     try:
-        secret = parse_base32_secret(args.secret) if args.secret is not None else None
+        secret = _given_secret(args)
     except TokenError as e:
         raise UsageError(str(e)) from None
     token = generic_token(args.type, user, secret, args.digits or 6, now(), args.description)
-    store = store_from(config)
-    try:
-        store.add_token(token)
-        record_change(
-            store, user, "token-add", after=f"{token.type} {token.token_id}", reason=args.reason
-        )
-    finally:
-        store.close()
+    _store_new_token(config, token, args.reason)
     if args.json:
         print(json.dumps({**token_summary(token), "secret": secret_base32(token)}))
         return 0
@@ -180,7 +199,7 @@ def run_import(args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError) as e:
         raise CommandFailed(f"cannot read {source}: {e}") from None
     try:
-        tokens = build_tokens(
+        built = build_rows(
             read_rows(text, source),
             config.otp.totp,
             now(),
@@ -188,11 +207,14 @@ def run_import(args: argparse.Namespace) -> int:
         )
     except ImportError_ as e:
         raise UsageError("nothing imported:\n" + "\n".join(e.problems)) from None
+    tokens = [t for _, t in built]
     store = store_from(config)
     try:
-        store.add_tokens(tokens)
+        skipped = store.add_tokens(tokens)
+        gone = {t.token_id for t in skipped}
+        added = [t for t in tokens if t.token_id not in gone]
         by_user: dict[str, list[TokenRecord]] = {}
-        for t in tokens:
+        for t in added:
             by_user.setdefault(t.user, []).append(t)
         at, why = now(), args.reason or f"imported from {source}"
         store.append_audit(  # one transaction for the whole import
@@ -211,8 +233,12 @@ def run_import(args: argparse.Namespace) -> int:
         raise CommandFailed(f"nothing imported: {e}") from None
     finally:
         store.close()
-    users = len({t.user for t in tokens})
-    print(f"imported {len(tokens)} token(s) for {users} user(s)")
+    for line in skipped_rows(built, skipped):
+        print(line)
+    print(
+        f"imported {len(added)} token(s) for {len(by_user)} user(s)"
+        + (f"; {len(skipped)} skipped (secret already enrolled)" if skipped else "")
+    )
     return 0
 
 

@@ -4,6 +4,17 @@
 the operating-system account that ran the command; the daemon logs that name again when the
 code is used. The token's ``period`` is the lifetime in seconds from ``created_at``, and
 ``last_step`` goes None -> 1 when it is spent, atomically, like a backup code.
+
+The code is stored as ``salt | HMAC-SHA256(salt, code)`` (``codes.keyed_seal``), not with
+scrypt: it is checked on the event loop, where a 10 ms KDF per attempt would stall every other
+login (and hand a guesser a CPU lever). A slow hash would buy little: the code (8 digits, 26.6
+bits) lives minutes (``otp.emergency.ttl``, 2 min by default), its hash is sealed with the
+store's AES-GCM key like every token secret, so a copy of the database alone gives nothing to
+guess against, and whoever also has the key file can read every TOTP secret anyway. Online,
+lockout and throttles bound guessing as for any code.
+
+Codes issued by earlier versions (an scrypt hash) are treated as expired: never usable, never
+hashed. They lived minutes; the help desk issues a new one.
 """
 
 from __future__ import annotations
@@ -13,7 +24,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from radmfa.factors.base import NO_MATCH, BaseFactor, CodeMatch, MatchKind
-from radmfa.factors.codes import DIGITS, code_matches, random_code, seal_code
+from radmfa.factors.codes import DIGITS, is_keyed_seal, keyed_seal, keyed_seal_matches, random_code
 from radmfa.factors.totp import is_code_shaped
 from radmfa.store.base import TokenRecord
 
@@ -22,6 +33,8 @@ if TYPE_CHECKING:
 
 CODE_DIGITS = 8
 _ISSUER_PREFIX = "issued by "
+#: Binds a stored hash to this use, so it can never pass for another kind of code.
+_PURPOSE = b"radmfa/emergency-code/v2:"
 
 
 def issue(user: str, ttl: float, issuer: str, now: float) -> tuple[str, TokenRecord]:
@@ -31,7 +44,7 @@ def issue(user: str, ttl: float, issuer: str, now: float) -> tuple[str, TokenRec
         token_id="em" + secrets.token_hex(6),
         user=user,
         type="emergency",
-        secret=seal_code(code),
+        secret=keyed_seal(code, _PURPOSE),
         digits=CODE_DIGITS,
         algorithm="",
         period=max(1, int(ttl)),
@@ -57,12 +70,12 @@ class EmergencyCodeFactor(BaseFactor):
         return (CODE_DIGITS,)
 
     def usable(self, token: TokenRecord, now: float) -> bool:
-        return token.last_step is None and now < expires_at(token)
+        return token.last_step is None and now < expires_at(token) and is_keyed_seal(token.secret)
 
     def verify(self, token: TokenRecord, code: str, now: float) -> CodeMatch:
         if not is_code_shaped(code, CODE_DIGITS) or now >= expires_at(token):
             return NO_MATCH
-        if not code_matches(token.secret, code):
+        if not keyed_seal_matches(token.secret, code, _PURPOSE):  # a legacy seal: expired
             return NO_MATCH
         if token.last_step is not None:
             return CodeMatch(MatchKind.REPLAY, 1)

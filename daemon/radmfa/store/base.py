@@ -7,8 +7,9 @@ PostgreSQL follows the same contract and the same test suite.
 
 from __future__ import annotations
 
+import hmac
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -322,9 +323,15 @@ class SendGrant:
 
 class Store(Protocol):
     # tokens
-    def add_token(self, token: TokenRecord) -> None: ...
-    def add_tokens(self, tokens: Sequence[TokenRecord]) -> None:
-        """All or nothing, in one transaction (bulk import)."""
+    def add_token(self, token: TokenRecord) -> bool:
+        """:meth:`add_tokens` for one token: False when it was skipped (a known secret)."""
+        ...
+
+    def add_tokens(self, tokens: Sequence[TokenRecord]) -> list[TokenRecord]:
+        """Add ``tokens`` in one transaction (all or nothing on an error), except those whose
+        user already has a token of that type with the same secret: those are skipped and
+        returned (see :func:`split_known_secrets`). The check runs inside the transaction,
+        so two concurrent imports of one file add each token once."""
         ...
 
     def list_tokens(self, user: str | None = None) -> list[TokenRecord]: ...
@@ -498,8 +505,14 @@ class Store(Protocol):
 
     def purge_expired(self, now: float, failures_before: float | None = None) -> int:
         """Drop expired challenges (the count returned), send records older than an hour,
-        expired trusted devices, attempts past their lease and failure records older than
-        ``failures_before``."""
+        expired trusted devices, attempts past their lease, failure records older than
+        ``failures_before``, and at most :data:`IDLE_USERS_BATCH` users rows that hold nothing
+        (see :func:`idle_user`)."""
+        ...
+
+    # metrics
+    def count_locked(self, now: float) -> int:
+        """How many users are locked at ``now``, in one query (the metrics gauge)."""
         ...
 
     def close(self) -> None: ...
@@ -530,6 +543,53 @@ def next_failure_state(state: LockState, now: float, rule: LockoutRule) -> LockS
         last_success_at=state.last_success_at,
         total_failures=total,
     )
+
+
+#: Idle users rows :meth:`Store.purge_expired` deletes at most per call (it runs every
+#: minute), so one purge never holds the write lock for long.
+IDLE_USERS_BATCH = 500
+
+
+def idle_user(lock: LockState, settings: UserSettings, has_tokens: bool) -> bool:
+    """True when a user's row holds nothing a default row would not: no failures, no lock,
+    the default status (without a reason), no preferred factor, no notice, no grace-period
+    record, and no tokens. Such rows (a name that once logged in with the password alone, an
+    unlocked user, a reset) are deleted by ``purge_expired``: the answer for that name is
+    the same without them. The last success or failure time alone does not keep a row."""
+    return (
+        not has_tokens
+        and lock.failures == 0
+        and lock.total_failures == 0
+        and lock.locked_until is None
+        and settings == UserSettings(settings.user)
+    )
+
+
+def split_known_secrets(
+    existing: Iterable[TokenRecord], tokens: Sequence[TokenRecord]
+) -> tuple[list[TokenRecord], list[TokenRecord]]:
+    """``tokens`` split into (new, skipped): a token is skipped when its user already has a
+    token of its type with the same secret, in ``existing`` or earlier in ``tokens``.
+
+    Two tokens with one secret would accept every code twice (replay protection is per
+    token), so re-running an import or ``token add --secret`` must not add one. Secrets are
+    compared in constant time. Shared by every engine, which calls it inside the transaction
+    that inserts, with ``existing`` = the stored tokens of those users and types.
+    """
+    seen: dict[tuple[str, str], list[bytes]] = {}
+    for token in existing:
+        seen.setdefault((token.user, token.type), []).append(token.secret)
+    new: list[TokenRecord] = []
+    skipped: list[TokenRecord] = []
+    for token in tokens:
+        secrets = seen.setdefault((token.user, token.type), [])
+        known = False
+        for secret in secrets:  # no early exit: every comparison is made
+            known |= hmac.compare_digest(secret, token.secret)
+        (skipped if known else new).append(token)
+        if not known:
+            secrets.append(token.secret)
+    return new, skipped
 
 
 #: Send records older than this no longer count towards ``reserve_send``'s hourly cap.

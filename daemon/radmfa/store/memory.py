@@ -16,6 +16,7 @@ from radmfa.store.base import (
     ATTEMPT_LEASE,
     ATTEMPT_NEUTRAL,
     ATTEMPT_SUCCEEDED,
+    IDLE_USERS_BATCH,
     SEND_WINDOW,
     USER_STATUSES,
     AttemptStart,
@@ -33,8 +34,10 @@ from radmfa.store.base import (
     TrustedDevice,
     UserSettings,
     audit_matches,
+    idle_user,
     next_failure_state,
     send_verdict,
+    split_known_secrets,
     user_failures_key,
 )
 
@@ -64,17 +67,21 @@ class MemoryStore:
             raise StoreError("memory store is closed")
 
     # tokens
-    def add_token(self, token: TokenRecord) -> None:
-        self.add_tokens([token])
+    def add_token(self, token: TokenRecord) -> bool:
+        return not self.add_tokens([token])
 
-    def add_tokens(self, tokens: Sequence[TokenRecord]) -> None:
+    def add_tokens(self, tokens: Sequence[TokenRecord]) -> list[TokenRecord]:
         with self._lock:
             self._check_open()
             ids = [t.token_id for t in tokens]
             if len(set(ids)) != len(ids) or any(i in self._tokens for i in ids):
                 raise StoreError(f"adding {len(ids)} token(s): a token id already exists")
-            for token in tokens:
+            kinds = {(t.user, t.type) for t in tokens}
+            mine = [t for t in self._tokens.values() if (t.user, t.type) in kinds]
+            new, skipped = split_known_secrets(mine, tokens)
+            for token in new:
                 self._tokens[token.token_id] = token
+            return skipped
 
     def list_tokens(self, user: str | None = None) -> list[TokenRecord]:
         with self._lock:
@@ -458,7 +465,30 @@ class MemoryStore:
                     self._sends[key] = kept
                 else:
                     del self._sends[key]
+            self._prune_idle_users()
             return len(expired)
+
+    def _prune_idle_users(self) -> None:
+        """The idle users rows (:func:`idle_user`), at most a batch (call with the lock)."""
+        enrolled = {t.user for t in self._tokens.values()}
+        idle = [
+            user
+            for user in sorted(set(self._users) | set(self._settings))
+            if idle_user(
+                self._users.get(user, LockState(user)),
+                self._settings.get(user, UserSettings(user)),
+                user in enrolled,
+            )
+        ][:IDLE_USERS_BATCH]
+        for user in idle:
+            self._users.pop(user, None)
+            self._settings.pop(user, None)
+
+    # metrics
+    def count_locked(self, now: float) -> int:
+        with self._lock:
+            self._check_open()
+            return sum(1 for state in self._users.values() if state.is_locked(now))
 
     def close(self) -> None:
         with self._lock:

@@ -21,6 +21,7 @@ from radmfa.store.base import (
     ATTEMPT_LEASE,
     ATTEMPT_NEUTRAL,
     ATTEMPT_SUCCEEDED,
+    IDLE_USERS_BATCH,
     SEND_WINDOW,
     USER_STATUSES,
     AttemptStart,
@@ -39,6 +40,7 @@ from radmfa.store.base import (
     UserSettings,
     next_failure_state,
     send_verdict,
+    split_known_secrets,
     user_failures_key,
 )
 from radmfa.store.busy import PatientConnection
@@ -237,6 +239,10 @@ _SELECT_USER_TOKENS = (
     "SELECT token_id, user, type, secret_blob, digits, algorithm, period, created_at, "
     "last_step, description FROM tokens WHERE user = ? ORDER BY created_at, token_id"
 )
+_SELECT_USER_TYPE_TOKENS = (
+    "SELECT token_id, user, type, secret_blob, digits, algorithm, period, created_at, "
+    "last_step, description FROM tokens WHERE user = ? AND type = ?"
+)
 _SELECT_LOCK = (
     "SELECT user, failures, locked_until, last_failure_at, last_success_at, total_failures "
     "FROM users WHERE user = ?"
@@ -321,6 +327,16 @@ _QUERY_AUDIT = (
     "AND (:reason IS NULL OR (kind = 'auth' AND reason = :reason) "
     "     OR (kind <> 'auth' AND instr(lower(coalesce(reason, '')), lower(:reason)) > 0)) "
     "ORDER BY at DESC, id DESC LIMIT :limit"
+)
+_COUNT_LOCKED = "SELECT COUNT(*) FROM users WHERE locked_until > ?"
+#: Users rows that hold nothing (:func:`radmfa.store.base.idle_user`), a batch at a time.
+_DELETE_IDLE_USERS = (
+    "DELETE FROM users WHERE user IN (SELECT u.user FROM users u "
+    "WHERE u.failures = 0 AND u.total_failures = 0 AND u.locked_until IS NULL "
+    "AND u.status = 'enabled' "
+    "AND u.status_until IS NULL AND u.status_reason IS NULL AND u.preferred IS NULL "
+    "AND u.notice IS NULL AND u.first_seen_at IS NULL AND u.grace_logins = 0 "
+    "AND NOT EXISTS (SELECT 1 FROM tokens t WHERE t.user = u.user) LIMIT ?)"
 )
 _SELECT_RECENT_SENDS = "SELECT sent_at FROM sends WHERE user = ? AND channel = ? AND sent_at > ?"
 
@@ -498,8 +514,8 @@ class SqliteStore:
 
     # -- tokens -----------------------------------------------------------------------------
 
-    def add_token(self, token: TokenRecord) -> None:
-        self.add_tokens([token])
+    def add_token(self, token: TokenRecord) -> bool:
+        return not self.add_tokens([token])
 
     def _token_rows(self, tokens: Sequence[TokenRecord]) -> list[tuple[object, ...]]:
         return [
@@ -518,16 +534,24 @@ class SqliteStore:
             for token in tokens
         ]
 
-    def add_tokens(self, tokens: Sequence[TokenRecord]) -> None:
-        rows = self._token_rows(tokens)
-        what = f"adding {len(rows)} token(s)"
+    def add_tokens(self, tokens: Sequence[TokenRecord]) -> list[TokenRecord]:
+        what = f"adding {len(tokens)} token(s)"
         try:
             with self._write(what) as conn:
-                conn.executemany(_INSERT_TOKEN, rows)
+                # The stored secrets are sealed with random nonces: compare them opened, inside
+                # this transaction, so a concurrent import cannot add the same one meanwhile.
+                mine = [
+                    self._token_from_row(row)
+                    for user, type_ in sorted({(t.user, t.type) for t in tokens})
+                    for row in conn.execute(_SELECT_USER_TYPE_TOKENS, (user, type_))
+                ]
+                new, skipped = split_known_secrets(mine, tokens)
+                conn.executemany(_INSERT_TOKEN, self._token_rows(new))
         except StoreError as e:
             if isinstance(e.__cause__, sqlite3.IntegrityError):
                 raise StoreError(f"{what}: a token id already exists") from e.__cause__
             raise
+        return skipped
 
     def list_tokens(self, user: str | None = None) -> list[TokenRecord]:
         if user is None:
@@ -987,7 +1011,14 @@ class SqliteStore:
             conn.execute("DELETE FROM attempts WHERE expires_at <= ?", (now,))
             if failures_before is not None:
                 conn.execute("DELETE FROM failures WHERE at < ?", (failures_before,))
+            conn.execute(_DELETE_IDLE_USERS, (IDLE_USERS_BATCH,))
             return conn.execute("DELETE FROM challenges WHERE expires_at <= ?", (now,)).rowcount
+
+    # -- metrics ----------------------------------------------------------------------------
+
+    def count_locked(self, now: float) -> int:
+        (row,) = self._rows(_COUNT_LOCKED, (now,), "counting locked users")
+        return int(row[0])
 
 
 def _settings_from_row(user: str, row: tuple) -> UserSettings:

@@ -131,6 +131,57 @@ def test_emergency_code_lifetime_is_exact():
     assert "issued by ann" in factor.audit(token)
 
 
+@pytest.fixture
+def no_scrypt(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every scrypt call, recorded (and still computed)."""
+    import hashlib
+
+    calls: list[bytes] = []
+    real = hashlib.scrypt
+
+    def counting(password: bytes, **kw: object) -> bytes:
+        calls.append(password)
+        return real(password, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(hashlib, "scrypt", counting)
+    return calls
+
+
+def test_emergency_code_is_checked_without_scrypt_and_accepted_once(no_scrypt: list[bytes]):
+    from radmfa.store.memory import MemoryStore
+
+    store = MemoryStore()
+    code, token = issue("alice", 120, "ann", 1000.0)
+    store.add_token(token)
+    factor = EmergencyCodeFactor()
+    wrong = f"{(int(code) + 1) % 10**8:08d}"
+    assert factor.verify(token, wrong, 1001.0).kind is MatchKind.NO_MATCH
+    accepted = 0
+    for _ in range(3):  # as the pipeline: verify the stored token, then spend it
+        (stored,) = store.list_tokens("alice")
+        match = factor.verify(stored, code, 1001.0)
+        if match.kind is MatchKind.MATCH and match.step is not None:
+            accepted += store.advance_step(stored.token_id, match.step)
+    assert accepted == 1
+    assert factor.verify(store.list_tokens("alice")[0], code, 1001.0).kind is MatchKind.REPLAY
+    assert no_scrypt == []  # neither issuing nor checking ran the KDF
+    assert code.encode() not in token.secret
+
+
+def test_an_emergency_code_stored_by_an_earlier_version_counts_as_expired(
+    no_scrypt: list[bytes],
+):
+    from radmfa.factors.codes import seal_code
+
+    code = "12345678"
+    legacy = TokenRecord("em1", "alice", "emergency", seal_code(code), 8, "", 120, 1000.0)
+    no_scrypt.clear()
+    factor = EmergencyCodeFactor()
+    assert not factor.usable(legacy, 1001.0)
+    assert factor.verify(legacy, code, 1001.0).kind is MatchKind.NO_MATCH
+    assert no_scrypt == []
+
+
 # -- masks --------------------------------------------------------------------------------
 
 

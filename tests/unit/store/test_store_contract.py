@@ -146,6 +146,40 @@ def test_bulk_add_is_all_or_nothing(store: Store) -> None:
     assert store.list_tokens("bob")[0].secret == token("b1").secret
 
 
+SHARED = b"\x00\x01one-secret-for-all"
+
+
+def test_a_secret_the_user_already_has_is_skipped_not_added_twice(store: Store) -> None:
+    first = token("a1", "alice", secret=SHARED)
+    assert store.add_token(first) is True
+    # The same secret again: as a retry, in a batch, twice in one batch.
+    assert store.add_token(token("a2", "alice", secret=SHARED)) is False
+    again, fresh, twice = (
+        token("a3", "alice", secret=SHARED),
+        token("b1", "bob", secret=SHARED),  # another user may hold the same secret
+        token("b2", "bob", secret=SHARED),
+    )
+    assert store.add_tokens([again, fresh, twice]) == [again, twice]
+    # Another type is another factor; a secret one byte longer is another secret.
+    hotp = token("a4", "alice", secret=SHARED, type="hotp")
+    longer = token("a5", "alice", secret=SHARED + b"!")
+    assert store.add_tokens([hotp, longer]) == []
+    assert [t.token_id for t in store.list_tokens()] == ["a1", "a4", "a5", "b1"]
+
+
+def test_concurrent_adds_of_one_secret_store_it_once(store: Store) -> None:
+    ids = iter(range(1000))
+    lock = threading.Lock()
+
+    def add() -> bool:
+        with lock:
+            n = next(ids)
+        return store.add_token(token(f"c{n}", "carol", secret=SHARED))
+
+    assert sorted(run_concurrently(8, add)) == [False] * 7 + [True]
+    assert len(store.list_tokens("carol")) == 1
+
+
 def test_remove_one_token_or_all_of_a_user(store: Store) -> None:
     for tid, user in (("a1", "alice"), ("a2", "alice"), ("a3", "alice"), ("b1", "bob")):
         store.add_token(token(tid, user))
@@ -354,6 +388,64 @@ def test_purge_removes_only_expired_challenges(store: Store) -> None:
     assert store.take_challenge(b"b" * 16) is None
     assert store.take_challenge(b"c" * 16) is not None
     assert store.purge_expired(NOW + 100) == 0
+
+
+# -- metrics and housekeeping ----------------------------------------------------------------
+
+
+def test_count_locked_counts_the_users_locked_at_that_time(store: Store) -> None:
+    assert store.count_locked(NOW) == 0
+    store.record_failure("alice", NOW, max_failures=1, lock_seconds=60)
+    store.record_failure("bob", NOW, max_failures=1, lock_seconds=600)
+    store.record_failure("carol", NOW, max_failures=5, lock_seconds=600)  # not locked
+    store.add_token(token("d1", "dave"))
+    assert store.count_locked(NOW) == 2
+    assert store.count_locked(NOW + 60) == 1  # locked_until == now: no longer locked
+    store.unlock("bob")
+    assert store.count_locked(NOW + 60) == 0
+
+
+def test_purge_deletes_users_rows_that_hold_nothing(store: Store) -> None:
+    store.record_success("idle", NOW)  # a password-only login: a row, nothing in it
+    store.record_failure("unlocked", NOW, max_failures=5, lock_seconds=60)
+    store.unlock("unlocked")
+    store.set_preferred("unpreferred", "totp")
+    store.set_preferred("unpreferred", None)
+    store.record_failure("failing", NOW, max_failures=5, lock_seconds=60)
+    store.record_failure("locked", NOW, max_failures=1, lock_seconds=60)
+    store.record_success("enrolled", NOW)
+    store.add_token(token("e1", "enrolled"))
+    store.set_preferred("preferring", "totp")
+    store.set_notice("noticed", "your code was not delivered")
+    store.set_status("disabled", "disabled", None, "left")
+    store.set_status("enabled-with-reason", "enabled", None, "back from leave")
+    store.note_grace_login("in-grace", NOW)
+    keep = [
+        "disabled",
+        "enabled-with-reason",
+        "enrolled",
+        "failing",
+        "in-grace",
+        "locked",
+        "noticed",
+        "preferring",
+    ]
+    store.purge_expired(NOW + 3600)
+    assert store.known_users() == keep
+    assert store.lock_state("failing").failures == 1
+    assert store.user_settings("noticed").notice == "your code was not delivered"
+    assert store.count_locked(NOW) == 1
+
+
+def test_purge_deletes_idle_users_rows_in_batches(store: Store) -> None:
+    from radmfa.store.base import IDLE_USERS_BATCH
+
+    for i in range(IDLE_USERS_BATCH + 3):
+        store.record_success(f"u{i:04d}", NOW)
+    store.purge_expired(NOW)
+    assert len(store.known_users()) == 3
+    store.purge_expired(NOW)
+    assert store.known_users() == []
 
 
 def test_challenge_keeps_its_out_of_band_code_fields(store: Store) -> None:
