@@ -13,6 +13,7 @@ import difflib
 import math
 import os
 import re
+import stat
 import string
 from collections.abc import Callable, Collection
 from typing import TypeVar
@@ -183,6 +184,8 @@ class Document:
     def __init__(self, text: str, source: str, base_dir: str) -> None:
         self.report = Report(source)
         self.base_dir = base_dir
+        #: Secrets written in the file itself (``as_str(secret=True)``), to judge its mode by.
+        self.inline_secrets: list[Value] = []
         self._loader = _Loader(text)
         self._node: yaml.Node | None = None
         try:
@@ -327,7 +330,19 @@ class Value:
         if not value and not allow_empty:
             self.error("must not be empty")
             return None
+        if secret and all(seen.node is not self.node for seen in self.doc.inline_secrets):
+            self.doc.inline_secrets.append(self)
         return value
+
+    def warn_if_others_can_read(self, path: str) -> None:
+        """``path`` holds a secret: warn when users beyond its owner and group can read it (a
+        warning, not an error, so existing installations keep starting)."""
+        mode = readable_by_others(path)
+        if mode is not None:
+            self.warn(
+                f"{path} holds a secret but every user of this host can read it "
+                f"(mode {mode:04o}); chmod o-r {path}"
+            )
 
     def as_bool(self) -> bool | None:
         """A real YAML boolean (true/false); not 1, "yes" in quotes or a string."""
@@ -457,6 +472,15 @@ class Value:
             )
             return None
         return Section(self.doc, self.node, self.path, keys, self.key_line)
+
+
+def readable_by_others(path: str) -> int | None:
+    """The file's permission bits when users other than its owner and group may read it."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return stat.S_IMODE(mode) if mode & stat.S_IROTH else None
 
 
 def _duration_bounds(low: float, high: float | None, low_exclusive: bool) -> str:
