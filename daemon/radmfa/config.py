@@ -23,6 +23,7 @@ from radmfa.configload import (
     format_duration,
     parse_duration,
     placeholders,
+    readable_by_others,
 )
 from radmfa.factorconfig import (
     BackupCodesConfig,
@@ -248,11 +249,21 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError([f"{source}: cannot read: {exc.strerror or exc}"]) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{source}: cannot read: not UTF-8 text (byte {exc.start})"]) from exc
-    return parse_config(text, source=source, base_dir=Path(path).absolute().parent)
+    mode = readable_by_others(source)
+    base_dir = Path(path).absolute().parent
+    return parse_config(text, source=source, base_dir=base_dir, readable_by_others=mode)
 
 
-def parse_config(text: str, source: str = "<string>", base_dir: str | Path = ".") -> Config:
-    """:func:`load_config` for YAML already in memory; relative paths start at ``base_dir``."""
+def parse_config(
+    text: str,
+    source: str = "<string>",
+    base_dir: str | Path = ".",
+    *,
+    readable_by_others: int | None = None,
+) -> Config:
+    """:func:`load_config` for YAML already in memory; relative paths start at ``base_dir``.
+    ``readable_by_others``: the file's mode when every user can read it (secrets in it are
+    then worth a warning)."""
     doc = Document(text, source, str(Path(base_dir).absolute()))
     root = doc.root(_TOP_KEYS) if not doc.report.errors else None
     if root is None:  # a syntax error, or not a mapping: nothing more to say
@@ -263,6 +274,8 @@ def parse_config(text: str, source: str = "<string>", base_dir: str | Path = "."
     otp_section = root.section("otp", _OTP_KEYS)
     otp = _otp(otp_section)
     password_only = otp_section.get("allow_password_only") if otp.allow_password_only else None
+    if readable_by_others is not None and doc.inline_secrets:
+        _warn_inline_secrets(doc.inline_secrets, source, readable_by_others)
     config = Config(
         source=source,
         listen=listen,
@@ -289,6 +302,16 @@ def parse_config(text: str, source: str = "<string>", base_dir: str | Path = "."
     if doc.report.errors:
         raise ConfigError(doc.report.errors)
     return config
+
+
+def _warn_inline_secrets(secrets: list[Value], source: str, mode: int) -> None:
+    """Secrets written in a file every user can read: one warning, at the first of them."""
+    count = f"{len(secrets)} secrets" if len(secrets) > 1 else "a secret"
+    secrets[0].warn(
+        f"this file holds {count} and every user of this host can read it (mode {mode:04o}); "
+        f"chmod o-r {source} (e.g. root:radmfa 0640), or move the secrets to *_file or "
+        "*_credential keys"
+    )
 
 
 def format_problems(err: ConfigError) -> str:
@@ -543,6 +566,7 @@ def _read_secret_file(value: Value) -> bytes | None:
     if not data:
         value.error(f"{path} is empty")
         return None
+    value.warn_if_others_can_read(path)
     return data
 
 

@@ -13,6 +13,7 @@ import difflib
 import math
 import os
 import re
+import stat
 import string
 from collections.abc import Callable, Collection
 from typing import TypeVar
@@ -99,8 +100,78 @@ class Report:
         return [text for _line, text in sorted(self._warnings, key=lambda item: item[0])]
 
 
+#: Nesting a configuration never needs; deeper is refused before Python's recursion limit.
+MAX_DEPTH = 64
+#: Values a configuration never needs, counting an alias's whole value each time it is used.
+MAX_NODES = 20_000
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader used only to compose nodes and to build the Python value of single scalars."""
+    """SafeLoader used only to compose nodes and to build the Python value of single scalars.
+
+    Composing is bounded: an alias shares its anchor's node, so a few lines of aliases of
+    aliases ("billion laughs") stand for a billion values once walked, and PyYAML composes
+    recursively, so deep nesting would end in a RecursionError. Every node counts, an alias
+    as its anchor's whole expanded value each time it appears; past :data:`MAX_NODES` values
+    or :data:`MAX_DEPTH` levels (expanded too) composing stops with a marked error.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._expanded = 0
+        #: id(node) -> (values it stands for, its height): known once the node is complete.
+        self._extent: dict[int, tuple[int, int]] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        event = self.peek_event()
+        if self._depth >= MAX_DEPTH:
+            raise _limit(f"nested more than {MAX_DEPTH} levels deep", event)
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if isinstance(event, yaml.AliasEvent):
+            extent = self._extent.get(id(node))
+            if extent is None:  # the anchor's node is still open: it would contain itself
+                raise _limit(f"alias *{event.anchor} refers to a value that contains it", event)
+            size, height = extent
+            if self._depth + height > MAX_DEPTH:
+                raise _limit(
+                    f"alias *{event.anchor} nests the value more than {MAX_DEPTH} levels deep",
+                    event,
+                )
+        else:
+            size, height = self._measure(node)
+            self._extent[id(node)] = (size, height)
+            size = 1  # its children were counted as they were composed
+        self._expanded += size
+        if self._expanded > MAX_NODES:
+            raise _limit(
+                f"the file stands for more than {MAX_NODES} values (an alias counts its "
+                "anchor's whole value each time it is used)",
+                event,
+            )
+        return node
+
+    def _measure(self, node: yaml.Node) -> tuple[int, int]:
+        """(values, height) of a just-composed node, from its children's."""
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            return 1, 1
+        extents = [self._extent.get(id(child), (1, 1)) for child in children]
+        return (
+            1 + sum(size for size, _height in extents),
+            1 + max((height for _size, height in extents), default=0),
+        )
+
+
+def _limit(problem: str, event: yaml.Event) -> yaml.composer.ComposerError:
+    return yaml.composer.ComposerError(None, None, problem, event.start_mark)
 
 
 class Document:
@@ -113,6 +184,8 @@ class Document:
     def __init__(self, text: str, source: str, base_dir: str) -> None:
         self.report = Report(source)
         self.base_dir = base_dir
+        #: Secrets written in the file itself (``as_str(secret=True)``), to judge its mode by.
+        self.inline_secrets: list[Value] = []
         self._loader = _Loader(text)
         self._node: yaml.Node | None = None
         try:
@@ -257,7 +330,19 @@ class Value:
         if not value and not allow_empty:
             self.error("must not be empty")
             return None
+        if secret and all(seen.node is not self.node for seen in self.doc.inline_secrets):
+            self.doc.inline_secrets.append(self)
         return value
+
+    def warn_if_others_can_read(self, path: str) -> None:
+        """``path`` holds a secret: warn when users beyond its owner and group can read it (a
+        warning, not an error, so existing installations keep starting)."""
+        mode = readable_by_others(path)
+        if mode is not None:
+            self.warn(
+                f"{path} holds a secret but every user of this host can read it "
+                f"(mode {mode:04o}); chmod o-r {path}"
+            )
 
     def as_bool(self) -> bool | None:
         """A real YAML boolean (true/false); not 1, "yes" in quotes or a string."""
@@ -387,6 +472,15 @@ class Value:
             )
             return None
         return Section(self.doc, self.node, self.path, keys, self.key_line)
+
+
+def readable_by_others(path: str) -> int | None:
+    """The file's permission bits when users other than its owner and group may read it."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return stat.S_IMODE(mode) if mode & stat.S_IROTH else None
 
 
 def _duration_bounds(low: float, high: float | None, low_exclusive: bool) -> str:

@@ -300,6 +300,10 @@ def _smtp(s: Section) -> SmtpConfig:
                     password = f.read().rstrip("\r\n")
             except (OSError, UnicodeDecodeError) as e:
                 s.error("password_file", f"cannot read {path}: {e}")
+            else:
+                value = s.get("password_file")
+                if value is not None:
+                    value.warn_if_others_can_read(path)
     if (username is None) != (password is None):
         s.error("username", "give both username and password (or password_file), or neither")
     host_text = host.as_str() if host is not None else None

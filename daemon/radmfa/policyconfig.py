@@ -20,7 +20,9 @@ from radmfa.auth.identity import name_key
 from radmfa.configload import Section, Value, placeholders
 
 __all__ = [
+    "AD_GROUP_FILTER",
     "AUDIT_KEYS",
+    "DEFAULT_GROUP_FILTER",
     "GRACE_KEYS",
     "LDAP_GROUPS_KEYS",
     "MAC_STATION_NAS",
@@ -181,6 +183,13 @@ class AuditConfig:
     batch_size: int = 250
 
 
+#: What a group entry is, by default: OpenLDAP's groupOfNames or Active Directory's group.
+#: Admitting only groupOfNames found no nested AD group, so rules on them never matched.
+DEFAULT_GROUP_FILTER = "(|(objectClass=groupOfNames)(objectClass=group))"
+#: ``ad_chain`` is Active Directory's own rule: its groups are objectClass=group.
+AD_GROUP_FILTER = "(objectClass=group)"
+
+
 @dataclass(frozen=True)
 class LdapGroupsConfig:
     """How group membership is read (search-then-bind only, on the service connection)."""
@@ -192,7 +201,7 @@ class LdapGroupsConfig:
     membership: Membership = "member"
     #: Where groups are searched; None: ``ldap.base_dn``.
     base_dn: str | None = None
-    filter: str = "(objectClass=groupOfNames)"
+    filter: str = DEFAULT_GROUP_FILTER
     member_attribute: str = "member"
     #: Groups of groups count: expanded level by level ("member", "memberof").
     nested: bool = True
@@ -486,9 +495,7 @@ def parse_ldap_groups(s: Section) -> LdapGroupsConfig:
         Membership,
         s.get_choice("membership", "member", ("member", "memberof", "ad_chain"), fold=str.lower),
     )
-    default_filter = (
-        "(objectClass=group)" if membership == "ad_chain" else "(objectClass=groupOfNames)"
-    )
+    default_filter = AD_GROUP_FILTER if membership == "ad_chain" else DEFAULT_GROUP_FILTER
     group_filter = s.get_str("filter", default_filter)
     if not (group_filter.startswith("(") and group_filter.endswith(")")):
         s.error("filter", 'must be one parenthesised LDAP filter, e.g. "(objectClass=group)"')

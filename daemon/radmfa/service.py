@@ -18,11 +18,12 @@ from twisted.logger import Logger
 from radmfa import audit
 from radmfa.audit import AuditRecorder
 from radmfa.auth.decisionlog import DecisionLog, DecisionObserver
+from radmfa.auth.groupcheck import check_policy_groups
 from radmfa.auth.model import AccessRequest, Decision
 from radmfa.auth.pipeline import Authenticator, PipelineSettings
 from radmfa.auth.policy import Policy
 from radmfa.config import Config, ConfigError, ListenAddress, load_config
-from radmfa.directory.base import PasswordChecker
+from radmfa.directory.base import GroupFinder, PasswordChecker
 from radmfa.directory.ldap import LdapPasswordChecker
 from radmfa.directory.ldap_native import NativeLdapPasswordChecker
 from radmfa.directory.local import LocalUsersChecker, UsersFileError
@@ -56,6 +57,8 @@ class Runtime:
     clients: ClientTable
     directory: PasswordChecker
     authenticator: Authenticator
+    #: The directory, when policy rules name groups and it can search for them.
+    group_finder: GroupFinder | None = None
 
 
 def build_directory(config: Config, runner: BlockingRunner, clock: Any) -> PasswordChecker:
@@ -93,6 +96,7 @@ def build_runtime(
 ) -> Runtime:
     directory = build_directory(config, directory_runner, clock)
     groups = directory if hasattr(directory, "user_groups") else None
+    finder = directory if config.policy.needs_groups and hasattr(directory, "find_groups") else None
     try:
         factors = build_factors(config, clock)
     except FactorLoadError as e:
@@ -123,7 +127,13 @@ def build_runtime(
         )
     except ValueError as e:
         raise SetupError(str(e)) from None
-    return Runtime(config, ClientTable(config.clients), directory, authenticator)
+    return Runtime(
+        config,
+        ClientTable(config.clients),
+        directory,
+        authenticator,
+        group_finder=finder,  # type: ignore[arg-type]
+    )
 
 
 class Daemon:
@@ -203,6 +213,7 @@ class Daemon:
             )
             self.recorder.start()
         self.runtime = self._build(self.config)
+        self._check_groups(self.runtime)
         for address in self.config.listen:
             self._listen(address)
         self._start_metrics()
@@ -288,6 +299,7 @@ class Daemon:
             return False
         self._warn_restart_only(config)
         old, self.runtime, self.config = self.runtime, runtime, config
+        self._check_groups(runtime)
         self._rebind(config)
         for protocol in self._protocols():
             protocol.radius_config = config.radius
@@ -296,6 +308,12 @@ class Daemon:
             self.reactor.callLater(config.radius.request_timeout + 1, old.directory.close)
         log.info("configuration reloaded from {path}", path=path)
         return True
+
+    def _check_groups(self, runtime: Runtime) -> None:
+        """Warn about groups the policy names that the directory lacks; in the background
+        (never holding up start-up or a reload), by one process of a group of workers."""
+        if self.worker in (None, 0):
+            check_policy_groups(runtime.config.policy, runtime.group_finder)
 
     def _warn_restart_only(self, config: Config) -> None:
         if config.store != self.config.store:

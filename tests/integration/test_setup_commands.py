@@ -77,6 +77,38 @@ def test_init_as_root_gives_the_files_to_the_service_user(tmp_path: Path):
     assert unknown.returncode == 2 and "adduser --system" in unknown.stderr
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_init_never_chowns_through_a_link_planted_in_the_service_users_state_dir(tmp_path: Path):
+    """The state directory belongs to the service user, who may have planted links named like
+    the store's files: root running init must not hand their targets over, now or re-run."""
+    nobody = pwd.getpwnam("nobody")
+    target, state = tmp_path / "etc", tmp_path / "lib"
+    state.mkdir(mode=0o700)
+    os.chown(state, nobody.pw_uid, nobody.pw_gid)
+    victim = tmp_path / "shadow-like"
+    victim.write_text("root's file\n")
+    for name in ("radmfa.sqlite3.bak", "secret.key.old"):
+        (state / name).symlink_to(victim)
+
+    done = radmfa("init", "--dir", str(target), "--state-dir", str(state), "--user", "nobody")
+
+    assert done.returncode == 0, done.stderr
+    assert victim.stat().st_uid == 0
+    for name in ("radmfa.sqlite3.bak", "secret.key.old"):
+        assert (state / name).lstat().st_uid == 0  # not even the link itself
+    for name in ("radmfa.sqlite3", "secret.key"):
+        assert (state / name).lstat().st_uid == nobody.pw_uid, name
+
+    # Re-run (a fresh config, the same state): the store is there already, nothing is chowned.
+    (state / "radmfa.sqlite3-backup").symlink_to(victim)
+    for name in ("radmfa.yaml", "localhost.secret"):
+        (target / name).unlink()
+    again = radmfa("init", "--dir", str(target), "--state-dir", str(state), "--user", "nobody")
+    assert again.returncode == 0, again.stderr
+    assert victim.stat().st_uid == 0
+    assert victim.read_text() == "root's file\n"
+
+
 # -- test-auth --------------------------------------------------------------------------------
 
 

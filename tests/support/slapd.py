@@ -160,6 +160,43 @@ def group_ldif(name: str, members: Iterable[str], ou: str = GROUPS_DN) -> str:
     return ldif_entry(f"cn={name},{ou}", attrs)
 
 
+#: A sliver of Active Directory's schema, with AD's own OIDs where AD has them: the ``group``
+#: object class, and ``memberOf`` as a plain attribute that the test writes on users (AD
+#: computes it; only direct groups, as in AD), through an auxiliary class from OpenLDAP's
+#: experimental arc. Enough to put AD-shaped groups in a real slapd (without the memberof
+#: overlay, which defines its own memberOf).
+AD_SCHEMA = """\
+attributetype ( 1.2.840.113556.1.2.102 NAME 'memberOf'
+    EQUALITY distinguishedNameMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.12 )
+objectclass ( 1.2.840.113556.1.5.8 NAME 'group' SUP top STRUCTURAL
+    MUST cn MAY ( member $ description ) )
+objectclass ( 1.3.6.1.4.1.4203.666.11.99.1 NAME 'adLikeUser' SUP top AUXILIARY
+    MAY memberOf )
+"""
+
+
+def write_ad_schema(directory: Path) -> Path:
+    """:data:`AD_SCHEMA` as a file to pass to ``Slapd(schemas=...)``."""
+    path = directory / "ad-like.schema"
+    path.write_text(AD_SCHEMA)
+    return path
+
+
+def ad_group_ldif(name: str, members: Iterable[str], ou: str = GROUPS_DN) -> str:
+    """An Active Directory style group (objectClass group) ``cn=name`` (needs AD_SCHEMA)."""
+    attrs = [("objectClass", "group"), ("cn", name)]
+    attrs.extend(("member", dn) for dn in members)
+    return ldif_entry(f"cn={name},{ou}", attrs)
+
+
+def ad_user_ldif(user: LdapUser, member_of: Iterable[str]) -> str:
+    """A user whose entry carries memberOf, as AD's users do (needs AD_SCHEMA)."""
+    entry = user_ldif([user]).replace(
+        "objectClass: inetOrgPerson\n", "objectClass: inetOrgPerson\nobjectClass: adLikeUser\n"
+    )
+    return entry[:-1] + "".join(f"{ldif_line('memberOf', dn)}\n" for dn in member_of) + "\n"
+
+
 def ou_ldif(dn: str) -> str:
     name = dn.split(",", 1)[0].split("=", 1)[1]
     return ldif_entry(dn, [("objectClass", "organizationalUnit"), ("ou", name)])
@@ -202,7 +239,7 @@ include {schema}/core.schema
 include {schema}/cosine.schema
 include {schema}/inetorgperson.schema
 include {schema}/nis.schema
-
+{extra_schemas}
 pidfile {workdir}/slapd.pid
 argsfile {workdir}/slapd.args
 modulepath {modules}
@@ -273,10 +310,12 @@ class Slapd:
         tls_key: str | Path | None = None,
         ldaps: bool = False,
         overlays: Iterable[str] = (),
+        schemas: Iterable[str | Path] = (),
     ) -> None:
         """``overlays``: slapd overlays to load, e.g. ``memberof`` (maintains memberOf when
         groups change while slapd runs) or ``ppolicy`` (its default policy is
-        ``cn=default,ou=policies``, which the test adds)."""
+        ``cn=default,ou=policies``, which the test adds). ``schemas``: more schema files to
+        include after the standard ones (e.g. :data:`AD_SCHEMA`)."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.host = host
@@ -304,6 +343,7 @@ class Slapd:
         self.conf_path.write_text(
             _SLAPD_CONF.format(
                 schema=SCHEMA_DIR,
+                extra_schemas="".join(f"include {path}\n" for path in schemas),
                 modules=MODULE_DIR,
                 modules_extra="\n".join(f"moduleload {name}" for name in overlays),
                 overlays="\n".join(overlay_lines),

@@ -79,8 +79,10 @@ def line_of(text: str, needle: str) -> int:
 
 
 def write(tmp_path: Path, text: str, name: str = "radmfa.yaml") -> Path:
+    """Written private, as ``radmfa init`` does: a readable file with a secret is a warning."""
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
+    path.chmod(0o600)
     return path
 
 
@@ -196,6 +198,8 @@ def test_full_config_round_trips_every_key_into_the_dataclasses(tmp_path: Path) 
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "pam").write_bytes(b"secret-from-a-file-0001\n")
     (tmp_path / "bindpw").write_text("s3rvice-pässword\n", encoding="utf-8")
+    for secret in (tmp_path / "secrets" / "pam", tmp_path / "bindpw"):
+        secret.chmod(0o600)
     (tmp_path / "ca.pem").write_text("not checked here\n")
 
     config = load(tmp_path, FULL)
@@ -323,7 +327,8 @@ def test_example_config_loads_without_problems_or_warnings() -> None:
     if not Path("/etc/ssl/certs/ca-certificates.crt").is_file():
         pytest.skip("the example's ldap.ca_file (Debian's CA bundle) is not on this host")
 
-    config = load_config(EXAMPLE)
+    # As text: how the checkout happens to set the file's mode is not the example's concern.
+    config = parse_config(EXAMPLE.read_text(), source=str(EXAMPLE), base_dir=EXAMPLE.parent)
 
     assert config.warnings == ()
     assert config.ldap is not None and config.ldap.user_dn is not None
@@ -905,6 +910,7 @@ def test_short_secret_is_a_warning_not_an_error(tmp_path: Path) -> None:
 def test_secret_file_is_read_without_its_trailing_newline(tmp_path: Path) -> None:
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "vpn").write_bytes(b"from-a-file-secret-0001\r\n")
+    (tmp_path / "secrets" / "vpn").chmod(0o600)
     text = clients("  - name: vpn\n    address: 10.0.0.0/8\n    secret_file: secrets/vpn\n")
 
     config = load(tmp_path, text)
@@ -915,6 +921,7 @@ def test_secret_file_is_read_without_its_trailing_newline(tmp_path: Path) -> Non
 
 def test_short_secret_file_is_a_warning(tmp_path: Path) -> None:
     (tmp_path / "s").write_text("short\n")
+    (tmp_path / "s").chmod(0o600)
     text = clients("  - name: vpn\n    address: 10.0.0.0/8\n    secret_file: s\n")
 
     assert_one_warning(tmp_path, text, "secret_file", "clients[0].secret_file", "shorter than 16")

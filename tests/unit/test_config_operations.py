@@ -26,6 +26,7 @@ def write(tmp_path: Path, client: str = '    secret: "a-long-enough-secret-123"'
         ldap = '  user_dn: "uid={username},ou=people,dc=example,dc=org"'
     path = tmp_path / "radmfa.yaml"
     path.write_text(BASE.format(client=client, ldap=ldap, extra=extra))
+    path.chmod(0o600)  # private, as radmfa init writes it (else the inline secret is a warning)
     return path
 
 

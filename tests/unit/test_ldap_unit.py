@@ -32,13 +32,14 @@ from radmfa.directory.ldap import (
     ad_diagnostic,
     build_user_dn,
     build_user_filter,
+    group_probe_filter,
     interpret_bind,
     interpret_search,
     make_tls,
     parse_server,
     username_problem,
 )
-from radmfa.policyconfig import LdapGroupsConfig
+from radmfa.policyconfig import DEFAULT_GROUP_FILTER, LdapGroupsConfig
 
 OK = DirectoryOutcome.OK
 INVALID = DirectoryOutcome.INVALID_CREDENTIALS
@@ -725,7 +726,7 @@ def groups_of(d: Deferred[GroupResult]) -> GroupResult:
 
 def member_filter(*dns: str) -> str:
     terms = "".join(f"(member={dn})" for dn in dns)
-    return f"(&(objectClass=groupOfNames)(|{terms}))"
+    return f"(&{DEFAULT_GROUP_FILTER}(|{terms}))"
 
 
 def test_member_groups_are_expanded_level_by_level():
@@ -802,7 +803,22 @@ def test_group_lookup_of_an_unknown_user_and_an_unavailable_server():
 
 def test_group_dns_are_escaped_in_filters():
     walk = GroupWalk(LdapGroupsConfig(), "uid=a*(b),dc=x", ())
-    assert walk.filters() == [r"(&(objectClass=groupOfNames)(|(member=uid=a\2a\28b\29,dc=x)))"]
+    assert walk.filters() == [rf"(&{DEFAULT_GROUP_FILTER}(|(member=uid=a\2a\28b\29,dc=x)))"]
+
+
+def test_the_default_group_filter_admits_openldap_and_active_directory_groups():
+    """A nested AD group (objectClass=group) must be found without a filter of one's own."""
+    for membership in ("member", "memberof"):
+        walk = GroupWalk(LdapGroupsConfig(membership=membership), ALICE_DN, (STAFF,))
+        (search,) = walk.filters()
+        assert "(objectClass=groupOfNames)" in search and "(objectClass=group)" in search
+
+
+def test_the_probe_for_named_groups_uses_the_group_filter_and_escapes_names():
+    settings = LdapGroupsConfig(filter="(objectClass=group)")
+    assert group_probe_filter(settings, ["staff", "a*(b)", r"ou=x\,y,dc=x", "9x=1,dc=x"]) == (
+        r"(&(objectClass=group)(|(cn=staff)(cn=a\2a\28b\29)(ou=x,y)(cn=9x=1,dc=x)))"
+    )
 
 
 def test_group_lookups_need_search_then_bind():

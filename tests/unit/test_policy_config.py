@@ -186,6 +186,12 @@ def test_ldap_groups_membership_choices(tmp_path: Path) -> None:
     assert config.ldap is not None
     assert config.ldap.groups.membership == "ad_chain"
     assert config.ldap.groups.filter == "(objectClass=group)"
+    for membership in ("member", "memberof"):
+        text = CLIENT + SEARCH_LDAP + f"  groups: {{membership: {membership}}}\n"
+        config = load(tmp_path, text)
+        assert config.ldap is not None
+        # Active Directory's groups too: a nested AD group must not go unseen by default.
+        assert config.ldap.groups.filter == "(|(objectClass=groupOfNames)(objectClass=group))"
     text = CLIENT + SEARCH_LDAP + "  groups: {filter: 'objectClass=group'}\n"
     assert_one_problem(tmp_path, text, "filter", "ldap.groups.filter", "parenthesised")
 

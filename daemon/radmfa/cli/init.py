@@ -12,6 +12,7 @@ import argparse
 import os
 import pwd
 import shutil
+import stat
 import sys
 from pathlib import Path
 
@@ -117,14 +118,15 @@ def run_init(args: argparse.Namespace) -> int:
     store_config = StoreConfig(
         path=str(state_dir / "radmfa.sqlite3"), key_file=str(state_dir / "secret.key")
     )
+    before = set(os.listdir(state_dir))
     try:
         open_store(store_config).close()
     except (StoreError, OSError) as e:
         raise CommandFailed(f"cannot create the store in {state_dir}: {e}") from None
     if owner is not None:
-        for path in state_dir.iterdir():
-            if path.name.startswith(("radmfa.sqlite3", "secret.key")):
-                os.chown(path, *owner)
+        for name in sorted(set(os.listdir(state_dir)) - before):
+            if name.startswith(("radmfa.sqlite3", "secret.key")):
+                _give_created_file(state_dir / name, owner)
 
     who = f" (owned by {args.user})" if owner else ""
     default = Path(DEFAULT_CONFIG_PATH)
@@ -175,6 +177,20 @@ def _make_dir(path: Path, mode: int, owner: tuple[int, int] | None) -> None:
         os.chmod(path, mode)  # mkdir's mode is filtered by the umask
         if owner is not None:
             os.chown(path, *owner)
+
+
+def _give_created_file(path: Path, owner: tuple[int, int]) -> None:
+    """Give a file the store just made to the service user.
+
+    The state directory may already belong to that user, who could have put a symbolic link
+    (or anything else) there: only entries that appeared while the store was made are passed
+    in, and of those only plain files are chowned, never through a link.
+    """
+    try:
+        if stat.S_ISREG(os.lstat(path).st_mode):
+            os.chown(path, *owner, follow_symlinks=False)
+    except FileNotFoundError:
+        pass  # a journal SQLite removed again on close
 
 
 def _write_new(path: Path, text: str, owner: tuple[int, int] | None) -> None:

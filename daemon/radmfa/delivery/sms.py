@@ -8,6 +8,7 @@ it is killed.
 from __future__ import annotations
 
 import json
+import string
 from io import BytesIO
 from typing import Any, Protocol
 from urllib.parse import urlencode
@@ -101,7 +102,9 @@ def _fields(c: WebhookConfig, number: str, message: str, user: str) -> list[tupl
 class CommandProvider:
     """Run ``argv`` (with {number} and {user} filled in), the message on its standard input.
 
-    Exit status 0 means sent. No shell is involved; the environment is minimal.
+    Exit status 0 means sent. No shell is involved; the environment is minimal. A filled-in
+    argument that starts with ``-`` is refused (a delivery failure): the program would read a
+    user name such as ``--config=/tmp/x`` as an option, whether or not its argv has ``--``.
     """
 
     def __init__(self, config: CommandConfig, reactor: Any) -> None:
@@ -111,7 +114,15 @@ class CommandProvider:
     def send(self, number: str, message: str, user: str) -> Deferred[None]:
         if self.reactor is None:
             raise DeliveryError("SMS can only be sent by the daemon")
-        argv = [a.format(number=number, user=user) for a in self.config.argv]
+        argv = [self.config.argv[0]]
+        for template in self.config.argv[1:]:
+            argument = template.format(number=number, user=user)
+            if argument.startswith("-") and not template.startswith("-"):
+                raise DeliveryError(
+                    f"SMS command {argv[0]}: not run: {_first_field(template)} starts with '-', "
+                    "which the program would read as an option"
+                )
+            argv.append(argument)
         done: Deferred[None] = Deferred()
         protocol = _SendProcess(message.encode("utf-8"), done, argv[0])
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
@@ -128,6 +139,13 @@ class CommandProvider:
 
         done.addBoth(cancel_timer)
         return done
+
+
+def _first_field(template: str) -> str:
+    """``{user}`` for ``"{user}@x"``: the placeholder an argument starts with."""
+    for _text, name, _spec, _conversion in string.Formatter().parse(template):
+        return f"{{{name}}}" if name is not None else "an argument"
+    return "an argument"
 
 
 class _SendProcess(ProcessProtocol):

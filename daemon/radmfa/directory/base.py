@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -99,3 +100,16 @@ class GroupResolver(Protocol):
     """
 
     def user_groups(self, username: str) -> Deferred[GroupResult]: ...
+
+
+class GroupFinder(Protocol):
+    """Optional capability next to :class:`GroupResolver`: which of some named groups the
+    directory has, searched on the service connection with the same group filter the
+    lookups use. Start-up and reload ask it about every group a policy rule names, so a rule
+    that can never match (a typo, a group the filter does not admit) is reported. Must not
+    raise: transport problems become ``UNAVAILABLE``."""
+
+    def find_groups(self, names: Sequence[str]) -> Deferred[GroupResult]:
+        """``names``: folded group names (a cn, a users-file name) or DNs. The result's
+        ``groups``: the matching groups found, as the directory spells them (DNs or names)."""
+        ...

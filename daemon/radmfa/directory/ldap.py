@@ -88,6 +88,7 @@ __all__ = [
     "build_user_dn",
     "build_user_filter",
     "check_lookup_config",
+    "group_probe_filter",
     "interpret_bind",
     "interpret_search",
     "make_tls",
@@ -361,6 +362,25 @@ class GroupWalk:
         nested = self.settings.nested and self.settings.membership != "ad_chain"
         self._level += 1
         self._frontier = fresh if nested and self._level <= self.settings.max_depth else []
+
+
+_ATTRIBUTE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*")
+_UNESCAPED_COMMA = re.compile(r"(?<!\\),")
+
+
+def group_probe_filter(settings: LdapGroupsConfig, names: Sequence[str]) -> str:
+    """One search for the groups policy rules name, under the lookups' own group filter: a
+    name is looked for as a cn, a DN by its first RDN (the caller compares the DNs found)."""
+    terms = []
+    for name in names:
+        attribute, value = "cn", name
+        if "=" in name:
+            first = _UNESCAPED_COMMA.split(name, maxsplit=1)[0]
+            rdn_attribute, _eq, rdn_value = first.partition("=")
+            if _ATTRIBUTE_NAME.fullmatch(rdn_attribute.strip()):
+                attribute, value = rdn_attribute.strip(), rdn_value.replace("\\", "").strip()
+        terms.append(f"({attribute}={escape_filter_chars(value)})")
+    return f"(&{settings.filter}(|{''.join(terms)}))"
 
 
 class Verdict(enum.Enum):
@@ -750,10 +770,20 @@ class LdapAuthenticator:
     def lookup_groups(self, servers: Sequence[LdapServer], username: str) -> Attempt:
         """The user search, then the group searches (:class:`GroupWalk`), as the service
         account on the first server that answers."""
+        return self._first_answer(servers, lambda server: self._groups_on(server, username))
+
+    def find_groups(self, servers: Sequence[LdapServer], names: Sequence[str]) -> Attempt:
+        """The groups of ``names`` the directory has (:func:`group_probe_filter`), as the
+        service account on the first server that answers."""
+        return self._first_answer(servers, lambda server: self._find_groups_on(server, names))
+
+    def _first_answer(
+        self, servers: Sequence[LdapServer], ask: Callable[[LdapServer], GroupResult]
+    ) -> Attempt:
         failed: list[tuple[str, str]] = []
         for server in servers:
             try:
-                result = self._groups_on(server, username)
+                result = ask(server)
             except ServerDown as exc:
                 failed.append((server.url, str(exc)))
                 continue
@@ -798,6 +828,30 @@ class LdapAuthenticator:
         return GroupResult(
             DirectoryOutcome.OK, walk.groups, UserEntry(dn, found), server=server.url
         )
+
+    def _find_groups_on(self, server: LdapServer, names: Sequence[str]) -> GroupResult:
+        settings = self._groups
+        if settings is None or not self._config.base_dn:
+            raise FinalAnswer(
+                DirectoryResult(DirectoryOutcome.UNAVAILABLE, detail="group lookups are off")
+            )
+        answer = self._search(
+            server,
+            group_probe_filter(settings, names),
+            base=settings.base_dn or self._config.base_dn,
+            attributes=(),
+            size_limit=MAX_GROUPS,
+        )
+        if answer.verdict is not Verdict.OK:
+            raise FinalAnswer(
+                DirectoryResult(
+                    DirectoryOutcome.UNAVAILABLE,
+                    server=server.url,
+                    detail=f"group search failed: {answer.description} ({answer.code})",
+                )
+            )
+        found = tuple(e["dn"] for e in answer.entries if isinstance(e.get("dn"), str))
+        return GroupResult(DirectoryOutcome.OK, found, server=server.url)
 
     def _check_on(
         self,
@@ -1128,6 +1182,23 @@ class LdapPasswordChecker:
             )
         except Exception as exc:  # never raise to the pipeline
             log.failure("LDAP group lookup failed unexpectedly", Failure())
+            return succeed(_no_groups(f"internal error: {_describe(exc)}"))
+
+    def find_groups(self, names: Sequence[str]) -> Deferred[GroupResult]:
+        """:class:`~radmfa.directory.base.GroupFinder`: one search on the service
+        connection, in the pool, under the same deadline as a check."""
+        try:
+            if self._closed:
+                return succeed(_no_groups("LDAP checker is closed"))
+            wanted = tuple(names)
+            return self._submit(
+                lambda: self._runner.run(
+                    self._authenticator.find_groups, self._health.order(), wanted
+                ),
+                _no_groups,
+            )
+        except Exception as exc:  # never raise to the caller
+            log.failure("LDAP group search failed unexpectedly", Failure())
             return succeed(_no_groups(f"internal error: {_describe(exc)}"))
 
     def close(self) -> None:

@@ -29,7 +29,7 @@ import math
 import re
 import socket
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -87,6 +87,7 @@ from radmfa.directory.ldap import (
     build_user_dn,
     build_user_filter,
     check_lookup_config,
+    group_probe_filter,
     group_result,
     interpret_bind,
     interpret_search,
@@ -926,7 +927,9 @@ class NativeLdapPasswordChecker:
             if self._gauge.waiting >= self._gauge.limit:
                 return succeed(_no_groups("LDAP queue full"))
             looking = Deferred.fromCoroutine(
-                self._lookup_groups(self._health_of().order(), username)
+                self._first_answer(
+                    self._health_of().order(), lambda entry: self._groups_on(entry, username)
+                )
             )
             looking.addTimeout(
                 self._deadline,
@@ -937,6 +940,31 @@ class NativeLdapPasswordChecker:
             return looking
         except Exception as exc:  # never raise to the pipeline
             log.failure("LDAP group lookup failed unexpectedly", Failure())
+            return succeed(_no_groups(f"internal error: {_describe(exc)}"))
+
+    def find_groups(self, names: Sequence[str]) -> Deferred[GroupResult]:
+        """:class:`~radmfa.directory.base.GroupFinder`: one search on the search pool, under
+        the same deadline as a check."""
+        try:
+            if self._closed:
+                return succeed(_no_groups("LDAP checker is closed"))
+            if self._groups is None:
+                return succeed(_no_groups("group lookups are off"))
+            wanted = tuple(names)
+            looking = Deferred.fromCoroutine(
+                self._first_answer(
+                    self._health_of().order(), lambda entry: self._find_groups_on(entry, wanted)
+                )
+            )
+            looking.addTimeout(
+                self._deadline,
+                self._reactor,
+                onTimeoutCancel=lambda _r, t: _no_groups(f"no LDAP answer within {t:g}s"),
+            )
+            looking.addErrback(self._internal_error, _no_groups)
+            return looking
+        except Exception as exc:  # never raise to the caller
+            log.failure("LDAP group search failed unexpectedly", Failure())
             return succeed(_no_groups(f"internal error: {_describe(exc)}"))
 
     def close(self) -> None:
@@ -975,12 +1003,15 @@ class NativeLdapPasswordChecker:
             )
         return self._health
 
-    async def _lookup_groups(self, plan: list[_Server], username: str) -> GroupResult:
+    async def _first_answer(
+        self, plan: list[_Server], ask: Callable[[_Server], Coroutine[Any, Any, GroupResult]]
+    ) -> GroupResult:
+        """``ask`` each server in turn (group lookups and searches) until one answers."""
         failed: list[tuple[str, str]] = []
         for entry in plan:
             url = entry.server.url
             try:
-                result = await self._groups_on(entry, username)
+                result = await ask(entry)
             except ServerDown as exc:
                 failed.append((url, str(exc)))
                 continue
@@ -1022,6 +1053,31 @@ class NativeLdapPasswordChecker:
                 level.extend(e.dn for e in outcome.entries if e.dn)
             walk.add(level)
         return GroupResult(DirectoryOutcome.OK, walk.groups, UserEntry(dn, found), server=url)
+
+    async def _find_groups_on(self, entry: _Server, names: Sequence[str]) -> GroupResult:
+        settings = self._groups
+        assert settings is not None and self._config.base_dn is not None
+        url = entry.server.url
+        try:
+            filter_ber = compile_filter(group_probe_filter(settings, names))
+        except FilterError as exc:
+            raise FinalAnswer(_unavailable(f"bad group filter: {exc}", url)) from None
+        outcome = await self._search(
+            entry,
+            filter_ber,
+            base=settings.base_dn or self._config.base_dn,
+            attributes=(),
+            size_limit=MAX_GROUPS,
+        )
+        answer = _search_answer(outcome.done)
+        if answer.verdict is Verdict.TRANSIENT:
+            raise ServerDown(f"group search answered {answer.description or 'nothing'}")
+        if answer.verdict is not Verdict.OK:
+            raise FinalAnswer(
+                _unavailable(f"group search failed: {answer.description} ({answer.code})", url)
+            )
+        found = tuple(e.dn for e in outcome.entries if e.dn)
+        return GroupResult(DirectoryOutcome.OK, found, server=url)
 
     async def _authenticate(
         self,

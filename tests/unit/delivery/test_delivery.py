@@ -181,3 +181,63 @@ async def test_command_failure_and_timeout(tmp_path: Path):
     slow = CommandProvider(CommandConfig(argv=("/bin/sleep", "30"), timeout=0.3), reactor)
     with pytest.raises(DeliveryError, match="timed out and was killed"):
         await slow.send("+491512345678", "x", "bob")
+
+
+def argv_recorder(tmp_path: Path) -> tuple[Path, Path]:
+    """A real program that writes the arguments it was given, one JSON list, and exits 0."""
+    out = tmp_path / "argv.json"
+    script = tmp_path / "record-argv"
+    script.write_text(
+        f"#!{sys.executable}\nimport json, sys\n"
+        f"open({str(out)!r}, 'w').write(json.dumps(sys.argv[1:]))\n"
+    )
+    script.chmod(0o755)
+    return script, out
+
+
+@pytest_twisted.ensureDeferred
+async def test_command_gets_user_and_number_after_the_documented_double_dash(tmp_path: Path):
+    script, out = argv_recorder(tmp_path)
+    provider = CommandProvider(
+        CommandConfig(argv=(str(script), "--", "{number}", "{user}", "--name={user}")), reactor
+    )
+    await provider.send("+491512345678", "x", "bob-smith")
+    assert json.loads(out.read_text()) == ["--", "+491512345678", "bob-smith", "--name=bob-smith"]
+
+
+@pytest.mark.parametrize("user", ["-rf", "--config=/tmp/evil", "-"])
+@pytest_twisted.ensureDeferred
+async def test_a_user_name_starting_with_a_dash_never_reaches_the_command(
+    tmp_path: Path, user: str
+):
+    script, out = argv_recorder(tmp_path)
+    provider = CommandProvider(CommandConfig(argv=(str(script), "{user}", "{number}")), reactor)
+    with pytest.raises(DeliveryError, match=r"not run: \{user\} starts with '-'"):
+        await provider.send("+491512345678", "x", user)
+    assert not out.exists()  # the program never ran
+
+
+@pytest.mark.logs_errors
+@pytest_twisted.ensureDeferred
+async def test_a_refused_command_is_a_delivery_failure_notice_for_the_user(tmp_path: Path):
+    from radmfa.delivery.courier import Courier
+    from radmfa.factorconfig import SmsConfig
+    from radmfa.factors.base import Destination, SendContext
+    from radmfa.factors.sms import SmsFactor
+    from radmfa.store.memory import MemoryStore
+
+    script, out = argv_recorder(tmp_path)
+    command = CommandConfig(argv=(str(script), "--", "{user}"))
+    factor = SmsFactor(
+        SmsConfig(provider="command", command=command),
+        CommandProvider(command, reactor),
+        None,
+    )
+    store = MemoryStore()
+    courier = Courier(store, InlineRunner())
+    context = SendContext(user="-x", client="vpn", service="vpn", expires_at=0.0, ttl=300.0)
+    courier.dispatch("-x", factor, Destination("+491512345678", "+49******78", True), "1", context)
+    await courier.drain()
+    assert (courier.sent, courier.failed) == (0, 1)
+    assert store.take_notice("-x") == "Your SMS code could not be sent."
+    assert not out.exists()
