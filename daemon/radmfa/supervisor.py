@@ -2,9 +2,14 @@
 
 The supervisor binds nothing itself. It starts ``radius.workers`` copies of ``radmfa serve``
 in worker mode; each binds the listen addresses with SO_REUSEPORT, so the kernel spreads
-clients over them while keeping one client's (address, port) on one worker: a retransmission
-always meets the duplicate cache that saw the original. Everything that must be shared
-(lockout, replay protection, challenge State) lives in the store.
+clients over them while keeping one client's (address, port) on one worker, so a
+retransmission usually meets the duplicate cache that saw the original. Not always: when a
+worker exits or starts, the kernel re-hashes flows over the new set of sockets, and a
+retransmission can reach another worker. That worker finds the request's attempt, keyed on
+its client, address, Identifier and Request Authenticator, in the store
+(:meth:`radmfa.auth.ledger.Ledger.begin`) and drops it: never a second bind, never a second
+failure counted. Everything that must be shared (lockout, attempts, replay protection,
+challenge State) lives in the store.
 
 Signals: SIGHUP and SIGTERM are passed on to every worker. A worker that dies is started
 again; if workers keep dying, the supervisor stops and exits non-zero so systemd can act.

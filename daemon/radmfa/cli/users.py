@@ -35,6 +35,7 @@ def run_show(args: argparse.Namespace) -> int:
     if (
         not tokens
         and lock.failures == 0
+        and lock.total_failures == 0
         and lock.locked_until is None
         and settings == type(settings)(user)
     ):
@@ -71,7 +72,9 @@ def run_show(args: argparse.Namespace) -> int:
                     "grace_logins": settings.grace_logins,
                     "failures": lock.failures,
                     "locked": locked,
-                    "locked_until": _iso(lock.locked_until)
+                    "locked_until": (
+                        "until unlocked" if lock.locked_for_good else _iso(lock.locked_until)
+                    )
                     if locked and lock.locked_until
                     else None,
                 }
@@ -94,8 +97,10 @@ def run_show(args: argparse.Namespace) -> int:
             f"grace:     {settings.grace_logins} login(s) without a second factor since "
             f"{_iso(settings.first_seen_at)}"
         )
-    print(f"failures:  {lock.failures}")
-    if locked and lock.locked_until:
+    print(f"failures:  {lock.failures} ({lock.total_failures} since the last success)")
+    if locked and lock.locked_for_good:
+        print("locked:    yes, until an admin unlocks (lockout.max_total_failures reached)")
+    elif locked and lock.locked_until:
         print(f"locked:    yes, until {_iso(lock.locked_until)}")
     else:
         print("locked:    no")
