@@ -19,7 +19,6 @@ from pyrad import packet as rp
 
 from tests.support.daemon import RadmfaDaemon, deadline_poll
 from tests.support.radius_client import (
-    ACCEPT,
     DICTIONARY,
     REJECT,
     RadiusTestClient,
