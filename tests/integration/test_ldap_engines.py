@@ -33,6 +33,7 @@ from radmfa.directory.ldap import LdapPasswordChecker
 from radmfa.directory.ldap_native import NativeLdapPasswordChecker
 from radmfa.threads import ThreadPoolRunner
 from tests.support.certs import make_ca, make_server_cert
+from tests.support.netfaults import StartTlsInjector
 from tests.support.ports import free_port
 from tests.support.slapd import (
     ADMINISTRATOR,
@@ -745,6 +746,32 @@ async def test_frozen_tls_server_times_out_then_recovers(slapd_factory, pki, mak
         os.kill(server.pid, signal.SIGCONT)
     for checker in checkers:
         assert (await check(checker, ALICE.uid, ALICE.password)).outcome is OK
+
+
+#: The first 14 octets of a BindResponse "success" to messageID 2 whose length promises 14 more:
+#: slapd's "invalid credentials" answer to the user bind (14 octets, through TLS) completes it.
+FORGED_BIND_PREFIX = bytes.fromhex("30 1a 02 01 02 61 15 0a 01 00 04 00 04 00")
+
+
+@pytest_twisted.ensureDeferred
+async def test_bytes_injected_after_the_starttls_answer_never_make_a_bind_succeed(
+    slapd_factory, pki, make_checker, engine
+):
+    """Someone on the path appends a forged bind success to the StartTLS answer, in clear."""
+    server = tls_slapd(slapd_factory, pki["good"])
+    with StartTlsInjector((server.host, server.port), FORGED_BIND_PREFIX) as proxy:
+        config = direct(proxy.url, start_tls=True, ca_file=str(pki["ca"].cert_path))
+        checker = make_checker(config)
+        wrong = await check(checker, ALICE.uid, "not alice's password")
+        right = await check(checker, ALICE.uid, ALICE.password)
+        assert proxy.injections >= 1
+    assert wrong.outcome is not OK
+    if engine == "native":
+        # The connection is dropped before the handshake: fail closed, nothing sent in TLS.
+        assert wrong.outcome is UNAVAILABLE and right.outcome is UNAVAILABLE
+        assert "in clear after the StartTLS answer" in (wrong.detail or "")
+        await pause(0.1)
+        assert [dn for dn in server.binds() if dn] == []
 
 
 # -- native engine only -------------------------------------------------------------------------

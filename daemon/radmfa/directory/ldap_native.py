@@ -168,8 +168,8 @@ class QueueFull(LdapError):
 
 # -- one connection -----------------------------------------------------------------------------
 
-_BIND, _SEARCH, _EXTENDED = "bind", "search", "extended"
-_EXPECTED_RESULT = {_BIND: BIND_RESPONSE, _SEARCH: SEARCH_RESULT_DONE, _EXTENDED: EXTENDED_RESPONSE}
+_BIND, _SEARCH, _STARTTLS = "bind", "search", "StartTLS"
+_EXPECTED_RESULT = {_BIND: BIND_RESPONSE, _SEARCH: SEARCH_RESULT_DONE, _STARTTLS: EXTENDED_RESPONSE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +206,11 @@ class LdapClientProtocol(Protocol):
 
     The owner learns about the connection through two hooks: ``on_idle`` after an operation
     completes (capacity is free again) and ``on_lost`` once, when it becomes unusable.
+
+    Framing never crosses a change of security layer: the StartTLS answer must be the last
+    byte read in clear, nothing may arrive before the handshake completes, and the stream
+    under TLS gets a decoder of its own. Bytes an attacker slips in behind the StartTLS
+    answer would otherwise be glued to the first answer read through TLS.
     """
 
     def __init__(self, clock: Any, timeout: float, name: str = "") -> None:
@@ -217,6 +222,8 @@ class LdapClientProtocol(Protocol):
         self._next_id = 1
         self._handshake: Deferred[None] | None = None
         self._handshake_timer: IDelayedCall | None = None
+        #: Messages of the current read not dispatched yet (see :meth:`_in_clear_after`).
+        self._unread = 0
         #: True from connectionMade until dropped, closed or lost.
         self.alive = False
         self.on_idle: Callable[[LdapClientProtocol], None] | None = None
@@ -267,7 +274,7 @@ class LdapClientProtocol(Protocol):
         """
         if self._pending:
             raise RuntimeError("StartTLS with operations outstanding")
-        answer = self._send(_EXTENDED, lambda mid: encode_extended_request(mid, STARTTLS_OID))
+        answer = self._send(_STARTTLS, lambda mid: encode_extended_request(mid, STARTTLS_OID))
         return answer.addCallback(self._starttls_answered, options)
 
     def _starttls_answered(self, result: LdapResult, options: Any) -> Deferred[None]:
@@ -280,9 +287,18 @@ class LdapClientProtocol(Protocol):
         return self.begin_tls(options)
 
     def begin_tls(self, options: Any) -> Deferred[None]:
-        """Start the TLS handshake now (LDAPS does this right after connecting)."""
+        """Start the TLS handshake now (LDAPS does this right after connecting).
+
+        Nothing read in clear may be left over: it would be framed together with what TLS
+        delivers. The decoder starts afresh for the protected stream.
+        """
         if not self.alive or self.transport is None:
             return fail(ConnectionFailed("connection closed before TLS"))
+        leftover = self._in_clear_after()
+        if leftover:
+            self._violation(f"{leftover} in clear before the TLS handshake")
+            return fail(ConnectionFailed(f"{leftover} in clear before the TLS handshake"))
+        self._decoder = MessageDecoder()
         self._socket = None  # from now on every byte goes through the TLS layer
         self._handshake = Deferred()
         self._handshake_timer = self._clock.callLater(
@@ -398,15 +414,33 @@ class LdapClientProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if not self.alive:
             return
+        if self._handshake is not None:
+            # The TLS layer hands up nothing before the handshake completes; the transport
+            # did, so these bytes bypassed it.
+            self._violation("data before the TLS handshake completed")
+            return
         try:
             messages = self._decoder.feed(data)
         except BerDecodeError as exc:
             self._violation(f"undecodable response: {exc}")
             return
-        for message_id, response in messages:
-            if not self.alive:
-                return
-            self._dispatch(message_id, response)
+        try:
+            for index, (message_id, response) in enumerate(messages):
+                if not self.alive:
+                    return
+                self._unread = len(messages) - index - 1
+                self._dispatch(message_id, response)
+        finally:
+            self._unread = 0
+
+    def _in_clear_after(self) -> str:
+        """What the current read holds beyond the message being dispatched ("" if nothing)."""
+        parts = []
+        if self._unread:
+            parts.append(f"{self._unread} message(s)")
+        if self._decoder.buffered:
+            parts.append(f"{self._decoder.buffered} octet(s)")
+        return " and ".join(parts)
 
     def _dispatch(self, message_id: int, response: Response) -> None:
         op = self._pending.get(message_id)
@@ -435,6 +469,14 @@ class LdapClientProtocol(Protocol):
         if response.op != _EXPECTED_RESULT[op.kind]:
             self._violation(f"response type 0x{response.op:02x} in answer to a {op.kind}")
             return
+        if op.kind == _STARTTLS:
+            # RFC 4511 §4.14.2: the server starts the handshake right after its answer. Bytes
+            # behind it in clear are a forgery (or a broken server); keeping them would frame
+            # them with the first answer read through TLS.
+            leftover = self._in_clear_after()
+            if leftover:
+                self._violation(f"{leftover} in clear after the StartTLS answer")
+                return
         del self._pending[message_id]
         op.timer.cancel()
         if not op.deferred.called:  # else the caller cancelled while waiting
