@@ -26,12 +26,10 @@ bind, never a cleartext fallback (L-08), references ignored (L-09), exactly one 
 from __future__ import annotations
 
 import math
-import re
 import socket
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from ldap3.core.results import RESULT_CODES
@@ -97,6 +95,7 @@ from radmfa.directory.ldap import (
     search_attributes,
     username_problem,
 )
+from radmfa.directory.tlsverify import describe_tls_failure, make_tls_options
 from radmfa.policyconfig import LdapGroupsConfig
 
 __all__ = [
@@ -490,8 +489,11 @@ class LdapClientProtocol(Protocol):
             self.on_idle(self)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        text = reason.getErrorMessage() or type(reason.value).__name__
-        self._shut(OperationFailed(f"connection lost: {text}", retriable=True))
+        if self._handshake is not None:  # the certificate check's reason, or the TLS error
+            text = describe_tls_failure(reason)
+        else:
+            text = f"connection lost: {reason.getErrorMessage() or type(reason.value).__name__}"
+        self._shut(OperationFailed(text, retriable=True))
 
     def _shut(self, error: OperationFailed) -> None:
         """Mark unusable, tell the owner, then fail what is pending (in that order, so nobody
@@ -512,34 +514,14 @@ class LdapClientProtocol(Protocol):
         self._handshake_timer = None
         handshake, self._handshake = self._handshake, None
         if handshake is not None and not handshake.called:
+            # One line per failed handshake, for the admin: which server and why. Nothing
+            # was sent on this connection (no bind before the handshake completes).
+            log.warn(
+                "LDAP {name}: TLS handshake failed: {reason}; no credentials sent",
+                name=self.name,
+                reason=str(error),
+            )
             handshake.errback(Failure(ConnectionFailed(f"TLS handshake failed: {error}")))
-
-
-# -- TLS ----------------------------------------------------------------------------------------
-
-_PEM_CERTIFICATE = re.compile(
-    rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
-)
-
-
-def make_tls_options(host: str, ca_file: str | None) -> Any:
-    """Client TLS options: certificate checked against ``ca_file`` (or the system's trust
-    store), host name (or IP address) checked against it, TLS 1.2 or newer (L-08)."""
-    from twisted.internet import ssl  # needs pyOpenSSL and service_identity (twisted[tls])
-
-    if ca_file is None:
-        trust = ssl.platformTrust()
-    else:
-        pem = Path(ca_file).read_bytes()
-        certificates = [ssl.Certificate.loadPEM(block) for block in _PEM_CERTIFICATE.findall(pem)]
-        if not certificates:
-            raise ValueError(f"LDAP: no PEM certificate in ca_file {ca_file}")
-        trust = ssl.trustRootFromCertificates(certificates)
-    return ssl.optionsForClientTLS(
-        host,
-        trustRoot=trust,
-        extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2},
-    )
 
 
 # -- opening connections ------------------------------------------------------------------------
