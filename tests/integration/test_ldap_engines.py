@@ -17,15 +17,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import ldap3.core.tls
 import pytest
 import pytest_twisted
 from ldap3.protocol import rfc4511 as asn
+from ldap3.utils import tls_backport
 from pyasn1.codec.ber import decoder as ber_decoder
 from pyasn1.codec.ber import encoder as ber_encoder
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from radmfa.config import LdapConfig
 from radmfa.directory.base import DirectoryOutcome, DirectoryResult, PasswordChecker
@@ -33,6 +36,7 @@ from radmfa.directory.ldap import LdapPasswordChecker
 from radmfa.directory.ldap_native import NativeLdapPasswordChecker
 from radmfa.threads import ThreadPoolRunner
 from tests.support.certs import make_ca, make_server_cert
+from tests.support.netfaults import StartTlsInjector
 from tests.support.ports import free_port
 from tests.support.slapd import (
     ADMINISTRATOR,
@@ -668,6 +672,17 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "good": make_server_cert(base / "good", ca),
         "wrong_name": make_server_cert(base / "wrong", ca, ["ldap.elsewhere.example"]),
         "expired": make_server_cert(base / "expired", ca, expired=True),
+        "dns_san": make_server_cert(base / "dns", ca, ["localhost"]),
+        "ip_san": make_server_cert(base / "ip", ca, ["127.0.0.1"]),
+        "ip_san_wrong": make_server_cert(base / "ip-wrong", ca, ["127.0.0.2"]),
+        "ip_san_wrong_cn_right": make_server_cert(
+            base / "ip-wrong-cn", ca, ["127.0.0.2"], common_name="127.0.0.1"
+        ),
+        "cn_only": make_server_cert(base / "cn", ca, ["localhost"], subject_alt_names=False),
+        "cn_only_wrong": make_server_cert(
+            base / "cn-wrong", ca, ["ldap.elsewhere.example"], subject_alt_names=False
+        ),
+        "cn_only_ip": make_server_cert(base / "cn-ip", ca, ["127.0.0.1"], subject_alt_names=False),
     }
 
 
@@ -745,6 +760,111 @@ async def test_frozen_tls_server_times_out_then_recovers(slapd_factory, pki, mak
         os.kill(server.pid, signal.SIGCONT)
     for checker in checkers:
         assert (await check(checker, ALICE.uid, ALICE.password)).outcome is OK
+
+
+#: (certificate, host radmfa connects to, None if accepted or what the warning line says).
+CERTIFICATE_CASES = {
+    "san-dns-right": ("dns_san", "localhost", None),
+    "san-dns-wrong": ("wrong_name", "localhost", "names DNS ldap.elsewhere.example, not localhost"),
+    "san-ip-right": ("ip_san", "127.0.0.1", None),
+    "san-ip-wrong": ("ip_san_wrong", "127.0.0.1", "names IP 127.0.0.2, not 127.0.0.1"),
+    "san-ip-wrong-cn-right": (
+        "ip_san_wrong_cn_right",
+        "127.0.0.1",
+        "names IP 127.0.0.2, not 127.0.0.1",
+    ),
+    "san-dns-for-an-ip": ("dns_san", "127.0.0.1", "names DNS localhost, not 127.0.0.1"),
+    "no-san-cn-right": ("cn_only", "localhost", None),
+    "no-san-cn-wrong": (
+        "cn_only_wrong",
+        "localhost",
+        "names CN ldap.elsewhere.example, not localhost",
+    ),
+    "no-san-cn-is-the-ip": ("cn_only_ip", "127.0.0.1", "must be an IP subjectAltName"),
+    "expired": ("expired", "127.0.0.1", "certificate has expired"),
+    "unknown-ca": ("untrusted", "127.0.0.1", "unable to get local issuer certificate"),
+}
+
+
+@pytest.fixture
+def tls_warnings() -> Iterator[list[str]]:
+    """The "TLS handshake failed" warning lines logged meanwhile; a traceback fails the test
+    anyway (tests/conftest.py)."""
+    lines: list[str] = []
+
+    def observe(event: dict) -> None:
+        if event.get("log_level") is LogLevel.warn and "TLS handshake" in event.get(
+            "log_format", ""
+        ):
+            lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    yield lines
+    globalLogPublisher.removeObserver(observe)
+
+
+@pytest.mark.parametrize("case", list(CERTIFICATE_CASES))
+@pytest_twisted.ensureDeferred
+async def test_certificate_and_host_name_checks(
+    slapd_factory, pki, make_checker, engine, tls_warnings, monkeypatch, case
+):
+    """LDAPS and StartTLS, direct and search-then-bind: a certificate that does not name the
+    server (subjectAltName, else the CN), or does not chain to ca_file, or has expired, ends
+    the handshake before any bind, with one warning line saying why.
+
+    ldap3 is given the host-name matcher it uses on Python 3.12 and later (its backport, which
+    ignores IP subjectAltNames and falls back to the CN): radmfa must not depend on it.
+    """
+    if engine == "ldap3":
+        monkeypatch.setattr(ldap3.core.tls, "match_hostname", tls_backport.match_hostname)
+    name, host, refusal = CERTIFICATE_CASES[case]
+    server = tls_slapd(slapd_factory, pki["good" if name == "untrusted" else name])
+    ca = pki["other_ca" if name == "untrusted" else "ca"]
+    urls = [f"ldaps://{host}:{server.ldaps_port}", f"ldap://{host}:{server.port}"]
+    for url in urls:
+        for mode in (direct, search):
+            config = mode(url, start_tls=url.startswith("ldap:"), ca_file=str(ca.cert_path))
+            checker = make_checker(config)
+            right = await check(checker, ALICE.uid, ALICE.password)
+            if refusal is None:
+                assert right.outcome is OK, right.detail
+                assert (await check(checker, ALICE.uid, "wrong")).outcome is INVALID
+            else:
+                assert right.outcome is UNAVAILABLE
+                assert refusal in (right.detail or ""), right.detail
+    if refusal is not None:
+        await pause(0.1)
+        assert [dn for dn in server.binds() if dn] == []  # no credentials ever left radmfa
+        assert tls_warnings and all(refusal in line for line in tls_warnings), tls_warnings
+        assert all(host in line for line in tls_warnings)
+    else:
+        assert tls_warnings == []
+
+
+#: The first 14 octets of a BindResponse "success" to messageID 2 whose length promises 14 more:
+#: slapd's "invalid credentials" answer to the user bind (14 octets, through TLS) completes it.
+FORGED_BIND_PREFIX = bytes.fromhex("30 1a 02 01 02 61 15 0a 01 00 04 00 04 00")
+
+
+@pytest_twisted.ensureDeferred
+async def test_bytes_injected_after_the_starttls_answer_never_make_a_bind_succeed(
+    slapd_factory, pki, make_checker, engine
+):
+    """Someone on the path appends a forged bind success to the StartTLS answer, in clear."""
+    server = tls_slapd(slapd_factory, pki["good"])
+    with StartTlsInjector((server.host, server.port), FORGED_BIND_PREFIX) as proxy:
+        config = direct(proxy.url, start_tls=True, ca_file=str(pki["ca"].cert_path))
+        checker = make_checker(config)
+        wrong = await check(checker, ALICE.uid, "not alice's password")
+        right = await check(checker, ALICE.uid, ALICE.password)
+        assert proxy.injections >= 1
+    assert wrong.outcome is not OK
+    if engine == "native":
+        # The connection is dropped before the handshake: fail closed, nothing sent in TLS.
+        assert wrong.outcome is UNAVAILABLE and right.outcome is UNAVAILABLE
+        assert "in clear after the StartTLS answer" in (wrong.detail or "")
+        await pause(0.1)
+        assert [dn for dn in server.binds() if dn] == []
 
 
 # -- native engine only -------------------------------------------------------------------------

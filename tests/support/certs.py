@@ -73,8 +73,15 @@ def make_server_cert(
     *,
     expired: bool = False,
     stem: str = "server",
+    common_name: str | None = None,
+    subject_alt_names: bool = True,
 ) -> ServerCert:
-    """A server certificate for ``names`` (IP addresses become IP SANs), signed by ``ca``."""
+    """A server certificate for ``names`` (IP addresses become IP SANs), signed by ``ca``.
+
+    The subject CN is ``common_name`` (default: the first name). ``subject_alt_names=False``
+    leaves the subjectAltName extension out altogether: a CN-only certificate, as Microsoft's
+    LDAPS rules allow for domain controllers.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     sans: list[x509.GeneralName] = []
@@ -88,16 +95,20 @@ def make_server_cert(
         not_before, not_after = _now() - 10 * day, _now() - day
     else:
         not_before, not_after = _now() - day, _now() + 30 * day
-    cert = (
+    cn = names[0] if common_name is None else common_name
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
         .issuer_name(ca.cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    )
+    if subject_alt_names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    cert = (
+        builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
         )

@@ -42,6 +42,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import ldap3
+from cryptography import x509
 from ldap3.core.exceptions import (
     LDAPCertificateError,
     LDAPCommunicationError,
@@ -65,6 +66,7 @@ from radmfa.directory.base import (
 from radmfa.directory.entrycache import EntryCache
 from radmfa.directory.health import ServerHealth
 from radmfa.directory.naming import entry_name_mismatch, naming_attributes
+from radmfa.directory.tlsnames import NameMismatch, ServerName
 from radmfa.policyconfig import LdapGroupsConfig
 from radmfa.threads import BlockingRunner
 
@@ -73,6 +75,7 @@ __all__ = [
     "AD_DIAGNOSTICS",
     "AD_IN_CHAIN",
     "Attempt",
+    "CheckedTls",
     "ConnectionFactory",
     "GroupWalk",
     "Ldap3Connector",
@@ -517,6 +520,12 @@ class Ldap3Connector:
         self.tls: ldap3.Tls | None = None
         if config.start_tls or any(parse_server(s).use_ssl for s in config.servers):
             self.tls = make_tls(config.ca_file)
+            for text in config.servers:  # a host no certificate can name: say so now
+                host = parse_server(text).host
+                try:
+                    ServerName(host)
+                except ValueError as exc:
+                    raise ValueError(f"LDAP: {exc}") from None
 
     def __call__(
         self, server: LdapServer, user: str | None, password: bytes | str | None
@@ -545,16 +554,69 @@ class Ldap3Connector:
         return conn
 
 
-def make_tls(ca_file: str | None) -> ldap3.Tls:
-    """Certificate and host name checked; TLS 1.2 or newer (L-08).
+def make_tls(ca_file: str | None) -> CheckedTls:
+    """Certificate and host name checked; TLS 1.2 or newer (L-08)."""
+    return CheckedTls(ca_file)
 
-    ``version=None`` makes ldap3 use ``ssl.create_default_context``, whose minimum is TLS 1.2
-    on Python 3.10+; the extra options only matter on an older or patched ssl module.
+
+class CheckedTls(ldap3.Tls):
+    """ldap3's ``Tls`` with the handshake and the host-name check done by radmfa.
+
+    ldap3 checks the name with ``ssl.match_hostname`` or, on Python 3.12 and later, with a
+    backport of its own that ignores IP subjectAltNames and falls back to the CN. Here the
+    name is checked by :mod:`radmfa.directory.tlsnames`, the rule the native engine applies,
+    after the chain (``CERT_REQUIRED`` against ``ca_file`` or the system store). One
+    ``SSLContext`` serves every connection (it is thread-safe), and every wrap completes the
+    handshake and the check before the socket is handed back: nothing is sent before.
     """
-    options: list[int] = []
-    if ssl.create_default_context().minimum_version < ssl.TLSVersion.TLSv1_2:
-        options = [ssl.OP_NO_SSLv2, ssl.OP_NO_SSLv3, ssl.OP_NO_TLSv1, ssl.OP_NO_TLSv1_1]
-    return ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=ca_file, ssl_options=options)
+
+    def __init__(self, ca_file: str | None) -> None:
+        super().__init__(validate=ssl.CERT_REQUIRED, ca_certs_file=ca_file)
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+        context.minimum_version = max(context.minimum_version, ssl.TLSVersion.TLSv1_2)
+        context.check_hostname = False  # the name is checked below, by tlsnames
+        context.verify_mode = ssl.CERT_REQUIRED
+        self._context = context
+
+    def wrap_socket(self, connection: Any, do_handshake: bool = False) -> None:
+        """What ldap3 calls for LDAPS and after a StartTLS answer (``do_handshake`` is True
+        for both with SAFE_SYNC; the handshake is done here either way)."""
+        server = connection.server
+        url = f"{'ldaps' if server.ssl else 'ldap'}://{server.host}:{server.port}"
+        try:
+            name = ServerName(server.host)
+            sni = name.sni.decode("ascii") if name.sni is not None else None
+            wrapped = self._context.wrap_socket(
+                connection.socket, server_hostname=sni, do_handshake_on_connect=False
+            )
+        except Exception as exc:
+            _handshake_failed(url, f"{type(exc).__name__}: {exc}")
+            raise
+        connection.socket = wrapped  # ldap3 closes it, whatever happens next
+        try:
+            wrapped.do_handshake()
+            der = wrapped.getpeercert(binary_form=True)
+            if not der:
+                raise NameMismatch("the server sent no certificate")
+            name.check(x509.load_der_x509_certificate(der))
+        except ssl.SSLCertVerificationError as exc:
+            reason = exc.verify_message or str(exc)
+            _handshake_failed(url, reason)
+            raise LDAPCertificateError(reason) from None
+        except NameMismatch as exc:
+            _handshake_failed(url, str(exc))
+            raise LDAPCertificateError(str(exc)) from None
+        except Exception as exc:
+            _handshake_failed(url, f"{type(exc).__name__}: {exc}")
+            raise
+
+
+def _handshake_failed(url: str, reason: str) -> None:
+    """One warning line per failed handshake, worded as the native engine's (Twisted's
+    loggers may be called from any thread)."""
+    log.warn(
+        "LDAP {name}: TLS handshake failed: {reason}; no credentials sent", name=url, reason=reason
+    )
 
 
 # The failover rules as control flow, shared by both engines.

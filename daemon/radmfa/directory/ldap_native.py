@@ -26,12 +26,10 @@ bind, never a cleartext fallback (L-08), references ignored (L-09), exactly one 
 from __future__ import annotations
 
 import math
-import re
 import socket
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from ldap3.core.results import RESULT_CODES
@@ -100,6 +98,7 @@ from radmfa.directory.ldap import (
     username_problem,
 )
 from radmfa.directory.naming import naming_attributes
+from radmfa.directory.tlsverify import describe_tls_failure, make_tls_options
 from radmfa.policyconfig import LdapGroupsConfig
 
 __all__ = [
@@ -171,8 +170,8 @@ class QueueFull(LdapError):
 
 # -- one connection -----------------------------------------------------------------------------
 
-_BIND, _SEARCH, _EXTENDED = "bind", "search", "extended"
-_EXPECTED_RESULT = {_BIND: BIND_RESPONSE, _SEARCH: SEARCH_RESULT_DONE, _EXTENDED: EXTENDED_RESPONSE}
+_BIND, _SEARCH, _STARTTLS = "bind", "search", "StartTLS"
+_EXPECTED_RESULT = {_BIND: BIND_RESPONSE, _SEARCH: SEARCH_RESULT_DONE, _STARTTLS: EXTENDED_RESPONSE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +208,11 @@ class LdapClientProtocol(Protocol):
 
     The owner learns about the connection through two hooks: ``on_idle`` after an operation
     completes (capacity is free again) and ``on_lost`` once, when it becomes unusable.
+
+    Framing never crosses a change of security layer: the StartTLS answer must be the last
+    byte read in clear, nothing may arrive before the handshake completes, and the stream
+    under TLS gets a decoder of its own. Bytes an attacker slips in behind the StartTLS
+    answer would otherwise be glued to the first answer read through TLS.
     """
 
     def __init__(self, clock: Any, timeout: float, name: str = "") -> None:
@@ -220,6 +224,8 @@ class LdapClientProtocol(Protocol):
         self._next_id = 1
         self._handshake: Deferred[None] | None = None
         self._handshake_timer: IDelayedCall | None = None
+        #: Messages of the current read not dispatched yet (see :meth:`_in_clear_after`).
+        self._unread = 0
         #: True from connectionMade until dropped, closed or lost.
         self.alive = False
         self.on_idle: Callable[[LdapClientProtocol], None] | None = None
@@ -270,7 +276,7 @@ class LdapClientProtocol(Protocol):
         """
         if self._pending:
             raise RuntimeError("StartTLS with operations outstanding")
-        answer = self._send(_EXTENDED, lambda mid: encode_extended_request(mid, STARTTLS_OID))
+        answer = self._send(_STARTTLS, lambda mid: encode_extended_request(mid, STARTTLS_OID))
         return answer.addCallback(self._starttls_answered, options)
 
     def _starttls_answered(self, result: LdapResult, options: Any) -> Deferred[None]:
@@ -283,9 +289,18 @@ class LdapClientProtocol(Protocol):
         return self.begin_tls(options)
 
     def begin_tls(self, options: Any) -> Deferred[None]:
-        """Start the TLS handshake now (LDAPS does this right after connecting)."""
+        """Start the TLS handshake now (LDAPS does this right after connecting).
+
+        Nothing read in clear may be left over: it would be framed together with what TLS
+        delivers. The decoder starts afresh for the protected stream.
+        """
         if not self.alive or self.transport is None:
             return fail(ConnectionFailed("connection closed before TLS"))
+        leftover = self._in_clear_after()
+        if leftover:
+            self._violation(f"{leftover} in clear before the TLS handshake")
+            return fail(ConnectionFailed(f"{leftover} in clear before the TLS handshake"))
+        self._decoder = MessageDecoder()
         self._socket = None  # from now on every byte goes through the TLS layer
         self._handshake = Deferred()
         self._handshake_timer = self._clock.callLater(
@@ -401,15 +416,33 @@ class LdapClientProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if not self.alive:
             return
+        if self._handshake is not None:
+            # The TLS layer hands up nothing before the handshake completes; the transport
+            # did, so these bytes bypassed it.
+            self._violation("data before the TLS handshake completed")
+            return
         try:
             messages = self._decoder.feed(data)
         except BerDecodeError as exc:
             self._violation(f"undecodable response: {exc}")
             return
-        for message_id, response in messages:
-            if not self.alive:
-                return
-            self._dispatch(message_id, response)
+        try:
+            for index, (message_id, response) in enumerate(messages):
+                if not self.alive:
+                    return
+                self._unread = len(messages) - index - 1
+                self._dispatch(message_id, response)
+        finally:
+            self._unread = 0
+
+    def _in_clear_after(self) -> str:
+        """What the current read holds beyond the message being dispatched ("" if nothing)."""
+        parts = []
+        if self._unread:
+            parts.append(f"{self._unread} message(s)")
+        if self._decoder.buffered:
+            parts.append(f"{self._decoder.buffered} octet(s)")
+        return " and ".join(parts)
 
     def _dispatch(self, message_id: int, response: Response) -> None:
         op = self._pending.get(message_id)
@@ -438,6 +471,14 @@ class LdapClientProtocol(Protocol):
         if response.op != _EXPECTED_RESULT[op.kind]:
             self._violation(f"response type 0x{response.op:02x} in answer to a {op.kind}")
             return
+        if op.kind == _STARTTLS:
+            # RFC 4511 §4.14.2: the server starts the handshake right after its answer. Bytes
+            # behind it in clear are a forgery (or a broken server); keeping them would frame
+            # them with the first answer read through TLS.
+            leftover = self._in_clear_after()
+            if leftover:
+                self._violation(f"{leftover} in clear after the StartTLS answer")
+                return
         del self._pending[message_id]
         op.timer.cancel()
         if not op.deferred.called:  # else the caller cancelled while waiting
@@ -451,8 +492,11 @@ class LdapClientProtocol(Protocol):
             self.on_idle(self)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        text = reason.getErrorMessage() or type(reason.value).__name__
-        self._shut(OperationFailed(f"connection lost: {text}", retriable=True))
+        if self._handshake is not None:  # the certificate check's reason, or the TLS error
+            text = describe_tls_failure(reason)
+        else:
+            text = f"connection lost: {reason.getErrorMessage() or type(reason.value).__name__}"
+        self._shut(OperationFailed(text, retriable=True))
 
     def _shut(self, error: OperationFailed) -> None:
         """Mark unusable, tell the owner, then fail what is pending (in that order, so nobody
@@ -473,34 +517,14 @@ class LdapClientProtocol(Protocol):
         self._handshake_timer = None
         handshake, self._handshake = self._handshake, None
         if handshake is not None and not handshake.called:
+            # One line per failed handshake, for the admin: which server and why. Nothing
+            # was sent on this connection (no bind before the handshake completes).
+            log.warn(
+                "LDAP {name}: TLS handshake failed: {reason}; no credentials sent",
+                name=self.name,
+                reason=str(error),
+            )
             handshake.errback(Failure(ConnectionFailed(f"TLS handshake failed: {error}")))
-
-
-# -- TLS ----------------------------------------------------------------------------------------
-
-_PEM_CERTIFICATE = re.compile(
-    rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
-)
-
-
-def make_tls_options(host: str, ca_file: str | None) -> Any:
-    """Client TLS options: certificate checked against ``ca_file`` (or the system's trust
-    store), host name (or IP address) checked against it, TLS 1.2 or newer (L-08)."""
-    from twisted.internet import ssl  # needs pyOpenSSL and service_identity (twisted[tls])
-
-    if ca_file is None:
-        trust = ssl.platformTrust()
-    else:
-        pem = Path(ca_file).read_bytes()
-        certificates = [ssl.Certificate.loadPEM(block) for block in _PEM_CERTIFICATE.findall(pem)]
-        if not certificates:
-            raise ValueError(f"LDAP: no PEM certificate in ca_file {ca_file}")
-        trust = ssl.trustRootFromCertificates(certificates)
-    return ssl.optionsForClientTLS(
-        host,
-        trustRoot=trust,
-        extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2},
-    )
 
 
 # -- opening connections ------------------------------------------------------------------------
