@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--number",
         dest="address",
         help="email/sms: the address or phone number (default: from the LDAP attribute); "
-        "a changed one must be confirmed with a code at the next login",
+        "a changed one must be confirmed at a login, after a code from another factor",
     )
     add.add_argument("--secret", help="import an existing base32 secret instead of generating one")
     add.add_argument("--digits", type=int, choices=[6, 7, 8, 9, 10])
