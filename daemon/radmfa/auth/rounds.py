@@ -3,7 +3,8 @@
 The password was checked in round one; a round only takes the answer - a code, a keyword such
 as ``email`` to have one sent, or nothing to see the prompt again. The State is taken from the
 store first (it works once) and must belong to the same user and client; the user's standing
-is read again, since locks and throttles may have changed since round one.
+is read again, since locks and throttles may have changed since round one, and so is the
+policy, since a reload may have changed it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 from radmfa.auth import prompts
 from radmfa.auth.challenge import (
@@ -28,11 +30,14 @@ from radmfa.auth.identity import store_key
 from radmfa.auth.ledger import Ledger, UserView
 from radmfa.auth.model import AccessRequest, Decision, Outcome, Reason
 from radmfa.auth.outofband import OutOfBandCodes, can_finish, is_pending, keyword_token
-from radmfa.auth.policy import Policy, device_key, subject_address
+from radmfa.auth.policy import Verdict, device_key
+from radmfa.auth.verdicts import PolicyCheck, refusal
 from radmfa.config import OtpConfig
 from radmfa.factors.base import FactorRegistry, MatchKind
 from radmfa.store.base import ChallengeRecord, Store, TokenRecord
 from radmfa.threads import BlockingRunner
+
+log = Logger(namespace="radmfa.auth")
 
 
 class ChallengeRounds:
@@ -46,20 +51,20 @@ class ChallengeRounds:
         clock: IReactorTime,
         factors: FactorRegistry,
         otp: OtpConfig,
-        policy: Policy,
         ledger: Ledger,
         issuer: ChallengeIssuer,
         codes: OutOfBandCodes,
+        verdicts: PolicyCheck,
     ) -> None:
         self.store = store
         self.db = db
         self.clock = clock
         self.factors = factors
         self.otp = otp
-        self.policy = policy
         self.ledger = ledger
         self.issuer = issuer
         self.codes = codes
+        self.verdicts = verdicts
 
     async def answer(self, request: AccessRequest, user: str, answer: str) -> Decision:
         assert request.state is not None
@@ -79,18 +84,41 @@ class ChallengeRounds:
         refused = self.ledger.refusal(user, view, now)
         if refused is not None:
             return tagged(refused, method="challenge", rule=challenge.rule)
+        verdict = await self._policy_now(request, user, key, challenge)
+        if isinstance(verdict, Decision):
+            return verdict
         decision = await self._round(request, user, key, answer, challenge, view)
-        decision = ruled(decision, challenge.rule)
+        decision = ruled(decision, verdict.rule)
         if (
             decision.outcome is Outcome.ACCEPT
             and decision.factor is not None
             and decision.reason is Reason.OK
         ):
-            address = subject_address(request.calling_station_id, request.client_address)
-            await self.ledger.remember_device(
-                key, device, self.policy.verdict_of(challenge.rule, address)
-            )
+            await self.ledger.remember_device(key, device, verdict)
         return decision
+
+    async def _policy_now(
+        self, request: AccessRequest, user: str, key: str, challenge: ChallengeRecord
+    ) -> Verdict | Decision:
+        """The policy as it stands now (a reload may have come since round one): a deny or
+        an address list refuses the answer; otherwise the exchange goes on as asked (an
+        exempt or optional verdict does not turn a code prompt into a pass), and the fresh
+        verdict names the rule and says how long a device is trusted. The rule named in the
+        State is only history: it may be gone, or decide differently now."""
+        verdict, _entry = await self.verdicts.evaluate(request, user, key)
+        if isinstance(verdict, Verdict):
+            refused = refusal(verdict, user)
+            if refused is None:
+                return verdict
+            log.info(
+                "{user}: the policy now refuses this login (rule {rule}, was {was}); its "
+                "challenge ends",
+                user=user,
+                rule=verdict.rule,
+                was=challenge.rule or "-",
+            )
+            return tagged(refused, method="challenge", rule=verdict.rule)
+        return tagged(verdict, method="challenge", rule=challenge.rule)
 
     async def _round(
         self,
