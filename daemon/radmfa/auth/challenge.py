@@ -82,6 +82,7 @@ class ChallengeIssuer:
         clock: IReactorTime,
         random_bytes: Callable[[int], bytes],
         timeout: float,
+        max_open: int = 5,
     ) -> None:
         self.store = store
         self.db = db
@@ -89,6 +90,12 @@ class ChallengeIssuer:
         self.random_bytes = random_bytes
         #: otp.challenge_timeout: how long a State without a pending code stays good.
         self.timeout = timeout
+        #: otp.max_open_challenges: a user's open States; a new one drops the oldest beyond.
+        self.max_open = max_open
+
+    async def put(self, record: ChallengeRecord) -> None:
+        """Every State goes in through here, under the per-user cap (atomic in the store)."""
+        await self.db.run(self.store.put_challenge, record, self.max_open)
 
     def new_state(self) -> bytes:
         return self.random_bytes(STATE_BYTES)
@@ -132,7 +139,7 @@ class ChallengeIssuer:
                 phase=carry.phase,
                 expires_at=carry.expires_at if carry.code_hash is not None else record.expires_at,
             )
-        await self.db.run(self.store.put_challenge, record)
+        await self.put(record)
         return Decision(
             Outcome.CHALLENGE,
             reason,

@@ -34,6 +34,7 @@ from radmfa.auth.ledger import Ledger, UserView
 from radmfa.auth.model import AccessRequest, Decision, Outcome, Reason
 from radmfa.config import OtpConfig
 from radmfa.delivery.courier import Courier
+from radmfa.factorconfig import DEFAULT_SENDS_PER_HOUR_TOTAL
 from radmfa.factors.base import Destination, FactorRegistry, OutOfBandFactor, SendContext
 from radmfa.store.base import (
     AUDIT_ADMIN,
@@ -283,10 +284,19 @@ class OutOfBandCodes:
         destination = oob.destination(token) if oob is not None else None
         assert oob is not None and destination is not None
         now = self.clock.seconds()
+        total = getattr(oob, "max_per_hour_total", DEFAULT_SENDS_PER_HOUR_TOTAL)
         grant = await self.db.run(
-            self.store.reserve_send, key, token.type, now, oob.cooldown, oob.max_per_hour
+            self.store.reserve_send, key, token.type, now, oob.cooldown, oob.max_per_hour, total
         )
         if not grant.granted:
+            if grant.limit == "total_cap":
+                log.warn(
+                    "{factor} code for {user} not sent: the {total} an hour for all users "
+                    "(otp.{factor}.max_per_hour_total) are used up",
+                    factor=token.type,
+                    user=user,
+                    total=total,
+                )
             return await self._send_refused(
                 request, user, key, oob, usable, grant.retry_after, started_at, phase, carry, rule
             )
@@ -294,8 +304,7 @@ class OutOfBandCodes:
         code = oob.new_code()
         expires_at = min(now + oob.code_ttl, started_at + MAX_EXCHANGE_SECONDS)
         state = self.issuer.new_state()
-        await self.db.run(
-            self.store.put_challenge,
+        await self.issuer.put(
             ChallengeRecord(
                 state_id=state,
                 user=key,

@@ -161,6 +161,7 @@ class Authenticator:
             clock=self.clock,
             random_bytes=self.random_bytes,
             timeout=self.settings.otp.challenge_timeout,
+            max_open=self.settings.otp.max_open_challenges,
         )
         self.codes = OutOfBandCodes(
             store=self.store,

@@ -48,6 +48,8 @@ class World:
         max_failures: int = 5,
         cooldown: float = 60,
         per_hour: int = 5,
+        total: int = 1000,
+        max_open: int = 5,
     ) -> None:
         self.clock = Clock()
         self.clock.advance(T0)
@@ -58,7 +60,9 @@ class World:
         self.states = iter(bytes([i % 256, i // 256]) * 8 for i in range(1, 5000))
         email_config = replace(
             EMAIL,
-            delivery=CodeDelivery(keyword="email", cooldown=cooldown, max_per_hour=per_hour),
+            delivery=CodeDelivery(
+                keyword="email", cooldown=cooldown, max_per_hour=per_hour, max_per_hour_total=total
+            ),
         )
         sms_config = replace(
             SMS, delivery=CodeDelivery(keyword="sms", cooldown=cooldown, max_per_hour=per_hour)
@@ -75,7 +79,7 @@ class World:
         )
         self.auth = Authenticator(
             settings=PipelineSettings(
-                otp=OtpConfig(mode=mode),  # type: ignore[arg-type]
+                otp=OtpConfig(mode=mode, max_open_challenges=max_open),  # type: ignore[arg-type]
                 lockout=LockoutConfig(max_failures=max_failures, duration=300),
             ),
             directory=self.directory,
@@ -367,6 +371,27 @@ def test_hourly_cap_holds_across_logins():
     assert len(w.mailer.messages) == 3
     w.clock.advance(3600)
     assert w.send("hunter2,email").reason is Reason.CODE_SENT
+
+
+def test_codes_for_all_users_together_are_capped_per_hour(caplog_twisted):
+    w = World(total=2)
+    for other in ("bob", "carol"):
+        assert w.store.reserve_send(other, "email", T0, 60, 5, total_per_hour=2).granted
+    d = w.send("hunter2,email")
+    assert (d.outcome, d.reason) == (Outcome.CHALLENGE, Reason.SEND_LIMITED)
+    assert w.mailer.messages == []
+    assert "otp.email.max_per_hour_total" in "\n".join(caplog_twisted)
+    assert w.send(w.code(), state=d.state).outcome is Outcome.ACCEPT  # the app still works
+    w.clock.advance(3600)
+    assert w.send("hunter2,email").reason is Reason.CODE_SENT
+
+
+def test_a_user_has_at_most_max_open_challenges_the_oldest_dies():
+    w = World(max_open=2)
+    first, second, third = (w.send("hunter2") for _ in range(3))
+    assert w.send(w.code(), state=first.state).reason is Reason.BAD_STATE
+    assert w.send("", state=second.state).outcome is Outcome.CHALLENGE
+    assert w.send(w.code(), state=third.state).outcome is Outcome.ACCEPT
 
 
 def test_the_exchange_cannot_be_stretched_beyond_ten_minutes():
