@@ -142,6 +142,8 @@ class OtpConfig:
     mode: OtpMode = "auto"
     totp: TotpConfig = field(default_factory=TotpConfig)
     challenge_timeout: float = 120.0
+    #: Open challenge States per user; a new one beyond it drops that user's oldest.
+    max_open_challenges: int = 5
     challenge_prompt: str = "Enter your verification code: "
     #: Users without a token pass on their password alone (logged as password_only).
     allow_password_only: bool = False
@@ -913,6 +915,7 @@ _OTP_KEYS = (
     "mode",
     "totp",
     "challenge_timeout",
+    "max_open_challenges",
     "challenge_prompt",
     "allow_password_only",
     "choice_prompt",
@@ -942,6 +945,7 @@ def _otp(s: Section) -> OtpConfig:
         mode=cast(OtpMode, mode),
         totp=_totp(s.section("totp", _TOTP_KEYS)),
         challenge_timeout=s.get_duration("challenge_timeout", d.challenge_timeout, 10, 600),
+        max_open_challenges=s.get_int("max_open_challenges", d.max_open_challenges, 1, 100),
         challenge_prompt=prompt,
         allow_password_only=s.get_bool("allow_password_only", d.allow_password_only),
         **_factor_settings(s, d),

@@ -59,6 +59,10 @@ class EmergencyConfig:
     max_ttl: float = 3600.0
 
 
+#: ``max_per_hour_total`` when not configured (and for factors that do not say).
+DEFAULT_SENDS_PER_HOUR_TOTAL = 1000
+
+
 @dataclass(frozen=True)
 class CodeDelivery:
     """What email and SMS codes share: the code, its life, the rate limit, the prompts."""
@@ -69,6 +73,9 @@ class CodeDelivery:
     ttl: float = 300.0
     cooldown: float = 60.0
     max_per_hour: int = 5
+    #: Codes of this channel an hour for all users together (every worker and daemon on the
+    #: store): a stolen password list cannot turn the mail server or SMS bill into a weapon.
+    max_per_hour_total: int = DEFAULT_SENDS_PER_HOUR_TOTAL
     #: Reply-Message after a code was sent; {destination} is the masked address.
     prompt: str = "Enter the code sent to {destination}: "
     #: Reply-Message when the code confirms a new address.
@@ -145,6 +152,7 @@ _DELIVERY_KEYS = (
     "code_ttl",
     "cooldown",
     "max_per_hour",
+    "max_per_hour_total",
     "prompt",
     "confirm_prompt",
 )
@@ -235,6 +243,7 @@ def _delivery(s: Section, keyword: str) -> CodeDelivery:
         ttl=s.get_duration("code_ttl", d.ttl, 30, 600),
         cooldown=s.get_duration("cooldown", d.cooldown, 0, 3600),
         max_per_hour=s.get_int("max_per_hour", d.max_per_hour, 1, 100),
+        max_per_hour_total=s.get_int("max_per_hour_total", d.max_per_hour_total, 1, 1_000_000),
         prompt=_template(s, "prompt", d.prompt, PROMPT_FIELDS, reply=True),
         confirm_prompt=_template(s, "confirm_prompt", d.confirm_prompt, PROMPT_FIELDS, reply=True),
     )

@@ -14,6 +14,7 @@ import io
 import itertools
 import json
 import random
+import signal
 import time
 from collections.abc import Iterator
 
@@ -86,10 +87,8 @@ def join(slapd: Slapd, group: str, user: User) -> None:
     )
 
 
-@pytest.fixture(scope="module")
-def daemon(groups: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RadmfaDaemon]:
-    slapd = groups
-    config = {
+def policy_config(slapd: Slapd) -> dict:
+    return {
         "clients": [
             {"name": "vpn", "address": "127.0.0.0/8", "secret": SECRET},
             {"name": "branch", "address": "127.0.0.2/32", "secret": SECRET},
@@ -126,7 +125,11 @@ def daemon(groups: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         },
         "audit": {"flush_interval": "0.1s"},
     }
-    d = RadmfaDaemon(tmp_path_factory.mktemp("radmfa-policy"), config)
+
+
+@pytest.fixture(scope="module")
+def daemon(groups: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RadmfaDaemon]:
+    d = RadmfaDaemon(tmp_path_factory.mktemp("radmfa-policy"), policy_config(groups))
     d.start()
     try:
         yield d
@@ -170,6 +173,38 @@ def user_binds(slapd: Slapd, user: User) -> int:
 
 
 # -- policy rules ---------------------------------------------------------------------------
+
+
+def test_a_reload_that_denies_a_group_refuses_answers_to_challenges_issued_before_it(
+    groups, tmp_path
+):
+    slapd = groups
+    d = RadmfaDaemon(tmp_path / "radmfa", policy_config(slapd))
+    d.start()
+    c = RadiusTestClient(d.port, SECRET.encode(), source="127.0.0.3")
+    try:
+        contractor, other = User(d, slapd, "leaving"), User(d, slapd, "staying")
+        join(slapd, "contractors", contractor)
+        asked = login(c, contractor, contractor.password)
+        kept = login(c, other, other.password)
+        assert (asked.code, kept.code) == (CHALLENGE, CHALLENGE)
+        config = policy_config(slapd)
+        config["listen"], config["store"] = d.config["listen"], d.config["store"]
+        rules = config["policy"]["rules"]  # contractors: refused from now on
+        rules[1] = {"name": "contractors", "groups": ["contractors"], "deny": True}
+        d.write_config(config)
+        d.signal(signal.SIGHUP)
+        d.wait_for_log("configuration reloaded")
+        answer = c.auth(contractor.name, contractor.code(), state=asked.state)
+        assert answer is not None and answer.code == REJECT
+        denied = f'reason=policy_deny user="{contractor.name}"'
+        d.wait_for_log(denied)
+        assert "rule=contractors" in next(x for x in d.log().splitlines() if denied in x)
+        # a challenge of someone the new rules still let in is answered as before
+        assert c.auth(other.name, other.code(), state=kept.state).code == ACCEPT
+    finally:
+        c.close()
+        assert d.stop() == 0
 
 
 def test_exempt_service_account_needs_only_its_password(daemon, slapd, client):

@@ -18,8 +18,8 @@ from tests.integration.test_daemon import LEGACY_SECRET, STRICT_SECRET, Enrolled
 from tests.integration.test_pam_radius import pam_service
 from tests.support.daemon import RadmfaDaemon, deadline_poll
 from tests.support.ports import free_port
-from tests.support.radius_client import ACCEPT, CHALLENGE, REJECT, RadiusTestClient
-from tests.support.slapd import Slapd
+from tests.support.radius_client import ACCEPT, CHALLENGE, REJECT, RadiusTestClient, Reply
+from tests.support.slapd import SERVICE_DN, SERVICE_PASSWORD, SUFFIX, LdapUser, Slapd
 from tests.support.smtpd import SmtpServer
 from tests.unit.factors.test_factors import write_plugin
 
@@ -172,6 +172,80 @@ def test_resend_inside_the_cooldown_sends_nothing_new(daemon, slapd, smtp, clien
     assert "Please wait" in reply.messages[0]
     smtp.wait_for(address)
     assert len(smtp.messages_to(address)) == 1
+
+
+# -- a changed address in the directory ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def search_daemon(
+    slapd: Slapd, smtp: SmtpServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RadmfaDaemon]:
+    """Search-then-bind, so the bind reads each user's ``mail``."""
+    config = base_config(slapd)
+    config["ldap"] = {
+        "servers": [slapd.url],
+        "base_dn": SUFFIX,
+        "bind_dn": SERVICE_DN,
+        "bind_password": SERVICE_PASSWORD,
+        "timeout": 2,
+    }
+    config["otp"] = {"mode": "auto", "challenge_timeout": 60, "email": email_config(smtp.config())}
+    config["lockout"] = {"max_failures": 30, "duration": "5m"}
+    d = RadmfaDaemon(tmp_path_factory.mktemp("radmfa-mail"), config)
+    d.start()
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def test_changed_ldap_mail_gets_nothing_until_the_app_code_vouches_for_it(
+    search_daemon, slapd, smtp
+):
+    daemon = search_daemon
+    user = Enrolled(daemon, slapd)
+    old, new = f"{user.name}@example.org", f"{user.name}@evil.example"
+    slapd.modify(f"dn: {LdapUser(user.name, '').dn}\nchangetype: modify\nadd: mail\nmail: {old}\n")
+    assert daemon.cli("token", "add", user.name, "--type", "email").returncode == 0
+    c = RadiusTestClient(daemon.port, STRICT_SECRET.encode(), source="127.0.0.3")
+    try:
+        first = c.auth(user.name, user.password)  # the bind reads the first address: trusted
+        assert first is not None and first.code == CHALLENGE
+        assert c.auth(user.name, user.code(), state=first.state).code == ACCEPT
+        slapd.modify(
+            f"dn: {LdapUser(user.name, '').dn}\nchangetype: modify\nreplace: mail\nmail: {new}\n"
+        )
+        # the attack: password,email, (no code to give), drop, password,email again
+        for _ in range(2):
+            asked = c.auth(user.name, user.password + ",email")
+            assert asked is not None and asked.code == CHALLENGE
+            assert asked.messages[0].startswith("To confirm your new email address")
+            again = c.auth(user.name, "", state=asked.state)
+            assert again is not None and again.code == CHALLENGE
+        daemon.wait_for_log("nothing sent to the new email address", count=2)
+        # the honest exchange: the app's code vouches, then the new address gets its code
+        asked = c.auth(user.name, user.password + ",email")
+        step = c.auth(user.name, user.code(1), state=asked.state)
+        assert step is not None and step.code == CHALLENGE
+        assert "to confirm it" in step.messages[0]
+        done = c.auth(user.name, smtp.code_for(new), state=step.state)
+        assert done is not None and done.code == ACCEPT
+        assert len(smtp.messages_to(new)) == 1  # the attack sent nothing there
+        daemon.wait_for_log(f"{user.name} confirmed the new email address")
+        listed = json.loads(daemon.cli("token", "list", user.name, "--json").stdout)
+        mail = next(t for t in listed if t["type"] == "email")
+        assert (mail["address"], mail["confirmed"]) == (new, True)
+
+        # trusted now: an ordinary email login
+        def ordinary_email_login() -> Reply | None:
+            reply = c.auth(user.name, user.password + ",email")
+            return reply if reply.messages[0].startswith("Enter the code sent to") else None
+
+        asked = deadline_poll(ordinary_email_login, 10, 0.5, what="the 2s send cooldown")
+        assert c.auth(user.name, smtp.code_for(new, 2), state=asked.state).code == ACCEPT
+    finally:
+        c.close()
 
 
 # -- backup and emergency codes -----------------------------------------------------------

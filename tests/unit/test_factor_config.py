@@ -98,3 +98,28 @@ def test_a_prompt_too_long_for_a_reply_message_is_refused():
         """
     )
     assert any("otp.email.prompt: is 254 bytes" in p for p in found)
+
+
+def test_caps_on_open_challenges_and_on_sends_for_everyone():
+    otp = parse(
+        """
+        max_open_challenges: 3
+        email: {smtp: {host: 127.0.0.1, security: none}, from: a@example.org,
+                max_per_hour_total: 50}
+        sms: {provider: command, command: {argv: [/bin/true]}}
+        """
+    ).otp
+    assert otp.max_open_challenges == 3
+    assert otp.email is not None and otp.email.delivery.max_per_hour_total == 50
+    assert otp.sms is not None and otp.sms.delivery.max_per_hour_total == 1000
+    assert parse("mode: auto\n").otp.max_open_challenges == 5
+    found = "\n".join(
+        problems(
+            """
+            max_open_challenges: 0
+            sms: {provider: command, command: {argv: [/bin/true]}, max_per_hour_total: 0}
+            """
+        )
+    )
+    assert "x.yaml:5: otp.max_open_challenges: must be between 1 and 100" in found
+    assert "x.yaml:6: otp.sms.max_per_hour_total: must be between 1 and 1000000" in found

@@ -3,12 +3,16 @@ issuing a fresh single-use State for the next round.
 
 Every round gets a new State (a State works once); ``carry`` keeps a pending out-of-band code
 and its phase alive in the new one.
+
+A changed email address or phone number is *pending*: it receives nothing until another,
+already trusted factor has succeeded in the same exchange ("vouch" phase); only then is a code
+sent to it ("confirm" phase), and that code both confirms the address and ends the login.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -23,9 +27,43 @@ STATE_BYTES = 16
 MAX_EXCHANGE_SECONDS = 600.0
 
 PHASE_CODE = "code"
-PHASE_CONFIRM = "confirm"
-#: "another:<type>": an address of <type> was just confirmed; any factor but <type> finishes.
-PHASE_ANOTHER = "another"
+#: "vouch:<token id>": the pending address of that token waits for a trusted factor first.
+PHASE_VOUCH = "vouch"
+#: "address:<token id>:<factor>": <factor> vouched in this exchange; the code sent to the
+#: pending address confirms it. (Spelled unlike the "confirm" of earlier versions, whose
+#: States were issued before any vouching and so must not be read as this phase.)
+PHASE_CONFIRM = "address"
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """A State's phase, parsed: its name, the pending token and the factor that vouched."""
+
+    name: str
+    pending: str | None = None
+    vouched_by: str | None = None
+
+
+def vouch_phase(token_id: str) -> str:
+    return f"{PHASE_VOUCH}:{token_id}"
+
+
+def confirm_phase(token_id: str, vouched_by: str) -> str:
+    return f"{PHASE_CONFIRM}:{token_id}:{vouched_by}"
+
+
+def parse_phase(text: str) -> Phase | None:
+    """None for a phase this version does not issue (a State from an older one): refused."""
+    name, _, rest = text.partition(":")
+    if name == PHASE_CODE and not rest:
+        return Phase(PHASE_CODE)
+    if name == PHASE_VOUCH and rest:
+        return Phase(PHASE_VOUCH, pending=rest)
+    if name == PHASE_CONFIRM:
+        token_id, _, vouched_by = rest.rpartition(":")
+        if token_id and vouched_by:
+            return Phase(PHASE_CONFIRM, pending=token_id, vouched_by=vouched_by)
+    return None
 
 
 def exchange_start(challenge: ChallengeRecord) -> float:
@@ -44,6 +82,7 @@ class ChallengeIssuer:
         clock: IReactorTime,
         random_bytes: Callable[[int], bytes],
         timeout: float,
+        max_open: int = 5,
     ) -> None:
         self.store = store
         self.db = db
@@ -51,6 +90,12 @@ class ChallengeIssuer:
         self.random_bytes = random_bytes
         #: otp.challenge_timeout: how long a State without a pending code stays good.
         self.timeout = timeout
+        #: otp.max_open_challenges: a user's open States; a new one drops the oldest beyond.
+        self.max_open = max_open
+
+    async def put(self, record: ChallengeRecord) -> None:
+        """Every State goes in through here, under the per-user cap (atomic in the store)."""
+        await self.db.run(self.store.put_challenge, record, self.max_open)
 
     def new_state(self) -> bytes:
         return self.random_bytes(STATE_BYTES)
@@ -94,7 +139,7 @@ class ChallengeIssuer:
                 phase=carry.phase,
                 expires_at=carry.expires_at if carry.code_hash is not None else record.expires_at,
             )
-        await self.db.run(self.store.put_challenge, record)
+        await self.put(record)
         return Decision(
             Outcome.CHALLENGE,
             reason,

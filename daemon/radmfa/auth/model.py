@@ -77,8 +77,9 @@ class Reason(enum.Enum):
     CODE_SENT = "code_sent"
     #: A code was asked for too soon or too often; the challenge says when to retry.
     SEND_LIMITED = "send_limited"
-    #: A new email address or phone number was proven with a code; another factor follows.
-    ADDRESS_CONFIRMED = "address_confirmed"
+    #: A changed email address or phone number was asked for: a trusted factor must vouch for
+    #: it before it gets the code that confirms it.
+    ADDRESS_PENDING = "address_pending"
     PASSWORD_ONLY = "password_only"
     #: Accepted on the password alone: the policy exempts the user ...
     EXEMPT = "exempt"

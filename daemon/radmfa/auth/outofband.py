@@ -4,8 +4,9 @@ answer against it, confirming a new address, and taking new addresses from the d
 
 A code is hashed into the State it was sent for and nowhere else. Sending never delays the
 reply: the courier delivers in the background and a failure becomes a notice shown at the
-user's next prompt. An address the directory changed must be confirmed with a code before it
-counts, and it cannot finish a login by itself.
+user's next prompt. An address that changed (in the directory or through the CLI) is pending:
+nothing is sent to it until another, trusted factor succeeded in the same exchange; then the
+code sent to it confirms it and ends the login. Pending, it can never finish a login alone.
 """
 
 from __future__ import annotations
@@ -23,15 +24,17 @@ from twisted.logger import Logger
 from radmfa.auth import prompts
 from radmfa.auth.challenge import (
     MAX_EXCHANGE_SECONDS,
-    PHASE_ANOTHER,
     PHASE_CONFIRM,
     ChallengeIssuer,
+    confirm_phase,
+    vouch_phase,
 )
 from radmfa.auth.decisions import reject
 from radmfa.auth.ledger import Ledger, UserView
 from radmfa.auth.model import AccessRequest, Decision, Outcome, Reason
 from radmfa.config import OtpConfig
 from radmfa.delivery.courier import Courier
+from radmfa.factorconfig import DEFAULT_SENDS_PER_HOUR_TOTAL
 from radmfa.factors.base import Destination, FactorRegistry, OutOfBandFactor, SendContext
 from radmfa.store.base import (
     AUDIT_ADMIN,
@@ -81,6 +84,24 @@ def can_finish(factors: FactorRegistry, token: TokenRecord) -> bool:
         return True
     destination = oob.destination(token)
     return destination is not None and destination.confirmed
+
+
+def is_pending(factors: FactorRegistry, token: TokenRecord) -> bool:
+    """An out-of-band token whose address changed and is not trusted yet."""
+    destination = destination_of(factors, token)
+    return destination is not None and not destination.confirmed
+
+
+def trusted_others(
+    factors: FactorRegistry, tokens: Sequence[TokenRecord], pending: TokenRecord, now: float
+) -> list[TokenRecord]:
+    """The tokens that may vouch for ``pending``: usable, trusted, of another factor (an
+    address that is itself new cannot vouch: two changed addresses confirming each other)."""
+    return [
+        t
+        for t in tokens
+        if t.type != pending.type and factors.usable(t, now) and can_finish(factors, t)
+    ]
 
 
 def keyword_token(
@@ -139,25 +160,151 @@ class OutOfBandCodes:
         carry: ChallengeRecord | None = None,
         rule: str | None = None,
     ) -> Decision:
-        """Generate a code, bind its hash to a fresh State, start delivery, ask for it."""
+        """Generate a code, bind its hash to a fresh State, start delivery, ask for it.
+
+        A pending (changed, unconfirmed) address gets nothing here: another trusted factor
+        must vouch for it first (:meth:`send_confirmation` follows that)."""
         rule = rule if rule is not None else (carry.rule if carry is not None else None)
+        destination = destination_of(self.factors, token)
+        assert destination is not None
+        if not destination.confirmed:
+            return await self._vouch_first(
+                request, user, key, token, usable, started_at=started_at, rule=rule
+            )
+        return await self._deliver(
+            request,
+            user,
+            key,
+            token,
+            usable,
+            started_at=started_at,
+            phase=phase,
+            carry=carry,
+            rule=rule,
+        )
+
+    async def send_confirmation(
+        self,
+        request: AccessRequest,
+        user: str,
+        key: str,
+        pending: TokenRecord,
+        usable: Sequence[TokenRecord],
+        *,
+        started_at: float,
+        vouched_by: str,
+        carry: ChallengeRecord | None = None,
+        rule: str | None = None,
+    ) -> Decision:
+        """``vouched_by`` (a trusted factor) just succeeded in this exchange: now the pending
+        address may get the code that confirms it."""
+        rule = rule if rule is not None else (carry.rule if carry is not None else None)
+        return await self._deliver(
+            request,
+            user,
+            key,
+            pending,
+            usable,
+            started_at=started_at,
+            phase=confirm_phase(pending.token_id, vouched_by),
+            carry=carry,
+            rule=rule,
+        )
+
+    async def _vouch_first(
+        self,
+        request: AccessRequest,
+        user: str,
+        key: str,
+        pending: TokenRecord,
+        usable: Sequence[TokenRecord],
+        *,
+        started_at: float,
+        rule: str | None,
+    ) -> Decision:
+        """Asked for a pending address: a trusted factor first, then the confirmation code.
+        With no trusted factor left the login fails (not counted: the password was right);
+        the help desk re-enrolls the address or issues an emergency code to vouch with."""
+        now = self.clock.seconds()
+        others = trusted_others(self.factors, usable, pending, now)
+        destination = destination_of(self.factors, pending)
+        masked = destination.masked if destination is not None else "-"
+        if not others:
+            log.info(
+                "{user}: the new {factor} address {destination} must be confirmed after "
+                "another factor, and the user has no other; re-enroll it (radmfa token "
+                "remove, then token add) or issue an emergency code (radmfa emergency-code)",
+                user=user,
+                factor=pending.type,
+                destination=masked,
+            )
+            return reject(Reason.NO_TOKEN, user, method="challenge", factor=pending.type)
+        log.info(
+            "{user}: nothing sent to the new {factor} address {destination} before another "
+            "factor vouches for it",
+            user=user,
+            factor=pending.type,
+            destination=masked,
+        )
+        return await self.issuer.issue(
+            request,
+            user,
+            key,
+            message=self.vouch_prompt(pending, others),
+            started_at=started_at,
+            phase=vouch_phase(pending.token_id),
+            reason=Reason.ADDRESS_PENDING,
+            factor=pending.type,
+            rule=rule,
+        )
+
+    def vouch_prompt(self, pending: TokenRecord, others: Sequence[TokenRecord]) -> str:
+        """What a user asked for a pending address is told: which trusted factor to use."""
+        destination = destination_of(self.factors, pending)
+        label = self.factors.label(pending.type)
+        menu = prompts.menu(self.otp, self.factors, others)
+        masked = destination.masked if destination is not None else ""
+        return prompts.fit(f"To confirm your new {label} address {masked}, first: {menu}")
+
+    async def _deliver(
+        self,
+        request: AccessRequest,
+        user: str,
+        key: str,
+        token: TokenRecord,
+        usable: Sequence[TokenRecord],
+        *,
+        started_at: float,
+        phase: str,
+        carry: ChallengeRecord | None,
+        rule: str | None,
+    ) -> Decision:
+        """The send itself, under the send limits; the State names the token the code went to."""
         oob = self.factors.out_of_band(token.type)
         destination = oob.destination(token) if oob is not None else None
         assert oob is not None and destination is not None
         now = self.clock.seconds()
+        total = getattr(oob, "max_per_hour_total", DEFAULT_SENDS_PER_HOUR_TOTAL)
         grant = await self.db.run(
-            self.store.reserve_send, key, token.type, now, oob.cooldown, oob.max_per_hour
+            self.store.reserve_send, key, token.type, now, oob.cooldown, oob.max_per_hour, total
         )
         if not grant.granted:
+            if grant.limit == "total_cap":
+                log.warn(
+                    "{factor} code for {user} not sent: the {total} an hour for all users "
+                    "(otp.{factor}.max_per_hour_total) are used up",
+                    factor=token.type,
+                    user=user,
+                    total=total,
+                )
             return await self._send_refused(
                 request, user, key, oob, usable, grant.retry_after, started_at, phase, carry, rule
             )
-        confirming = not destination.confirmed
+        confirming = phase.startswith(f"{PHASE_CONFIRM}:")
         code = oob.new_code()
         expires_at = min(now + oob.code_ttl, started_at + MAX_EXCHANGE_SECONDS)
         state = self.issuer.new_state()
-        await self.db.run(
-            self.store.put_challenge,
+        await self.issuer.put(
             ChallengeRecord(
                 state_id=state,
                 user=key,
@@ -168,7 +315,7 @@ class OutOfBandCodes:
                 factor=token.type,
                 token_id=token.token_id,
                 code_hash=_hash_code(code),
-                phase=PHASE_CONFIRM if confirming else phase,
+                phase=phase,
                 started_at=started_at,
                 rule=rule,
             ),
@@ -247,9 +394,10 @@ class OutOfBandCodes:
         challenge: ChallengeRecord,
         text: str,
         view: UserView,
-    ) -> Decision | None:
-        """The answer against the code this State was sent with; None when it is not that code
-        (other factors get their turn), else the decision."""
+    ) -> TokenRecord | Decision | None:
+        """The answer against the code this State was sent with: None when it is not that
+        code (other factors get their turn), the token it went to when it is, or the reject
+        when that token has been replaced since. Finishing the login is the caller's part."""
         assert challenge.code_hash is not None and challenge.factor is not None
         oob = self.factors.out_of_band(challenge.factor)
         typed = oob.normalize(text) if oob is not None else None
@@ -262,42 +410,21 @@ class OutOfBandCodes:
                      factor=oob.type)  # fmt: skip
             await self.ledger.fail(view)
             return reject(Reason.BAD_OTP, user, method="challenge", factor=oob.type)
-        now = self.clock.seconds()
-        if challenge.phase == PHASE_CONFIRM:
-            await self.db.run(self.store.advance_step, token.token_id, 1)
-            destination = oob.destination(token)
+        return token
+
+    async def confirm(self, user: str, token: TokenRecord, vouched_by: str) -> None:
+        """The pending address of ``token`` proved, after ``vouched_by`` in the same exchange:
+        trusted from now on (a no-op if the token was replaced meanwhile)."""
+        confirmed = await self.db.run(self.store.advance_step, token.token_id, 1)
+        destination = destination_of(self.factors, token)
+        if confirmed:
             log.info(
-                "{user} confirmed the new {factor} address {destination}",
+                "{user} confirmed the new {factor} address {destination} (after {vouched_by})",
                 user=user,
-                factor=oob.type,
-                destination=destination.masked if destination else "-",
+                factor=token.type,
+                destination=destination.masked if destination is not None else "-",
+                vouched_by=vouched_by,
             )
-            # Another factor must follow, and only a trusted one: an address that is itself
-            # new cannot vouch for this one (two changed addresses confirming each other).
-            others = [
-                t
-                for t in view.tokens
-                if t.type != oob.type
-                and self.factors.usable(t, now)
-                and can_finish(self.factors, t)
-            ]
-            if others:
-                label = self.factors.label(oob.type)
-                menu = prompts.menu(self.otp, self.factors, others)
-                started = challenge.started_at or challenge.created_at
-                return await self.issuer.issue(
-                    request,
-                    user,
-                    key,
-                    message=prompts.fit(f"Your new {label} address is confirmed. {menu}"),
-                    started_at=started,
-                    phase=f"{PHASE_ANOTHER}:{oob.type}",
-                    reason=Reason.ADDRESS_CONFIRMED,
-                    factor=oob.type,
-                    rule=challenge.rule,
-                )
-        await self.ledger.succeed(view)
-        return Decision(Outcome.ACCEPT, Reason.OK, user=user, method="challenge", factor=oob.type)
 
     async def refresh(
         self,

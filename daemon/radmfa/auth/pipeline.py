@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -54,20 +54,12 @@ from radmfa.auth.outofband import (
     keyword_token,
 )
 from radmfa.auth.password import PasswordCheck
-from radmfa.auth.policy import (
-    IP_DENIED,
-    NEEDS_GROUPS,
-    GroupSet,
-    Policy,
-    Subject,
-    Verdict,
-    device_ref,
-    subject_address,
-)
+from radmfa.auth.policy import Policy, Verdict, device_ref
 from radmfa.auth.rounds import ChallengeRounds
+from radmfa.auth.verdicts import PolicyCheck, refusal
 from radmfa.config import LockoutConfig, OtpConfig, UsernamesConfig
 from radmfa.delivery.courier import Courier
-from radmfa.directory.base import DirectoryOutcome, GroupResolver, PasswordChecker, UserEntry
+from radmfa.directory.base import GroupResolver, PasswordChecker, UserEntry
 from radmfa.factors.base import CodeMatch, FactorRegistry, MatchKind
 from radmfa.policyconfig import PolicyConfig, RateLimitsConfig, RuleOutcome
 from radmfa.store.base import Store, StoreError, TokenRecord
@@ -162,12 +154,14 @@ class Authenticator:
             devices_on=self._devices_on,
         )
         self.password = PasswordCheck(self.directory, self.ledger)
+        self.verdicts = PolicyCheck(policy=self.policy, groups=self.groups, ledger=self.ledger)
         self.issuer = ChallengeIssuer(
             store=self.store,
             db=self.db,
             clock=self.clock,
             random_bytes=self.random_bytes,
             timeout=self.settings.otp.challenge_timeout,
+            max_open=self.settings.otp.max_open_challenges,
         )
         self.codes = OutOfBandCodes(
             store=self.store,
@@ -186,10 +180,10 @@ class Authenticator:
             clock=self.clock,
             factors=self.factors,
             otp=self.settings.otp,
-            policy=self.policy,
             ledger=self.ledger,
             issuer=self.issuer,
             codes=self.codes,
+            verdicts=self.verdicts,
         )
 
     def handle(self, request: AccessRequest) -> Deferred[Decision]:
@@ -249,7 +243,7 @@ class Authenticator:
         view = await self.ledger.begin(user, key, request, device, now)
         if isinstance(view, Decision):  # refused before any directory traffic
             return view
-        verdict, entry = await self._evaluate(request, user, key, view)
+        verdict, entry = await self.verdicts.evaluate(request, user, key, view)
         if isinstance(verdict, Decision):
             await self.ledger.release(view)
             return verdict
@@ -275,11 +269,9 @@ class Authenticator:
         entry: UserEntry | None,
     ) -> Decision:
         """Round one under the policy's verdict."""
-        if verdict.deny:
-            return reject(Reason.POLICY_DENY, user)
-        if verdict.address_refusal is not None:
-            refusal = verdict.address_refusal
-            return reject(Reason.IP_DENIED if refusal == IP_DENIED else Reason.IP_NOT_ALLOWED, user)
+        refused = refusal(verdict, user)
+        if refused is not None:
+            return refused
         now = self.clock.seconds()
         tokens = [t for t in view.tokens if self.factors.usable(t, now)]
         without = self._no_factor_needed(view, verdict, tokens, now)
@@ -317,40 +309,6 @@ class Authenticator:
         return await self._password_then_challenge(
             request, user, key, password, view, rule=verdict.rule, entry=entry
         )
-
-    async def _evaluate(
-        self, request: AccessRequest, user: str, key: str, view: UserView
-    ) -> tuple[Verdict | Decision, UserEntry | None]:
-        """The policy's verdict; groups are looked up only when a group rule could decide.
-        A failed lookup is the reject to send."""
-        address = None
-        if self.policy.needs_address:
-            address = subject_address(request.calling_station_id, request.client_address)
-        subject = Subject(key, request.client_name, request.nas_identifier, address)
-        verdict = self.policy.evaluate(subject)
-        if verdict is not NEEDS_GROUPS:
-            assert isinstance(verdict, Verdict)
-            return verdict, None
-        assert self.groups is not None
-        found = await self.groups.user_groups(user)
-        if found.outcome is DirectoryOutcome.UNAVAILABLE:
-            log.warn(
-                "directory unavailable (groups of {user}): {detail}",
-                user=user,
-                detail=found.detail,
-            )
-            return reject(Reason.DIRECTORY_UNAVAILABLE, user), None
-        if found.outcome is not DirectoryOutcome.OK:
-            await self.ledger.fail(view)
-            reason = (
-                Reason.AMBIGUOUS_USER
-                if found.outcome is DirectoryOutcome.AMBIGUOUS_USER
-                else Reason.NO_SUCH_USER
-            )
-            return reject(reason, user), None
-        verdict = self.policy.evaluate(replace(subject, groups=GroupSet.of(found.groups)))
-        assert isinstance(verdict, Verdict)
-        return verdict, found.entry
 
     def _no_factor_needed(
         self, view: UserView, verdict: Verdict, tokens: Sequence[TokenRecord], now: float

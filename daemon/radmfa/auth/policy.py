@@ -252,14 +252,6 @@ class Policy:
             return self._verdict(rule.name, rule.outcome, subject.address)
         return self._verdict(DEFAULT_RULE, self.config.default, subject.address)
 
-    def verdict_of(self, rule: str | None, address: UserAddress | None = None) -> Verdict:
-        """The verdict of a rule by name (a challenge's second round); the default when the
-        rule is gone after a reload."""
-        outcome = self._by_name.get(rule or "", None)
-        if outcome is None:
-            return self._verdict(DEFAULT_RULE, self.config.default, address)
-        return self._verdict(rule or DEFAULT_RULE, outcome, address)
-
     @staticmethod
     def _matches_without_groups(rule: PolicyRule, subject: Subject) -> bool:
         if rule.users and not _matches_name(rule.users, subject.user):

@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--number",
         dest="address",
         help="email/sms: the address or phone number (default: from the LDAP attribute); "
-        "a changed one must be confirmed with a code at the next login",
+        "a changed one must be confirmed at a login, after a code from another factor",
     )
     given = add.add_mutually_exclusive_group()
     given.add_argument(

@@ -145,7 +145,9 @@ def _add_address(args: argparse.Namespace, config: Config, user: str) -> int:
     if change.needs_confirmation:
         print(
             "This replaces an earlier address: codes in flight for it no longer work, and the "
-            "new one must be confirmed with a code sent to it at the next login."
+            "new one gets nothing until it is confirmed at a login: after a code from another "
+            "factor, with a code sent to it (a user with no other factor needs an emergency "
+            "code, or the email/sms token removed and added again)."
         )
     if change.devices_revoked:
         print(f"{change.devices_revoked} trusted device(s) of {user} forgotten.")

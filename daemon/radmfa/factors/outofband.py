@@ -106,6 +106,7 @@ class OutOfBandCodeFactor(BaseFactor, abc.ABC):
         self.code_ttl = delivery.ttl
         self.cooldown = delivery.cooldown
         self.max_per_hour = delivery.max_per_hour
+        self.max_per_hour_total = delivery.max_per_hour_total
         self.prompt = delivery.prompt
         self.confirm_prompt = delivery.confirm_prompt
         self.code_length = delivery.length

@@ -317,7 +317,7 @@ class SendGrant:
 
     granted: bool
     retry_after: float = 0.0
-    #: "cooldown" or "hourly_cap" when refused.
+    #: "cooldown", "hourly_cap" (this user) or "total_cap" (all users) when refused.
     limit: str | None = None
 
 
@@ -445,12 +445,19 @@ class Store(Protocol):
 
     # out-of-band sends
     def reserve_send(
-        self, user: str, channel: str, now: float, cooldown: float, per_hour: int
+        self,
+        user: str,
+        channel: str,
+        now: float,
+        cooldown: float,
+        per_hour: int,
+        total_per_hour: int | None = None,
     ) -> SendGrant:
         """Record a send of ``channel`` to ``user`` unless it breaks a limit, atomically.
 
-        Refused when the last send was less than ``cooldown`` seconds ago or ``per_hour`` sends
-        happened in the last hour. Workers and daemons on one store share the count.
+        Refused when the last send was less than ``cooldown`` seconds ago, ``per_hour`` sends
+        to this user or ``total_per_hour`` sends of this channel to anyone (None: no such cap)
+        happened in the last hour. Workers and daemons on one store share the counts.
         """
         ...
 
@@ -498,7 +505,12 @@ class Store(Protocol):
         ...
 
     # challenges
-    def put_challenge(self, challenge: ChallengeRecord) -> None: ...
+    def put_challenge(self, challenge: ChallengeRecord, max_open: int | None = None) -> None:
+        """Store a new State. With ``max_open``, the user keeps at most that many open ones:
+        the oldest beyond it (by ``created_at``, then the order stored) go, in the same
+        transaction, so parallel logins cannot pile States up."""
+        ...
+
     def take_challenge(self, state_id: bytes) -> ChallengeRecord | None:
         """Remove and return the challenge: a State works once, whatever the answer."""
         ...
@@ -607,4 +619,13 @@ def send_verdict(recent: Sequence[float], now: float, cooldown: float, per_hour:
     if len(in_window) >= per_hour:
         oldest = in_window[len(in_window) - per_hour]
         return SendGrant(False, oldest + SEND_WINDOW - now, "hourly_cap")
+    return SendGrant(True)
+
+
+def total_verdict(nth_newest: float | None, now: float) -> SendGrant:
+    """The cap for all users of a channel: ``nth_newest`` is the time of the
+    ``total_per_hour``-th most recent send of the last :data:`SEND_WINDOW` seconds (None when
+    there were fewer): while it is in the window, the cap is reached."""
+    if nth_newest is not None and now - nth_newest < SEND_WINDOW:
+        return SendGrant(False, nth_newest + SEND_WINDOW - now, "total_cap")
     return SendGrant(True)

@@ -38,6 +38,7 @@ from radmfa.store.base import (
     next_failure_state,
     send_verdict,
     split_known_secrets,
+    total_verdict,
     user_failures_key,
 )
 
@@ -418,24 +419,52 @@ class MemoryStore:
 
     # out-of-band sends
     def reserve_send(
-        self, user: str, channel: str, now: float, cooldown: float, per_hour: int
+        self,
+        user: str,
+        channel: str,
+        now: float,
+        cooldown: float,
+        per_hour: int,
+        total_per_hour: int | None = None,
     ) -> SendGrant:
         with self._lock:
             self._check_open()
             times = [t for t in self._sends.get((user, channel), []) if t > now - SEND_WINDOW]
             grant = send_verdict(times, now, cooldown, per_hour)
+            if grant.granted and total_per_hour is not None:
+                everyone = sorted(
+                    (
+                        t
+                        for (_, c), ts in self._sends.items()
+                        if c == channel
+                        for t in ts
+                        if t > now - SEND_WINDOW
+                    ),
+                    reverse=True,
+                )
+                nth = everyone[total_per_hour - 1] if len(everyone) >= total_per_hour else None
+                grant = total_verdict(nth, now)
             if grant.granted:
                 times.append(now)
             self._sends[(user, channel)] = times
             return grant
 
     # challenges
-    def put_challenge(self, challenge: ChallengeRecord) -> None:
+    def put_challenge(self, challenge: ChallengeRecord, max_open: int | None = None) -> None:
         with self._lock:
             self._check_open()
             if challenge.state_id in self._challenges:
                 raise StoreError("a challenge with this state id already exists")
             self._challenges[challenge.state_id] = challenge
+            if max_open is None:
+                return
+            # dicts keep insertion order: a stable sort by created_at breaks ties by it
+            mine = sorted(
+                (c for c in self._challenges.values() if c.user == challenge.user),
+                key=lambda c: c.created_at,
+            )
+            for old in mine[: max(0, len(mine) - max(1, max_open))]:
+                del self._challenges[old.state_id]
 
     def take_challenge(self, state_id: bytes) -> ChallengeRecord | None:
         with self._lock:

@@ -41,6 +41,7 @@ from radmfa.store.base import (
     next_failure_state,
     send_verdict,
     split_known_secrets,
+    total_verdict,
     user_failures_key,
 )
 from radmfa.store.busy import PatientConnection
@@ -200,6 +201,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX devices_by_expiry ON devices (expires_at)",
     ),
+    # 6: caps on open challenge States per
+    #    user and on sends per channel for all users, each counted by an index.
+    (
+        "CREATE INDEX challenges_by_user ON challenges (user, created_at)",
+        "CREATE INDEX sends_by_channel ON sends (channel, sent_at)",
+    ),
 )
 
 #: The schema version this code writes and understands.
@@ -339,6 +346,16 @@ _DELETE_IDLE_USERS = (
     "AND NOT EXISTS (SELECT 1 FROM tokens t WHERE t.user = u.user) LIMIT ?)"
 )
 _SELECT_RECENT_SENDS = "SELECT sent_at FROM sends WHERE user = ? AND channel = ? AND sent_at > ?"
+#: The n-th most recent send of a channel within the window (OFFSET n - 1), for the total cap.
+_SELECT_NTH_SEND = (
+    "SELECT sent_at FROM sends WHERE channel = ? AND sent_at > ? "
+    "ORDER BY sent_at DESC LIMIT 1 OFFSET ?"
+)
+#: A user's challenges beyond the newest ``max_open`` (by created_at, then the order stored).
+_DROP_OLDEST_CHALLENGES = (
+    "DELETE FROM challenges WHERE rowid IN (SELECT rowid FROM challenges WHERE user = ? "
+    "ORDER BY created_at DESC, rowid DESC LIMIT -1 OFFSET ?)"
+)
 
 # DELETE ... RETURNING arrived in SQLite 3.35.0.
 _HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
@@ -933,7 +950,13 @@ class SqliteStore:
     # -- out-of-band sends ------------------------------------------------------------------
 
     def reserve_send(
-        self, user: str, channel: str, now: float, cooldown: float, per_hour: int
+        self,
+        user: str,
+        channel: str,
+        now: float,
+        cooldown: float,
+        per_hour: int,
+        total_per_hour: int | None = None,
     ) -> SendGrant:
         with self._write(f"reserving a {channel} send for {user!r}") as conn:
             recent = [
@@ -943,6 +966,11 @@ class SqliteStore:
                 ).fetchall()
             ]
             grant = send_verdict(recent, now, cooldown, per_hour)
+            if grant.granted and total_per_hour is not None:
+                row = conn.execute(
+                    _SELECT_NTH_SEND, (channel, now - SEND_WINDOW, max(0, total_per_hour - 1))
+                ).fetchone()
+                grant = total_verdict(float(row[0]) if row is not None else None, now)
             if grant.granted:
                 conn.execute(
                     "INSERT INTO sends (user, channel, sent_at) VALUES (?, ?, ?)",
@@ -952,7 +980,7 @@ class SqliteStore:
 
     # -- challenges -------------------------------------------------------------------------
 
-    def put_challenge(self, challenge: ChallengeRecord) -> None:
+    def put_challenge(self, challenge: ChallengeRecord, max_open: int | None = None) -> None:
         try:
             with self._write(f"storing a challenge for {challenge.user!r}") as conn:
                 conn.execute(
@@ -972,6 +1000,8 @@ class SqliteStore:
                         challenge.rule,
                     ),
                 )
+                if max_open is not None:
+                    conn.execute(_DROP_OLDEST_CHALLENGES, (challenge.user, max(1, max_open)))
         except StoreError as e:
             if isinstance(e.__cause__, sqlite3.IntegrityError):
                 raise StoreError("a challenge with this state id already exists") from e.__cause__

@@ -150,7 +150,7 @@ def test_a_burst_of_right_passwords_with_wrong_codes_gets_at_most_max_failures_t
 def test_many_open_challenges_answered_with_wrong_codes_get_max_failures_tries():
     w = World(max_failures=3, mode="challenge")
     w.enroll()
-    states = [w.send(b"alice", b"hunter2").state for _ in range(40)]
+    states = [w.send(b"alice", b"hunter2").state for _ in range(5)]  # otp.max_open_challenges
     assert all(states)
     results = [w.start(w.request(b"alice", b"000000", state=s)) for s in states]
     assert reasons(results).count(Reason.BAD_OTP) == 3

@@ -186,12 +186,6 @@ def test_grace_and_trusted_device_settings_follow_the_rule(policy: Policy) -> No
     assert (contractors.grace.seconds, contractors.grace.logins) == (0, 3)
 
 
-def test_verdict_of_a_rule_by_name_falls_back_to_the_default(policy: Policy) -> None:
-    assert policy.verdict_of("contractors").grace.logins == 3
-    assert policy.verdict_of("gone-after-a-reload").rule == "default"
-    assert policy.verdict_of(None).rule == "default"
-
-
 def test_no_rules_means_the_default_for_everyone() -> None:
     config = parse_config(
         "clients: [{name: v, address: 10.0.0.0/8, secret: a-long-random-secret-0001}]\n"

@@ -66,7 +66,7 @@ class World:
         max_failures: int = 10,
         factors: FactorRegistry | None = None,
     ) -> None:
-        config = parse_config(HEAD + policy_yaml, base_dir=Path("/tmp"))
+        self.limits, self.mode, self.max_failures = limits, mode, max_failures
         self.clock = Clock()
         self.clock.advance(T0)
         self.store = MemoryStore()
@@ -75,22 +75,28 @@ class World:
             groups={"carol": ["cn=admins,ou=groups,dc=example,dc=org"], "bob": ["guests"]},
         )
         self.states = iter(bytes([i]) * 16 for i in range(1, 250))
+        self.factors = factors or FactorRegistry([TotpFactor(skew=1)])
+        self.reload(policy_yaml)
+        for user in ("alice", "carol", "bob"):
+            self.enroll(user)
+
+    def reload(self, policy_yaml: str) -> None:
+        """A new pipeline on the same store and directory, as a SIGHUP builds one."""
+        config = parse_config(HEAD + policy_yaml, base_dir=Path("/tmp"))
         self.auth = Authenticator(
             settings=PipelineSettings(
-                otp=OtpConfig(mode=mode),  # type: ignore[arg-type]
-                lockout=LockoutConfig(max_failures=max_failures, duration=300),
+                otp=OtpConfig(mode=self.mode),  # type: ignore[arg-type]
+                lockout=LockoutConfig(max_failures=self.max_failures, duration=300),
                 policy=Policy(config.policy, config.trusted_devices.ttl),
-                rate_limits=limits,
+                rate_limits=self.limits,
             ),
             directory=self.directory,
             store=self.store,
             db=InlineRunner(),
-            factors=factors or FactorRegistry([TotpFactor(skew=1)]),
+            factors=self.factors,
             clock=self.clock,
             random_bytes=lambda n: next(self.states),
         )
-        for user in ("alice", "carol", "bob"):
-            self.enroll(user)
 
     def enroll(self, user: str) -> None:
         self.store.add_token(TokenRecord(f"t-{user}", user, "totp", SECRET, 6, "SHA1", 30, T0))
@@ -263,6 +269,54 @@ def test_disabled_user_cannot_answer_a_pending_challenge():
     w.store.set_status("alice", "disabled", None, None)
     d = w.send("alice", w.code(), state=first.state)
     assert d.reason is Reason.USER_DISABLED
+
+
+# -- a reload between round one and the answer --------------------------------------------
+
+
+def test_a_reload_that_denies_the_user_refuses_the_answer_to_a_pending_challenge():
+    w = World()
+    first = w.send("alice", "alice-pw")
+    assert first.outcome is Outcome.CHALLENGE
+    w.reload(POLICY.replace("users: [mallory]", "users: [mallory, alice]"))
+    d = w.send("alice", w.code(), state=first.state)
+    assert summary(d) == ("reject", "policy_deny", "gone")
+    assert w.store.lock_state("alice").failures == 0  # the policy's no is not a guess
+
+
+def test_a_reload_that_bars_the_address_refuses_the_answer():
+    w = World()
+    first = w.send("alice", "alice-pw", station="10.9.1.1")
+    w.reload(
+        POLICY.replace("default: required", "default: {mfa: required, deny_from: [10.9.0.0/16]}")
+    )
+    d = w.send("alice", w.code(), station="10.9.1.1", state=first.state)
+    assert summary(d) == ("reject", "ip_denied", "default")
+
+
+def test_a_reload_with_a_denying_group_rule_looks_the_groups_up_for_the_answer():
+    w = World()
+    first = w.send("bob", "bob-pw")
+    assert summary(first)[0] == "challenge" and first.rule == "guests"
+    w.reload(
+        POLICY.replace(
+            "{name: guests, groups: [guests], mfa: optional}",
+            "{name: guests, groups: [guests], deny: true}",
+        )
+    )
+    d = w.send("bob", w.code(), state=first.state)
+    assert summary(d) == ("reject", "policy_deny", "guests")
+
+
+def test_the_rule_that_decides_the_answer_is_todays_not_the_one_in_the_state():
+    """A rule renamed by a reload used to fall back to the default's 30 trusted days."""
+    w = World()
+    first = w.send("carol", "carol-pw", source="10.1.2.3", station="10.1.2.3")
+    assert first.rule == "admins"
+    w.reload(POLICY.replace("name: admins", "name: admins-2024"))
+    d = w.send("carol", w.code(), source="10.1.2.3", station="10.1.2.3", state=first.state)
+    assert summary(d) == ("accept", "ok", "admins-2024")
+    assert w.store.list_devices("carol", T0 + DAY) == []  # the rule still trusts no device
 
 
 # -- trusted devices ------------------------------------------------------------------------

@@ -48,6 +48,8 @@ class World:
         max_failures: int = 5,
         cooldown: float = 60,
         per_hour: int = 5,
+        total: int = 1000,
+        max_open: int = 5,
     ) -> None:
         self.clock = Clock()
         self.clock.advance(T0)
@@ -58,7 +60,9 @@ class World:
         self.states = iter(bytes([i % 256, i // 256]) * 8 for i in range(1, 5000))
         email_config = replace(
             EMAIL,
-            delivery=CodeDelivery(keyword="email", cooldown=cooldown, max_per_hour=per_hour),
+            delivery=CodeDelivery(
+                keyword="email", cooldown=cooldown, max_per_hour=per_hour, max_per_hour_total=total
+            ),
         )
         sms_config = replace(
             SMS, delivery=CodeDelivery(keyword="sms", cooldown=cooldown, max_per_hour=per_hour)
@@ -75,7 +79,7 @@ class World:
         )
         self.auth = Authenticator(
             settings=PipelineSettings(
-                otp=OtpConfig(mode=mode),  # type: ignore[arg-type]
+                otp=OtpConfig(mode=mode, max_open_challenges=max_open),  # type: ignore[arg-type]
                 lockout=LockoutConfig(max_failures=max_failures, duration=300),
             ),
             directory=self.directory,
@@ -369,6 +373,27 @@ def test_hourly_cap_holds_across_logins():
     assert w.send("hunter2,email").reason is Reason.CODE_SENT
 
 
+def test_codes_for_all_users_together_are_capped_per_hour(caplog_twisted):
+    w = World(total=2)
+    for other in ("bob", "carol"):
+        assert w.store.reserve_send(other, "email", T0, 60, 5, total_per_hour=2).granted
+    d = w.send("hunter2,email")
+    assert (d.outcome, d.reason) == (Outcome.CHALLENGE, Reason.SEND_LIMITED)
+    assert w.mailer.messages == []
+    assert "otp.email.max_per_hour_total" in "\n".join(caplog_twisted)
+    assert w.send(w.code(), state=d.state).outcome is Outcome.ACCEPT  # the app still works
+    w.clock.advance(3600)
+    assert w.send("hunter2,email").reason is Reason.CODE_SENT
+
+
+def test_a_user_has_at_most_max_open_challenges_the_oldest_dies():
+    w = World(max_open=2)
+    first, second, third = (w.send("hunter2") for _ in range(3))
+    assert w.send(w.code(), state=first.state).reason is Reason.BAD_STATE
+    assert w.send("", state=second.state).outcome is Outcome.CHALLENGE
+    assert w.send(w.code(), state=third.state).outcome is Outcome.ACCEPT
+
+
 def test_the_exchange_cannot_be_stretched_beyond_ten_minutes():
     w = World(cooldown=0, per_hour=100)
     d = w.send("hunter2")
@@ -413,6 +438,14 @@ def test_directory_address_is_taken_from_the_bind_and_trusted_the_first_time():
     assert w.send(w.mailed_code(), state=d.state).outcome is Outcome.ACCEPT
 
 
+def _mailed_to(w: World, address: str) -> int:
+    return sum(address in str(m["To"]) for m in w.mailer.messages)
+
+
+def _email_token(w: World) -> TokenRecord:
+    return next(t for t in w.store.list_tokens("alice") if t.type == "email")
+
+
 def test_changed_directory_address_kills_codes_in_flight_and_needs_confirming():
     w = World(attribute="mail", email=None)
     w.directory.attributes["alice"] = {"mail": ["alice@example.org"]}
@@ -426,20 +459,75 @@ def test_changed_directory_address_kills_codes_in_flight_and_needs_confirming():
     assert w.send(old_code, state=old.state).reason is Reason.BAD_OTP
     w.clock.advance(61)
     d = w.send("hunter2,email")
+    # nothing goes to the new address before a trusted factor vouches for it
+    assert (d.outcome, d.reason) == (Outcome.CHALLENGE, Reason.ADDRESS_PENDING)
     assert d.reply_message == (
+        "To confirm your new email address m***@evil.example, first: Enter your verification code: "
+    )
+    assert _mailed_to(w, "mallory@evil.example") == 0
+    step = w.send(w.code(), state=d.state)
+    assert (step.outcome, step.reason) == (Outcome.CHALLENGE, Reason.CODE_SENT)
+    assert step.reply_message == (
         "Enter the code sent to your new address m***@evil.example to confirm it: "
     )
-    confirmed = w.send(w.mailed_code(), state=d.state)
-    # proven possession of the new address; a trusted factor must still follow
-    assert (confirmed.outcome, confirmed.reason) == (Outcome.CHALLENGE, Reason.ADDRESS_CONFIRMED)
-    assert confirmed.reply_message == (
-        "Your new email address is confirmed. Enter your verification code: "
-    )
-    assert w.send("email", state=confirmed.state).reason is Reason.BAD_OTP  # not the same one
+    assert _email_token(w).last_step is None  # pending until its own code comes back
+    done = w.send(w.mailed_code(), state=step.state)
+    assert (done.outcome, done.reason, done.factor) == (Outcome.ACCEPT, Reason.OK, "totp")
+    assert _email_token(w).last_step == 1
     w.clock.advance(61)
     d = w.send("hunter2,email")
-    confirmed = w.send(w.mailed_code(), state=d.state)
-    assert confirmed.outcome is Outcome.ACCEPT  # confirmed now: an ordinary email login
+    assert d.reason is Reason.CODE_SENT  # trusted now: an ordinary email login
+    assert w.send(w.mailed_code(), state=d.state).outcome is Outcome.ACCEPT
+
+
+def test_confirmation_code_then_dropping_the_exchange_leaves_the_address_pending():
+    """The attack of an outside review: password,email, the confirmation code, drop the
+    'now your other factor' step, password,email again - with the old code that marked the
+    address confirmed, and the second code logged the attacker in."""
+    w = World(attribute="mail", email=None)
+    w.directory.attributes["alice"] = {"mail": ["alice@example.org"]}
+    w.send("hunter2")  # the first address is trusted
+    w.directory.attributes["alice"] = {"mail": ["mallory@evil.example"]}
+    for _ in range(3):
+        w.clock.advance(61)
+        d = w.send("hunter2,email")
+        assert d.outcome is Outcome.CHALLENGE and d.reason is Reason.ADDRESS_PENDING
+        # the attacker has no TOTP code and no mail to answer with; Enter, a keyword, a guess
+        again = w.send("", state=d.state)
+        assert again.outcome is Outcome.CHALLENGE and "m***@evil" in (again.reply_message or "")
+        assert w.send("email", state=again.state).outcome is Outcome.REJECT
+    w.clock.advance(120)  # past the throttle those failures earned
+    d = w.send("hunter2")
+    assert w.send("email", state=d.state).reason is Reason.ADDRESS_PENDING
+    assert _mailed_to(w, "mallory@evil.example") == 0
+    assert _email_token(w).last_step is None
+    assert all(t.type != "email" or t.last_step is None for t in w.store.list_tokens("alice"))
+
+
+def test_preferred_pending_address_gets_nothing_at_round_one():
+    w = World()
+    admin.enroll_address(w.store, _config(), "email", "alice", "mallory@evil.example", T0)
+    w.store.set_preferred("alice", "email")
+    d = w.send("hunter2")
+    assert d.reason is Reason.ADDRESS_PENDING
+    assert w.mailer.messages == []
+
+
+def test_a_confirmation_state_from_before_this_version_is_refused():
+    """Older versions stored 'confirm' States before any vouching: never read as vouched."""
+    from radmfa.store.base import ChallengeRecord
+
+    w = World()
+    admin.enroll_address(w.store, _config(), "email", "alice", "new@example.org", T0)
+    token = _email_token(w)
+    for phase in ("confirm", "another:email", "address:", "vouch"):
+        state = bytes([9]) * 16
+        w.store.put_challenge(
+            ChallengeRecord(state, "alice", "vpn", "127.0.0.1", T0 + 60, T0, factor="email",
+                            token_id=token.token_id, phase=phase, started_at=T0)
+        )  # fmt: skip
+        assert w.send("", state=state).reason is Reason.BAD_STATE
+    assert _email_token(w).last_step is None
 
 
 def test_two_new_addresses_cannot_vouch_for_each_other():
@@ -447,19 +535,44 @@ def test_two_new_addresses_cannot_vouch_for_each_other():
     for kind, new in (("email", "mallory@evil.example"), ("sms", "+499999999999")):
         admin.enroll_address(w.store, _config(), kind, "alice", new, T0)
     d = w.send("hunter2,email")
-    step = w.send(w.mailed_code(), state=d.state)
-    assert step.reason is Reason.ADDRESS_CONFIRMED
+    assert d.reason is Reason.ADDRESS_PENDING
     # the other new address is not offered, and asking for it anyway is refused
-    assert "sms" not in (step.reply_message or "")
-    assert w.send("sms", state=step.state).reason is Reason.BAD_OTP
-    assert w.sms.sent == []
+    assert "sms" not in (d.reply_message or "")
+    assert w.send("sms", state=d.state).reason is Reason.BAD_OTP
+    assert w.sms.sent == [] and w.mailer.messages == []
 
 
-def test_with_nothing_else_trusted_confirming_the_address_is_the_login():
+def test_a_trusted_sms_code_vouches_for_a_new_email_address():
+    w = World(totp=False, email="alice@example.org", sms="+491512345678")
+    admin.enroll_address(w.store, _config(), "email", "alice", "new@example.org", T0)
+    d = w.send("hunter2,email")
+    assert d.reply_message == (
+        "To confirm your new email address n***@example.org, first: "
+        "Type sms (******5678) to get a verification code: "
+    )
+    sent = w.send("sms", state=d.state)
+    assert sent.reason is Reason.CODE_SENT and w.mailer.messages == []
+    step = w.send(re.findall(r"\d{6}", w.sms.sent[-1][1])[0], state=sent.state)
+    assert "to confirm it" in (step.reply_message or "")
+    done = w.send(w.mailed_code(), state=step.state)
+    assert (done.outcome, done.factor) == (Outcome.ACCEPT, "sms")
+    assert _email_token(w).last_step == 1
+
+
+def test_with_nothing_else_trusted_a_changed_address_cannot_be_confirmed_over_radius():
     w = World(totp=False, email="alice@example.org")
     admin.enroll_address(w.store, _config(), "email", "alice", "new@example.org", T0)
     d = w.send("hunter2,email")
-    assert w.send(w.mailed_code(), state=d.state).outcome is Outcome.ACCEPT
+    assert (d.outcome, d.reason) == (Outcome.REJECT, Reason.NO_TOKEN)
+    assert w.mailer.messages == []
+    assert w.store.lock_state("alice").failures == 0  # the password was right
+    # the help desk's emergency code is a trusted factor: it vouches for the new address
+    code, _ = admin.issue_emergency_code(w.store, _config(), "alice", 120, "helpdesk", T0)
+    d = w.send("hunter2,email")
+    assert d.reason is Reason.ADDRESS_PENDING
+    step = w.send(code, state=d.state)
+    assert w.send(w.mailed_code(), state=step.state).outcome is Outcome.ACCEPT
+    assert _email_token(w).last_step == 1
 
 
 def test_cli_address_change_needs_confirming_and_old_codes_die():
@@ -471,10 +584,31 @@ def test_cli_address_change_needs_confirming_and_old_codes_die():
     assert w.send(code, state=d.state).reason is Reason.BAD_OTP
     w.clock.advance(61)
     d = w.send("hunter2,email")
-    assert "to confirm it" in (d.reply_message or "")
-    step = w.send(w.mailed_code(), state=d.state)
-    assert step.reason is Reason.ADDRESS_CONFIRMED
-    assert w.send(w.code(), state=step.state).outcome is Outcome.ACCEPT
+    assert d.reason is Reason.ADDRESS_PENDING
+    step = w.send(w.code(), state=d.state)
+    assert "to confirm it" in (step.reply_message or "")
+    assert w.send(w.mailed_code(), state=step.state).outcome is Outcome.ACCEPT
+
+
+def test_another_factor_at_the_confirmation_prompt_logs_in_and_leaves_the_address_pending():
+    w = World()
+    admin.enroll_address(w.store, _config(), "email", "alice", "new@example.org", T0)
+    d = w.send("hunter2,email")
+    step = w.send(w.code(), state=d.state)
+    w.clock.advance(30)
+    done = w.send(w.code(), state=step.state)
+    assert (done.outcome, done.factor) == (Outcome.ACCEPT, "totp")
+    assert _email_token(w).last_step is None
+
+
+def test_the_confirmation_code_dies_with_an_address_replaced_meanwhile():
+    w = World()
+    admin.enroll_address(w.store, _config(), "email", "alice", "new@example.org", T0)
+    d = w.send("hunter2,email")
+    step = w.send(w.code(), state=d.state)
+    admin.enroll_address(w.store, _config(), "email", "alice", "other@example.org", T0)
+    assert w.send(w.mailed_code(), state=step.state).reason is Reason.BAD_OTP
+    assert _email_token(w).last_step is None
 
 
 def test_same_address_again_stays_confirmed():

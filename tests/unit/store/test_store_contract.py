@@ -448,6 +448,38 @@ def test_purge_deletes_idle_users_rows_in_batches(store: Store) -> None:
     assert store.known_users() == []
 
 
+def _open_states(store: Store, ids: list[bytes]) -> list[bytes]:
+    return [i for i in ids if store.take_challenge(i) is not None]
+
+
+def test_a_user_keeps_at_most_max_open_challenges_the_oldest_go(store: Store) -> None:
+    ids = [bytes([i]) * 16 for i in range(7)]
+    for i, state in enumerate(ids[:6]):
+        store.put_challenge(challenge(state, "alice", created_at=NOW + i), max_open=4)
+    store.put_challenge(challenge(ids[6], "bob", created_at=NOW - 100), max_open=4)
+    assert _open_states(store, ids) == [*ids[2:6], ids[6]]  # bob's old one is his own
+
+
+def test_challenges_made_in_the_same_second_go_in_the_order_stored(store: Store) -> None:
+    ids = [bytes([i]) * 16 for i in (9, 3, 7, 1)]  # state ids sort otherwise
+    for state in ids:
+        store.put_challenge(challenge(state, "alice"), max_open=2)
+    assert _open_states(store, ids) == ids[2:]
+
+
+def test_parallel_challenges_of_one_user_stay_within_the_cap(store: Store) -> None:
+    states = iter(bytes([i]) * 16 for i in range(100, 116))
+    lock = threading.Lock()
+
+    def put() -> None:
+        with lock:
+            state = next(states)
+        store.put_challenge(challenge(state, "alice"), max_open=3)
+
+    run_concurrently(16, put)
+    assert len(_open_states(store, [bytes([i]) * 16 for i in range(100, 116)])) == 3
+
+
 def test_challenge_keeps_its_out_of_band_code_fields(store: Store) -> None:
     c = challenge(
         factor="email",
@@ -581,6 +613,32 @@ def test_reserve_send_counts_per_user_and_channel(store: Store) -> None:
 def test_concurrent_send_requests_are_granted_once(store: Store) -> None:
     results = run_concurrently(8, lambda: store.reserve_send("alice", "email", NOW, 60, 5))
     assert sum(r.granted for r in results) == 1
+
+
+def test_reserve_send_enforces_a_total_cap_for_all_users_of_a_channel(store: Store) -> None:
+    for i, user in enumerate(("alice", "bob", "carol")):
+        assert store.reserve_send(user, "sms", NOW + 10 * i, 60, 5, total_per_hour=3).granted
+    refused = store.reserve_send("dave", "sms", NOW + 100, 60, 5, total_per_hour=3)
+    assert (refused.granted, refused.limit) == (False, "total_cap")
+    assert refused.retry_after == pytest.approx(3600 - 100)
+    assert not store.reserve_send("dave", "sms", NOW + 200, 60, 5, total_per_hour=3).granted
+    assert store.reserve_send("dave", "email", NOW + 100, 60, 5, total_per_hour=3).granted
+    # a refused send is not counted: alice's hour over, one send is free again
+    assert store.reserve_send("dave", "sms", NOW + 3600, 60, 5, total_per_hour=3).granted
+    assert not store.reserve_send("erin", "sms", NOW + 3601, 60, 5, total_per_hour=3).granted
+
+
+def test_concurrent_sends_of_many_users_stay_within_the_total_cap(store: Store) -> None:
+    users = iter(f"user{i}" for i in range(12))
+    lock = threading.Lock()
+
+    def send() -> object:
+        with lock:
+            user = next(users)
+        return store.reserve_send(user, "email", NOW, 60, 5, total_per_hour=5)
+
+    results = run_concurrently(12, send)
+    assert sum(r.granted for r in results) == 5  # type: ignore[attr-defined]
 
 
 def test_purge_drops_send_records_older_than_an_hour(store: Store) -> None:
