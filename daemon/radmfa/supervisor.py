@@ -7,9 +7,10 @@ retransmission usually meets the duplicate cache that saw the original. Not alwa
 worker exits or starts, the kernel re-hashes flows over the new set of sockets, and a
 retransmission can reach another worker. That worker finds the request's attempt, keyed on
 its client, address, Identifier and Request Authenticator, in the store
-(:meth:`radmfa.auth.ledger.Ledger.begin`) and drops it: never a second bind, never a second
-failure counted. Everything that must be shared (lockout, attempts, replay protection,
-challenge State) lives in the store.
+(:meth:`radmfa.auth.ledger.Ledger.begin`): still being decided, it is dropped; failed, it is
+rejected again without a bind; a failure is never counted twice. (A retransmission of a
+request that succeeded is decided again: its code is then a replay.) Everything that must
+be shared (lockout, attempts, replay protection, challenge State) lives in the store.
 
 Signals: SIGHUP and SIGTERM are passed on to every worker. A worker that dies is started
 again; if workers keep dying, the supervisor stops and exits non-zero so systemd can act.

@@ -191,7 +191,8 @@ def test_a_reload_that_denies_a_group_refuses_answers_to_challenges_issued_befor
         config = policy_config(slapd)
         config["listen"], config["store"] = d.config["listen"], d.config["store"]
         rules = config["policy"]["rules"]  # contractors: refused from now on
-        rules[1] = {"name": "contractors", "groups": ["contractors"], "deny": True}
+        at = next(i for i, rule in enumerate(rules) if rule["name"] == "contractors")
+        rules[at] = {"name": "contractors", "groups": ["contractors"], "deny": True}
         d.write_config(config)
         d.signal(signal.SIGHUP)
         d.wait_for_log("configuration reloaded")

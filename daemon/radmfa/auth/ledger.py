@@ -36,6 +36,7 @@ from radmfa.store.base import (
     ATTEMPT_FAILED,
     ATTEMPT_NEUTRAL,
     ATTEMPT_SUCCEEDED,
+    DUPLICATE_IN_FLIGHT,
     AttemptStart,
     DeviceRef,
     FailureWindow,
@@ -162,12 +163,19 @@ class Ledger:
         if start.refusal == BUSY:
             log.info("{user}: too many attempts in flight; throttled", user=user)
             return reject(Reason.THROTTLED, user)
-        if start.duplicate:
+        if start.duplicate == DUPLICATE_IN_FLIGHT:
             log.info(
-                "{user}: a retransmission of a request another process already handled; dropped",
+                "{user}: a retransmission of a request another process is deciding; dropped",
                 user=user,
             )
             return Decision(Outcome.DROP, Reason.DUPLICATE, user=user)
+        if start.duplicate is not None:  # it failed: the same answer, not a second try
+            log.info(
+                "{user}: a retransmission of a request that failed in another process; "
+                "rejected again without a bind",
+                user=user,
+            )
+            return reject(Reason.DUPLICATE, user)
         state = start.state
         assert state is not None
         if start.refusal is not None:

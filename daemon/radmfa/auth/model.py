@@ -111,7 +111,8 @@ class Reason(enum.Enum):
     PASSWORD_MUST_CHANGE = "password_must_change"
     ACCOUNT_RESTRICTED = "account_restricted"
     OVERLOADED = "overloaded"
-    #: A retransmission of a request another worker or daemon already has: dropped.
+    #: A retransmission of a request another worker or daemon is deciding (dropped) or
+    #: refused lately (refused again, without a bind and without counting it twice).
     DUPLICATE = "duplicate"
     INTERNAL_ERROR = "internal_error"
 

@@ -203,9 +203,12 @@ class LoginState:
 
 
 #: How long an attempt reservation lives. A request that never finishes (its process died)
-#: counts as a pending failure until then; a retransmission of a request seen by another
-#: worker or daemon within it is recognised as one (``AttemptStart.duplicate``).
+#: counts as a pending failure until then.
 ATTEMPT_LEASE = 60.0
+#: How long a failed attempt is remembered: a retransmission of it that reaches another
+#: worker or daemon within this time (RFC 5080 keeps duplicates 5-30 s) is answered with a
+#: reject at once, without a second bind and without being counted again.
+FAILED_ATTEMPT_MEMORY = 30.0
 
 #: ``Store.finish_attempt`` results.
 ATTEMPT_FAILED = "failed"
@@ -213,6 +216,11 @@ ATTEMPT_SUCCEEDED = "succeeded"
 #: Neither: a refusal that is not a guess (policy, directory down, the account refused by the
 #: directory, a challenge issued): only the reservation ends.
 ATTEMPT_NEUTRAL = "neutral"
+
+#: ``AttemptStart.duplicate``: the same request is being decided by another process ...
+DUPLICATE_IN_FLIGHT = "in_flight"
+#: ... or was, and failed.
+DUPLICATE_FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,12 +231,13 @@ class AttemptStart:
     state: LoginState | None
     #: What ``judge`` returned: None when the attempt was reserved.
     refusal: object | None = None
-    #: Another worker or daemon already has (or had, within the lease) this very request.
-    duplicate: bool = False
+    #: This very request (the same attempt id) is already reserved by another worker or
+    #: daemon (:data:`DUPLICATE_IN_FLIGHT`), or failed lately (:data:`DUPLICATE_FAILED`).
+    duplicate: str | None = None
 
     @property
     def reserved(self) -> bool:
-        return self.state is not None and self.refusal is None and not self.duplicate
+        return self.state is not None and self.refusal is None and self.duplicate is None
 
 
 def user_failures_key(user: str) -> str:
@@ -481,7 +490,8 @@ class Store(Protocol):
         source interleaves with (threads, workers and daemons on one store alike).
 
         ``judge`` must be pure and quick: it runs inside the transaction. An ``attempt_id``
-        reserved before and not yet past its lease is a duplicate: nothing is read or written.
+        still reserved (within its lease) or failed within :data:`FAILED_ATTEMPT_MEMORY` is a
+        duplicate: nothing else is read or written.
         """
         ...
 
@@ -499,9 +509,9 @@ class Store(Protocol):
         """End a reserved attempt, in one transaction with what its result records:
         ``ATTEMPT_FAILED`` counts a failure (``lockout`` required) and notes one under each of
         ``failure_keys``; ``ATTEMPT_SUCCEEDED`` clears the failure counts and the windows under
-        ``clear_keys``; ``ATTEMPT_NEUTRAL`` records nothing. The attempt stops counting as
-        pending but stays known as a duplicate until its lease ends. Returns the lock state
-        after a failure (None otherwise)."""
+        ``clear_keys``; ``ATTEMPT_NEUTRAL`` records nothing. A failed attempt is remembered for
+        :data:`FAILED_ATTEMPT_MEMORY`, any other is forgotten at once (a success keeps nothing
+        per login). Returns the lock state after a failure (None otherwise)."""
         ...
 
     # challenges

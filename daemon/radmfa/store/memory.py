@@ -16,6 +16,9 @@ from radmfa.store.base import (
     ATTEMPT_LEASE,
     ATTEMPT_NEUTRAL,
     ATTEMPT_SUCCEEDED,
+    DUPLICATE_FAILED,
+    DUPLICATE_IN_FLIGHT,
+    FAILED_ATTEMPT_MEMORY,
     IDLE_USERS_BATCH,
     SEND_WINDOW,
     USER_STATUSES,
@@ -59,7 +62,7 @@ class MemoryStore:
         self._devices: dict[tuple[str, DeviceRef], TrustedDevice] = {}
         self._failures: dict[str, list[float]] = {}
         self._audit: list[AuditEvent] = []
-        #: attempt id -> (user, source, expires_at, done)
+        #: attempt id -> (user, source, expires_at, failed)
         self._attempts: dict[bytes, tuple[str, str | None, float, bool]] = {}
         self._closed = False
 
@@ -280,7 +283,9 @@ class MemoryStore:
             self._check_open()
             known = self._attempts.get(attempt_id)
             if known is not None and known[2] > now:
-                return AttemptStart(None, duplicate=True)
+                return AttemptStart(
+                    None, duplicate=DUPLICATE_FAILED if known[3] else DUPLICATE_IN_FLIGHT
+                )
             live = [a for a in self._attempts.values() if not a[3] and a[2] > now]
             state = dataclasses.replace(
                 self.login_state(
@@ -319,9 +324,9 @@ class MemoryStore:
             raise ValueError(f"unknown attempt result {result!r}")
         with self._lock:
             self._check_open()
-            known = self._attempts.get(attempt_id)
-            if known is not None:
-                self._attempts[attempt_id] = (*known[:3], True)
+            known = self._attempts.pop(attempt_id, None)
+            if result == ATTEMPT_FAILED and known is not None:
+                self._attempts[attempt_id] = (known[0], known[1], now + FAILED_ATTEMPT_MEMORY, True)
             if result == ATTEMPT_FAILED:
                 assert lockout is not None
                 for key in failure_keys:

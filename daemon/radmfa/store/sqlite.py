@@ -21,6 +21,9 @@ from radmfa.store.base import (
     ATTEMPT_LEASE,
     ATTEMPT_NEUTRAL,
     ATTEMPT_SUCCEEDED,
+    DUPLICATE_FAILED,
+    DUPLICATE_IN_FLIGHT,
+    FAILED_ATTEMPT_MEMORY,
     IDLE_USERS_BATCH,
     SEND_WINDOW,
     USER_STATUSES,
@@ -175,11 +178,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             user       TEXT NOT NULL,
             source     TEXT,
             expires_at REAL NOT NULL,
-            done       INTEGER NOT NULL DEFAULT 0
+            failed     INTEGER NOT NULL DEFAULT 0
         )
         """,
-        "CREATE INDEX attempts_by_user ON attempts (user, done, expires_at)",
-        "CREATE INDEX attempts_by_source ON attempts (source, done, expires_at)",
+        "CREATE INDEX attempts_by_user ON attempts (user, failed, expires_at)",
+        "CREATE INDEX attempts_by_source ON attempts (source, failed, expires_at)",
         "CREATE INDEX attempts_by_expiry ON attempts (expires_at)",
         "ALTER TABLE users ADD COLUMN total_failures INTEGER NOT NULL DEFAULT 0",
     ),
@@ -267,18 +270,24 @@ _UPSERT_SUCCESS = (
     "ON CONFLICT (user) DO UPDATE SET failures = 0, locked_until = NULL, total_failures = 0, "
     "last_success_at = excluded.last_success_at"
 )
-_ATTEMPT_KNOWN = "SELECT 1 FROM attempts WHERE attempt_id = ? AND expires_at > ?"
+_ATTEMPT_KNOWN = "SELECT failed FROM attempts WHERE attempt_id = ? AND expires_at > ?"
 _PENDING_ATTEMPTS = (
-    "SELECT (SELECT COUNT(*) FROM attempts WHERE user = :user AND done = 0 "
+    "SELECT (SELECT COUNT(*) FROM attempts WHERE user = :user AND failed = 0 "
     "        AND expires_at > :now), "
-    "       (SELECT COUNT(*) FROM attempts WHERE source = :source AND done = 0 "
+    "       (SELECT COUNT(*) FROM attempts WHERE source = :source AND failed = 0 "
     "        AND expires_at > :now)"
 )
 _RESERVE_ATTEMPT = (
-    "INSERT OR REPLACE INTO attempts (attempt_id, user, source, expires_at, done) "
+    "INSERT OR REPLACE INTO attempts (attempt_id, user, source, expires_at, failed) "
     "VALUES (?, ?, ?, ?, 0)"
 )
-_END_ATTEMPT = "UPDATE attempts SET done = 1 WHERE attempt_id = ?"
+_FAIL_ATTEMPT = "UPDATE attempts SET failed = 1, expires_at = ? WHERE attempt_id = ?"
+_FORGET_ATTEMPT = "DELETE FROM attempts WHERE attempt_id = ?"
+_PURGE_ATTEMPTS = (
+    "DELETE FROM attempts WHERE rowid IN (SELECT rowid FROM attempts WHERE expires_at <= ? LIMIT ?)"
+)
+#: Attempt rows past their lease deleted per transaction.
+ATTEMPTS_PURGE_BATCH = 2000
 _INSERT_CHALLENGE = (
     "INSERT INTO challenges (state_id, user, client_name, client_address, expires_at, "
     "created_at, factor, token_id, code_hash, phase, started_at, rule) "
@@ -799,8 +808,11 @@ class SqliteStore:
         # BEGIN IMMEDIATE: every writer of this file (threads, workers, daemons) waits for
         # the lock, so no other attempt is judged or finished between the read and the insert.
         with self._write(f"reserving an attempt of {user!r}") as conn:
-            if conn.execute(_ATTEMPT_KNOWN, (attempt_id, now)).fetchone() is not None:
-                return AttemptStart(None, duplicate=True)
+            known = conn.execute(_ATTEMPT_KNOWN, (attempt_id, now)).fetchone()
+            if known is not None:
+                return AttemptStart(
+                    None, duplicate=DUPLICATE_FAILED if known[0] else DUPLICATE_IN_FLIGHT
+                )
             params = _login_state_params(user, now, user_since, source, source_since, device)
             (row,) = conn.execute(_LOGIN_STATE, params).fetchall()
             pending_user, pending_source = conn.execute(
@@ -830,15 +842,16 @@ class SqliteStore:
         elif result not in (ATTEMPT_SUCCEEDED, ATTEMPT_NEUTRAL):
             raise ValueError(f"unknown attempt result {result!r}")
         with self._write(f"finishing an attempt of {user!r}") as conn:
-            conn.execute(_END_ATTEMPT, (attempt_id,))
             if result == ATTEMPT_FAILED:
                 assert lockout is not None
+                conn.execute(_FAIL_ATTEMPT, (now + FAILED_ATTEMPT_MEMORY, attempt_id))
                 if failure_keys:
                     conn.executemany(
                         "INSERT INTO failures (key, at) VALUES (?, ?)",
                         [(key, now) for key in failure_keys],
                     )
                 return self._count_failure(conn, user, now, lockout)
+            conn.execute(_FORGET_ATTEMPT, (attempt_id,))
             if result == ATTEMPT_SUCCEEDED:
                 conn.execute(_UPSERT_SUCCESS, (user, now))
                 for key in clear_keys:
@@ -1038,11 +1051,17 @@ class SqliteStore:
         with self._write("purging expired challenges") as conn:
             conn.execute("DELETE FROM sends WHERE sent_at <= ?", (now - SEND_WINDOW,))
             conn.execute("DELETE FROM devices WHERE expires_at <= ?", (now,))
-            conn.execute("DELETE FROM attempts WHERE expires_at <= ?", (now,))
             if failures_before is not None:
                 conn.execute("DELETE FROM failures WHERE at < ?", (failures_before,))
             conn.execute(_DELETE_IDLE_USERS, (IDLE_USERS_BATCH,))
-            return conn.execute("DELETE FROM challenges WHERE expires_at <= ?", (now,)).rowcount
+            purged = conn.execute("DELETE FROM challenges WHERE expires_at <= ?", (now,)).rowcount
+        # Failed attempts live half a minute: after a guessing storm, one DELETE of them all
+        # would hold the write lock that every login needs for a noticeable time.
+        while True:
+            with self._write("purging past attempts") as conn:
+                gone = conn.execute(_PURGE_ATTEMPTS, (now, ATTEMPTS_PURGE_BATCH)).rowcount
+            if gone < ATTEMPTS_PURGE_BATCH:
+                return purged
 
     # -- metrics ----------------------------------------------------------------------------
 

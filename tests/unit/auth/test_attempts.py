@@ -191,7 +191,7 @@ def test_the_directory_being_down_releases_the_reservation_without_counting():
     assert w.send(b"alice", b"hunter2").outcome is Outcome.ACCEPT
 
 
-def test_a_retransmission_reaching_another_process_is_dropped_not_processed_again():
+def test_a_retransmission_reaching_another_process_is_never_decided_twice():
     w = World(password_only=True)
     w.directory.hold = True
     authenticator = os.urandom(16)
@@ -202,12 +202,21 @@ def test_a_retransmission_reaching_another_process_is_dropped_not_processed_agai
     assert first[0].reason is Reason.BAD_PASSWORD
     w.directory.hold = False
     late = w.start(w.request(b"alice", b"wrong", authenticator=authenticator))
-    assert late[0].reason is Reason.DUPLICATE  # answered already: still not counted twice
-    assert w.store.lock_state("alice").failures == 1
-    assert len(w.directory.binds) == 1
+    assert (late[0].outcome, late[0].reason) == (Outcome.REJECT, Reason.DUPLICATE)
+    assert w.store.lock_state("alice").failures == 1  # counted once
+    assert len(w.directory.binds) == 1  # bound once
     # another Identifier with the same authenticator is another request
     other = w.start(w.request(b"alice", b"wrong", authenticator=authenticator, packet_id=2))
     assert other[0].reason is Reason.BAD_PASSWORD
+
+
+def test_a_retransmission_of_a_success_is_decided_again():
+    w = World(password_only=True)
+    authenticator = os.urandom(16)
+    for _ in range(2):
+        done = w.start(w.request(b"alice", b"hunter2", authenticator=authenticator))
+        assert done[0].outcome is Outcome.ACCEPT
+    assert len(w.directory.binds) == 2
 
 
 def test_failures_across_lock_expiries_lock_for_good_at_the_total_cap():

@@ -21,6 +21,9 @@ from radmfa.store.base import (
     ATTEMPT_SUCCEEDED,
     AUDIT_ADMIN,
     AUDIT_AUTH,
+    DUPLICATE_FAILED,
+    DUPLICATE_IN_FLIGHT,
+    FAILED_ATTEMPT_MEMORY,
     AuditEvent,
     AuditQuery,
     ChallengeRecord,
@@ -998,13 +1001,40 @@ def test_begin_attempt_refused_by_the_judge_reserves_nothing(store: Store) -> No
     assert store.begin_attempt(b"a1", "alice", NOW, allow_up_to(5)).reserved
 
 
-def test_a_known_attempt_id_is_a_duplicate_until_its_lease_ends(store: Store) -> None:
+def test_a_reserved_attempt_id_is_a_duplicate_in_flight_until_it_ends(store: Store) -> None:
     assert store.begin_attempt(b"a1", "alice", NOW, allow_up_to(5)).reserved
-    assert store.begin_attempt(b"a1", "alice", NOW + 1, allow_up_to(5)).duplicate
-    store.finish_attempt(b"a1", "alice", NOW + 2, ATTEMPT_NEUTRAL)
-    assert store.begin_attempt(b"a1", "alice", NOW + 3, allow_up_to(5)).duplicate
-    later = NOW + ATTEMPT_LEASE + 1
+    assert store.begin_attempt(b"a1", "alice", NOW + 1, allow_up_to(5)).duplicate == (
+        DUPLICATE_IN_FLIGHT
+    )
+    store.finish_attempt(b"a1", "alice", NOW + 2, ATTEMPT_SUCCEEDED)
+    assert store.begin_attempt(b"a1", "alice", NOW + 3, allow_up_to(5)).reserved  # forgotten
+    later = NOW + 3 + ATTEMPT_LEASE + 1  # a reservation that never ended is no duplicate
     assert store.begin_attempt(b"a1", "alice", later, allow_up_to(5)).reserved
+
+
+def test_a_failed_attempt_id_is_a_failed_duplicate_for_a_while(store: Store) -> None:
+    store.begin_attempt(b"a1", "alice", NOW, allow_up_to(5))
+    store.finish_attempt(b"a1", "alice", NOW + 1, ATTEMPT_FAILED, lockout=RULE)
+    again = store.begin_attempt(b"a1", "alice", NOW + 2, allow_up_to(5))
+    assert again.duplicate == DUPLICATE_FAILED and not again.reserved
+    assert store.lock_state("alice").failures == 1
+    other = store.begin_attempt(b"a2", "alice", NOW + 2, allow_up_to(5)).state
+    assert other is not None and other.pending_user == 0  # a failed one is not pending
+    after = NOW + 1 + FAILED_ATTEMPT_MEMORY + 1
+    assert store.begin_attempt(b"a1", "alice", after, allow_up_to(5)).reserved
+
+
+def test_neutral_and_successful_attempts_leave_nothing_behind(store: Store) -> None:
+    for i in range(50):
+        store.begin_attempt(bytes([i]), "alice", NOW, allow_up_to(100))
+        store.finish_attempt(
+            bytes([i]), "alice", NOW, ATTEMPT_SUCCEEDED if i % 2 else ATTEMPT_NEUTRAL
+        )
+    state = store.begin_attempt(b"x", "alice", NOW, allow_up_to(100)).state
+    assert state is not None and state.pending_user == 0
+    assert all(
+        store.begin_attempt(bytes([i]), "alice", NOW, allow_up_to(100)).reserved for i in range(3)
+    )
 
 
 def test_a_reservation_that_never_finishes_stops_counting_after_its_lease(store: Store) -> None:
