@@ -508,8 +508,9 @@ class Store(Protocol):
     ) -> LockState | None:
         """End a reserved attempt, in one transaction with what its result records:
         ``ATTEMPT_FAILED`` counts a failure (``lockout`` required) and notes one under each of
-        ``failure_keys``; ``ATTEMPT_SUCCEEDED`` clears the failure counts and the windows under
-        ``clear_keys``; ``ATTEMPT_NEUTRAL`` records nothing. A failed attempt is remembered for
+        ``failure_keys``; ``ATTEMPT_SUCCEEDED`` clears the failure counts (when there are any:
+        ``last_success_at`` is written with them) and the windows under ``clear_keys``;
+        ``ATTEMPT_NEUTRAL`` records nothing. A failed attempt is remembered for
         :data:`FAILED_ATTEMPT_MEMORY`, any other is forgotten at once (a success keeps nothing
         per login). Returns the lock state after a failure (None otherwise)."""
         ...
@@ -538,6 +539,17 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def check_finish(result: str, lockout: LockoutRule | None) -> None:
+    """The arguments every engine's ``finish_attempt`` refuses (ValueError)."""
+    if result == ATTEMPT_FAILED:
+        if lockout is None:
+            raise ValueError("a failed attempt needs the lockout rule")
+        if lockout.max_failures < 1:
+            raise ValueError(f"max_failures must be at least 1, got {lockout.max_failures}")
+    elif result not in (ATTEMPT_SUCCEEDED, ATTEMPT_NEUTRAL):
+        raise ValueError(f"unknown attempt result {result!r}")
 
 
 def next_failure_state(state: LockState, now: float, rule: LockoutRule) -> LockState:

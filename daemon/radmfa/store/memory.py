@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from radmfa.store.base import (
     ATTEMPT_FAILED,
     ATTEMPT_LEASE,
-    ATTEMPT_NEUTRAL,
     ATTEMPT_SUCCEEDED,
     DUPLICATE_FAILED,
     DUPLICATE_IN_FLIGHT,
@@ -37,6 +36,7 @@ from radmfa.store.base import (
     TrustedDevice,
     UserSettings,
     audit_matches,
+    check_finish,
     idle_user,
     next_failure_state,
     send_verdict,
@@ -315,13 +315,7 @@ class MemoryStore:
         failure_keys: Sequence[str] = (),
         clear_keys: Sequence[str] = (),
     ) -> LockState | None:
-        if result == ATTEMPT_FAILED:
-            if lockout is None:
-                raise ValueError("a failed attempt needs the lockout rule")
-            if lockout.max_failures < 1:
-                raise ValueError(f"max_failures must be at least 1, got {lockout.max_failures}")
-        elif result not in (ATTEMPT_SUCCEEDED, ATTEMPT_NEUTRAL):
-            raise ValueError(f"unknown attempt result {result!r}")
+        check_finish(result, lockout)
         with self._lock:
             self._check_open()
             known = self._attempts.pop(attempt_id, None)
@@ -335,7 +329,11 @@ class MemoryStore:
                 self._users[user] = state
                 return state
             if result == ATTEMPT_SUCCEEDED:
-                self.record_success(user, now)
+                state = self._users.get(user)
+                if state is not None and (
+                    state.failures or state.total_failures or state.locked_until is not None
+                ):
+                    self.record_success(user, now)
                 for key in clear_keys:
                     self._failures.pop(key, None)
             return None

@@ -19,7 +19,6 @@ from typing import Any
 from radmfa.store.base import (
     ATTEMPT_FAILED,
     ATTEMPT_LEASE,
-    ATTEMPT_NEUTRAL,
     ATTEMPT_SUCCEEDED,
     DUPLICATE_FAILED,
     DUPLICATE_IN_FLIGHT,
@@ -41,6 +40,7 @@ from radmfa.store.base import (
     TokenRecord,
     TrustedDevice,
     UserSettings,
+    check_finish,
     next_failure_state,
     send_verdict,
     split_known_secrets,
@@ -269,6 +269,13 @@ _UPSERT_SUCCESS = (
     "VALUES (?, 0, NULL, ?) "
     "ON CONFLICT (user) DO UPDATE SET failures = 0, locked_until = NULL, total_failures = 0, "
     "last_success_at = excluded.last_success_at"
+)
+#: A success ends an attempt: clears failure counts that exist (no row for a user who never
+#: failed, so a login's success writes nothing to users in the common case).
+_CLEAR_FAILURES = (
+    "UPDATE users SET failures = 0, locked_until = NULL, total_failures = 0, "
+    "last_success_at = ? WHERE user = ? AND (failures > 0 OR total_failures > 0 "
+    "OR locked_until IS NOT NULL)"
 )
 _ATTEMPT_KNOWN = "SELECT failed FROM attempts WHERE attempt_id = ? AND expires_at > ?"
 _PENDING_ATTEMPTS = (
@@ -835,12 +842,7 @@ class SqliteStore:
         failure_keys: Sequence[str] = (),
         clear_keys: Sequence[str] = (),
     ) -> LockState | None:
-        if result == ATTEMPT_FAILED:
-            if lockout is None:
-                raise ValueError("a failed attempt needs the lockout rule")
-            _check_rule(lockout)
-        elif result not in (ATTEMPT_SUCCEEDED, ATTEMPT_NEUTRAL):
-            raise ValueError(f"unknown attempt result {result!r}")
+        check_finish(result, lockout)
         with self._write(f"finishing an attempt of {user!r}") as conn:
             if result == ATTEMPT_FAILED:
                 assert lockout is not None
@@ -853,7 +855,7 @@ class SqliteStore:
                 return self._count_failure(conn, user, now, lockout)
             conn.execute(_FORGET_ATTEMPT, (attempt_id,))
             if result == ATTEMPT_SUCCEEDED:
-                conn.execute(_UPSERT_SUCCESS, (user, now))
+                conn.execute(_CLEAR_FAILURES, (now, user))
                 for key in clear_keys:
                     conn.execute("DELETE FROM failures WHERE key = ?", (key,))
         return None

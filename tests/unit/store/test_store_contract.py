@@ -1032,6 +1032,7 @@ def test_neutral_and_successful_attempts_leave_nothing_behind(store: Store) -> N
         )
     state = store.begin_attempt(b"x", "alice", NOW, allow_up_to(100)).state
     assert state is not None and state.pending_user == 0
+    assert store.known_users() == []  # a success without failures writes no users row
     assert all(
         store.begin_attempt(bytes([i]), "alice", NOW, allow_up_to(100)).reserved for i in range(3)
     )
