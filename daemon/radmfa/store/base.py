@@ -584,18 +584,28 @@ def next_failure_state(state: LockState, now: float, rule: LockoutRule) -> LockS
 IDLE_USERS_BATCH = 500
 
 
-def idle_user(lock: LockState, settings: UserSettings, has_tokens: bool) -> bool:
-    """True when a user's row holds nothing a default row would not: no failures, no lock,
-    the default status (without a reason), no preferred factor, no notice, no grace-period
-    record, and no tokens. Such rows (a name that once logged in with the password alone, an
-    unlocked user, a reset) are deleted by ``purge_expired``: the answer for that name is
-    the same without them. The last success or failure time alone does not keep a row."""
+#: Failures of a name that never logged in, has no token and no admin state are forgotten
+#: this long after the last one: user names sprayed at the server must not grow the store
+#: for ever (and a guesser who waits a week between guesses is no threat to the total cap).
+STALE_FAILURES = 7 * 86400.0
+
+
+def idle_user(lock: LockState, settings: UserSettings, has_tokens: bool, now: float) -> bool:
+    """True when a user's row holds nothing a default row would not: the default status
+    (without a reason), no preferred factor, no notice, no grace-period record, no tokens,
+    and either no failures and no lock, or only failures of a name that never logged in, none
+    for :data:`STALE_FAILURES` and no lock now. Such rows (a name that once logged in with
+    the password alone, an unlocked user, a reset, a sprayed name) are deleted by
+    ``purge_expired``: the answer for that name is the same without them."""
+    if has_tokens or settings != UserSettings(settings.user):
+        return False
+    if lock.failures == 0 and lock.total_failures == 0 and lock.locked_until is None:
+        return True
     return (
-        not has_tokens
-        and lock.failures == 0
-        and lock.total_failures == 0
-        and lock.locked_until is None
-        and settings == UserSettings(settings.user)
+        lock.last_success_at is None
+        and lock.last_failure_at is not None
+        and lock.last_failure_at < now - STALE_FAILURES
+        and not lock.is_locked(now)
     )
 
 

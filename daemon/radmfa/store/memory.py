@@ -497,10 +497,10 @@ class MemoryStore:
                     self._sends[key] = kept
                 else:
                     del self._sends[key]
-            self._prune_idle_users()
+            self._prune_idle_users(now)
             return len(expired)
 
-    def _prune_idle_users(self) -> None:
+    def _prune_idle_users(self, now: float) -> None:
         """The idle users rows (:func:`idle_user`), at most a batch (call with the lock)."""
         enrolled = {t.user for t in self._tokens.values()}
         idle = [
@@ -510,6 +510,7 @@ class MemoryStore:
                 self._users.get(user, LockState(user)),
                 self._settings.get(user, UserSettings(user)),
                 user in enrolled,
+                now,
             )
         ][:IDLE_USERS_BATCH]
         for user in idle:

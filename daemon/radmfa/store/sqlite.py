@@ -25,6 +25,7 @@ from radmfa.store.base import (
     FAILED_ATTEMPT_MEMORY,
     IDLE_USERS_BATCH,
     SEND_WINDOW,
+    STALE_FAILURES,
     USER_STATUSES,
     AttemptStart,
     AuditEvent,
@@ -355,11 +356,13 @@ _COUNT_LOCKED = "SELECT COUNT(*) FROM users WHERE locked_until > ?"
 #: Users rows that hold nothing (:func:`radmfa.store.base.idle_user`), a batch at a time.
 _DELETE_IDLE_USERS = (
     "DELETE FROM users WHERE user IN (SELECT u.user FROM users u "
-    "WHERE u.failures = 0 AND u.total_failures = 0 AND u.locked_until IS NULL "
+    "WHERE ((u.failures = 0 AND u.total_failures = 0 AND u.locked_until IS NULL) "
+    "       OR (u.last_success_at IS NULL AND u.last_failure_at < :stale "
+    "           AND (u.locked_until IS NULL OR u.locked_until <= :now))) "
     "AND u.status = 'enabled' "
     "AND u.status_until IS NULL AND u.status_reason IS NULL AND u.preferred IS NULL "
     "AND u.notice IS NULL AND u.first_seen_at IS NULL AND u.grace_logins = 0 "
-    "AND NOT EXISTS (SELECT 1 FROM tokens t WHERE t.user = u.user) LIMIT ?)"
+    "AND NOT EXISTS (SELECT 1 FROM tokens t WHERE t.user = u.user) LIMIT :batch)"
 )
 _SELECT_RECENT_SENDS = "SELECT sent_at FROM sends WHERE user = ? AND channel = ? AND sent_at > ?"
 #: The n-th most recent send of a channel within the window (OFFSET n - 1), for the total cap.
@@ -1055,7 +1058,10 @@ class SqliteStore:
             conn.execute("DELETE FROM devices WHERE expires_at <= ?", (now,))
             if failures_before is not None:
                 conn.execute("DELETE FROM failures WHERE at < ?", (failures_before,))
-            conn.execute(_DELETE_IDLE_USERS, (IDLE_USERS_BATCH,))
+            conn.execute(
+                _DELETE_IDLE_USERS,
+                {"now": now, "stale": now - STALE_FAILURES, "batch": IDLE_USERS_BATCH},
+            )
             purged = conn.execute("DELETE FROM challenges WHERE expires_at <= ?", (now,)).rowcount
         # Failed attempts live half a minute: after a guessing storm, one DELETE of them all
         # would hold the write lock that every login needs for a noticeable time.

@@ -1137,3 +1137,20 @@ def test_a_success_resets_the_failure_total(store: Store) -> None:
     store.record_failure("alice", NOW + 1, 2, 60, 5)  # locked until +61
     store.record_success("alice", NOW + 100)
     assert store.lock_state("alice").total_failures == 0
+
+
+def test_purge_forgets_failures_of_names_that_never_logged_in_after_a_week(store: Store) -> None:
+    from radmfa.store.base import STALE_FAILURES
+
+    store.record_failure("sprayed", NOW, max_failures=5, lock_seconds=60)
+    store.record_failure("locked-for-good", NOW, 1, 60, max_total=1)
+    store.record_failure("known", NOW - 10, max_failures=5, lock_seconds=60)
+    store.record_success("known", NOW - 5)
+    store.record_failure("known", NOW, max_failures=5, lock_seconds=60)
+    store.record_failure("enrolled", NOW, max_failures=5, lock_seconds=60)
+    store.add_token(token("e1", "enrolled"))
+    store.record_failure("recent", NOW + STALE_FAILURES - 10, max_failures=5, lock_seconds=60)
+    store.purge_expired(NOW + STALE_FAILURES - 1)
+    assert "sprayed" in store.known_users()  # not stale yet
+    store.purge_expired(NOW + STALE_FAILURES + 1)
+    assert store.known_users() == ["enrolled", "known", "locked-for-good", "recent"]
