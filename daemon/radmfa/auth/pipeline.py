@@ -394,8 +394,16 @@ class Authenticator:
         verdict_pw, _attributes = await self.password.check(view, user, password, entry=entry)
         if verdict_pw is not None:
             return verdict_pw
-        await self.ledger.succeed(view)
+        # Counted atomically in the store, and judged by the count this login got: logins in
+        # flight together all saw the count read before any of them was counted.
         after = await self.db.run(self.store.note_grace_login, key, now)
+        if grace.logins > 0 and after.grace_logins > grace.logins:
+            log.info(
+                "{user} has no second factor and the enrolment grace logins are used up",
+                user=user,
+            )
+            return reject(Reason.GRACE_EXPIRED, user)
+        await self.ledger.succeed(view)
         left = []
         if grace.seconds > 0:
             first = after.first_seen_at if after.first_seen_at is not None else now

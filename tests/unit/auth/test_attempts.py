@@ -15,10 +15,11 @@ from twisted.internet.task import Clock
 
 from radmfa.auth.model import AccessRequest, AuthMethod, Decision, Outcome, Reason
 from radmfa.auth.pipeline import Authenticator, PipelineSettings
+from radmfa.auth.policy import Policy
 from radmfa.config import LockoutConfig, OtpConfig
 from radmfa.factors.base import FactorRegistry
 from radmfa.factors.totp import TotpFactor
-from radmfa.policyconfig import RateLimitsConfig, UserLimitConfig
+from radmfa.policyconfig import GraceConfig, PolicyConfig, RateLimitsConfig, UserLimitConfig
 from radmfa.store.base import TokenRecord
 from radmfa.store.memory import MemoryStore
 from radmfa.testing import FakeDirectory, InlineRunner
@@ -38,6 +39,7 @@ class World:
         rate_limits: RateLimitsConfig = NO_USER_DELAY,
         password_only: bool = False,
         mode: str = "auto",
+        policy: Policy | None = None,
     ) -> None:
         self.clock = Clock()
         self.clock.advance(T0)
@@ -50,6 +52,7 @@ class World:
                     max_failures=max_failures, duration=duration, max_total_failures=max_total
                 ),
                 rate_limits=rate_limits,
+                policy=policy,
             ),
             directory=self.directory,
             store=self.store,
@@ -232,6 +235,20 @@ def test_a_success_between_lock_periods_resets_the_total():
     w.clock.advance(61)
     assert w.send(b"alice", b"hunter2").outcome is Outcome.ACCEPT
     assert w.store.lock_state("alice").total_failures == 0
+
+
+def test_parallel_logins_get_no_more_grace_logins_than_granted():
+    """grace_logins is checked when the attempt begins and counted after the bind: logins in
+    flight together must not all pass on the count read before any of them was counted."""
+    w = World(policy=Policy(PolicyConfig(unenrolled=GraceConfig(logins=2))))
+    w.directory.hold = True
+    results = burst(w, 4, b"alice", b"hunter2")
+    w.directory.release()
+    w.settle(0.1)
+    outcomes = [r[0].outcome for r in results]
+    assert outcomes.count(Outcome.ACCEPT) == 2
+    assert reasons(results).count(Reason.GRACE_EXPIRED) == 2
+    assert w.send(b"alice", b"hunter2").reason is Reason.GRACE_EXPIRED
 
 
 # -- one identity per account ------------------------------------------------------------------
