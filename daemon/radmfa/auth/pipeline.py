@@ -359,7 +359,13 @@ class Authenticator:
         verdict, _attributes = await self.password.check(view, user, password, entry=entry)
         if verdict is not None:
             return verdict
-        await self.ledger.succeed(view)
+        if tokens and reason in (Reason.EXEMPT, Reason.TRUSTED_DEVICE):
+            # The password alone proves nothing about the codes this user is asked for
+            # elsewhere: clearing the counts here would let code guesses on another client
+            # go on forever between such logins. A login with the code clears them.
+            await self.ledger.release(view)
+        else:
+            await self.ledger.succeed(view)
         return Decision(
             Outcome.ACCEPT, reason, user=user, trusted_device=reason is Reason.TRUSTED_DEVICE
         )
