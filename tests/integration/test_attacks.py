@@ -24,7 +24,14 @@ from tests.support.radius_client import (
     RadiusTestClient,
     build_request,
 )
-from tests.support.slapd import PEOPLE_DN, LdapUser, Slapd
+from tests.support.slapd import (
+    PEOPLE_DN,
+    SERVICE_DN,
+    SERVICE_PASSWORD,
+    SUFFIX,
+    LdapUser,
+    Slapd,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -192,3 +199,53 @@ def test_a_name_without_a_safe_key_is_refused_before_the_directory(daemon, slapd
     assert reply.code == REJECT
     assert len(slapd.binds()) == before
     daemon.wait_for_log("reason=unsafe_user_name")
+
+
+# -- one name per entry (search-then-bind) ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def by_mail_daemon(
+    slapd: Slapd, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RadmfaDaemon]:
+    """Search-then-bind with a filter that finds an entry by its uid or its mail, and an
+    enrolment grace period for users without a factor."""
+    config = {
+        "clients": [{"name": "vpn", "address": "127.0.0.0/8", "secret": SECRET}],
+        "ldap": {
+            "servers": [slapd.url],
+            "base_dn": SUFFIX,
+            "bind_dn": SERVICE_DN,
+            "bind_password": SERVICE_PASSWORD,
+            "user_filter": "(|(uid={username})(mail={username}))",
+            "timeout": 5,
+        },
+        "otp": {"mode": "auto", "challenge_timeout": 60},
+        "radius": {"reject_delay": 0},
+        "policy": {"default": "required", "unenrolled": {"grace_days": 14}},
+    }
+    d = RadmfaDaemon(tmp_path_factory.mktemp("radmfa-by-mail"), config)
+    d.start()
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def test_an_entry_found_by_its_mail_keeps_the_state_of_its_uid(by_mail_daemon, slapd):
+    """The mail address finds the same entry as the uid; were it a second identity, it
+    would have no token (a grace-period login on the password alone) and no disable flag."""
+    name = f"bymail{next(_counter)}x{random.randrange(10**6)}"
+    user = LdapUser(name, f"pw-{name}-Secret", mail=f"{name}@example.org")
+    slapd.add_users([user])
+    secret = base64.b32encode(random.randbytes(20)).decode()
+    assert by_mail_daemon.cli("token", "add", user.uid, "--secret", secret).returncode == 0
+    client = RadiusTestClient(by_mail_daemon.port, SECRET.encode(), source="127.0.0.5")
+    try:
+        assert client.auth(user.uid, user.password).code == rp.AccessChallenge
+        assert client.auth(user.mail, user.password).code == REJECT
+        assert by_mail_daemon.cli("user", "disable", user.uid, "--reason", "t").returncode == 0
+        assert client.auth(user.mail, user.password).code == REJECT
+    finally:
+        client.close()
+    by_mail_daemon.wait_for_log("refused (log in with the entry's own name)")

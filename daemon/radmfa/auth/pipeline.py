@@ -359,7 +359,13 @@ class Authenticator:
         verdict, _attributes = await self.password.check(view, user, password, entry=entry)
         if verdict is not None:
             return verdict
-        await self.ledger.succeed(view)
+        if tokens and reason in (Reason.EXEMPT, Reason.TRUSTED_DEVICE):
+            # The password alone proves nothing about the codes this user is asked for
+            # elsewhere: clearing the counts here would let code guesses on another client
+            # go on forever between such logins. A login with the code clears them.
+            await self.ledger.release(view)
+        else:
+            await self.ledger.succeed(view)
         return Decision(
             Outcome.ACCEPT, reason, user=user, trusted_device=reason is Reason.TRUSTED_DEVICE
         )
@@ -394,8 +400,16 @@ class Authenticator:
         verdict_pw, _attributes = await self.password.check(view, user, password, entry=entry)
         if verdict_pw is not None:
             return verdict_pw
-        await self.ledger.succeed(view)
+        # Counted atomically in the store, and judged by the count this login got: logins in
+        # flight together all saw the count read before any of them was counted.
         after = await self.db.run(self.store.note_grace_login, key, now)
+        if grace.logins > 0 and after.grace_logins > grace.logins:
+            log.info(
+                "{user} has no second factor and the enrolment grace logins are used up",
+                user=user,
+            )
+            return reject(Reason.GRACE_EXPIRED, user)
+        await self.ledger.succeed(view)
         left = []
         if grace.seconds > 0:
             first = after.first_seen_at if after.first_seen_at is not None else now

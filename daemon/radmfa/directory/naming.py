@@ -4,10 +4,10 @@ The directory decides which entry a name finds, with its own matching rules (Ope
 caseIgnoreMatch, Active Directory's collation); radmfa keys lockout, tokens and admin state on
 its own canonical identity (:mod:`radmfa.auth.identity`). If the two ever disagree - a
 spelling the directory equates with ``alice`` that our rule does not, or an alias value of a
-multi-valued naming attribute - the same account would have two sets of state, and a
-disabled, locked or enrolled user could log in through the other one. So search-then-bind
-accepts an entry only when its own name under the filter's attribute (the value in its RDN
-when the RDN uses that attribute, else the attribute's values) is the user name under our
+multi-valued naming attribute, or another attribute of a filter such as
+``(|(uid={username})(mail={username}))`` - the same account would have two sets of state, and
+a disabled, locked or enrolled user could log in through the other one. So search-then-bind
+accepts an entry only when its one own name (:func:`entry_names`) is the user name under our
 identity rule. Both LDAP engines apply this before the user bind.
 """
 
@@ -61,6 +61,25 @@ def rdn_values(dn: str, attribute: str) -> list[str]:
     return values
 
 
+def entry_names(
+    dn: str, attributes: Mapping[str, Sequence[str]], naming: Sequence[str]
+) -> list[str]:
+    """The entry's own name(s) under the filter: the values in its RDN of the first naming
+    attribute the RDN uses; without one, the values of the first naming attribute (in the
+    filter's order) the entry has. One name only, never one per attribute or alias: every
+    other value that finds the entry would key a second set of state."""
+    for attribute in naming:
+        in_rdn = rdn_values(dn, attribute)
+        if in_rdn:
+            return in_rdn
+    lowered = {name.lower(): values for name, values in attributes.items()}
+    for attribute in naming:
+        values = [value.strip() for value in lowered.get(attribute.lower(), ()) if value.strip()]
+        if values:
+            return values
+    return []
+
+
 def entry_name_mismatch(
     dn: str,
     attributes: Mapping[str, Sequence[str]],
@@ -71,14 +90,12 @@ def entry_name_mismatch(
     it cannot tell), for the log line that refuses the login."""
     if not naming:
         return None
-    wanted = name_key(username)
-    lowered = {name.lower(): values for name, values in attributes.items()}
-    names: list[str] = []
-    for attribute in naming:
-        in_rdn = rdn_values(dn, attribute)
-        names.extend(in_rdn if in_rdn else lowered.get(attribute.lower(), ()))
+    names = entry_names(dn, attributes, naming)
     if not names:
         return f"no readable {'/'.join(naming)} in the entry"
-    if any(name_key(name) == wanted for name in names):
+    keys = {name_key(name) for name in names}
+    if len(keys) > 1:  # attribute values have no order: none of them is the entry's own
+        return f"several names ({', '.join(names)}) and none in its RDN"
+    if name_key(username) in keys:
         return None
     return names[0]

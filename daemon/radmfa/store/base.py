@@ -617,23 +617,31 @@ def split_known_secrets(
 
     Two tokens with one secret would accept every code twice (replay protection is per
     token), so re-running an import or ``token add --secret`` must not add one. Secrets are
-    compared in constant time. Shared by every engine, which calls it inside the transaction
-    that inserts, with ``existing`` = the stored tokens of those users and types.
+    compared in constant time, as HMAC keys: trailing zero bytes are no part of one (HMAC pads
+    a short key with them, so ``K`` and ``K + b"\\0"`` give the same codes). Shared by every
+    engine, which calls it inside the transaction that inserts, with ``existing`` = the stored
+    tokens of those users and types.
     """
     seen: dict[tuple[str, str], list[bytes]] = {}
     for token in existing:
-        seen.setdefault((token.user, token.type), []).append(token.secret)
+        seen.setdefault((token.user, token.type), []).append(_as_key(token.secret))
     new: list[TokenRecord] = []
     skipped: list[TokenRecord] = []
     for token in tokens:
         secrets = seen.setdefault((token.user, token.type), [])
+        wanted = _as_key(token.secret)
         known = False
         for secret in secrets:  # no early exit: every comparison is made
-            known |= hmac.compare_digest(secret, token.secret)
+            known |= hmac.compare_digest(secret, wanted)
         (skipped if known else new).append(token)
         if not known:
-            secrets.append(token.secret)
+            secrets.append(wanted)
     return new, skipped
+
+
+def _as_key(secret: bytes) -> bytes:
+    """A secret as the HMAC key it is, without the zero padding HMAC would add itself."""
+    return secret.rstrip(b"\x00")
 
 
 #: Send records older than this no longer count towards ``reserve_send``'s hourly cap.

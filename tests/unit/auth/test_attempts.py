@@ -8,6 +8,7 @@ suite (including the concurrent one) as the SQLite engine.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 
 import pyotp
@@ -15,10 +16,18 @@ from twisted.internet.task import Clock
 
 from radmfa.auth.model import AccessRequest, AuthMethod, Decision, Outcome, Reason
 from radmfa.auth.pipeline import Authenticator, PipelineSettings
+from radmfa.auth.policy import Policy
 from radmfa.config import LockoutConfig, OtpConfig
 from radmfa.factors.base import FactorRegistry
 from radmfa.factors.totp import TotpFactor
-from radmfa.policyconfig import RateLimitsConfig, UserLimitConfig
+from radmfa.policyconfig import (
+    GraceConfig,
+    PolicyConfig,
+    PolicyRule,
+    RateLimitsConfig,
+    RuleOutcome,
+    UserLimitConfig,
+)
 from radmfa.store.base import TokenRecord
 from radmfa.store.memory import MemoryStore
 from radmfa.testing import FakeDirectory, InlineRunner
@@ -38,6 +47,7 @@ class World:
         rate_limits: RateLimitsConfig = NO_USER_DELAY,
         password_only: bool = False,
         mode: str = "auto",
+        policy: Policy | None = None,
     ) -> None:
         self.clock = Clock()
         self.clock.advance(T0)
@@ -50,6 +60,7 @@ class World:
                     max_failures=max_failures, duration=duration, max_total_failures=max_total
                 ),
                 rate_limits=rate_limits,
+                policy=policy,
             ),
             directory=self.directory,
             store=self.store,
@@ -240,6 +251,47 @@ def test_a_success_between_lock_periods_resets_the_total():
         w.send(b"alice", b"wrong")
     w.clock.advance(61)
     assert w.send(b"alice", b"hunter2").outcome is Outcome.ACCEPT
+    assert w.store.lock_state("alice").total_failures == 0
+
+
+def test_parallel_logins_get_no_more_grace_logins_than_granted():
+    """grace_logins is checked when the attempt begins and counted after the bind: logins in
+    flight together must not all pass on the count read before any of them was counted."""
+    w = World(policy=Policy(PolicyConfig(unenrolled=GraceConfig(logins=2))))
+    w.directory.hold = True
+    results = burst(w, 4, b"alice", b"hunter2")
+    w.directory.release()
+    w.settle(0.1)
+    outcomes = [r[0].outcome for r in results]
+    assert outcomes.count(Outcome.ACCEPT) == 2
+    assert reasons(results).count(Reason.GRACE_EXPIRED) == 2
+    assert w.send(b"alice", b"hunter2").reason is Reason.GRACE_EXPIRED
+
+
+def test_a_login_on_the_password_alone_does_not_wipe_the_failed_codes_of_an_enrolled_user():
+    """A client where the password alone is enough (an exempt rule) proves nothing about the
+    user's codes: were its success to clear the counts, code guesses on the VPN between
+    such logins would never reach the lock nor lockout.max_total_failures."""
+    exempt_wifi = PolicyRule(name="wifi", clients=("wifi",), outcome=RuleOutcome(mfa="exempt"))
+    w = World(max_failures=5, max_total=10, policy=Policy(PolicyConfig(rules=(exempt_wifi,))))
+    w.enroll()
+    guesses = 0
+    for _cycle in range(6):
+        wrong = f"{(int(w.code()) + 500_000) % 10**6:06d}"
+        for _ in range(4):
+            d = w.send(b"alice", b"hunter2" + wrong.encode())
+            guesses += d.reason in (Reason.BAD_OTP, Reason.BAD_PASSWORD)
+        wifi = dataclasses.replace(w.request(b"alice", b"hunter2"), client_name="wifi")
+        w.start(wifi)
+        w.clock.advance(301)  # past any lock of this cycle
+    assert guesses == 10
+    lock = w.store.lock_state("alice")
+    assert lock.locked_for_good
+    # A full login (password and code) still clears the counts, as before.
+    assert w.store.unlock("alice")
+    w.send(b"alice", b"hunter2" + f"{(int(w.code()) + 500_000) % 10**6:06d}".encode())
+    assert w.store.lock_state("alice").total_failures == 1
+    assert w.send(b"alice", b"hunter2" + w.code().encode()).outcome is Outcome.ACCEPT
     assert w.store.lock_state("alice").total_failures == 0
 
 

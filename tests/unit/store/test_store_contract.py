@@ -7,6 +7,7 @@ pass unchanged. Times are explicit ``now`` values: nothing sleeps or reads the c
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -168,6 +169,18 @@ def test_a_secret_the_user_already_has_is_skipped_not_added_twice(store: Store) 
     longer = token("a5", "alice", secret=SHARED + b"!")
     assert store.add_tokens([hotp, longer]) == []
     assert [t.token_id for t in store.list_tokens()] == ["a1", "a4", "a5", "b1"]
+
+
+def test_a_secret_padded_with_zero_bytes_is_the_same_secret(store: Store) -> None:
+    """HMAC pads a key shorter than its block with zero bytes: SHARED and SHARED + b"\\0"
+    give every code alike, so a re-run from an export that pads secrets would double them."""
+    padded = SHARED + b"\x00" * 5
+    assert hmac.new(SHARED, b"step", "sha1").digest() == hmac.new(padded, b"step", "sha1").digest()
+    assert store.add_token(token("a1", "alice", secret=SHARED)) is True
+    assert store.add_token(token("a2", "alice", secret=padded)) is False
+    assert store.add_token(token("b1", "bob", secret=padded)) is True
+    assert store.add_tokens([token("b2", "bob", secret=SHARED)]) != []
+    assert [t.token_id for t in store.list_tokens()] == ["a1", "b1"]
 
 
 def test_concurrent_adds_of_one_secret_store_it_once(store: Store) -> None:
