@@ -19,6 +19,7 @@ from radmfa import audit
 from radmfa.audit import AuditRecorder
 from radmfa.auth.decisionlog import DecisionLog, DecisionObserver
 from radmfa.auth.groupcheck import check_policy_groups
+from radmfa.auth.ledger import attempt_lease
 from radmfa.auth.model import AccessRequest, Decision
 from radmfa.auth.pipeline import Authenticator, PipelineSettings
 from radmfa.auth.policy import Policy
@@ -115,6 +116,11 @@ def build_runtime(
                 policy=Policy(config.policy, config.trusted_devices.ttl),
                 rate_limits=config.rate_limits,
                 usernames=config.usernames,
+                attempt_lease=attempt_lease(
+                    config.radius.request_timeout,
+                    config.ldap.timeout if config.ldap is not None else 0.0,
+                    len(config.ldap.servers) if config.ldap is not None else 1,
+                ),
             ),
             directory=directory,
             store=store,

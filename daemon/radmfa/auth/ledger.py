@@ -34,6 +34,7 @@ from radmfa.factors.base import CodeMatch, FactorRegistry
 from radmfa.policyconfig import RateLimitsConfig
 from radmfa.store.base import (
     ATTEMPT_FAILED,
+    ATTEMPT_LEASE,
     ATTEMPT_NEUTRAL,
     ATTEMPT_SUCCEEDED,
     DUPLICATE_IN_FLIGHT,
@@ -121,6 +122,15 @@ def attempt_id_of(request: AccessRequest, key: str) -> bytes:
     return digest.digest()
 
 
+def attempt_lease(request_timeout: float, ldap_timeout: float, ldap_servers: int) -> float:
+    """How long a reservation must live: longer than any request can still be working, or a
+    burst could start new binds while the first ones are still with a slow directory. A
+    check may search and bind on every server in turn, each within ``ldap_timeout``, after
+    waiting for a free connection; the pipeline goes on after the RADIUS deadline."""
+    worst = request_timeout + 3 * ldap_timeout * max(1, ldap_servers)
+    return max(ATTEMPT_LEASE, 2 * worst)
+
+
 class Ledger:
     """Reads and records a user's login standing through the db runner (off the reactor)."""
 
@@ -134,6 +144,7 @@ class Ledger:
         lockout: LockoutConfig,
         rate_limits: RateLimitsConfig,
         devices_on: bool,
+        lease: float = ATTEMPT_LEASE,
     ) -> None:
         self.store = store
         self.db = db
@@ -144,6 +155,7 @@ class Ledger:
         self.rate_limits = rate_limits
         #: Whether any rule may trust devices (else their lookup is skipped).
         self.devices_on = devices_on
+        self.lease = lease
 
     async def begin(
         self, user: str, key: str, request: AccessRequest, device: DeviceRef | None, now: float
@@ -208,6 +220,7 @@ class Ledger:
             source=attempt.source if watch_source else None,
             source_since=now - limits.source.window if watch_source else None,
             device=device if self.devices_on else None,
+            lease=self.lease,
         )
         return start, tokens
 
@@ -248,9 +261,11 @@ class Ledger:
         attempt = view.attempt
         if attempt.ended:
             return
-        attempt.ended = True
         now = self.clock.seconds()
+        # Ended only once written: if the store fails here, the reservation stays pending
+        # (counted as a failure that may still happen) until its lease ends.
         state = await self.db.run(self._record_failure, attempt, now)
+        attempt.ended = True
         if state is not None and state.locked_until is not None and state.last_failure_at == now:
             if state.locked_for_good:
                 log.warn(

@@ -62,7 +62,7 @@ from radmfa.delivery.courier import Courier
 from radmfa.directory.base import GroupResolver, PasswordChecker, UserEntry
 from radmfa.factors.base import CodeMatch, FactorRegistry, MatchKind
 from radmfa.policyconfig import PolicyConfig, RateLimitsConfig, RuleOutcome
-from radmfa.store.base import Store, StoreError, TokenRecord
+from radmfa.store.base import ATTEMPT_LEASE, Store, StoreError, TokenRecord
 from radmfa.threads import BlockingRunner
 
 __all__ = [
@@ -87,6 +87,8 @@ class PipelineSettings:
     policy: Policy | None = None
     rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
     usernames: UsernamesConfig = field(default_factory=UsernamesConfig)
+    #: How long an attempt stays reserved at most (radmfa.auth.ledger.attempt_lease).
+    attempt_lease: float = ATTEMPT_LEASE
 
 
 class Authenticator:
@@ -152,6 +154,7 @@ class Authenticator:
             lockout=self.settings.lockout,
             rate_limits=self.settings.rate_limits,
             devices_on=self._devices_on,
+            lease=self.settings.attempt_lease,
         )
         self.password = PasswordCheck(self.directory, self.ledger)
         self.verdicts = PolicyCheck(policy=self.policy, groups=self.groups, ledger=self.ledger)

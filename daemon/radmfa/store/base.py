@@ -202,8 +202,9 @@ class LoginState:
     pending_source: int = 0
 
 
-#: How long an attempt reservation lives. A request that never finishes (its process died)
-#: counts as a pending failure until then.
+#: How long an attempt reservation lives at least. A request that never finishes (its process
+#: died) counts as a pending failure until then; the daemon makes it longer than the longest
+#: a request can take (:func:`radmfa.auth.ledger.attempt_lease`).
 ATTEMPT_LEASE = 60.0
 #: How long a failed attempt is remembered: a retransmission of it that reaches another
 #: worker or daemon within this time (RFC 5080 keeps duplicates 5-30 s) is answered with a
@@ -482,10 +483,11 @@ class Store(Protocol):
         source: str | None = None,
         source_since: float | None = None,
         device: DeviceRef | None = None,
+        lease: float = ATTEMPT_LEASE,
     ) -> AttemptStart:
         """Read the login state (as :meth:`login_state`, plus the attempts of ``user`` and
         ``source`` still pending), ask ``judge`` whether this attempt may go on, and if it
-        returns None reserve it under ``attempt_id`` until ``now + ATTEMPT_LEASE``, all in one
+        returns None reserve it under ``attempt_id`` until ``now + lease``, all in one
         transaction that no other ``begin_attempt`` or ``finish_attempt`` of the same user or
         source interleaves with (threads, workers and daemons on one store alike).
 

@@ -278,6 +278,7 @@ class MemoryStore:
         source: str | None = None,
         source_since: float | None = None,
         device: DeviceRef | None = None,
+        lease: float = ATTEMPT_LEASE,
     ) -> AttemptStart:
         with self._lock:
             self._check_open()
@@ -301,7 +302,7 @@ class MemoryStore:
             )
             refusal = judge(state)
             if refusal is None:
-                self._attempts[attempt_id] = (user, source, now + ATTEMPT_LEASE, False)
+                self._attempts[attempt_id] = (user, source, now + lease, False)
             return AttemptStart(state, refusal)
 
     def finish_attempt(

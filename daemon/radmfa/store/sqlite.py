@@ -814,6 +814,7 @@ class SqliteStore:
         source: str | None = None,
         source_since: float | None = None,
         device: DeviceRef | None = None,
+        lease: float = ATTEMPT_LEASE,
     ) -> AttemptStart:
         # BEGIN IMMEDIATE: every writer of this file (threads, workers, daemons) waits for
         # the lock, so no other attempt is judged or finished between the read and the insert.
@@ -831,7 +832,7 @@ class SqliteStore:
             state = _login_state_from_row(user, device, row, pending_user, pending_source)
             refusal = judge(state)
             if refusal is None:
-                conn.execute(_RESERVE_ATTEMPT, (attempt_id, user, source, now + ATTEMPT_LEASE))
+                conn.execute(_RESERVE_ATTEMPT, (attempt_id, user, source, now + lease))
         return AttemptStart(state, refusal)
 
     def finish_attempt(

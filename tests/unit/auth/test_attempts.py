@@ -329,3 +329,21 @@ def test_names_without_a_safe_key_are_refused_before_any_state_or_bind():
         d = w.send(name.encode(), b"hunter2")
         assert (d.outcome, d.reason) == (Outcome.REJECT, Reason.UNSAFE_USER_NAME)
     assert w.directory.binds == []
+
+
+def test_a_reservation_outlives_the_slowest_request_the_configuration_allows():
+    from radmfa.auth.ledger import attempt_lease
+    from radmfa.store.base import ATTEMPT_LEASE
+
+    assert attempt_lease(10, 3, 1) == ATTEMPT_LEASE  # the defaults: a minute is plenty
+    slow = attempt_lease(request_timeout=10, ldap_timeout=60, ldap_servers=2)
+    assert slow >= 10 + 3 * 60 * 2
+    w = World(password_only=True)
+    w.auth.ledger.lease = slow
+    w.directory.hold = True
+    burst(w, 5, b"alice", b"wrong")
+    w.clock.advance(ATTEMPT_LEASE + 1)  # the binds are still with a slow directory
+    later = burst(w, 5, b"alice", b"wrong")
+    w.settle(2.1)
+    assert len(w.directory.binds) == 5  # no new binds once a minute has passed
+    assert reasons(later) == [Reason.THROTTLED] * 5

@@ -1167,3 +1167,11 @@ def test_purge_forgets_failures_of_names_that_never_logged_in_after_a_week(store
     assert "sprayed" in store.known_users()  # not stale yet
     store.purge_expired(NOW + STALE_FAILURES + 1)
     assert store.known_users() == ["enrolled", "known", "locked-for-good", "recent"]
+
+
+def test_a_reservation_lives_as_long_as_asked(store: Store) -> None:
+    store.begin_attempt(b"a1", "alice", NOW, allow_up_to(5), lease=600)
+    state = store.begin_attempt(b"a2", "alice", NOW + 599, allow_up_to(5)).state
+    assert state is not None and state.pending_user == 1
+    state = store.begin_attempt(b"a3", "alice", NOW + 601, allow_up_to(5)).state
+    assert state is not None and state.pending_user == 1  # a1 lapsed, a2 pending
