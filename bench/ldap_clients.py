@@ -69,6 +69,7 @@ from radmfa.directory.ldap import (
     search_attributes,
 )
 from radmfa.directory.naming import naming_attributes
+from tests.support.certs import make_ca, make_server_cert
 from tests.support.slapd import PEOPLE_DN, SERVICE_DN, SERVICE_PASSWORD, Slapd
 
 CLIENTS = ("native", "libldap", "native-bare", "libldap-bare", "ldap3", "harness")
@@ -104,7 +105,9 @@ class LibldapConnection:
     set-up only (outside the measured window); an engine would use ``OPT_CONNECT_ASYNC``.
     """
 
-    def __init__(self, ldap_module: Any, reactor: Any, url: str, timeout: float) -> None:
+    def __init__(
+        self, ldap_module: Any, reactor: Any, url: str, timeout: float, ca_file: str | None
+    ) -> None:
         self._ldap = ldap_module
         self._reactor = reactor
         self._timeout = timeout
@@ -112,10 +115,17 @@ class LibldapConnection:
         self._ld.set_option(ldap_module.OPT_PROTOCOL_VERSION, 3)
         self._ld.set_option(ldap_module.OPT_REFERRALS, 0)  # never chase (L-09)
         self._ld.set_option(ldap_module.OPT_NETWORK_TIMEOUT, timeout)
+        self._ca_file = ca_file
+        if ca_file is not None:  # libldap checks the chain and the host name (L-08)
+            self._ld.set_option(ldap_module.OPT_X_TLS_CACERTFILE, ca_file)
+            self._ld.set_option(ldap_module.OPT_X_TLS_REQUIRE_CERT, ldap_module.OPT_X_TLS_DEMAND)
+            self._ld.set_option(ldap_module.OPT_X_TLS_NEWCTX, 0)  # last: applies the above
         self._pending: dict[int, tuple[Deferred[Any], IDelayedCall]] = {}
         self._fd = -1
 
     def open(self, who: str, password: str) -> None:
+        if self._ca_file is not None:
+            self._ld.start_tls_s()
         self._ld.simple_bind_s(who, password)
         self._fd = self._ld.fileno()
         self._reactor.addReader(self)
@@ -283,7 +293,8 @@ class LibldapChecker:
         )
 
     def _connect(self, who: str, password: str) -> LibldapConnection:
-        conn = LibldapConnection(self._ldap, self._reactor, self._url, self._config.timeout)
+        tls_ca = self._config.ca_file if self._config.start_tls else None
+        conn = LibldapConnection(self._ldap, self._reactor, self._url, self._config.timeout, tls_ca)
         conn.open(who, password)
         return conn
 
@@ -652,7 +663,13 @@ def build_clients(
     return checkers, cleanups
 
 
-async def run_rounds(reactor: Any, args: argparse.Namespace, slapd: Slapd, users: list[BenchUser]):
+async def run_rounds(
+    reactor: Any,
+    args: argparse.Namespace,
+    slapd: Slapd,
+    users: list[BenchUser],
+    ca_file: str | None,
+):
     ldap_module = _import_ldap() if _wants_libldap(args.clients) else None
     config = LdapConfig(
         servers=(slapd.url,),
@@ -662,6 +679,8 @@ async def run_rounds(reactor: Any, args: argparse.Namespace, slapd: Slapd, users
         bind_password=SERVICE_PASSWORD,
         timeout=3.0,
         pool_size=args.pool_size,
+        start_tls=ca_file is not None,
+        ca_file=ca_file,
     )
     checkers, cleanups = build_clients(args.clients, config, reactor, ldap_module)
     cycles = {name: UserCycle(users, seed=i) for i, name in enumerate(args.clients)}
@@ -741,18 +760,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--in-flight", default="16,64", help="comma list of K (logins in flight)")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument(
-        "--logins", type=int, default=4000, help="per row (ldap3: a quarter as many)"
+        "--logins", type=int, default=8000, help="per row (ldap3: a quarter as many)"
     )
     parser.add_argument("--warmup", type=int, default=2000, help="unmeasured logins per client")
     parser.add_argument(
         "--clients",
-        default=",".join(CLIENTS),
-        help=f"comma list of {', '.join(CLIENTS)}",
+        help=f"comma list of {', '.join(CLIENTS)} (default: all; with --tls all but ldap3, "
+        "which makes a TLS handshake per bind)",
     )
     parser.add_argument(
         "--pool-size", type=int, default=16, help="bind connections (ldap3: threads)"
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="StartTLS on every connection (certificates made by the run, chain and host name "
+        "checked by each client)",
     )
     parser.add_argument("--quick", action="store_true", help="200 users, 500 logins, 1 round")
     parser.add_argument(
@@ -761,6 +786,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.users, args.logins, args.warmup, args.rounds = 200, 500, 200, 1
+    if args.clients is None:
+        args.clients = ",".join(c for c in CLIENTS if not (args.tls and c == "ldap3"))
     args.clients = [c for c in args.clients.split(",") if c]
     unknown = sorted(set(args.clients) - set(CLIENTS))
     if unknown:
@@ -775,8 +802,16 @@ def main(argv: list[str] | None = None) -> int:
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="radmfa-ldap-clients-") as tmp_name:
+        tmp = Path(tmp_name)
         users = make_bench_users(args.users)
-        slapd = Slapd(Path(tmp_name) / "slapd", debug="0")
+        tls: dict[str, Any] = {}
+        ca_file: str | None = None
+        if args.tls:
+            ca = make_ca(tmp / "ca")
+            cert = make_server_cert(tmp / "cert", ca, ["127.0.0.1"])
+            tls = {"tls_cert": cert.cert_path, "tls_key": cert.key_path}
+            ca_file = str(ca.cert_path)
+        slapd = Slapd(tmp / "slapd", debug="0", **tls)
         started = time.perf_counter()
         slapd.add_ldif(users_ldif(users))
         slapd.start()
@@ -784,7 +819,7 @@ def main(argv: list[str] | None = None) -> int:
         holder: dict[str, list[Row]] = {}
 
         async def body(reactor: Any) -> None:
-            holder["rows"] = await run_rounds(reactor, args, slapd, users)
+            holder["rows"] = await run_rounds(reactor, args, slapd, users, ca_file)
 
         def run(reactor: Any) -> Deferred[None]:
             return Deferred.fromCoroutine(body(reactor))
@@ -801,6 +836,7 @@ def main(argv: list[str] | None = None) -> int:
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "commit": git_head(),
         "users": args.users,
+        "tls": "StartTLS" if args.tls else "none",
         "in_flight": args.depths,
         "rounds": args.rounds,
         "logins_per_row": args.logins,
