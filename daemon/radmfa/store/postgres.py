@@ -28,6 +28,7 @@ import hashlib
 import math
 import os
 import re
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -82,6 +83,8 @@ T = TypeVar("T")
 LOCK_TIMEOUT_MS = 5000
 #: A session idle inside a transaction this long is ended by the server, with its locks.
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 30_000
+#: How long a call waits for a connection while the database is known to be down.
+DOWN_WAIT = 0.25
 #: Decrypted secrets kept at most (as in the SQLite engine).
 _MAX_OPENED = 10_000
 #: Attempt rows past their lease deleted per transaction.
@@ -380,6 +383,9 @@ class PostgresStore:
         self._forks = _forks[0]
         self._pid = os.getpid()
         self._closed = False
+        #: When (monotonic) the pool last had no connection for a call: the database is
+        #: down, and calls wait only :data:`DOWN_WAIT` for one until a connection is seen.
+        self._down_at: float | None = None
         #: Decrypted token secrets by (token id, user, sealed blob), as in the SQLite engine.
         self._opened: dict[tuple[str, str, bytes], bytes] = {}
         self._migrate()
@@ -389,10 +395,11 @@ class PostgresStore:
             max_size=pool_size,
             open=True,
             timeout=self._timeout,
-            # A pool that cannot reach the database gives up on a reconnection soon, so the
-            # first call after the database is back starts a new one at once (the pool
-            # would otherwise wait for its back-off, doubling up to minutes).
-            reconnect_timeout=max(2.0, 2 * self._timeout),
+            # The pool's reconnection attempts back off from 1 s, doubling; giving up after
+            # the call timeout keeps the gap between attempts below it (and a new call
+            # starts a fresh series), so the database is found again within a second or two
+            # of its return instead of after a back-off grown to minutes.
+            reconnect_timeout=self._timeout,
             name="radmfa-store",
         )
 
@@ -430,8 +437,10 @@ class PostgresStore:
         for last_try in (False, True):
             conn: Conn | None = None
             running = False
+            wait = self._connection_wait()
             try:
-                with self._pool.connection(timeout=self._timeout) as conn:
+                with self._pool.connection(timeout=wait) as conn:
+                    self._down_at = None
                     running = True
                     if not transaction:
                         return work(conn)
@@ -440,8 +449,9 @@ class PostgresStore:
                         running = False  # committing: the outcome could be unknown
                     return result
             except PoolTimeout:
+                self._down_at = time.monotonic()
                 raise StoreError(
-                    f"{what} failed: no connection to {self.name} within {self._timeout:g} s "
+                    f"{what} failed: no connection to {self.name} within {wait:g} s "
                     "(is PostgreSQL running and reachable?)"
                 ) from None
             except psycopg.Error as e:
@@ -452,6 +462,17 @@ class PostgresStore:
                     continue
                 raise StoreError(f"{what} failed on {self.name}: {_describe(e)}") from e
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _connection_wait(self) -> float:
+        """How long a call waits for a pooled connection: ``connect_timeout``, but only
+        :data:`DOWN_WAIT` while the database is known to be down, so that calls queued
+        behind one another (the daemon's one store thread) fail fast instead of each waiting
+        the whole timeout. Each such call still asks the pool to connect: the first after
+        the database's return finds it."""
+        down_at = self._down_at
+        if down_at is not None and time.monotonic() - down_at < self._timeout:
+            return min(DOWN_WAIT, self._timeout)
+        return self._timeout
 
     def _drop_dead_connections(self) -> None:
         """After one dead connection, test the idle ones: after a database restart they are
