@@ -11,6 +11,9 @@ Use them from a conftest with ``from tests.support.fixtures import *  # noqa: F4
   real reactor, for pytest-twisted tests.
 - ``postgres``: one running :class:`~tests.support.postgres.Postgres` for the whole session
   (``.dsn`` connects to its test database; do not stop it: use ``fresh_postgres`` for that).
+  Unit and integration tests share it: tests/conftest.py registers it once, for the whole
+  suite (a second registration here would start a second server), so it is not in
+  ``__all__``.
 - ``pg_dsn``: the DSN of an empty database of its own on that server, dropped afterwards.
 - ``fresh_postgres``: a running cluster of its own, for stop/start/restart tests.
 
@@ -37,7 +40,6 @@ __all__ = [
     "fresh_slapd",
     "ldap_runner",
     "pg_dsn",
-    "postgres",
     "slapd",
     "slapd_factory",
 ]

@@ -47,7 +47,6 @@ from radmfa.store.memory import MemoryStore
 from radmfa.store.pg_schema import DATA_TABLES
 from radmfa.store.postgres import PostgresStore
 from radmfa.store.sqlite import SqliteStore
-from tests.support.fixtures import postgres  # noqa: F401 - the fixture the engine needs
 from tests.support.postgres import Postgres
 
 NOW = 1_800_000_000.0
