@@ -121,7 +121,9 @@ def lock_number(*parts: str) -> int:
 MIGRATION_LOCK = lock_number("schema-migration")
 
 # Statements spelled out in full (no string building), so every query is a reviewable literal.
-_LOCK = "SELECT pg_advisory_xact_lock(%s)"
+#: Several locks in one statement: a function scan hands the array's elements to the
+#: projection one at a time, in array order, so each lock is taken after the one before it.
+_LOCKS = "SELECT pg_advisory_xact_lock(n) FROM unnest(%s::bigint[]) AS n"
 _INSERT_TOKEN = (
     "INSERT INTO tokens (token_id, username, type, secret_blob, digits, algorithm, period, "
     "created_at, last_step, description) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -1081,10 +1083,10 @@ def _many(conn: Conn, sql: str, rows: Sequence[Sequence[object]]) -> None:
 
 
 def _lock(conn: Conn, *keys: tuple[str, ...]) -> None:
-    """Take the transaction-scoped advisory locks of ``keys``, in the order of their numbers
-    (one statement each, so the order is the order they are taken in)."""
-    for number in sorted({lock_number(*key) for key in keys}):
-        conn.execute(_LOCK, (number,))
+    """Take the transaction-scoped advisory locks of ``keys``, in the order of their numbers:
+    two transactions that need some of the same locks wait for each other in one direction
+    only, never in a circle."""
+    conn.execute(_LOCKS, (sorted({lock_number(*key) for key in keys}),))
 
 
 def _count_failure(conn: Conn, user: str, now: float, rule: LockoutRule) -> LockState:
