@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import math
 import os
 import re
@@ -1184,6 +1185,11 @@ def _connection_settings(
     the connect timeout (the constructor's). Ours: autocommit (transactions are explicit),
     UTF-8, the lock and idle-in-transaction timeouts (before the DSN's ``options``, which may
     override them), and a TCP user timeout so a peer that vanished fails a call, not hangs it.
+
+    A database on another machine is reached over TLS with its certificate checked
+    (``sslmode=verify-full``) unless the DSN (or ``PGSSLMODE``) says otherwise: libpq's own
+    default, ``prefer``, falls back to clear text when anyone between the nodes and the
+    database says so, and never checks who answered.
     """
     try:
         params: dict[str, Any] = dict(conninfo_to_dict(dsn))
@@ -1202,11 +1208,29 @@ def _connection_settings(
         f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}"
     )
     params["options"] = f"{ours} {params['options']}" if params.get("options") else ours
+    if "sslmode" not in params and "PGSSLMODE" not in os.environ and _remote(params):
+        params["sslmode"] = "verify-full"
     params["autocommit"] = True
     host = str(params.get("host") or params.get("hostaddr") or "the local socket")
     port = str(params.get("port") or "5432")
     dbname = str(params.get("dbname") or params.get("user") or "(default)")
     return params, f"PostgreSQL database {dbname!r} on {host}:{port}"
+
+
+def _remote(params: dict[str, Any]) -> bool:
+    """Whether a connection may leave this machine: a host that is not a unix socket
+    directory, ``localhost`` or a loopback address (without a host: the local socket)."""
+    for host in str(params.get("hostaddr") or params.get("host") or "").split(","):
+        host = host.strip()
+        if not host or host.startswith(("/", "@")) or host.lower() == "localhost":
+            continue
+        try:
+            if ipaddress.ip_address(host).is_loopback:
+                continue
+        except ValueError:
+            pass
+        return True
+    return False
 
 
 def _describe(e: BaseException) -> str:
