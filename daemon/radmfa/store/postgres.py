@@ -630,7 +630,7 @@ class PostgresStore:
                     f"{self.name}: {e}"
                 ) from e
             if len(self._opened) >= _MAX_OPENED:
-                with contextlib.suppress(StopIteration, KeyError):
+                with contextlib.suppress(StopIteration, KeyError, RuntimeError):  # other threads
                     del self._opened[next(iter(self._opened))]  # the oldest insertion
             self._opened[(token_id, user, sealed)] = secret
         return TokenRecord(
