@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs everything the daemon and its test suite need: Debian packages for the real peers
-# (slapd, radclient, pam_radius_auth, pamtester) and a virtualenv with the Python packages.
+# (slapd, radclient, pam_radius_auth, pamtester, a PostgreSQL server for the shared-store
+# tests) and a virtualenv with the Python packages.
 # Idempotent: does nothing that is already done.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 venv=${RADMFA_VENV:-$here/.venv}
-want_deb=(slapd ldap-utils freeradius-utils libpam-radius-auth pamtester)
+want_deb=(slapd ldap-utils freeradius-utils libpam-radius-auth pamtester postgresql)
 if [ "${1:-}" = "--bench" ]; then want_deb+=(freeradius); shift; fi
 
 missing=()
@@ -18,11 +19,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   echo "install-deps: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
-  # slapd's postinst would start a system slapd on :389; the tests start their own.
+  # The postinsts would start a system slapd on :389 and PostgreSQL on :5432; the tests start
+  # their own (as the postgres user, on free loopback ports). policy-rc.d refuses every start.
+  no_main=/etc/postgresql-common/createcluster.d/radmfa-install-deps.conf
+  trap 'rm -f /usr/sbin/policy-rc.d "$no_main"' EXIT
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+  # Nor is Debian's default "main" cluster created (postgresql-common reads this directory):
+  # nothing of it would be used. Only for this install; the file goes with policy-rc.d.
+  mkdir -p "$(dirname "$no_main")"
+  printf 'create_main_cluster = false\n' > "$no_main"
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  rm -f /usr/sbin/policy-rc.d
+  rm -f /usr/sbin/policy-rc.d "$no_main"
+  trap - EXIT
 fi
 
 if [ ! -x "$venv/bin/python" ]; then

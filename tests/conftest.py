@@ -1,4 +1,8 @@
-"""Suite-wide rules: a test fails if Twisted logs an error it did not expect."""
+"""Suite-wide rules: a test fails if Twisted logs an error it did not expect.
+
+Suite-wide fixtures: ``postgres``, one throwaway PostgreSQL server for the whole session,
+shared by the store contract (tests/unit) and the integration tests.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 from twisted.logger import LogLevel, globalLogPublisher
+
+from tests.support.fixtures import postgres  # noqa: F401 - registered once for every directory
 
 
 def pytest_configure(config: pytest.Config) -> None:

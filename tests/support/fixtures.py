@@ -9,12 +9,20 @@ Use them from a conftest with ``from tests.support.fixtures import *  # noqa: F4
 - ``blackhole``: a :class:`~tests.support.netfaults.Blackhole` TCP server.
 - ``ldap_runner``: a started :class:`~radmfa.threads.ThreadPoolRunner` (16 threads) on the
   real reactor, for pytest-twisted tests.
+- ``postgres``: one running :class:`~tests.support.postgres.Postgres` for the whole session
+  (``.dsn`` connects to its test database; do not stop it: use ``fresh_postgres`` for that).
+  Unit and integration tests share it: tests/conftest.py registers it once, for the whole
+  suite (a second registration here would start a second server), so it is not in
+  ``__all__``.
+- ``pg_dsn``: the DSN of an empty database of its own on that server, dropped afterwards.
+- ``fresh_postgres``: a running cluster of its own, for stop/start/restart tests.
 
-Every slapd is killed in the fixture's teardown, also when the test fails.
+Every slapd and PostgreSQL is stopped in the fixture's teardown, also when the test fails.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,9 +31,18 @@ import pytest
 
 from radmfa.threads import ThreadPoolRunner
 from tests.support.netfaults import Blackhole
+from tests.support.postgres import Postgres
 from tests.support.slapd import FIXTURE_USERS, LdapUser, Slapd
 
-__all__ = ["blackhole", "fresh_slapd", "ldap_runner", "slapd", "slapd_factory"]
+__all__ = [
+    "blackhole",
+    "fresh_postgres",
+    "fresh_slapd",
+    "ldap_runner",
+    "pg_dsn",
+    "slapd",
+    "slapd_factory",
+]
 
 LDAP_TEST_THREADS = 16
 
@@ -95,3 +112,41 @@ def ldap_runner() -> Iterator[ThreadPoolRunner]:
         yield runner
     finally:
         runner.stop()
+
+
+def _running_postgres() -> Postgres:
+    server = Postgres()
+    try:
+        server.start()
+    except BaseException:
+        server.cleanup()
+        raise
+    return server
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    server = _running_postgres()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def pg_dsn(postgres: Postgres) -> Iterator[str]:
+    name = f"t_{secrets.token_hex(6)}"
+    dsn = postgres.new_database(name)
+    try:
+        yield dsn
+    finally:
+        postgres.drop_database(name)
+
+
+@pytest.fixture
+def fresh_postgres() -> Iterator[Postgres]:
+    server = _running_postgres()
+    try:
+        yield server
+    finally:
+        server.cleanup()

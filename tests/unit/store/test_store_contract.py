@@ -1,7 +1,10 @@
 """The Store contract, run against every engine.
 
-A new engine (PostgreSQL) joins by adding a factory to ``ENGINES``; every test here must then
-pass unchanged. Times are explicit ``now`` values: nothing sleeps or reads the clock.
+A new engine joins by adding a factory to ``ENGINES``; every test here must then pass
+unchanged. Times are explicit ``now`` values: nothing sleeps or reads the clock.
+
+The PostgreSQL engine runs against a real server (the session's ``postgres`` fixture, started
+once): every test opens a store on the one test database after emptying its tables.
 """
 
 from __future__ import annotations
@@ -42,25 +45,47 @@ from radmfa.store.base import (
 )
 from radmfa.store.crypto import SecretBox
 from radmfa.store.memory import MemoryStore
+from radmfa.store.pg_schema import DATA_TABLES
+from radmfa.store.postgres import PostgresStore
 from radmfa.store.sqlite import SqliteStore
+from tests.support.postgres import Postgres
 
 NOW = 1_800_000_000.0
 
 
-def _memory(tmp_path: Path) -> Store:
+def _memory(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     return MemoryStore()
 
 
-def _sqlite(tmp_path: Path) -> Store:
+def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     return SqliteStore(str(tmp_path / "db" / "radmfa.sqlite3"), SecretBox(bytes(range(32))))
 
 
-ENGINES: dict[str, Callable[[Path], Store]] = {"memory": _memory, "sqlite": _sqlite}
+def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    server: Postgres = request.getfixturevalue("postgres")
+    store = PostgresStore(server.dsn, SecretBox(bytes(range(32))), pool_size=8)
+    with server.admin(dbname="radmfa_test") as conn:
+        conn.execute(f"TRUNCATE {', '.join(DATA_TABLES)} RESTART IDENTITY")
+    return store
 
 
-@pytest.fixture(params=sorted(ENGINES))
+ENGINES: dict[str, Callable[[pytest.FixtureRequest, Path], Store]] = {
+    "memory": _memory,
+    "sqlite": _sqlite,
+    "postgres": _postgres,
+}
+#: Engines that need a real server started by the tests.
+SERVER_ENGINES = {"postgres"}
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(name, marks=[pytest.mark.integration] if name in SERVER_ENGINES else [])
+        for name in sorted(ENGINES)
+    ]
+)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    engine = ENGINES[request.param](tmp_path)
+    engine = ENGINES[request.param](request, tmp_path)
     yield engine
     engine.close()
 
