@@ -384,6 +384,9 @@ class Daemon:
         if self.runtime is not None:  # codes still being delivered (bounded by their timeouts)
             drains.append(self.runtime.authenticator.courier.drain())
         d: Deferred[Any] = DeferredList(drains) if drains else succeed(None)
+        if self.runtime is not None:  # attempt ends still batched, before the store closes
+            ledger = self.runtime.authenticator.ledger
+            d.addCallback(lambda _: ledger.flush())
         if self.recorder is not None:  # the last decisions, before the store closes
             recorder = self.recorder
             d.addCallback(lambda _: recorder.stop())

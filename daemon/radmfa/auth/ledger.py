@@ -22,9 +22,11 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from radmfa.auth.decisions import reject
 from radmfa.auth.model import AccessRequest, Decision, Outcome, Reason
@@ -35,9 +37,8 @@ from radmfa.policyconfig import RateLimitsConfig
 from radmfa.store.base import (
     ATTEMPT_FAILED,
     ATTEMPT_LEASE,
-    ATTEMPT_NEUTRAL,
-    ATTEMPT_SUCCEEDED,
     DUPLICATE_IN_FLIGHT,
+    AttemptEnd,
     AttemptStart,
     DeviceRef,
     FailureWindow,
@@ -45,6 +46,7 @@ from radmfa.store.base import (
     LockState,
     LoginState,
     Store,
+    StoreError,
     TokenRecord,
     TrustedDevice,
     UserSettings,
@@ -58,6 +60,8 @@ log = Logger(namespace="radmfa.auth")
 #: The judgement when only attempts still in flight stand in the way: wait for them to end
 #: (an honest user's parallel logins all go through), then judge again.
 BUSY = "busy"
+#: Longest an ended reservation waits to be handed to the store with others.
+ENDS_DELAY = 0.05
 #: How long an attempt waits for the user's attempts in flight before it is refused as
 #: throttled; the first retry after 5 ms, then doubling up to 50 ms.
 MAX_BUSY_WAIT = 2.0
@@ -156,6 +160,8 @@ class Ledger:
         #: Whether any rule may trust devices (else their lookup is skipped).
         self.devices_on = devices_on
         self.lease = lease
+        self._ends: list[AttemptEnd] = []
+        self._ends_timer: IDelayedCall | None = None
 
     async def begin(
         self, user: str, key: str, request: AccessRequest, device: DeviceRef | None, now: float
@@ -164,13 +170,15 @@ class Ledger:
         traffic (disabled, locked, throttled; a DROP for a request another worker or daemon
         already has). ``device``: the remembered device to look for."""
         attempt = Attempt(attempt_id_of(request, key), key, source_key(request))
-        start, tokens = await self.db.run(self._begin_attempt, attempt, device, now)
+        start, tokens = await self.db.run(
+            self._begin_attempt, attempt, device, now, self._take_ends()
+        )
         waited, step = 0.0, 0.005
         while start.refusal == BUSY and waited < MAX_BUSY_WAIT:
             await deferLater(self.clock, step, lambda: None)
             waited, step = waited + step, min(step * 2, 0.05)
             start, tokens = await self.db.run(
-                self._begin_attempt, attempt, device, self.clock.seconds()
+                self._begin_attempt, attempt, device, self.clock.seconds(), self._take_ends()
             )
         if start.refusal == BUSY:
             log.info("{user}: too many attempts in flight; throttled", user=user)
@@ -204,11 +212,14 @@ class Ledger:
         )
 
     def _begin_attempt(
-        self, attempt: Attempt, device: DeviceRef | None, now: float
+        self, attempt: Attempt, device: DeviceRef | None, now: float, ends: list[AttemptEnd]
     ) -> tuple[AttemptStart, list[TokenRecord]]:
-        """Tokens, then the judgement and the reservation in one store transaction; parts
-        that cannot matter under this configuration are not asked for."""
+        """The batched ends first, then tokens, then the judgement and the reservation in
+        one store transaction; parts that cannot matter under this configuration are not
+        asked for."""
         store, limits = self.store, self.rate_limits
+        if ends:
+            store.end_attempts(ends, now)
         tokens = [t for t in store.list_tokens(attempt.key) if t.type in self.factors]
         watch_source = attempt.source is not None and limits.source.max_failures > 0
         start = store.begin_attempt(
@@ -307,12 +318,7 @@ class Ledger:
         # Always cleared, not only when the view showed failures: a concurrent attempt may have
         # failed since it was read.
         clear = (user_failures_key(attempt.key),) if self.rate_limits.user.delay > 0 else ()
-        await self.db.run(self._record_success, attempt, self.clock.seconds(), clear)
-
-    def _record_success(self, attempt: Attempt, now: float, clear: tuple[str, ...]) -> None:
-        self.store.finish_attempt(
-            attempt.attempt_id, attempt.key, now, ATTEMPT_SUCCEEDED, clear_keys=clear
-        )
+        self._end(AttemptEnd(attempt.attempt_id, attempt.key, True, clear))
 
     async def release(self, view: UserView) -> None:
         """End the reservation without counting anything (when neither fail nor succeed
@@ -321,10 +327,49 @@ class Ledger:
         if attempt.ended:
             return
         attempt.ended = True
-        await self.db.run(self._release_attempt, attempt, self.clock.seconds())
+        self._end(AttemptEnd(attempt.attempt_id, attempt.key))
 
-    def _release_attempt(self, attempt: Attempt, now: float) -> None:
-        self.store.finish_attempt(attempt.attempt_id, attempt.key, now, ATTEMPT_NEUTRAL)
+    # Ends that count nothing against anyone go to the store in batches: with the next
+    # login's reservation (the same trip to the store thread) or, when none comes, after
+    # ENDS_DELAY. A reservation ended late only errs on the safe side (it counts as pending a
+    # little longer); a failure is never batched.
+
+    def _end(self, end: AttemptEnd) -> None:
+        self._ends.append(end)
+        if self._ends_timer is None:
+            self._ends_timer = self.clock.callLater(ENDS_DELAY, self._flush_ends)
+
+    def _take_ends(self) -> list[AttemptEnd]:
+        ends, self._ends = self._ends, []
+        if self._ends_timer is not None and self._ends_timer.active():
+            self._ends_timer.cancel()
+        self._ends_timer = None
+        return ends
+
+    def _flush_ends(self) -> Deferred[None]:
+        self._ends_timer = None
+        ends = self._take_ends()
+        if not ends:
+            return succeed(None)
+        d = self.db.run(self._end_attempts, ends, self.clock.seconds())
+        d.addErrback(self._ends_lost, len(ends))
+        return d
+
+    def flush(self) -> Deferred[None]:
+        """Hand over the ends still batched (at shutdown)."""
+        return self._flush_ends()
+
+    def _end_attempts(self, ends: list[AttemptEnd], now: float) -> None:
+        self.store.end_attempts(ends, now)
+
+    @staticmethod
+    def _ends_lost(failure: Failure, count: int) -> None:
+        failure.trap(StoreError)
+        log.warn(
+            "{n} attempt reservation(s) could not be ended ({err}); they lapse on their own",
+            n=count,
+            err=failure.getErrorMessage(),
+        )
 
     async def consume(self, token: TokenRecord, match: CodeMatch) -> bool:
         """Make a matched code stick (atomic in the store); False: someone used it first."""

@@ -225,6 +225,18 @@ DUPLICATE_FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True)
+class AttemptEnd:
+    """An attempt that ended without a failure (``Store.end_attempts``): a success clears
+    the user's failure counts and the windows under ``clear_keys``; any other end only
+    releases the reservation."""
+
+    attempt_id: bytes
+    user: str
+    succeeded: bool = False
+    clear_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class AttemptStart:
     """The answer of ``Store.begin_attempt``."""
 
@@ -515,6 +527,13 @@ class Store(Protocol):
         ``ATTEMPT_NEUTRAL`` records nothing. A failed attempt is remembered for
         :data:`FAILED_ATTEMPT_MEMORY`, any other is forgotten at once (a success keeps nothing
         per login). Returns the lock state after a failure (None otherwise)."""
+        ...
+
+    def end_attempts(self, ends: Sequence[AttemptEnd], now: float) -> None:
+        """End attempts that failed nobody (as ``finish_attempt`` with ``ATTEMPT_SUCCEEDED``
+        or ``ATTEMPT_NEUTRAL`` does for one), all in one transaction: the daemon hands
+        them over in batches, since a reservation a few milliseconds late to end only
+        errs on the safe side."""
         ...
 
     # challenges

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from radmfa.store.base import (
     ATTEMPT_FAILED,
     ATTEMPT_LEASE,
+    ATTEMPT_NEUTRAL,
     ATTEMPT_SUCCEEDED,
     DUPLICATE_FAILED,
     DUPLICATE_IN_FLIGHT,
@@ -21,6 +22,7 @@ from radmfa.store.base import (
     IDLE_USERS_BATCH,
     SEND_WINDOW,
     USER_STATUSES,
+    AttemptEnd,
     AttemptStart,
     AuditEvent,
     AuditQuery,
@@ -338,6 +340,17 @@ class MemoryStore:
                 for key in clear_keys:
                     self._failures.pop(key, None)
             return None
+
+    def end_attempts(self, ends: Sequence[AttemptEnd], now: float) -> None:
+        with self._lock:
+            for end in ends:
+                self.finish_attempt(
+                    end.attempt_id,
+                    end.user,
+                    now,
+                    ATTEMPT_SUCCEEDED if end.succeeded else ATTEMPT_NEUTRAL,
+                    clear_keys=end.clear_keys,
+                )
 
     # trusted devices
     def remember_device(self, user: str, device: DeviceRef, now: float, expires_at: float) -> None:

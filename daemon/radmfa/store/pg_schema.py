@@ -147,7 +147,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX attempts_by_user ON attempts (username, failed, expires_at)",
         "CREATE INDEX attempts_by_source ON attempts (source, failed, expires_at)",
-        "CREATE INDEX attempts_by_expiry ON attempts (expires_at)",
     ),
 )
 

@@ -49,6 +49,7 @@ from radmfa.store.base import (
     SEND_WINDOW,
     STALE_FAILURES,
     USER_STATUSES,
+    AttemptEnd,
     AttemptStart,
     AuditEvent,
     AuditQuery,
@@ -800,6 +801,7 @@ class PostgresStore:
         source: str | None = None,
         source_since: float | None = None,
         device: DeviceRef | None = None,
+        lease: float = ATTEMPT_LEASE,
     ) -> AttemptStart:
         params = _login_state_params(user, now, user_since, source, source_since, device)
         params["attempt"] = attempt_id
@@ -819,7 +821,7 @@ class PostgresStore:
             state = _login_state_from_row(user, device, row[:18], row[18], row[19])
             refusal = judge(state)
             if refusal is None:
-                conn.execute(_RESERVE_ATTEMPT, (attempt_id, user, source, now + ATTEMPT_LEASE))
+                conn.execute(_RESERVE_ATTEMPT, (attempt_id, user, source, now + lease))
             return AttemptStart(state, refusal)
 
         return self._run(f"reserving an attempt of {user!r}", work)
@@ -863,6 +865,23 @@ class PostgresStore:
 
         self._run(what, succeed)
         return None
+
+    def end_attempts(self, ends: Sequence[AttemptEnd], now: float) -> None:
+        if not ends:
+            return
+
+        def end_all(conn: Conn) -> None:
+            # Single statements on rows a failing finish locks (FOR UPDATE) before it
+            # counts: they wait for each other, nothing is lost.
+            _many(conn, _FORGET_ATTEMPT, [(end.attempt_id,) for end in ends])
+            succeeded = [end for end in ends if end.succeeded]
+            if succeeded:
+                _many(conn, _CLEAR_FAILURES, [(now, end.user) for end in succeeded])
+                keys = [(key,) for end in succeeded for key in end.clear_keys]
+                if keys:
+                    _many(conn, _DELETE_FAILURES, keys)
+
+        self._run(f"ending {len(ends)} attempt(s)", end_all)
 
     # -- trusted devices --------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from radmfa.store.base import (
     SEND_WINDOW,
     STALE_FAILURES,
     USER_STATUSES,
+    AttemptEnd,
     AttemptStart,
     AuditEvent,
     AuditQuery,
@@ -184,7 +185,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX attempts_by_user ON attempts (user, failed, expires_at)",
         "CREATE INDEX attempts_by_source ON attempts (source, failed, expires_at)",
-        "CREATE INDEX attempts_by_expiry ON attempts (expires_at)",
         "ALTER TABLE users ADD COLUMN total_failures INTEGER NOT NULL DEFAULT 0",
     ),
     # 5: a trusted device is remembered with the client entry and NAS-Identifier that
@@ -863,6 +863,18 @@ class SqliteStore:
                 for key in clear_keys:
                     conn.execute("DELETE FROM failures WHERE key = ?", (key,))
         return None
+
+    def end_attempts(self, ends: Sequence[AttemptEnd], now: float) -> None:
+        if not ends:
+            return
+        with self._write(f"ending {len(ends)} attempt(s)") as conn:
+            conn.executemany(_FORGET_ATTEMPT, [(end.attempt_id,) for end in ends])
+            succeeded = [end for end in ends if end.succeeded]
+            if succeeded:
+                conn.executemany(_CLEAR_FAILURES, [(now, end.user) for end in succeeded])
+                keys = [(key,) for end in succeeded for key in end.clear_keys]
+                if keys:
+                    conn.executemany("DELETE FROM failures WHERE key = ?", keys)
 
     # -- trusted devices --------------------------------------------------------------------
 

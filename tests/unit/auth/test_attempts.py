@@ -251,6 +251,7 @@ def test_a_success_between_lock_periods_resets_the_total():
         w.send(b"alice", b"wrong")
     w.clock.advance(61)
     assert w.send(b"alice", b"hunter2").outcome is Outcome.ACCEPT
+    w.auth.ledger.flush()  # a success reaches the store with the next batch
     assert w.store.lock_state("alice").total_failures == 0
 
 
@@ -292,6 +293,7 @@ def test_a_login_on_the_password_alone_does_not_wipe_the_failed_codes_of_an_enro
     w.send(b"alice", b"hunter2" + f"{(int(w.code()) + 500_000) % 10**6:06d}".encode())
     assert w.store.lock_state("alice").total_failures == 1
     assert w.send(b"alice", b"hunter2" + w.code().encode()).outcome is Outcome.ACCEPT
+    w.auth.ledger.flush()  # a success reaches the store with the next batch
     assert w.store.lock_state("alice").total_failures == 0
 
 
@@ -347,3 +349,18 @@ def test_a_reservation_outlives_the_slowest_request_the_configuration_allows():
     w.settle(2.1)
     assert len(w.directory.binds) == 5  # no new binds once a minute has passed
     assert reasons(later) == [Reason.THROTTLED] * 5
+
+
+def test_ended_reservations_ride_with_the_next_login_or_a_short_timer():
+    w = World(password_only=True, rate_limits=RateLimitsConfig())
+    w.store.record_failure("alice", T0 - 10, 5, 300)
+    db_calls = w.auth.db.calls
+    assert w.send(b"alice", b"hunter2").outcome is Outcome.ACCEPT
+    assert w.store.lock_state("alice").failures == 1  # the end is batched ...
+    assert w.auth.db.calls == db_calls + 1  # ... so the login took one trip to the store
+    assert w.send(b"bob", b"b0bpass").outcome is Outcome.ACCEPT
+    assert w.store.lock_state("alice").failures == 0  # ... and went with bob's reservation
+    w.clock.advance(0.05)  # bob's end: the timer
+    state = w.store.login_state("bob", w.clock.seconds())
+    assert state.lock.failures == 0
+    assert w.store.begin_attempt(b"probe", "bob", T0, lambda s: None).state.pending_user == 0

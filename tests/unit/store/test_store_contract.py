@@ -1200,3 +1200,27 @@ def test_a_reservation_lives_as_long_as_asked(store: Store) -> None:
     assert state is not None and state.pending_user == 1
     state = store.begin_attempt(b"a3", "alice", NOW + 601, allow_up_to(5)).state
     assert state is not None and state.pending_user == 1  # a1 lapsed, a2 pending
+
+
+def test_end_attempts_ends_a_batch_in_one_call(store: Store) -> None:
+    from radmfa.store.base import AttemptEnd
+
+    store.record_failure("alice", NOW - 5, max_failures=5, lock_seconds=60)
+    store.note_failures(["user:alice"], NOW - 5)
+    for i, user in enumerate(("alice", "bob", "carol")):
+        store.begin_attempt(bytes([i]), user, NOW, allow_up_to(5))
+    store.end_attempts(
+        [
+            AttemptEnd(bytes([0]), "alice", succeeded=True, clear_keys=("user:alice",)),
+            AttemptEnd(bytes([1]), "bob"),
+        ],
+        NOW + 1,
+    )
+    lock = store.lock_state("alice")
+    assert (lock.failures, lock.last_success_at) == (0, NOW + 1)
+    assert store.failure_window("user:alice", NOW - 60).count == 0
+    for i, user in enumerate(("alice", "bob", "carol")):
+        state = store.begin_attempt(b"x" + bytes([i]), user, NOW + 2, allow_up_to(5)).state
+        assert state is not None and state.pending_user == (1 if user == "carol" else 0)
+    assert store.known_users() == ["alice"]  # bob's release wrote nothing
+    store.end_attempts([], NOW)  # nothing to do
