@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from radmfa.configload import Section, Value, placeholders
+from radmfa.config.load import Section, Value, placeholders
 
 __all__ = [
     "MAX_REPLY_MESSAGE",

@@ -17,7 +17,7 @@ from typing import Literal, cast
 import yaml
 
 from radmfa.auth.identity import name_key
-from radmfa.configload import Section, Value, placeholders
+from radmfa.config.load import Section, Value, placeholders
 
 __all__ = [
     "AD_GROUP_FILTER",

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from radmfa import config as config_module
 from radmfa import factorconfig, policyconfig
 from radmfa.config import (
     ClientConfig,
@@ -29,6 +28,7 @@ from radmfa.config import (
     parse_duration,
     parse_listen_address,
 )
+from radmfa.config import root as config_module
 from radmfa.policyconfig import (
     AuditConfig,
     GraceConfig,

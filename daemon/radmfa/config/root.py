@@ -16,7 +16,7 @@ from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 from radmfa import policyconfig as pc
-from radmfa.configload import (
+from radmfa.config.load import (
     Document,
     Section,
     Value,
