@@ -8,39 +8,38 @@ from pathlib import Path
 
 import pytest
 
-from radmfa import factorconfig, policyconfig
 from radmfa.config import (
+    AuditConfig,
     ClientConfig,
     Config,
     ConfigError,
+    GraceConfig,
     LdapConfig,
+    LdapGroupsConfig,
     ListenAddress,
     LocalUsersConfig,
     LockoutConfig,
     LoggingConfig,
     OtpConfig,
+    PolicyConfig,
+    PolicyRule,
     RadiusConfig,
+    RateLimitsConfig,
+    RuleOutcome,
+    SourceLimitConfig,
     StoreConfig,
     TotpConfig,
+    TrustedDevicesConfig,
+    UserLimitConfig,
     format_problems,
     load_config,
     parse_config,
     parse_duration,
     parse_listen_address,
 )
+from radmfa.config import factors as factorconfig
+from radmfa.config import policy as policyconfig
 from radmfa.config import root as config_module
-from radmfa.policyconfig import (
-    AuditConfig,
-    GraceConfig,
-    LdapGroupsConfig,
-    PolicyConfig,
-    PolicyRule,
-    RateLimitsConfig,
-    RuleOutcome,
-    SourceLimitConfig,
-    TrustedDevicesConfig,
-    UserLimitConfig,
-)
 
 DAY = 86400.0
 

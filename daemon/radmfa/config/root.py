@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
-from radmfa import policyconfig as pc
+from radmfa.config import policy as pc
+from radmfa.config.factors import (
+    BackupCodesConfig,
+    EmailConfig,
+    EmergencyConfig,
+    HotpConfig,
+    SmsConfig,
+)
 from radmfa.config.load import (
     Document,
     Section,
@@ -25,14 +32,7 @@ from radmfa.config.load import (
     placeholders,
     readable_by_others,
 )
-from radmfa.factorconfig import (
-    BackupCodesConfig,
-    EmailConfig,
-    EmergencyConfig,
-    HotpConfig,
-    SmsConfig,
-)
-from radmfa.policyconfig import (
+from radmfa.config.policy import (
     AuditConfig,
     LdapGroupsConfig,
     PolicyConfig,
@@ -953,8 +953,8 @@ def _otp(s: Section) -> OtpConfig:
 
 
 def _factor_settings(s: Section, d: OtpConfig) -> dict[str, Any]:
-    """The second factors beyond TOTP (radmfa.factorconfig parses them)."""
-    from radmfa import factorconfig as fc
+    """The second factors beyond TOTP (radmfa.config.factors parses them)."""
+    from radmfa.config import factors as fc
 
     separator = s.get_str("keyword_separator", d.keyword_separator)
     if len(separator) != 1 or separator.isalnum() or separator.isspace():

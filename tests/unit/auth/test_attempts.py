@@ -15,10 +15,9 @@ from twisted.internet.task import Clock
 
 from radmfa.auth.model import AccessRequest, AuthMethod, Decision, Outcome, Reason
 from radmfa.auth.pipeline import Authenticator, PipelineSettings
-from radmfa.config import LockoutConfig, OtpConfig
+from radmfa.config import LockoutConfig, OtpConfig, RateLimitsConfig, UserLimitConfig
 from radmfa.factors.base import FactorRegistry
 from radmfa.factors.totp import TotpFactor
-from radmfa.policyconfig import RateLimitsConfig, UserLimitConfig
 from radmfa.store.base import TokenRecord
 from radmfa.store.memory import MemoryStore
 from radmfa.testing import FakeDirectory, InlineRunner

@@ -19,6 +19,7 @@ import yaml
 from radmfa.config.load import Section, Value, placeholders
 
 __all__ = [
+    "DEFAULT_SENDS_PER_HOUR_TOTAL",
     "MAX_REPLY_MESSAGE",
     "BackupCodesConfig",
     "CodeDelivery",
