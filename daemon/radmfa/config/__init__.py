@@ -1,5 +1,19 @@
-"""YAML -> frozen, typed settings (see :mod:`radmfa.config.root`)."""
+"""YAML -> frozen, typed settings, one module per section of the file.
 
+:mod:`~radmfa.config.load` reads YAML with line numbers (``FILE:LINE: key.path: message``
+problems, typed accessors, limits); each section module owns its dataclasses, its key list
+and its parser; :mod:`~radmfa.config.root` assembles :class:`Config` from them and holds the
+checks between sections. Everything other modules need is importable from here.
+"""
+
+from radmfa.config.attempts import (
+    LockoutConfig,
+    RateLimitsConfig,
+    SourceLimitConfig,
+    UserLimitConfig,
+)
+from radmfa.config.audit import AuditConfig
+from radmfa.config.clients import ClientConfig
 from radmfa.config.factors import (
     DEFAULT_SENDS_PER_HOUR_TOTAL,
     MAX_REPLY_MESSAGE,
@@ -13,45 +27,32 @@ from radmfa.config.factors import (
     SmtpConfig,
     WebhookConfig,
 )
+from radmfa.config.ldap import AD_GROUP_FILTER, DEFAULT_GROUP_FILTER, LdapConfig, LdapGroupsConfig
+from radmfa.config.load import parse_duration
+from radmfa.config.local_users import LocalUsersConfig
+from radmfa.config.monitoring import LoggingConfig, MetricsConfig
+from radmfa.config.otp import OtpConfig, TotpConfig
 from radmfa.config.policy import (
-    AD_GROUP_FILTER,
-    DEFAULT_GROUP_FILTER,
     MAC_STATION_NAS,
     MAC_STATION_UNKNOWN,
-    AuditConfig,
     GraceConfig,
-    LdapGroupsConfig,
     PolicyConfig,
     PolicyRule,
-    RateLimitsConfig,
     RuleOutcome,
-    SourceLimitConfig,
     TrustedDevicesConfig,
-    UserLimitConfig,
     fold_name,
 )
+from radmfa.config.radius import ListenAddress, RadiusConfig, parse_listen_address
 from radmfa.config.root import (
     DEFAULT_CONFIG_PATH,
-    ClientConfig,
     Config,
     ConfigError,
-    LdapConfig,
-    ListenAddress,
-    LocalUsersConfig,
-    LockoutConfig,
-    LoggingConfig,
-    MetricsConfig,
-    OtpConfig,
-    RadiusConfig,
-    StoreConfig,
-    TotpConfig,
-    UsernamesConfig,
     format_problems,
     load_config,
     parse_config,
-    parse_duration,
-    parse_listen_address,
 )
+from radmfa.config.store import StoreConfig
+from radmfa.config.usernames import UsernamesConfig
 
 __all__ = [
     "AD_GROUP_FILTER",
