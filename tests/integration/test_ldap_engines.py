@@ -1092,7 +1092,7 @@ def raw_ad() -> Iterator[Callable[[dict[str, list[bytes]]], RawAd]]:
 
 @pytest_twisted.ensureDeferred
 async def test_ad_in_chain_finds_nested_groups_in_one_search(raw_ad, make_checker):
-    from radmfa.policyconfig import LdapGroupsConfig
+    from radmfa.config import LdapGroupsConfig
 
     fake = raw_ad({})
     settings = LdapGroupsConfig(membership="ad_chain", filter="(objectClass=group)")

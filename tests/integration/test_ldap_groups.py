@@ -21,11 +21,10 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 from radmfa.auth.groupcheck import check_policy_groups
-from radmfa.config import LdapConfig
+from radmfa.config import LdapConfig, LdapGroupsConfig, PolicyConfig, PolicyRule
 from radmfa.directory.base import DirectoryOutcome
 from radmfa.directory.ldap import LdapPasswordChecker
 from radmfa.directory.ldap_native import NativeLdapPasswordChecker
-from radmfa.policyconfig import LdapGroupsConfig, PolicyConfig, PolicyRule
 from radmfa.threads import ThreadPoolRunner
 from tests.support.daemon import RadmfaDaemon
 from tests.support.ports import free_port

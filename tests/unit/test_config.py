@@ -8,39 +8,48 @@ from pathlib import Path
 
 import pytest
 
-from radmfa import config as config_module
-from radmfa import factorconfig, policyconfig
 from radmfa.config import (
+    AuditConfig,
     ClientConfig,
     Config,
     ConfigError,
+    GraceConfig,
     LdapConfig,
+    LdapGroupsConfig,
     ListenAddress,
     LocalUsersConfig,
     LockoutConfig,
     LoggingConfig,
     OtpConfig,
+    PolicyConfig,
+    PolicyRule,
     RadiusConfig,
+    RateLimitsConfig,
+    RuleOutcome,
+    SourceLimitConfig,
     StoreConfig,
     TotpConfig,
+    TrustedDevicesConfig,
+    UserLimitConfig,
     format_problems,
     load_config,
     parse_config,
     parse_duration,
     parse_listen_address,
 )
-from radmfa.policyconfig import (
-    AuditConfig,
-    GraceConfig,
-    LdapGroupsConfig,
-    PolicyConfig,
-    PolicyRule,
-    RateLimitsConfig,
-    RuleOutcome,
-    SourceLimitConfig,
-    TrustedDevicesConfig,
-    UserLimitConfig,
-)
+from radmfa.config import attempts as attempts_section
+from radmfa.config import audit as audit_section
+from radmfa.config import clients as clients_section
+from radmfa.config import factors as factors_section
+from radmfa.config import ldap as ldap_section
+from radmfa.config import local_users as local_users_section
+from radmfa.config import monitoring as monitoring_section
+from radmfa.config import otp as otp_section
+from radmfa.config import policy as policy_section
+from radmfa.config import radius as radius_section
+from radmfa.config import root as root_section
+from radmfa.config import store as store_section
+from radmfa.config import usernames as usernames_section
 
 DAY = 86400.0
 
@@ -339,32 +348,32 @@ def test_example_config_loads_without_problems_or_warnings() -> None:
 def test_example_config_documents_every_key() -> None:
     text = EXAMPLE.read_text()
     keys = {
-        *config_module._TOP_KEYS,
-        *config_module._CLIENT_KEYS,
-        *config_module._LDAP_KEYS,
-        *config_module._OTP_KEYS,
-        *config_module._TOTP_KEYS,
-        *config_module._RADIUS_KEYS,
-        *factorconfig.HOTP_KEYS,
-        *factorconfig.BACKUP_KEYS,
-        *factorconfig.EMERGENCY_KEYS,
-        *factorconfig.EMAIL_KEYS,
-        *factorconfig.SMS_KEYS,
-        *policyconfig.POLICY_KEYS,
-        *policyconfig.RULE_KEYS,
-        *policyconfig.GRACE_KEYS,
-        *policyconfig.TRUSTED_DEVICES_KEYS,
-        *policyconfig.RATE_LIMITS_KEYS,
-        *policyconfig.USER_LIMIT_KEYS,
-        *policyconfig.SOURCE_LIMIT_KEYS,
-        *policyconfig.AUDIT_KEYS,
-        *policyconfig.LDAP_GROUPS_KEYS,
-        "groups_file",
-        "path",
-        "key_file",
-        "max_failures",
-        "duration",
-        "level",
+        *root_section.TOP_KEYS,
+        *clients_section.CLIENT_KEYS,
+        *ldap_section.LDAP_KEYS,
+        *otp_section.OTP_KEYS,
+        *otp_section.TOTP_KEYS,
+        *radius_section.RADIUS_KEYS,
+        *factors_section.HOTP_KEYS,
+        *factors_section.BACKUP_KEYS,
+        *factors_section.EMERGENCY_KEYS,
+        *factors_section.EMAIL_KEYS,
+        *factors_section.SMS_KEYS,
+        *policy_section.POLICY_KEYS,
+        *policy_section.RULE_KEYS,
+        *policy_section.GRACE_KEYS,
+        *policy_section.TRUSTED_DEVICES_KEYS,
+        *attempts_section.RATE_LIMITS_KEYS,
+        *attempts_section.USER_LIMIT_KEYS,
+        *attempts_section.SOURCE_LIMIT_KEYS,
+        *audit_section.AUDIT_KEYS,
+        *ldap_section.LDAP_GROUPS_KEYS,
+        *local_users_section.LOCAL_USERS_KEYS,
+        *store_section.STORE_KEYS,
+        *attempts_section.LOCKOUT_KEYS,
+        *monitoring_section.LOGGING_KEYS,
+        *monitoring_section.METRICS_KEYS,
+        *usernames_section.USERNAMES_KEYS,
     }
     for key in keys:  # as a key, or a commented-out one
         assert re.search(rf"^\s*#?\s*(- )?{key}:", text, re.MULTILINE), key

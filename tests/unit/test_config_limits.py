@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from radmfa.cli.main import EXIT_USAGE, main
-from radmfa.configload import MAX_DEPTH, MAX_NODES
+from radmfa.config.load import MAX_DEPTH, MAX_NODES
 
 BASE = """\
 clients:

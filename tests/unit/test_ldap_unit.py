@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 
-from radmfa.config import LdapConfig
+from radmfa.config import DEFAULT_GROUP_FILTER, LdapConfig, LdapGroupsConfig
 from radmfa.directory.base import DirectoryOutcome, DirectoryResult, GroupResult
 from radmfa.directory.ldap import (
     ACCOUNT_STATE_ATTRIBUTES,
@@ -39,7 +39,6 @@ from radmfa.directory.ldap import (
     parse_server,
     username_problem,
 )
-from radmfa.policyconfig import DEFAULT_GROUP_FILTER, LdapGroupsConfig
 
 OK = DirectoryOutcome.OK
 INVALID = DirectoryOutcome.INVALID_CREDENTIALS

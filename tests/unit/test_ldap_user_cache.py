@@ -5,8 +5,8 @@ tests/integration/test_ldap_user_cache.py."""
 
 from __future__ import annotations
 
+from radmfa.config import LdapGroupsConfig
 from radmfa.directory.base import DirectoryOutcome
-from radmfa.policyconfig import LdapGroupsConfig
 from tests.unit.test_ldap_unit import (
     ALICE_DN,
     ALICE_PW,

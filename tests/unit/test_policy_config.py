@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from radmfa.policyconfig import RuleOutcome, UserLimitConfig
+from radmfa.config import RuleOutcome, UserLimitConfig
 from tests.unit.test_config import (
     BASE,
     CLIENT,

@@ -16,8 +16,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from radmfa.auth.policy import GroupSet
+from radmfa.config import PolicyConfig
 from radmfa.directory.base import DirectoryOutcome, GroupFinder, GroupResult
-from radmfa.policyconfig import PolicyConfig
 
 log = Logger(namespace="radmfa.policy")
 

@@ -31,9 +31,8 @@ from twisted.python.failure import Failure
 from radmfa.auth.decisions import reject
 from radmfa.auth.model import AccessRequest, Decision, Outcome, Reason
 from radmfa.auth.policy import Verdict, device_key
-from radmfa.config import LockoutConfig
+from radmfa.config import LockoutConfig, RateLimitsConfig
 from radmfa.factors.base import CodeMatch, FactorRegistry
-from radmfa.policyconfig import RateLimitsConfig
 from radmfa.store.base import (
     ATTEMPT_FAILED,
     ATTEMPT_LEASE,

@@ -32,9 +32,8 @@ from radmfa.auth.challenge import (
 from radmfa.auth.decisions import reject
 from radmfa.auth.ledger import Ledger, UserView
 from radmfa.auth.model import AccessRequest, Decision, Outcome, Reason
-from radmfa.config import OtpConfig
+from radmfa.config import DEFAULT_SENDS_PER_HOUR_TOTAL, OtpConfig
 from radmfa.delivery.courier import Courier
-from radmfa.factorconfig import DEFAULT_SENDS_PER_HOUR_TOTAL
 from radmfa.factors.base import Destination, FactorRegistry, OutOfBandFactor, SendContext
 from radmfa.store.base import (
     AUDIT_ADMIN,

@@ -57,11 +57,17 @@ from radmfa.auth.password import PasswordCheck
 from radmfa.auth.policy import Policy, Verdict, device_ref
 from radmfa.auth.rounds import ChallengeRounds
 from radmfa.auth.verdicts import PolicyCheck, refusal
-from radmfa.config import LockoutConfig, OtpConfig, UsernamesConfig
+from radmfa.config import (
+    LockoutConfig,
+    OtpConfig,
+    PolicyConfig,
+    RateLimitsConfig,
+    RuleOutcome,
+    UsernamesConfig,
+)
 from radmfa.delivery.courier import Courier
 from radmfa.directory.base import GroupResolver, PasswordChecker, UserEntry
 from radmfa.factors.base import CodeMatch, FactorRegistry, MatchKind
-from radmfa.policyconfig import PolicyConfig, RateLimitsConfig, RuleOutcome
 from radmfa.store.base import ATTEMPT_LEASE, Store, StoreError, TokenRecord
 from radmfa.threads import BlockingRunner
 

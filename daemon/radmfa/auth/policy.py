@@ -24,15 +24,15 @@ from dataclasses import dataclass
 from typing import Final
 
 from radmfa.auth.stations import IPAddress, StationKind, device_key, parse_ip, parse_station
-from radmfa.policyconfig import (
+from radmfa.config import (
     MAC_STATION_NAS,
     GraceConfig,
-    Network,
     PolicyConfig,
     PolicyRule,
     RuleOutcome,
     fold_name,
 )
+from radmfa.config.policy import Network
 from radmfa.store.base import DeviceRef
 
 __all__ = [

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from radmfa.config import OtpConfig
-from radmfa.factorconfig import MAX_REPLY_MESSAGE
+from radmfa.config import MAX_REPLY_MESSAGE, OtpConfig
 from radmfa.factors.base import FactorRegistry
 from radmfa.store.base import TokenRecord
 

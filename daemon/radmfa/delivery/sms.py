@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 
-from radmfa.factorconfig import CommandConfig, WebhookConfig
+from radmfa.config import CommandConfig, WebhookConfig
 from radmfa.factors.base import DeliveryError
 
 #: Output of a command kept for the log.

@@ -15,7 +15,7 @@ from email.utils import formatdate, make_msgid
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from radmfa.factorconfig import SmtpConfig
+from radmfa.config import SmtpConfig
 from radmfa.factors.base import DeliveryError
 from radmfa.threads import BlockingRunner
 

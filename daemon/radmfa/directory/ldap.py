@@ -56,7 +56,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from radmfa.config import LdapConfig
+from radmfa.config import LdapConfig, LdapGroupsConfig
 from radmfa.directory.base import (
     DirectoryOutcome,
     DirectoryResult,
@@ -67,7 +67,6 @@ from radmfa.directory.entrycache import EntryCache
 from radmfa.directory.health import ServerHealth
 from radmfa.directory.naming import entry_name_mismatch, naming_attributes
 from radmfa.directory.tlsnames import NameMismatch, ServerName
-from radmfa.policyconfig import LdapGroupsConfig
 from radmfa.threads import BlockingRunner
 
 __all__ = [

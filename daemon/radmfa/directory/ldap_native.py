@@ -47,7 +47,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from radmfa.config import LdapConfig
+from radmfa.config import LdapConfig, LdapGroupsConfig
 from radmfa.directory.base import DirectoryOutcome, DirectoryResult, GroupResult, UserEntry
 from radmfa.directory.ber import (
     BIND_RESPONSE,
@@ -99,7 +99,6 @@ from radmfa.directory.ldap import (
 )
 from radmfa.directory.naming import naming_attributes
 from radmfa.directory.tlsverify import describe_tls_failure, make_tls_options
-from radmfa.policyconfig import LdapGroupsConfig
 
 __all__ = [
     "ConnectionFailed",

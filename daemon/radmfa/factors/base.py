@@ -123,7 +123,7 @@ class OutOfBandFactor(Protocol):
     cooldown: float
     max_per_hour: int
     #: Sends of this channel an hour for all users together (a factor without it:
-    #: ``factorconfig.DEFAULT_SENDS_PER_HOUR_TOTAL``).
+    #: ``radmfa.config.DEFAULT_SENDS_PER_HOUR_TOTAL``).
     max_per_hour_total: int
     prompt: str
     confirm_prompt: str

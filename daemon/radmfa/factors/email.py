@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
 
+from radmfa.config import EmailConfig
 from radmfa.delivery.smtp import SmtpTransport, build_message
-from radmfa.factorconfig import EmailConfig
 from radmfa.factors.base import Destination, SendContext
 from radmfa.factors.codes import mask_email
 from radmfa.factors.outofband import OutOfBandCodeFactor, message_fields

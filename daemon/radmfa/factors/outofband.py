@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from radmfa.factorconfig import CodeDelivery
+from radmfa.config import CodeDelivery
 from radmfa.factors.base import BaseFactor, Destination, SendContext
 from radmfa.factors.codes import DIGITS, LETTERS, random_code
 from radmfa.store.base import TokenRecord
@@ -161,7 +161,7 @@ class OutOfBandCodeFactor(BaseFactor, abc.ABC):
 
 
 def message_fields(code: str, context: SendContext) -> dict[str, str]:
-    """Template fields for email and SMS texts (see factorconfig.MESSAGE_FIELDS)."""
+    """Template fields for email and SMS texts (see radmfa.config.factors.MESSAGE_FIELDS)."""
     return {
         "code": code,
         "user": context.user,

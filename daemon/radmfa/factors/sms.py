@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
 
+from radmfa.config import SmsConfig
 from radmfa.delivery.sms import CommandProvider, SmsProvider, WebhookProvider
-from radmfa.factorconfig import SmsConfig
 from radmfa.factors.base import Destination, SendContext
 from radmfa.factors.codes import mask_number
 from radmfa.factors.outofband import OutOfBandCodeFactor, message_fields

@@ -17,17 +17,18 @@ from twisted.internet.task import Clock
 from radmfa.auth.model import AccessRequest, AuthMethod, Decision, Outcome, Reason
 from radmfa.auth.pipeline import Authenticator, PipelineSettings
 from radmfa.auth.policy import Policy
-from radmfa.config import LockoutConfig, OtpConfig
-from radmfa.factors.base import FactorRegistry
-from radmfa.factors.totp import TotpFactor
-from radmfa.policyconfig import (
+from radmfa.config import (
     GraceConfig,
+    LockoutConfig,
+    OtpConfig,
     PolicyConfig,
     PolicyRule,
     RateLimitsConfig,
     RuleOutcome,
     UserLimitConfig,
 )
+from radmfa.factors.base import FactorRegistry
+from radmfa.factors.totp import TotpFactor
 from radmfa.store.base import TokenRecord
 from radmfa.store.memory import MemoryStore
 from radmfa.testing import FakeDirectory, InlineRunner

@@ -10,9 +10,9 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from radmfa.auth.groupcheck import check_policy_groups
+from radmfa.config import PolicyConfig, PolicyRule
 from radmfa.directory.base import DirectoryOutcome, GroupResult
 from radmfa.directory.local import LocalUsersChecker, hash_password
-from radmfa.policyconfig import PolicyConfig, PolicyRule
 from radmfa.testing import InlineRunner
 
 HASH = hash_password("pw", salt=b"\0" * 16)

@@ -14,10 +14,16 @@ from twisted.internet.task import Clock
 from radmfa.auth.model import AccessRequest, AuthMethod, Decision, Outcome, Reason
 from radmfa.auth.pipeline import Authenticator, PipelineSettings
 from radmfa.auth.policy import Policy
-from radmfa.config import LockoutConfig, OtpConfig, parse_config
+from radmfa.config import (
+    LockoutConfig,
+    OtpConfig,
+    RateLimitsConfig,
+    SourceLimitConfig,
+    UserLimitConfig,
+    parse_config,
+)
 from radmfa.factors.base import FactorRegistry
 from radmfa.factors.totp import TotpFactor
-from radmfa.policyconfig import RateLimitsConfig, SourceLimitConfig, UserLimitConfig
 from radmfa.store.base import TokenRecord
 from radmfa.store.memory import MemoryStore
 from radmfa.testing import FakeDirectory, InlineRunner
@@ -407,7 +413,7 @@ def test_a_rule_without_trust_never_remembers():
 
 
 def test_a_new_address_from_the_directory_forgets_the_devices():
-    from radmfa.factorconfig import CodeDelivery, EmailConfig, SmtpConfig
+    from radmfa.config import CodeDelivery, EmailConfig, SmtpConfig
     from radmfa.factors.email import EmailFactor
     from radmfa.factors.outofband import SOURCE_DIRECTORY, address_token
     from radmfa.testing import RecordingMailer

@@ -15,8 +15,7 @@ from twisted.internet.task import Clock
 from radmfa.admin import factors as admin
 from radmfa.auth.model import AccessRequest, AuthMethod, Decision, Outcome, Reason
 from radmfa.auth.pipeline import MAX_EXCHANGE_SECONDS, Authenticator, PipelineSettings
-from radmfa.config import LockoutConfig, OtpConfig
-from radmfa.factorconfig import CodeDelivery, EmailConfig, SmsConfig, SmtpConfig
+from radmfa.config import CodeDelivery, EmailConfig, LockoutConfig, OtpConfig, SmsConfig, SmtpConfig
 from radmfa.factors.backup import BackupCodeFactor
 from radmfa.factors.base import FactorRegistry
 from radmfa.factors.email import EmailFactor
@@ -689,7 +688,7 @@ def test_hotp_code_at_the_prompt_moves_the_counter_forward_only():
 
 
 def _otp(count: int = 10) -> OtpConfig:
-    from radmfa.factorconfig import BackupCodesConfig
+    from radmfa.config import BackupCodesConfig
 
     return OtpConfig(email=EMAIL, sms=SMS, backup_codes=BackupCodesConfig(count=count))
 

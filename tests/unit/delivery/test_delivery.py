@@ -12,9 +12,9 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.web import resource, server
 
+from radmfa.config import CommandConfig, SmtpConfig, WebhookConfig
 from radmfa.delivery.sms import CommandProvider, WebhookProvider
 from radmfa.delivery.smtp import SmtpTransport, build_message
-from radmfa.factorconfig import CommandConfig, SmtpConfig, WebhookConfig
 from radmfa.factors.base import DeliveryError
 from radmfa.testing import InlineRunner
 from tests.support.ports import free_port
@@ -220,8 +220,8 @@ async def test_a_user_name_starting_with_a_dash_never_reaches_the_command(
 @pytest.mark.logs_errors
 @pytest_twisted.ensureDeferred
 async def test_a_refused_command_is_a_delivery_failure_notice_for_the_user(tmp_path: Path):
+    from radmfa.config import SmsConfig
     from radmfa.delivery.courier import Courier
-    from radmfa.factorconfig import SmsConfig
     from radmfa.factors.base import Destination, SendContext
     from radmfa.factors.sms import SmsFactor
     from radmfa.store.memory import MemoryStore

@@ -1,9 +1,7 @@
-"""Settings of the second factors beyond TOTP: ``otp.hotp``, ``otp.backup_codes``,
-``otp.emergency``, ``otp.email``, ``otp.sms`` and ``otp.plugins``.
+"""The subsections of ``otp`` for the second factors beyond TOTP: ``otp.hotp``,
+``otp.backup_codes``, ``otp.emergency``, ``otp.email``, ``otp.sms`` and ``otp.plugins``.
 
-Kept apart from :mod:`radmfa.config` (which owns the file as a whole and calls in here) so a
-factor's knobs live next to each other. Same rules: frozen dataclasses, every problem reported
-as ``FILE:LINE: key.path: message``, defaults for everything that can have one.
+:mod:`radmfa.config.otp` calls in here, so a factor's knobs live next to each other.
 """
 
 from __future__ import annotations
@@ -16,9 +14,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from radmfa.configload import Section, Value, placeholders
+from radmfa.config.load import Section, Value, placeholders
 
 __all__ = [
+    "DEFAULT_SENDS_PER_HOUR_TOTAL",
     "MAX_REPLY_MESSAGE",
     "BackupCodesConfig",
     "CodeDelivery",

@@ -1,10 +1,7 @@
-"""Settings of who must use a second factor and how attempts are limited and recorded:
-``policy``, ``trusted_devices``, ``rate_limits``, ``audit`` and ``ldap.groups``.
+"""The ``policy`` and ``trusted_devices`` sections: who must use a second factor, from where,
+who is refused, and how long a device that passed one is remembered.
 
-Kept apart from :mod:`radmfa.config` (which owns the file as a whole and calls in here), like
-:mod:`radmfa.factorconfig`. Same rules: frozen dataclasses, every problem reported as
-``FILE:LINE: key.path: message``, a default for everything that can have one. How the rules are
-applied to a request is :mod:`radmfa.auth.policy`.
+How the rules are applied to a request is :mod:`radmfa.auth.policy`.
 """
 
 from __future__ import annotations
@@ -17,47 +14,34 @@ from typing import Literal, cast
 import yaml
 
 from radmfa.auth.identity import name_key
-from radmfa.configload import Section, Value, placeholders
+from radmfa.config.load import Section, Value, placeholders
 
 __all__ = [
-    "AD_GROUP_FILTER",
-    "AUDIT_KEYS",
-    "DEFAULT_GROUP_FILTER",
     "GRACE_KEYS",
-    "LDAP_GROUPS_KEYS",
     "MAC_STATION_NAS",
     "MAC_STATION_UNKNOWN",
     "OUTCOME_KEYS",
     "POLICY_KEYS",
-    "RATE_LIMITS_KEYS",
     "RULE_KEYS",
-    "SOURCE_LIMIT_KEYS",
     "TRUSTED_DEVICES_KEYS",
-    "USER_LIMIT_KEYS",
-    "AuditConfig",
     "GraceConfig",
-    "LdapGroupsConfig",
     "PolicyConfig",
     "PolicyRule",
-    "RateLimitsConfig",
     "RuleOutcome",
-    "SourceLimitConfig",
     "TrustedDevicesConfig",
-    "UserLimitConfig",
     "fold_name",
+    "parse_policy",
+    "parse_trusted_devices",
 ]
 
 Mfa = Literal["required", "optional", "exempt"]
 MFA_CHOICES = ("required", "optional", "exempt")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Membership = Literal["member", "memberof", "ad_chain"]
 MacStation = Literal["unknown", "nas"]
 #: ``mac_station``: a MAC Calling-Station-Id leaves the user's address unknown (refused by the
 #: address lists), or stands for the packet source, the NAS (a Wi-Fi controller, an AP).
 MAC_STATION_UNKNOWN: MacStation = "unknown"
 MAC_STATION_NAS: MacStation = "nas"
-
-DAY = 86400.0
 
 
 def fold_name(text: str) -> str:
@@ -133,81 +117,6 @@ class TrustedDevicesConfig:
     ttl: float = 0.0
 
 
-@dataclass(frozen=True)
-class UserLimitConfig:
-    """Per-user sliding window: after ``free_failures`` failures within ``window``, each
-    further attempt waits ``delay`` doubled per failure beyond them, at most ``max_delay``,
-    after the last failure. Attempts inside the wait are refused without a directory bind and
-    do not count."""
-
-    window: float = 900.0
-    free_failures: int = 3
-    delay: float = 1.0
-    max_delay: float = 60.0
-
-    def wait(self, failures: int) -> float:
-        """Seconds to wait after the last of ``failures`` failures in the window."""
-        if failures < self.free_failures or self.delay <= 0:
-            return 0.0
-        exponent = min(failures - self.free_failures, 30)
-        return min(self.delay * (2**exponent), self.max_delay)
-
-
-@dataclass(frozen=True)
-class SourceLimitConfig:
-    """Failures from one station (Calling-Station-Id) or, without one, one packet source:
-    beyond ``max_failures`` within ``window`` its requests are refused (password spraying)."""
-
-    window: float = 300.0
-    max_failures: int = 30
-
-
-@dataclass(frozen=True)
-class RateLimitsConfig:
-    user: UserLimitConfig = field(default_factory=UserLimitConfig)
-    source: SourceLimitConfig = field(default_factory=SourceLimitConfig)
-
-    @property
-    def longest_window(self) -> float:
-        return max(self.user.window, self.source.window)
-
-
-@dataclass(frozen=True)
-class AuditConfig:
-    enabled: bool = True
-    #: Rows older than this are pruned (in small batches, off the event loop); 0: kept.
-    retention: float = 365 * DAY
-    #: Decisions are queued and written together at most this often ...
-    flush_interval: float = 0.1
-    #: ... or as soon as this many wait.
-    batch_size: int = 250
-
-
-#: What a group entry is, by default: OpenLDAP's groupOfNames or Active Directory's group.
-#: Admitting only groupOfNames found no nested AD group, so rules on them never matched.
-DEFAULT_GROUP_FILTER = "(|(objectClass=groupOfNames)(objectClass=group))"
-#: ``ad_chain`` is Active Directory's own rule: its groups are objectClass=group.
-AD_GROUP_FILTER = "(objectClass=group)"
-
-
-@dataclass(frozen=True)
-class LdapGroupsConfig:
-    """How group membership is read (search-then-bind only, on the service connection)."""
-
-    #: "member": search groups whose member attribute names the user (groupOfNames);
-    #: "memberof": the user entry's memberOf, read by the user search itself (no extra search
-    #: for direct groups); "ad_chain": Active Directory's in-chain matching rule
-    #: (1.2.840.113556.1.4.1941), every nested group in one search.
-    membership: Membership = "member"
-    #: Where groups are searched; None: ``ldap.base_dn``.
-    base_dn: str | None = None
-    filter: str = DEFAULT_GROUP_FILTER
-    member_attribute: str = "member"
-    #: Groups of groups count: expanded level by level ("member", "memberof").
-    nested: bool = True
-    max_depth: int = 5
-
-
 POLICY_KEYS = ("default", "rules", "unenrolled")
 RULE_KEYS = (
     "name",
@@ -237,11 +146,6 @@ OUTCOME_KEYS = (
 )
 GRACE_KEYS = ("grace_days", "grace_logins", "message")
 TRUSTED_DEVICES_KEYS = ("days",)
-RATE_LIMITS_KEYS = ("user", "source")
-USER_LIMIT_KEYS = ("window", "free_failures", "delay", "max_delay")
-SOURCE_LIMIT_KEYS = ("window", "max_failures")
-AUDIT_KEYS = ("enabled", "retention_days", "flush_interval", "batch_size")
-LDAP_GROUPS_KEYS = ("membership", "base_dn", "filter", "member_attribute", "nested", "max_depth")
 
 _MATCH_KEYS = ("users", "groups", "clients", "nas_identifiers", "sources")
 _DEFAULT_CHOICES = (*MFA_CHOICES, "deny")
@@ -452,66 +356,8 @@ def _grace(s: Section) -> GraceConfig:
     )
 
 
-# -- trusted devices, rate limits, audit ------------------------------------------------------
+# -- trusted devices -------------------------------------------------------------------------
 
 
 def parse_trusted_devices(s: Section) -> TrustedDevicesConfig:
     return TrustedDevicesConfig(ttl=s.get_days("days", 0.0, _MAX_TRUST_DAYS))
-
-
-def parse_rate_limits(s: Section) -> RateLimitsConfig:
-    u = s.section("user", USER_LIMIT_KEYS)
-    du = UserLimitConfig()
-    user = UserLimitConfig(
-        window=u.get_duration("window", du.window, 1, 7 * DAY),
-        # NIST SP 800-63B 5.2.2: at most 100 consecutive failed attempts on one account.
-        free_failures=u.get_int("free_failures", du.free_failures, 0, 100),
-        delay=u.get_duration("delay", du.delay, 0, 3600),
-        max_delay=u.get_duration("max_delay", du.max_delay, 0, DAY),
-    )
-    if user.max_delay < user.delay:
-        u.error("max_delay", "must be at least delay")
-    src = s.section("source", SOURCE_LIMIT_KEYS)
-    ds = SourceLimitConfig()
-    source = SourceLimitConfig(
-        window=src.get_duration("window", ds.window, 1, DAY),
-        max_failures=src.get_int("max_failures", ds.max_failures, 0, 1_000_000),
-    )
-    return RateLimitsConfig(user=user, source=source)
-
-
-def parse_audit(s: Section) -> AuditConfig:
-    d = AuditConfig()
-    return AuditConfig(
-        enabled=s.get_bool("enabled", d.enabled),
-        retention=s.get_days("retention_days", d.retention, 100 * 365),
-        flush_interval=s.get_duration("flush_interval", d.flush_interval, 0.05, 60),
-        batch_size=s.get_int("batch_size", d.batch_size, 1, 100_000),
-    )
-
-
-def parse_ldap_groups(s: Section) -> LdapGroupsConfig:
-    membership = cast(
-        Membership,
-        s.get_choice("membership", "member", ("member", "memberof", "ad_chain"), fold=str.lower),
-    )
-    default_filter = AD_GROUP_FILTER if membership == "ad_chain" else DEFAULT_GROUP_FILTER
-    group_filter = s.get_str("filter", default_filter)
-    if not (group_filter.startswith("(") and group_filter.endswith(")")):
-        s.error("filter", 'must be one parenthesised LDAP filter, e.g. "(objectClass=group)"')
-        group_filter = default_filter
-    elif "{" in group_filter:
-        s.error("filter", "takes no placeholders: radmfa adds the membership condition")
-        group_filter = default_filter
-    attribute = s.get_str("member_attribute", "member")
-    if not attribute.replace("-", "").replace(";", "").isalnum():
-        s.error("member_attribute", f"{attribute!r} is not an attribute name")
-        attribute = "member"
-    return LdapGroupsConfig(
-        membership=membership,
-        base_dn=s.get_str("base_dn", None),
-        filter=group_filter,
-        member_attribute=attribute,
-        nested=s.get_bool("nested", True),
-        max_depth=s.get_int("max_depth", 5, 1, 20),
-    )

@@ -25,6 +25,8 @@ T = TypeVar("T")
 DURATION_FORMS = 'seconds (90 or 1.5) or a number with a unit: "90s", "15m", "12h", "30d"'
 _DURATION_RE = re.compile(r"([-+]?[0-9]+(?:\.[0-9]+)?)\s*([smhd]?)", re.IGNORECASE)
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+#: Seconds in a day: bounds and defaults counted in days.
+DAY = 86400.0
 
 _DAYS_RE = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
@@ -617,6 +619,14 @@ class Section:
 
     def get_path(self, key: str, default: T) -> str | T:
         return self._read_value(key, default, Value.as_path)
+
+
+def required(section: Section, key: str, message: str) -> Value | None:
+    """The value of ``key``, or None after reporting ``missing: message``."""
+    value = section.get(key)
+    if value is None:
+        section.error(key, f"missing: {message}")
+    return value
 
 
 def _unknown_key_message(name: str, keys: Collection[str]) -> str:
