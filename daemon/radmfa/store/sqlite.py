@@ -176,15 +176,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         """
         CREATE TABLE attempts (
-            attempt_id BLOB PRIMARY KEY,
             user       TEXT NOT NULL,
+            attempt_id BLOB NOT NULL,
             source     TEXT,
             expires_at REAL NOT NULL,
-            failed     INTEGER NOT NULL DEFAULT 0
-        )
+            failed     INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (user, attempt_id)
+        ) WITHOUT ROWID
         """,
-        "CREATE INDEX attempts_by_user ON attempts (user, failed, expires_at)",
-        "CREATE INDEX attempts_by_source ON attempts (source, failed, expires_at)",
+        # Clustered on the user: a reservation and its end touch one B-tree, plus this
+        # index only when the request has a station.
+        "CREATE INDEX attempts_by_source ON attempts (source) WHERE source IS NOT NULL",
         "ALTER TABLE users ADD COLUMN total_failures INTEGER NOT NULL DEFAULT 0",
     ),
     # 5: a trusted device is remembered with the client entry and NAS-Identifier that
@@ -278,21 +280,25 @@ _CLEAR_FAILURES = (
     "last_success_at = ? WHERE user = ? AND (failures > 0 OR total_failures > 0 "
     "OR locked_until IS NOT NULL)"
 )
-_ATTEMPT_KNOWN = "SELECT failed FROM attempts WHERE attempt_id = ? AND expires_at > ?"
-_PENDING_ATTEMPTS = (
-    "SELECT (SELECT COUNT(*) FROM attempts WHERE user = :user AND failed = 0 "
+#: Whether this very request is known (its failed flag), and the attempts pending for the
+#: user and for the source, in one statement.
+_ATTEMPTS_NOW = (
+    "SELECT (SELECT failed FROM attempts WHERE user = :user AND attempt_id = :id "
+    "        AND expires_at > :now), "
+    "       (SELECT COUNT(*) FROM attempts WHERE user = :user AND failed = 0 "
     "        AND expires_at > :now), "
     "       (SELECT COUNT(*) FROM attempts WHERE source = :source AND failed = 0 "
     "        AND expires_at > :now)"
 )
 _RESERVE_ATTEMPT = (
-    "INSERT OR REPLACE INTO attempts (attempt_id, user, source, expires_at, failed) "
+    "INSERT OR REPLACE INTO attempts (user, attempt_id, source, expires_at, failed) "
     "VALUES (?, ?, ?, ?, 0)"
 )
-_FAIL_ATTEMPT = "UPDATE attempts SET failed = 1, expires_at = ? WHERE attempt_id = ?"
-_FORGET_ATTEMPT = "DELETE FROM attempts WHERE attempt_id = ?"
+_FAIL_ATTEMPT = "UPDATE attempts SET failed = 1, expires_at = ? WHERE user = ? AND attempt_id = ?"
+_FORGET_ATTEMPT = "DELETE FROM attempts WHERE user = ? AND attempt_id = ?"
 _PURGE_ATTEMPTS = (
-    "DELETE FROM attempts WHERE rowid IN (SELECT rowid FROM attempts WHERE expires_at <= ? LIMIT ?)"
+    "DELETE FROM attempts WHERE (user, attempt_id) IN "
+    "(SELECT user, attempt_id FROM attempts WHERE expires_at <= ? LIMIT ?)"
 )
 #: Attempt rows past their lease deleted per transaction.
 ATTEMPTS_PURGE_BATCH = 2000
@@ -819,20 +825,19 @@ class SqliteStore:
         # BEGIN IMMEDIATE: every writer of this file (threads, workers, daemons) waits for
         # the lock, so no other attempt is judged or finished between the read and the insert.
         with self._write(f"reserving an attempt of {user!r}") as conn:
-            known = conn.execute(_ATTEMPT_KNOWN, (attempt_id, now)).fetchone()
+            known, pending_user, pending_source = conn.execute(
+                _ATTEMPTS_NOW, {"user": user, "id": attempt_id, "source": source, "now": now}
+            ).fetchone()
             if known is not None:
                 return AttemptStart(
-                    None, duplicate=DUPLICATE_FAILED if known[0] else DUPLICATE_IN_FLIGHT
+                    None, duplicate=DUPLICATE_FAILED if known else DUPLICATE_IN_FLIGHT
                 )
             params = _login_state_params(user, now, user_since, source, source_since, device)
             (row,) = conn.execute(_LOGIN_STATE, params).fetchall()
-            pending_user, pending_source = conn.execute(
-                _PENDING_ATTEMPTS, {"user": user, "source": source, "now": now}
-            ).fetchone()
             state = _login_state_from_row(user, device, row, pending_user, pending_source)
             refusal = judge(state)
             if refusal is None:
-                conn.execute(_RESERVE_ATTEMPT, (attempt_id, user, source, now + lease))
+                conn.execute(_RESERVE_ATTEMPT, (user, attempt_id, source, now + lease))
         return AttemptStart(state, refusal)
 
     def finish_attempt(
@@ -850,14 +855,14 @@ class SqliteStore:
         with self._write(f"finishing an attempt of {user!r}") as conn:
             if result == ATTEMPT_FAILED:
                 assert lockout is not None
-                conn.execute(_FAIL_ATTEMPT, (now + FAILED_ATTEMPT_MEMORY, attempt_id))
+                conn.execute(_FAIL_ATTEMPT, (now + FAILED_ATTEMPT_MEMORY, user, attempt_id))
                 if failure_keys:
                     conn.executemany(
                         "INSERT INTO failures (key, at) VALUES (?, ?)",
                         [(key, now) for key in failure_keys],
                     )
                 return self._count_failure(conn, user, now, lockout)
-            conn.execute(_FORGET_ATTEMPT, (attempt_id,))
+            conn.execute(_FORGET_ATTEMPT, (user, attempt_id))
             if result == ATTEMPT_SUCCEEDED:
                 conn.execute(_CLEAR_FAILURES, (now, user))
                 for key in clear_keys:
@@ -868,7 +873,7 @@ class SqliteStore:
         if not ends:
             return
         with self._write(f"ending {len(ends)} attempt(s)") as conn:
-            conn.executemany(_FORGET_ATTEMPT, [(end.attempt_id,) for end in ends])
+            conn.executemany(_FORGET_ATTEMPT, [(end.user, end.attempt_id) for end in ends])
             succeeded = [end for end in ends if end.succeeded]
             if succeeded:
                 conn.executemany(_CLEAR_FAILURES, [(now, end.user) for end in succeeded])
