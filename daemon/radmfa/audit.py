@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 from radmfa.auth.decisionlog import sanitize
 from radmfa.auth.identity import store_key
 from radmfa.auth.model import AccessRequest, Decision
+from radmfa.outage import Outage
 from radmfa.store.base import AUDIT_ADMIN, AUDIT_AUTH, AuditEvent, Store
 from radmfa.threads import BlockingRunner
 
@@ -120,6 +121,7 @@ class AuditRecorder:
         self._writing: Deferred[Any] | None = None
         self._soon: Any = None
         self._dropped = 0
+        self._outage = Outage("the store (audit trail)", clock, log)
         self._loop = LoopingCall(self.flush)
         self._loop.clock = clock
         #: Rows written so far (tests and status output).
@@ -177,6 +179,7 @@ class AuditRecorder:
     def _written(self, _result: object, rows: Sequence[AuditEvent]) -> None:
         self._writing = None
         self.written += len(rows)
+        self._outage.ok()
         if self._dropped:
             log.warn(
                 "{n} audit row(s) were dropped while the store was unavailable", n=self._dropped
@@ -192,10 +195,8 @@ class AuditRecorder:
             excess = len(self._queue) - self.max_queue
             del self._queue[:excess]
             self._dropped += excess
-        log.error(
-            "writing {n} audit row(s) failed, kept for the next try: {err}",
-            n=len(rows),
-            err=failure.getErrorMessage(),
+        self._outage.failed(
+            f"{len(rows)} audit row(s) kept for the next try ({failure.getErrorMessage()})"
         )
 
     def stop(self) -> Deferred[None]:

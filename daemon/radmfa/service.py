@@ -39,6 +39,7 @@ from radmfa.metrics import (
 )
 from radmfa.radius.clients import ClientTable
 from radmfa.radius.protocol import RadiusServerProtocol, RadiusStats
+from radmfa.store import describe as describe_store
 from radmfa.store import open_store
 from radmfa.store.base import Store
 from radmfa.threads import BlockingRunner, SerialThreadRunner, ThreadPoolRunner
@@ -205,7 +206,8 @@ class Daemon:
         try:
             self.store = open_store(self.config.store)
         except Exception as e:
-            raise SetupError(f"cannot open the store {self.config.store.path}: {e}") from None
+            where = describe_store(self.config.store)
+            raise SetupError(f"cannot open the store {where}: {e}") from None
         self.db.start()
         self.directory_runner.start()
         self.audit_db.start()  # pruning runs there even with recording off

@@ -1470,3 +1470,47 @@ def test_relative_ldap_files_are_resolved_from_the_config_files_directory(
     settings = load(tmp_path, ldap(SERVERS, USER_DN, "ca_file: tls/ca.pem")).ldap
 
     assert settings is not None and settings.ca_file == str(tmp_path / "tls" / "ca.pem")
+
+
+def test_store_postgresql_takes_a_dsn_a_password_file_and_a_pool_size(tmp_path: Path) -> None:
+    (tmp_path / "pg-password").write_text("s3cret-pw\n")
+    (tmp_path / "pg-password").chmod(0o600)
+    text = BASE + (
+        "store:\n  engine: postgresql\n"
+        '  dsn: "host=db1.example.org dbname=radmfa user=radmfa"\n'
+        "  password_file: pg-password\n  pool_size: 4\n  key_file: /abs/secret.key\n"
+    )
+    config = load_config(write(tmp_path, text))
+    store = config.store
+    assert (store.engine, store.dsn, store.password, store.pool_size) == (
+        "postgresql",
+        "host=db1.example.org dbname=radmfa user=radmfa",
+        "s3cret-pw",
+        4,
+    )
+    assert "s3cret-pw" not in repr(store)
+
+
+@pytest.mark.parametrize(
+    ("store", "problem"),
+    [
+        ("engine: postgresql\n", "store.dsn: missing"),
+        ('engine: postgresql\n  dsn: "host=db1 port"\n', "store.dsn: is not a valid libpq"),
+        ("engine: postgresql\n  dsn: host=db1\n  path: /x.db\n", "store.path: is only used"),
+        ("dsn: host=db1\n", "store.dsn: is only used with engine: postgresql"),
+        (
+            "engine: postgresql\n  dsn: host=db1\n  password_file: /nonexistent/pw\n",
+            "store.password_file",
+        ),
+        ("engine: mysql\n", "store.engine"),
+        ("engine: postgresql\n  dsn: host=db1\n  pool_size: 0\n", "store.pool_size"),
+    ],
+)
+def test_store_section_problems_are_reported_with_file_and_line(
+    tmp_path: Path, store: str, problem: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, BASE + "store:\n  " + store))
+    text = "\n".join(caught.value.problems)
+    assert problem in text, text
+    assert "radmfa.yaml:" in text

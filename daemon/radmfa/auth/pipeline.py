@@ -68,6 +68,7 @@ from radmfa.config import (
 from radmfa.delivery.courier import Courier
 from radmfa.directory.base import GroupResolver, PasswordChecker, UserEntry
 from radmfa.factors.base import CodeMatch, FactorRegistry, MatchKind
+from radmfa.outage import Outage
 from radmfa.store.base import ATTEMPT_LEASE, Store, StoreError, TokenRecord
 from radmfa.threads import BlockingRunner
 
@@ -148,6 +149,8 @@ class Authenticator:
         self.courier = courier if courier is not None else Courier(store, db)
 
         self.factors = factors
+        #: One log line when the store goes away and one when it is back.
+        self.store_outage = Outage("the store", clock, log)
         self._build_parts()
 
     def _build_parts(self) -> None:
@@ -237,11 +240,16 @@ class Authenticator:
             return reject(Reason.BAD_PASSWORD_ENCODING, user)
         try:
             if request.state is not None:
-                return await self.rounds.answer(request, user, password)
-            return await self._first_round(request, user, password)
+                decision = await self.rounds.answer(request, user, password)
+            else:
+                decision = await self._first_round(request, user, password)
         except StoreError as e:
-            log.error("store error while authenticating {user}: {err}", user=user, err=str(e))
-            return reject(Reason.STORE_UNAVAILABLE, user)
+            # No answer at all: the NAS tries its next server, which may still reach the
+            # store (a node cut off from a shared database); a Reject would be final.
+            self.store_outage.failed(str(e))
+            return Decision(Outcome.DROP, Reason.STORE_UNAVAILABLE, user=user)
+        self.store_outage.ok()
+        return decision
 
     async def _first_round(self, request: AccessRequest, user: str, password: str) -> Decision:
         key = store_key(user)

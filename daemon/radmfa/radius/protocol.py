@@ -479,12 +479,15 @@ class RadiusServerProtocol(DatagramProtocol):
     def _reply(self, job: _Job, decision: Decision) -> None:
         if decision.outcome is Outcome.DROP:
             self.stats.dropped += 1
-            self.log.info(
-                "Dropped request {id} from {client} by decision ({reason})",
-                id=job.decoded.identifier,
-                client=job.client.name,
-                reason=decision.reason.value,
-            )
+            if self._quiet.allow(f"decision:{decision.reason.value}", job.client.name):
+                self.log.info(
+                    "Dropped request {id} from {client} by decision ({reason}; not logged "
+                    "again for this client for {interval:.0f}s)",
+                    id=job.decoded.identifier,
+                    client=job.client.name,
+                    reason=decision.reason.value,
+                    interval=LOG_INTERVAL,
+                )
             self.cache.abandon(job.token)
             self._done(job)
             return

@@ -1263,3 +1263,12 @@ def _describe(e: BaseException) -> str:
 def _redact(text: str) -> str:
     """libpq quotes pieces of a connection string it cannot parse; one may be a password."""
     return re.sub(r'"[^"]*"', '"..."', text)
+
+
+def describe_dsn(dsn: str) -> str:
+    """A connection string as messages name it: the database, host and port, never the
+    password (or the string itself when libpq cannot read it)."""
+    try:
+        return _connection_settings(dsn, None, 5.0)[1]
+    except StoreError:
+        return "a PostgreSQL database (the dsn is not valid)"

@@ -302,10 +302,30 @@ def test_all_rejects_carry_the_same_message(world: World):
 
 
 @pytest.mark.logs_errors
-def test_store_failure_rejects_cleanly(world: World):
-    world.store.close()
-    d = world.send(b"alice", b"hunter2")
-    assert (d.outcome, d.reason) == (Outcome.REJECT, Reason.STORE_UNAVAILABLE)
+def test_a_store_outage_drops_requests_logs_once_and_ends_by_itself(world: World):
+    from twisted.logger import LogLevel, globalLogPublisher
+
+    seen: list[dict] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        world.store._closed = True  # the database went away
+        for _ in range(5):
+            d = world.send(b"alice", b"hunter2")
+            # No answer: the NAS tries its next server (which may reach the database).
+            assert (d.outcome, d.reason) == (Outcome.DROP, Reason.STORE_UNAVAILABLE)
+        world.store._closed = False  # and came back
+        assert world.send(b"alice", b"hunter2").outcome is Outcome.CHALLENGE
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    store_lines = [
+        e
+        for e in seen
+        if "unavailable" in e.get("log_format", "") or "available again" in e.get("log_format", "")
+    ]
+    assert len(store_lines) == 2  # one when it went, one when it came back
+    assert store_lines[0]["log_level"] is LogLevel.error
+    assert store_lines[1]["n"] == 5
+    assert world.store.lock_state("alice").failures == 0  # nothing counted against her
 
 
 def test_token_with_eight_digits_and_sha256():
