@@ -249,7 +249,8 @@ class Daemon:
             self.reactor,
             stats=self.stats,
             store=self.store,
-            db=self.store_calls,
+            # The background lane: a login's store call never waits behind the count.
+            db=self.store_background,
             # One worker is enough to count locked users (the store is shared).
             refresh_locked=self.worker in (None, 0),
             sync_interval=None if self.worker is None else STATS_SYNC_INTERVAL,
