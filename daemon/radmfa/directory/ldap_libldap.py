@@ -202,7 +202,9 @@ class LibldapConnection:
         except ldap.LDAPError as exc:
             self.drop(f"connection lost: {_error_text(exc)}", retriable=True)
             raise NotSent(f"connection lost: {_error_text(exc)}") from None
-        op = _Operation(kind, self._clock.callLater(self._timeout, self._timed_out, msgid), max_entries)
+        op = _Operation(
+            kind, self._clock.callLater(self._timeout, self._timed_out, msgid), max_entries
+        )
         self._pending[msgid] = op
         return op.deferred
 
@@ -355,9 +357,7 @@ class LibldapConnector:
         self._ca_file = config.ca_file
         self._name = ServerName(server.host) if self._tls else None
 
-    async def open(
-        self, identity: tuple[str, bytes] | None, purpose: str
-    ) -> LibldapConnection:
+    async def open(self, identity: tuple[str, bytes] | None, purpose: str) -> LibldapConnection:
         name = f"{self.server.url} {purpose}"
         try:
             ld = await self._runner.run(self._set_up, identity, name)
@@ -407,7 +407,9 @@ class LibldapConnector:
                     ld.start_tls_s()
                 except ldap.LDAPError as exc:
                     _quiet_unbind(ldap, ld)
-                    raise ConnectionFailed(f"StartTLS failed: {self._starttls_refused(name, exc)}") from None
+                    raise ConnectionFailed(
+                        f"StartTLS failed: {self._starttls_refused(name, exc)}"
+                    ) from None
         if self._tls:
             try:
                 self._check_name(ld, name)
@@ -519,9 +521,7 @@ class LibldapConnector:
             info = _error_info(exc)
             code = info.get("result")
             if not isinstance(code, int) or code < 0:  # no answer: libldap's own codes
-                raise ConnectionFailed(
-                    f"service bind got no answer: {_error_text(exc)}"
-                ) from None
+                raise ConnectionFailed(f"service bind got no answer: {_error_text(exc)}") from None
             result = LdapResult(BIND_RESPONSE, code, "", str(info.get("info") or ""))
             answer = _bind_answer(result)
             if answer.verdict is Verdict.TRANSIENT:
