@@ -18,9 +18,11 @@ layer it replaces):
   certificate libldap accepted, then the service bind. python-ldap has only a blocking
   StartTLS, and libldap's connect and handshake block, so set-up never runs on the reactor.
 
-A connection that failed is never used again: libldap would reconnect on its own at the next
-request, synchronously and, for StartTLS, without TLS. Its URI is pointed at nowhere once it is
-set up, so even a stray request cannot reach a server in clear.
+A connection that failed is never used again. libldap 2.5 keeps a dead connection dead (a
+request on it fails with SERVER_DOWN, checked against slapd); should a libldap reconnect by
+itself at the next request instead, it would do so synchronously and, for StartTLS, without
+TLS. So a set-up connection's URI points nowhere as well: no stray request can reach a server
+in clear whatever the library version.
 """
 
 from __future__ import annotations
