@@ -250,9 +250,7 @@ class LibldapConnection:
                     return
                 self._done(msgid, info)
                 continue
-            if rtype is None:
-                if not self._pending and self._peer_closed():
-                    self.drop("connection closed by the server", retriable=True)
+            if rtype is None:  # (an EOF or a reset is an LDAPError above, not this)
                 return
             self._received(rtype, rdata, msgid)
 
