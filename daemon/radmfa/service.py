@@ -26,6 +26,7 @@ from radmfa.auth.policy import Policy
 from radmfa.config import Config, ConfigError, ListenAddress, load_config
 from radmfa.directory.base import GroupFinder, PasswordChecker
 from radmfa.directory.ldap import LdapPasswordChecker
+from radmfa.directory.ldap_libldap import LibldapPasswordChecker
 from radmfa.directory.ldap_native import NativeLdapPasswordChecker
 from radmfa.directory.local import LocalUsersChecker, UsersFileError
 from radmfa.factors.plugins import FactorLoadError, build_factors, directory_attributes
@@ -72,6 +73,10 @@ def build_directory(config: Config, runner: BlockingRunner, clock: Any) -> Passw
             if config.ldap.engine == "native":
                 return NativeLdapPasswordChecker(
                     config.ldap, clock, attributes=wanted, groups=groups
+                )
+            if config.ldap.engine == "libldap":  # connections are opened on the runner
+                return LibldapPasswordChecker(
+                    config.ldap, clock, runner, attributes=wanted, groups=groups
                 )
             return LdapPasswordChecker(config.ldap, runner, clock, attributes=wanted, groups=groups)
         except ValueError as e:

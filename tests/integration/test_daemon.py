@@ -80,9 +80,22 @@ class Enrolled:
         return self.totp.at(time.time() + 30 * steps)
 
 
-@pytest.fixture(scope="module")
-def daemon(slapd: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RadmfaDaemon]:
-    d = RadmfaDaemon(tmp_path_factory.mktemp("radmfa"), base_config(slapd))
+#: The LDAP engines the daemon's own tests run with (ldap3 is covered engine by engine in
+#: test_ldap_engines.py).
+DAEMON_ENGINES = ["native", "libldap"]
+
+
+def with_engine(config: dict, engine: str) -> dict:
+    config["ldap"] = {**config["ldap"], "engine": engine}
+    return config
+
+
+@pytest.fixture(scope="module", params=DAEMON_ENGINES)
+def daemon(
+    request: pytest.FixtureRequest, slapd: Slapd, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RadmfaDaemon]:
+    config = with_engine(base_config(slapd), str(request.param))
+    d = RadmfaDaemon(tmp_path_factory.mktemp("radmfa"), config)
     d.start()
     try:
         yield d
@@ -322,8 +335,9 @@ def test_rejects_look_the_same_whatever_failed(daemon, slapd, strict_client):
 # -- directory outage -------------------------------------------------------------------------
 
 
-def test_slapd_killed_then_restarted(fresh_slapd, tmp_path):
-    d = RadmfaDaemon(tmp_path / "radmfa", base_config(fresh_slapd))
+@pytest.mark.parametrize("engine", DAEMON_ENGINES)
+def test_slapd_killed_then_restarted(fresh_slapd, tmp_path, engine):
+    d = RadmfaDaemon(tmp_path / "radmfa", with_engine(base_config(fresh_slapd), engine))
     d.start()
     client = RadiusTestClient(d.port, STRICT_SECRET.encode(), source="127.0.0.3")
     try:

@@ -1,4 +1,4 @@
-"""Group lookups and account state against a real slapd, with both LDAP engines.
+"""Group lookups and account state against a real slapd, with every LDAP engine.
 
 The directory has groupOfNames groups nested three deep (bob is in staff, staff is in
 vpn-users, vpn-users is in everyone), the memberof overlay (so ``membership: memberof`` is
@@ -24,6 +24,7 @@ from radmfa.auth.groupcheck import check_policy_groups
 from radmfa.config import LdapConfig, LdapGroupsConfig, PolicyConfig, PolicyRule
 from radmfa.directory.base import DirectoryOutcome
 from radmfa.directory.ldap import LdapPasswordChecker
+from radmfa.directory.ldap_libldap import LibldapPasswordChecker
 from radmfa.directory.ldap_native import NativeLdapPasswordChecker
 from radmfa.threads import ThreadPoolRunner
 from tests.support.daemon import RadmfaDaemon
@@ -92,7 +93,7 @@ def config(server: Slapd, **groups: Any) -> tuple[LdapConfig, LdapGroupsConfig]:
     )
 
 
-@pytest.fixture(params=["ldap3", "native"])
+@pytest.fixture(params=["ldap3", "native", "libldap"])
 def make_checker(
     request: pytest.FixtureRequest, ldap_runner: ThreadPoolRunner
 ) -> Iterator[Callable[..., Any]]:
@@ -101,6 +102,8 @@ def make_checker(
     def make(ldap: LdapConfig, groups: LdapGroupsConfig | None = None) -> Any:
         if request.param == "native":
             checker: Any = NativeLdapPasswordChecker(ldap, reactor, groups=groups)
+        elif request.param == "libldap":
+            checker = LibldapPasswordChecker(ldap, reactor, ldap_runner, groups=groups)
         else:
             checker = LdapPasswordChecker(ldap, ldap_runner, reactor, groups=groups)
         made.append(checker)

@@ -1,4 +1,4 @@
-"""``ldap.user_cache`` against a real slapd, with both LDAP engines: a repeat login sends no
+"""``ldap.user_cache`` against a real slapd, with every LDAP engine: a repeat login sends no
 user search (slapd's log shows it) but still one user bind; a refused bind forgets the entry;
 an entry renamed, moved or deleted after it was cached costs one refused attempt, then the
 next login searches again and finds the truth."""
@@ -15,6 +15,7 @@ from twisted.internet import reactor
 from radmfa.config import LdapConfig
 from radmfa.directory.base import DirectoryOutcome
 from radmfa.directory.ldap import LdapPasswordChecker
+from radmfa.directory.ldap_libldap import LibldapPasswordChecker
 from radmfa.directory.ldap_native import NativeLdapPasswordChecker
 from radmfa.threads import ThreadPoolRunner
 from tests.integration.test_ldap_engines import search
@@ -28,7 +29,7 @@ INVALID = DirectoryOutcome.INVALID_CREDENTIALS
 NO_SUCH_USER = DirectoryOutcome.NO_SUCH_USER
 
 
-@pytest.fixture(params=["ldap3", "native"])
+@pytest.fixture(params=["ldap3", "native", "libldap"])
 def make_checker(
     request: pytest.FixtureRequest, ldap_runner: ThreadPoolRunner
 ) -> Iterator[Callable[[LdapConfig], Any]]:
@@ -39,6 +40,8 @@ def make_checker(
         checker: Any
         if request.param == "native":
             checker = NativeLdapPasswordChecker(config, reactor)
+        elif request.param == "libldap":
+            checker = LibldapPasswordChecker(config, reactor, ldap_runner)
         else:
             checker = LdapPasswordChecker(config, ldap_runner, reactor)
         made.append(checker)

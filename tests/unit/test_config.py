@@ -332,6 +332,13 @@ def test_ldap_direct_bind_defaults(tmp_path: Path) -> None:
     assert config.local_users is None
 
 
+@pytest.mark.parametrize("spelling", ["libldap", "LibLDAP"])
+def test_ldap_engine_libldap(tmp_path: Path, spelling: str) -> None:
+    config = load(tmp_path, CLIENT + LDAP + f"  engine: {spelling}\n")
+
+    assert config.ldap is not None and config.ldap.engine == "libldap"
+
+
 def test_example_config_loads_without_problems_or_warnings() -> None:
     if not Path("/etc/ssl/certs/ca-certificates.crt").is_file():
         pytest.skip("the example's ldap.ca_file (Debian's CA bundle) is not on this host")

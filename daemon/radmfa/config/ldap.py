@@ -68,7 +68,8 @@ class LdapConfig:
     retry_after: float = 10.0
     #: "native": asynchronous client on the reactor, persistent pipelined connections (fast).
     #: "ldap3": ldap3 in a thread pool, a fresh connection per user bind (the reference).
-    engine: Literal["native", "ldap3"] = "native"
+    #: "libldap": OpenLDAP's libldap (python-ldap) on the reactor, the native engine's pools.
+    engine: Literal["native", "ldap3", "libldap"] = "native"
     #: Read AD / ppolicy account-state attributes with the user search (search-then-bind) and
     #: refuse disabled, locked and expired accounts without a bind.
     account_state: bool = True
@@ -140,8 +141,8 @@ def parse_ldap(s: Section) -> LdapConfig:
         pool_size=s.get_int("pool_size", d.pool_size, 1, 256),
         retry_after=s.get_duration("retry_after", d.retry_after, 0, 3600),
         engine=cast(
-            Literal["native", "ldap3"],
-            s.get_choice("engine", d.engine, ("native", "ldap3"), fold=str.lower),
+            Literal["native", "ldap3", "libldap"],
+            s.get_choice("engine", d.engine, ("native", "ldap3", "libldap"), fold=str.lower),
         ),
         account_state=s.get_bool("account_state", d.account_state),
         user_cache=_ldap_user_cache(s),

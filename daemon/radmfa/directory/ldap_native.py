@@ -31,6 +31,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from typing import Protocol as Protocol_
 
 from ldap3.core.results import RESULT_CODES
 from twisted.internet.abstract import isIPAddress, isIPv6Address
@@ -529,6 +530,16 @@ class LdapClientProtocol(Protocol):
 # -- opening connections ------------------------------------------------------------------------
 
 
+class Connector(Protocol_):
+    """Opens ready connections to one server for the pools: connected, TLS in place, bound as
+    ``identity`` when one is given. Failures are :class:`ConnectionFailed` (nothing of an
+    operation was sent: another server may be tried) or :class:`ServiceBindRefused`."""
+
+    server: LdapServer
+
+    async def open(self, identity: tuple[str, bytes] | None, purpose: str) -> Any: ...
+
+
 class _Connector:
     """Opens ready connections to one server: TCP, then LDAPS or StartTLS, then (optionally) a
     bind as the service account. Any failure is a :class:`ConnectionFailed` (or
@@ -882,10 +893,7 @@ class NativeLdapPasswordChecker:
             service = (config.bind_dn, (config.bind_password or "").encode("utf-8"))
         self._pools: dict[str, _Server] = {}
         for server in self._servers:
-            tls = None
-            if server.use_ssl or config.start_tls:
-                tls = make_tls_options(server.host, config.ca_file)
-            connector = _Connector(reactor, server, config, tls)
+            connector = self._connector(server)
             search_pool = None
             if config.base_dn:
                 search_pool = ConnectionPool(
@@ -903,6 +911,22 @@ class NativeLdapPasswordChecker:
                 name=f"{server.url} bind",
             )
             self._pools[server.url] = _Server(server, search_pool, bind_pool)
+
+    def _connector(self, server: LdapServer) -> Connector:
+        """What opens this engine's connections to ``server`` (TCP and TLS on the reactor)."""
+        tls = None
+        if server.use_ssl or self._config.start_tls:
+            tls = make_tls_options(server.host, self._config.ca_file)
+        return _Connector(self._reactor, server, self._config, tls)
+
+    def _user_search_filter(self, username: str) -> Any:
+        """The user search's filter as the connections take it (BER here; FilterError)."""
+        assert self._filter is not None
+        return self._filter.encode(username)
+
+    def _group_search_filter(self, text: str) -> Any:
+        """A group search's filter as the connections take it (BER here; FilterError)."""
+        return compile_filter(text)
 
     @property
     def servers(self) -> tuple[LdapServer, ...]:
@@ -1058,7 +1082,7 @@ class NativeLdapPasswordChecker:
             level: list[str] = []
             for text in filters:
                 try:
-                    filter_ber = compile_filter(text)
+                    filter_ber = self._group_search_filter(text)
                 except FilterError as exc:
                     raise FinalAnswer(_unavailable(f"bad group filter: {exc}", url)) from None
                 outcome = await self._search(
@@ -1082,7 +1106,7 @@ class NativeLdapPasswordChecker:
         assert settings is not None and self._config.base_dn is not None
         url = entry.server.url
         try:
-            filter_ber = compile_filter(group_probe_filter(settings, names))
+            filter_ber = self._group_search_filter(group_probe_filter(settings, names))
         except FilterError as exc:
             raise FinalAnswer(_unavailable(f"bad group filter: {exc}", url)) from None
         outcome = await self._search(
@@ -1245,9 +1269,8 @@ class NativeLdapPasswordChecker:
     async def _search_user(self, entry: _Server, username: str) -> tuple[str, dict[str, list[str]]]:
         """The user search: exactly one entry, or a FinalAnswer saying what went wrong."""
         url = entry.server.url
-        assert self._filter is not None
         try:
-            filter_ber = self._filter.encode(username)
+            filter_ber = self._user_search_filter(username)
         except FilterError as exc:
             raise FinalAnswer(_unavailable(f"bad search filter: {exc}", url)) from None
         found = await self._search(entry, filter_ber)
@@ -1300,7 +1323,7 @@ class NativeLdapPasswordChecker:
 
 
 def _opener(
-    connector: _Connector, identity: tuple[str, bytes] | None, purpose: str
+    connector: Connector, identity: tuple[str, bytes] | None, purpose: str
 ) -> Callable[[], Deferred[LdapClientProtocol]]:
     def open_connection() -> Deferred[LdapClientProtocol]:
         return Deferred.fromCoroutine(connector.open(identity, purpose))
