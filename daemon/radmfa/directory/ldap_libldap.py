@@ -43,7 +43,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from radmfa.config import LdapConfig
+from radmfa.config import LdapConfig, LdapGroupsConfig
 from radmfa.directory.ber import (
     BIND_RESPONSE,
     SEARCH_RESULT_DONE,
@@ -64,7 +64,6 @@ from radmfa.directory.ldap_native import (
     _describe,
 )
 from radmfa.directory.tlsnames import NameMismatch, ServerName
-from radmfa.policyconfig import LdapGroupsConfig
 from radmfa.threads import BlockingRunner
 
 __all__ = ["LibldapConnection", "LibldapConnector", "LibldapPasswordChecker", "import_ldap"]
