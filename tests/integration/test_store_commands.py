@@ -498,3 +498,13 @@ def test_store_copy_needs_a_postgresql_destination(
     assert code == 2 and out == ""
     assert "store copy needs store.engine: postgresql" in err
     assert not (tmp_path / "new.sqlite3").exists()
+
+
+def test_radmfa_help_names_the_store_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "store" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["store", "--help"])
+    text = capsys.readouterr().out
+    assert "migrate" in text and "copy" in text and "PostgreSQL" in text
