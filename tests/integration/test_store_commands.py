@@ -164,9 +164,9 @@ def test_store_migrate_creates_a_new_schema_then_finds_it_up_to_date(
 ) -> None:
     code, out, err = radmfa(capsys, "-c", pg_config, "store", "migrate")
     assert code == 0, err
-    name = out.split(": schema")[0]
+    name = out.split(": migrated")[0]
     assert name.startswith("store: PostgreSQL database 't_") and "127.0.0.1:" in name
-    assert out.endswith(f": schema {PG_SCHEMA} migrated from 0 to {PG_SCHEMA}\n")
+    assert out == f"{name}: migrated from 0 to {PG_SCHEMA}\n"
     assert "password" not in out
 
     code, out, err = radmfa(capsys, "-c", pg_config, "store", "migrate")
@@ -181,7 +181,7 @@ def test_store_migrate_works_for_sqlite_too(
     code, out, _ = radmfa(capsys, "-c", config, "store", "migrate")
     assert (code, out) == (
         0,
-        f"store: {db}: schema {SQLITE_SCHEMA} migrated from 0 to {SQLITE_SCHEMA}\n",
+        f"store: {db}: migrated from 0 to {SQLITE_SCHEMA}\n",
     )
     code, out, _ = radmfa(capsys, "-c", config, "store", "migrate")
     assert (code, out) == (0, f"store: {db}: schema {SQLITE_SCHEMA} (up to date)\n")

@@ -28,8 +28,10 @@ def run_migrate(args: argparse.Namespace) -> int:
         raise CommandFailed(str(e)) from None
     finally:
         store.close()
-    done = "(up to date)" if before == after else f"migrated from {before} to {after}"
-    print(f"store: {describe(config.store)}: schema {after} {done}")
+    done = (
+        f"schema {after} (up to date)" if before == after else f"migrated from {before} to {after}"
+    )
+    print(f"store: {describe(config.store)}: {done}")
     return 0
 
 
@@ -78,6 +80,6 @@ def run_copy(args: argparse.Namespace) -> int:
             ) from None
         except StoreError as e:
             raise CommandFailed(f"nothing copied: {e}") from None
-    print(f"{summary}")
+    print(summary)
     print(f"into {describe(config.store)}, from {args.source}")
     return 0
