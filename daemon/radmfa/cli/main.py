@@ -230,6 +230,31 @@ def build_parser() -> argparse.ArgumentParser:
     _reason(revoke)
     revoke.set_defaults(run="radmfa.cli.devices:run_revoke")
 
+    store = sub.add_parser(
+        "store", help="the store itself: its schema, moving a SQLite store into PostgreSQL"
+    )
+    ssub = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+    migrate = ssub.add_parser(
+        "migrate",
+        help="bring the configured store's schema up to date (nodes starting meanwhile "
+        "wait); prints the version before and after",
+    )
+    migrate.set_defaults(run="radmfa.cli.store:run_migrate")
+    copy = ssub.add_parser(
+        "copy",
+        help="copy a SQLite store (tokens, users, devices, audit trail) into the configured "
+        "PostgreSQL store, which must be empty: all or nothing",
+    )
+    copy.add_argument(
+        "--from", dest="source", required=True, metavar="PATH", help="the SQLite store file"
+    )
+    copy.add_argument(
+        "--key-file",
+        help="the key file of that store (default: store.key_file; every node shares one)",
+    )
+    _reason(copy)
+    copy.set_defaults(run="radmfa.cli.store:run_copy")
+
     trail = sub.add_parser(
         "audit", help="who logged in with what, from where, who failed and why, admin changes"
     )

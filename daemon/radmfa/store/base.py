@@ -11,7 +11,7 @@ import hmac
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class StoreError(Exception):
@@ -341,6 +341,19 @@ class SendGrant:
     retry_after: float = 0.0
     #: "cooldown", "hourly_cap" (this user) or "total_cap" (all users) when refused.
     limit: str | None = None
+
+
+@runtime_checkable
+class VersionedStore(Protocol):
+    """An engine with a versioned schema (SQLite, PostgreSQL; not the memory fake), which
+    it migrates when it is opened."""
+
+    #: The version found when the store was opened, before migrating it (0: a new store).
+    schema_at_open: int
+
+    def schema_version(self) -> int:
+        """The version now (after any migration)."""
+        ...
 
 
 class Store(Protocol):

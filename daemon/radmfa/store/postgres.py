@@ -38,6 +38,7 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from radmfa.store import pg_import
 from radmfa.store.base import (
     ATTEMPT_FAILED,
     ATTEMPT_LEASE,
@@ -73,6 +74,7 @@ from radmfa.store.base import (
 )
 from radmfa.store.crypto import SecretBox, SecretBoxError, token_secret_aad
 from radmfa.store.pg_schema import MIGRATIONS, SCHEMA_VERSION
+from radmfa.store.snapshot import Snapshot, SnapshotCounts
 
 __all__ = ["PostgresStore"]
 
@@ -392,6 +394,8 @@ class PostgresStore:
         self._down_at: float | None = None
         #: Decrypted token secrets by (token id, user, sealed blob), as in the SQLite engine.
         self._opened: dict[tuple[str, str, bytes], bytes] = {}
+        #: The schema version found when this store was opened, before migrating it.
+        self.schema_at_open = 0
         self._migrate()
         self._pool: ConnectionPool[Conn] = ConnectionPool(
             kwargs=self._kwargs,
@@ -523,6 +527,7 @@ class PostgresStore:
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY)")
         row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
         current = int(row[0] or 0) if row is not None else 0
+        self.schema_at_open = current
         if current > SCHEMA_VERSION:
             raise StoreError(
                 f"database {self.name} has schema version {current}, this radmfa knows up to "
@@ -555,6 +560,24 @@ class PostgresStore:
             "reading the schema version", "SELECT MAX(version) FROM schema_version", ()
         )
         return int(row[0])
+
+    def import_snapshot(
+        self, snapshot: Snapshot, notes: Sequence[AuditEvent] = ()
+    ) -> SnapshotCounts:
+        """Copy another store's ``snapshot`` into this one, which must hold no data, and
+        append ``notes`` (admin rows about the copy), in one transaction: all of it or,
+        whatever fails, nothing. Token secrets are sealed again with this store's key.
+        Returns the rows copied per kind; :class:`StoreNotEmpty` when there was data."""
+
+        def token_row(token: TokenRecord) -> tuple[object, ...]:
+            return self._token_rows([token])[0]
+
+        # Never retried: the snapshot's rows can be read only once.
+        return self._run(
+            f"copying {snapshot.source}",
+            lambda conn: pg_import.fill(conn, snapshot, token_row, notes),
+            retry=False,
+        )
 
     def close(self) -> None:
         """Close the pool and every connection in it. Call at shutdown only."""

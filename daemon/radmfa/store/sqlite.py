@@ -409,6 +409,8 @@ class SqliteStore:
         self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._closed = False
         self._use_returning = _HAS_RETURNING
+        #: The schema version found when this store was opened, before migrating it.
+        self.schema_at_open = 0
         self._create_file()
         self._migrate()
 
@@ -530,6 +532,7 @@ class SqliteStore:
         with self._write("schema migration") as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY)")
             current = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
+            self.schema_at_open = int(current)
             if current > SCHEMA_VERSION:
                 raise StoreError(
                     f"database {self.path} has schema version {current}, but this radmfa only "
