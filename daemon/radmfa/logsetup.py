@@ -9,6 +9,10 @@ Every value substituted into a message is escaped here (:func:`render_message`),
 call site: a user name, NAS-Identifier, directory answer or SMTP error with a newline, an ANSI
 escape or a bidi override stays one inert line. Decision lines arrive escaped already.
 
+Libraries that log through the standard library's ``logging`` (psycopg's connection pool) are
+routed here too (:class:`StdlibBridge`, warnings and up): without it Python prints their records
+raw on stderr, unescaped and outside the JSON format.
+
 Every line is written and flushed at once, except decision lines in a serving daemon: there
 (:func:`buffer_decision_lines`) they are collected and written together, one write for many
 lines instead of one per request. See :class:`_Output` for when they are written.
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import math
 import os
 import string
@@ -30,6 +35,7 @@ from typing import IO, Any
 from twisted.internet.task import LoopingCall
 from twisted.logger import (
     FilteringLogObserver,
+    Logger,
     LogLevel,
     LogLevelFilterPredicate,
     formatEvent,
@@ -248,6 +254,36 @@ class JsonObserver(_Output):
         self._emit(json.dumps(record, ensure_ascii=False, default=str) + "\n", event)
 
 
+class StdlibBridge(logging.Handler):
+    """A standard-library log record as a Twisted event in the logger's name: formatted,
+    escaped, level-filtered and written like every other line."""
+
+    _LEVELS = (
+        (logging.CRITICAL, LogLevel.critical),
+        (logging.ERROR, LogLevel.error),
+        (logging.WARNING, LogLevel.warn),
+        (logging.INFO, LogLevel.info),
+    )
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # a library's bad format arguments must not lose the line
+            message = str(record.msg)
+        level = next((to for at, to in self._LEVELS if record.levelno >= at), LogLevel.debug)
+        Logger(namespace=record.name).emit(level, "{message}", message=message)
+
+
+def route_stdlib_logging() -> None:
+    """Send the standard library's records of warning and up through :class:`StdlibBridge`
+    (once: a second call replaces the first bridge). Libraries' info chatter stays out."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, StdlibBridge)]:
+        root.removeHandler(handler)
+    root.addHandler(StdlibBridge())
+    root.setLevel(logging.WARNING)
+
+
 #: The observer configure_logging installed, for buffer_decision_lines.
 _observer: _Output | None = None
 
@@ -265,6 +301,7 @@ def configure_logging(
     globalLogBeginner.beginLoggingTo(
         [FilteringLogObserver(observer, [predicate])], redirectStandardIO=False
     )
+    route_stdlib_logging()
     return predicate
 
 

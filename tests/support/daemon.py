@@ -45,6 +45,8 @@ class RadmfaDaemon:
         self.config_path = workdir / "radmfa.yaml"
         self.log_path = workdir / "radmfa.log"
         self.process: subprocess.Popen[bytes] | None = None
+        #: Where the log of the process started last begins.
+        self._log_offset = 0
         #: Added to the daemon's environment (NOTIFY_SOCKET, CREDENTIALS_DIRECTORY...).
         self.extra_env: dict[str, str] = {}
         #: Added after ``serve`` (e.g. ``["--log-format", "json"]``).
@@ -80,13 +82,23 @@ class RadmfaDaemon:
         def ready() -> bool:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"radmfa exited with {self.process.returncode}:\n{self.log()}")
-            return READY_LINE in self.log()
+            return READY_LINE in self.log_since_start()
 
         deadline_poll(ready, timeout, what="radmfa to be ready")
 
     def log(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_since_start(self) -> str:
+        """What the process started last wrote: a restarted daemon is ready only when it
+        says so itself, not because the run before it did."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_offset)
+                return f.read().decode(errors="replace")
         except FileNotFoundError:
             return ""
 

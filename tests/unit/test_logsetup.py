@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import random
 import threading
@@ -475,3 +476,45 @@ def test_serve_without_configured_logging_does_nothing(monkeypatch):
     reactor = FakeReactor()
     logsetup.buffer_decision_lines(reactor)
     assert reactor.triggers == [] and not reactor.getDelayedCalls()
+
+
+# -- the standard library's records ---------------------------------------------------------
+
+
+def test_a_stdlib_warning_becomes_one_escaped_line_in_the_log_format():
+    captured: list[dict] = []
+    globalLogPublisher.addObserver(captured.append)
+    try:
+        logsetup.StdlibBridge().handle(
+            logging.LogRecord(
+                "psycopg.pool", logging.WARNING, __file__, 1, "failed: %s", ("a\nb",), None
+            )
+        )
+    finally:
+        globalLogPublisher.removeObserver(captured.append)
+    (bridged,) = captured
+    out = io.StringIO()
+    JsonObserver(out, timestamps=False)(bridged)
+    record = json.loads(out.getvalue())
+    assert (record["level"], record["namespace"]) == ("warn", "psycopg.pool")
+    assert record["message"] == "failed: a\\nb"
+    assert out.getvalue().count("\n") == 1
+
+
+def test_stdlib_records_are_routed_once_and_info_chatter_stays_out():
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    captured: list[dict] = []
+    globalLogPublisher.addObserver(captured.append)
+    try:
+        logsetup.route_stdlib_logging()
+        logsetup.route_stdlib_logging()
+        logging.getLogger("some.library").info("connection given")
+        logging.getLogger("some.library").warning("it broke")
+    finally:
+        globalLogPublisher.removeObserver(captured.append)
+        root.handlers[:] = saved[1]
+        root.setLevel(saved[0])
+    assert [(e["log_namespace"], e["log_level"]) for e in captured] == [
+        ("some.library", LogLevel.warn)
+    ]

@@ -64,6 +64,8 @@ ENDS_DELAY = 0.05
 #: How long an attempt waits for the user's attempts in flight before it is refused as
 #: throttled; the first retry after 5 ms, then doubling up to 50 ms.
 MAX_BUSY_WAIT = 2.0
+#: Ends the store could not take (an outage) kept for the next trip, at most.
+MAX_KEPT_ENDS = 10_000
 
 
 @dataclass
@@ -75,6 +77,9 @@ class Attempt:
     #: The station's failure key, when the request has a station.
     source: str | None
     ended: bool = field(default=False)
+    #: Its failure is being written: only that write ends it (never a release), and if the
+    #: write fails it stays pending, a failure that may still happen, until its lease ends.
+    counting: bool = field(default=False)
 
 
 @dataclass(frozen=True)
@@ -169,16 +174,12 @@ class Ledger:
         traffic (disabled, locked, throttled; a DROP for a request another worker or daemon
         already has). ``device``: the remembered device to look for."""
         attempt = Attempt(attempt_id_of(request, key), key, source_key(request))
-        start, tokens = await self.db.run(
-            self._begin_attempt, attempt, device, now, self._take_ends()
-        )
+        start, tokens = await self._reserve(attempt, device, now)
         waited, step = 0.0, 0.005
         while start.refusal == BUSY and waited < MAX_BUSY_WAIT:
             await deferLater(self.clock, step, lambda: None)
             waited, step = waited + step, min(step * 2, 0.05)
-            start, tokens = await self.db.run(
-                self._begin_attempt, attempt, device, self.clock.seconds(), self._take_ends()
-            )
+            start, tokens = await self._reserve(attempt, device, self.clock.seconds())
         if start.refusal == BUSY:
             log.info("{user}: too many attempts in flight; throttled", user=user)
             return reject(Reason.THROTTLED, user)
@@ -209,6 +210,18 @@ class Ledger:
             state.device,
             attempt,
         )
+
+    async def _reserve(
+        self, attempt: Attempt, device: DeviceRef | None, now: float
+    ) -> tuple[AttemptStart, list[TokenRecord]]:
+        """One trip: the batched ends, then the reservation; ends the store did not take
+        are kept for the next trip."""
+        ends = self._take_ends()
+        try:
+            return await self.db.run(self._begin_attempt, attempt, device, now, ends)
+        except StoreError:
+            self._keep(ends)
+            raise
 
     def _begin_attempt(
         self, attempt: Attempt, device: DeviceRef | None, now: float, ends: list[AttemptEnd]
@@ -274,6 +287,7 @@ class Ledger:
         now = self.clock.seconds()
         # Ended only once written: if the store fails here, the reservation stays pending
         # (counted as a failure that may still happen) until its lease ends.
+        attempt.counting = True
         state = await self.db.run(self._record_failure, attempt, now)
         attempt.ended = True
         if state is not None and state.locked_until is not None and state.last_failure_at == now:
@@ -321,9 +335,9 @@ class Ledger:
 
     async def release(self, view: UserView) -> None:
         """End the reservation without counting anything (when neither fail nor succeed
-        did: a refusal that is not a guess, a challenge issued)."""
+        did: a refusal that is not a guess, a challenge issued, a store error on the way)."""
         attempt = view.attempt
-        if attempt.ended:
+        if attempt.ended or attempt.counting:
             return
         attempt.ended = True
         self._end(AttemptEnd(attempt.attempt_id, attempt.key))
@@ -331,7 +345,9 @@ class Ledger:
     # Ends that count nothing against anyone go to the store in batches: with the next
     # login's reservation (the same trip to the store thread) or, when none comes, after
     # ENDS_DELAY. A reservation ended late only errs on the safe side (it counts as pending a
-    # little longer); a failure is never batched.
+    # little longer); a failure is never batched. Ends the store could not take (it is down)
+    # go with the next trip once it is back, so an outage leaves no reservation pending
+    # against its user until the lease ends.
 
     def _end(self, end: AttemptEnd) -> None:
         self._ends.append(end)
@@ -351,7 +367,7 @@ class Ledger:
         if not ends:
             return succeed(None)
         d = self.db.run(self._end_attempts, ends, self.clock.seconds())
-        d.addErrback(self._ends_lost, len(ends))
+        d.addErrback(self._ends_lost, ends)
         return d
 
     def flush(self) -> Deferred[None]:
@@ -361,14 +377,25 @@ class Ledger:
     def _end_attempts(self, ends: list[AttemptEnd], now: float) -> None:
         self.store.end_attempts(ends, now)
 
-    @staticmethod
-    def _ends_lost(failure: Failure, count: int) -> None:
+    def _ends_lost(self, failure: Failure, ends: list[AttemptEnd]) -> None:
         failure.trap(StoreError)
+        self._keep(ends)
         log.warn(
-            "{n} attempt reservation(s) could not be ended ({err}); they lapse on their own",
-            n=count,
+            "{n} attempt reservation(s) could not be ended ({err}); they go with the next "
+            "call to the store",
+            n=len(ends),
             err=failure.getErrorMessage(),
         )
+
+    def _keep(self, ends: list[AttemptEnd]) -> None:
+        """Put back ends the store did not take, before the newer ones, as plain releases:
+        a release is safe to repeat, but a success's clearing applied late could wipe out
+        failures counted since (so a late success only stops counting its reservation).
+        No timer is set: they go with the next login's trip or the next end's batch, not
+        in a loop of failing calls while the store is down."""
+        kept = [e if not e.succeeded else AttemptEnd(e.attempt_id, e.user) for e in ends]
+        self._ends[:0] = kept
+        del self._ends[:-MAX_KEPT_ENDS]
 
     async def consume(self, token: TokenRecord, match: CodeMatch) -> bool:
         """Make a matched code stick (atomic in the store); False: someone used it first."""

@@ -260,12 +260,15 @@ class Authenticator:
         view = await self.ledger.begin(user, key, request, device, now)
         if isinstance(view, Decision):  # refused before any directory traffic
             return view
-        verdict, entry = await self.verdicts.evaluate(request, user, key, view)
-        if isinstance(verdict, Decision):
+        try:
+            verdict, entry = await self.verdicts.evaluate(request, user, key, view)
+            if isinstance(verdict, Decision):
+                return verdict
+            decision = await self._decide_with(request, user, key, password, view, verdict, entry)
+        finally:
+            # Whatever happened, a store error included: a no-op when the decision already
+            # counted the try.
             await self.ledger.release(view)
-            return verdict
-        decision = await self._decide_with(request, user, key, password, view, verdict, entry)
-        await self.ledger.release(view)  # no-op when the decision already counted the try
         decision = ruled(decision, verdict.rule)
         if (
             decision.outcome is Outcome.ACCEPT

@@ -83,12 +83,15 @@ class ChallengeRounds:
         view = await self.ledger.begin(user, key, request, None, now)
         if isinstance(view, Decision):  # refused before any code check
             return tagged(view, method="challenge", rule=challenge.rule)
-        verdict = await self._policy_now(request, user, key, challenge, view)
-        if isinstance(verdict, Decision):
+        try:
+            verdict = await self._policy_now(request, user, key, challenge, view)
+            if isinstance(verdict, Decision):
+                return verdict
+            decision = await self._round(request, user, key, answer, challenge, view)
+        finally:
+            # Whatever happened, a store error included: a no-op when the decision already
+            # counted the try.
             await self.ledger.release(view)
-            return verdict
-        decision = await self._round(request, user, key, answer, challenge, view)
-        await self.ledger.release(view)  # no-op when the decision already counted the try
         decision = ruled(decision, verdict.rule)
         if (
             decision.outcome is Outcome.ACCEPT

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import ipaddress
+import logging
 import math
 import os
 import re
@@ -97,6 +98,11 @@ ATTEMPTS_PURGE_BATCH = 2000
 _KEY_CHECK = "key_check"
 _KEY_CHECK_PLAINTEXT = b"radmfa: the key file of this store"
 _KEY_CHECK_AAD = b"radmfa/key-check/v1"
+
+#: The pool warns once per connection attempt, and while the database is down every call
+#: makes one: the callers report an outage themselves, one line when it starts and one when it
+#: ends (:class:`radmfa.outage.Outage`). The pool's errors still get a line.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 _forks = [0]
 

@@ -12,6 +12,7 @@ import dataclasses
 import os
 
 import pyotp
+import pytest
 from twisted.internet.task import Clock
 
 from radmfa.auth.model import AccessRequest, AuthMethod, Decision, Outcome, Reason
@@ -29,7 +30,7 @@ from radmfa.config import (
 )
 from radmfa.factors.base import FactorRegistry
 from radmfa.factors.totp import TotpFactor
-from radmfa.store.base import TokenRecord
+from radmfa.store.base import StoreError, TokenRecord
 from radmfa.store.memory import MemoryStore
 from radmfa.testing import FakeDirectory, InlineRunner
 
@@ -365,3 +366,67 @@ def test_ended_reservations_ride_with_the_next_login_or_a_short_timer():
     state = w.store.login_state("bob", w.clock.seconds())
     assert state.lock.failures == 0
     assert w.store.begin_attempt(b"probe", "bob", T0, lambda s: None).state.pending_user == 0
+
+
+# -- the store going away in the middle of a login --------------------------------------------
+
+
+def pending(w: World, user: str) -> int:
+    """The user's reservations still pending, as the next login's judgement sees them."""
+    start = w.store.begin_attempt(os.urandom(16), user, w.clock.seconds(), lambda s: "look")
+    return start.state.pending_user
+
+
+def store_down(w: World, monkeypatch, *methods: str) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise StoreError("the database is gone")
+
+    for method in methods:
+        monkeypatch.setattr(w.store, method, fail)
+
+
+@pytest.mark.logs_errors  # the outage's one line
+def test_a_store_outage_after_the_reservation_leaves_nothing_pending_once_it_is_back(
+    monkeypatch,
+):
+    w = World(max_failures=4)
+    w.enroll()
+    for _ in range(3):
+        w.store.record_failure("alice", T0 - 10, 4, 300)
+    with monkeypatch.context() as m:  # down after the reservation: no State, no end
+        store_down(w, m, "put_challenge", "end_attempts")
+        assert w.send(b"alice", b"hunter2").reason is Reason.STORE_UNAVAILABLE
+        w.clock.advance(0.05)  # the batched end meets the outage too
+    results = w.start(w.request(b"alice", b"hunter2"))  # back: the end goes first
+    w.settle(2.1)
+    assert results[0].outcome is Outcome.CHALLENGE  # not throttled by its own lost try
+    assert w.store.lock_state("alice").failures == 3  # and nothing counted
+    w.clock.advance(0.05)
+    assert pending(w, "alice") == 0
+
+
+def test_a_success_whose_end_was_lost_releases_later_without_clearing_newer_failures(
+    monkeypatch,
+):
+    w = World(password_only=True)
+    with monkeypatch.context() as m:
+        store_down(w, m, "end_attempts")
+        assert w.send(b"alice", b"hunter2").outcome is Outcome.ACCEPT
+        w.clock.advance(0.05)  # its end (clear alice's failures) is not taken
+    for _ in range(2):  # failures counted since, on another node
+        w.store.record_failure("alice", w.clock.seconds(), 5, 300)
+    assert w.send(b"bob", b"b0bpass").outcome is Outcome.ACCEPT  # takes the kept end along
+    assert pending(w, "alice") == 0
+    assert w.store.lock_state("alice").failures == 2
+
+
+@pytest.mark.logs_errors  # the outage's one line
+def test_a_failure_whose_count_could_not_be_written_stays_pending_until_its_lease(
+    monkeypatch,
+):
+    w = World(password_only=True)
+    with monkeypatch.context() as m:
+        store_down(w, m, "finish_attempt")
+        assert w.send(b"alice", b"wrong").reason is Reason.STORE_UNAVAILABLE
+    w.clock.advance(0.05)
+    assert pending(w, "alice") == 1  # a guess the store did not count still counts
