@@ -6,9 +6,15 @@
 A VARIANT is ``LABEL[@REV]:MODE[:KEY=VALUE;KEY=VALUE...]``: MODE is search, cached or direct
 (as in ``bench.run``), the dotted KEY=VALUE pairs (YAML values) are set on top of that
 mode's config, and ``@REV`` runs the variant from a git worktree of that revision instead of
-this checkout (its supervisor and workers alike). Every variant gets the same users and the
-same load; rows alternate variant by variant, so slow drifts of a shared machine hit them
-all alike, and the summary gives each variant's medians and their ratio to the first.
+this checkout (its supervisor and workers alike). A variant with ``store.engine=postgresql``
+gets a database of its own in one throwaway PostgreSQL cluster started for the run (its dsn,
+password file and key file filled in), and its rows count the cluster's CPU too:
+
+    .venv/bin/python -m bench.ab sqlite:search pg:search:store.engine=postgresql
+
+Every variant gets the same users and the same load; rows alternate variant by variant, so
+slow drifts of a shared machine hit them all alike, and the summary gives each variant's
+medians and their ratio to the first.
 
 On a noisy machine one round proves nothing: run five or more and look at how often one
 variant beats the other, not only at the medians.
@@ -29,7 +35,9 @@ from typing import Any
 
 import yaml
 
+from bench.pgstore import BenchPostgres
 from bench.run import (
+    MODES,
     ROOT,
     CodeBook,
     RadmfaServer,
@@ -41,8 +49,6 @@ from bench.run import (
     warm_up,
 )
 from tests.support.slapd import Slapd
-
-MODES = ("search", "cached", "direct")
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,12 @@ def parse_variant(text: str) -> Variant:
     return Variant(label or text, mode, overrides, revision or None)
 
 
+def uses_postgres(variant: Variant) -> bool:
+    """Whether the variant keeps its store in PostgreSQL (the engine name in any case, as
+    the config reads it)."""
+    return str(variant.overrides.get("store.engine", "")).lower() == "postgresql"
+
+
 def checkout(revision: str, where: Path) -> Path:
     """A detached worktree of ``revision``; returns its ``daemon/`` directory."""
     subprocess.run(
@@ -96,6 +108,7 @@ def summarize(variants: list[Variant], rows: dict[str, list[Row]]) -> list[dict[
     for v in variants:
         mine = rows[v.label]
         rate = statistics.median(r.answers_per_s for r in mine)
+        db = [r.db_cpu_s_per_1000 for r in mine if r.db_cpu_s_per_1000 is not None]
         summary.append(
             {
                 "variant": v.label,
@@ -104,6 +117,7 @@ def summarize(variants: list[Variant], rows: dict[str, list[Row]]) -> list[dict[
                 "p50_ms": round(statistics.median(r.p50_ms for r in mine), 2),
                 "p99_ms": round(statistics.median(r.p99_ms for r in mine), 2),
                 "cpu_s_per_1000": round(statistics.median(r.cpu_s_per_1000 for r in mine), 3),
+                "db_cpu_s_per_1000": round(statistics.median(db), 3) if db else None,
                 "lost": sum(r.lost for r in mine),
             }
         )
@@ -138,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         slapd = Slapd(tmp / "slapd", debug="0")
         slapd.add_ldif(users_ldif(users))
         slapd.start()
+        postgres: BenchPostgres | None = None
         try:
+            if any(uses_postgres(v) for v in variants):
+                postgres = BenchPostgres(tmp / "postgres")
             for v in variants:
                 source = None
                 if v.revision is not None:
@@ -154,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
                     label=v.label,
                     overrides=v.overrides,
                     source=source,
+                    database=postgres.database()
+                    if postgres is not None and uses_postgres(v)
+                    else None,
                 )
                 server.enroll()
                 server.start()
@@ -167,26 +187,34 @@ def main(argv: list[str] | None = None) -> int:
                     attempts = attempts_for(books[server.label], args.requests)
                     row = measure(server, slapd, attempts, level, "ab", args.rate)
                     rows[server.label].append(row)
+                    pg = (
+                        f" pg/1k {row.db_cpu_s_per_1000:.3f}"
+                        if row.db_cpu_s_per_1000 is not None
+                        else ""
+                    )
                     print(
                         f"  round {round_number} {row.server:<16} {row.answers_per_s:8.0f}/s "
                         f"p50 {row.p50_ms:6.2f} p99 {row.p99_ms:7.2f} ms "
-                        f"cpu/1k {row.cpu_s_per_1000:.3f} lost {row.lost}",
+                        f"cpu/1k {row.cpu_s_per_1000:.3f}{pg} lost {row.lost}",
                         flush=True,
                     )
         finally:
             for server in servers:
                 server.stop()
             slapd.kill()
+            if postgres is not None:
+                postgres.stop()
             for tree in trees:
                 remove_checkout(tree)
 
     summary = summarize(variants, rows)
     print(f"\nmedians of {args.rounds} rounds:")
     for s in summary:
+        pg = f" pg/1k {s['db_cpu_s_per_1000']:.3f}" if s["db_cpu_s_per_1000"] is not None else ""
         print(
             f"  {s['variant']:<16} {s['answers_per_s']:8.0f}/s ({s['ratio']:.2f}) "
-            f"p50 {s['p50_ms']:.2f} p99 {s['p99_ms']:.2f} ms cpu/1k {s['cpu_s_per_1000']:.3f} "
-            f"lost {s['lost']}"
+            f"p50 {s['p50_ms']:.2f} p99 {s['p99_ms']:.2f} ms cpu/1k {s['cpu_s_per_1000']:.3f}"
+            f"{pg} lost {s['lost']}"
         )
     if args.json is not None:
         meta = {

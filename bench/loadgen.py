@@ -3,6 +3,9 @@
 Requests are encoded before the clock starts, so the generator spends its time sending and
 receiving, the same for every server it drives. A request unanswered after ``timeout`` seconds
 is lost (no retransmission: a lost request is a failure the table must show).
+
+Several targets (nodes of one service behind no load balancer) share the sockets in turn:
+socket k talks to target k mod n, so every target gets the same share of the requests.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from dataclasses import dataclass, field
 from radmfa.radius.codec import ACCESS_ACCEPT, ACCESS_CHALLENGE, ACCESS_REJECT, encode_request
 
 _KINDS = {ACCESS_ACCEPT: "accept", ACCESS_REJECT: "reject"}
+
+Address = tuple[str, int]
 
 
 @dataclass(frozen=True)
@@ -83,14 +88,22 @@ def _encode(secret: bytes, attempt: Attempt, identifier: int) -> tuple[bytes, by
     return packet, authenticator
 
 
+def spread(targets: Sequence[Address], sockets_count: int) -> list[Address]:
+    """The target of each socket: round robin, so n targets split the load evenly."""
+    if not targets:
+        raise ValueError("at least one target is needed")
+    return [targets[slot % len(targets)] for slot in range(sockets_count)]
+
+
 def run_load(
-    target: tuple[str, int],
+    targets: Sequence[Address],
     secret: bytes,
     attempts: Sequence[Attempt],
     concurrency: int,
     timeout: float = 5.0,
 ) -> LoadResult:
-    """Send every attempt once, keeping ``concurrency`` of them outstanding."""
+    """Send every attempt once, keeping ``concurrency`` of them outstanding (spread over
+    ``targets``)."""
     concurrency = max(1, min(concurrency, len(attempts)))
     result = LoadResult(concurrency)
     # Slot k sends attempts k, k+c, k+2c ...: pre-encode each with its identifier.
@@ -105,7 +118,7 @@ def run_load(
     pending: dict[int, tuple[float, Attempt, int]] = {}  # slot -> (sent at, attempt, id)
     position = [0] * concurrency
     try:
-        for slot in range(concurrency):
+        for slot, target in enumerate(spread(targets, concurrency)):
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sock.setblocking(False)
             sock.connect(target)
@@ -152,7 +165,7 @@ def run_load(
 
 
 def run_rate(
-    target: tuple[str, int],
+    targets: Sequence[Address],
     secret: bytes,
     attempts: Sequence[Attempt],
     rate: float,
@@ -172,7 +185,7 @@ def run_rate(
         packet, _ = _encode(secret, attempt, identifier)
         packets.append((slot, identifier, packet, attempt))
     try:
-        for slot in range(sockets_count):
+        for slot, target in enumerate(spread(targets, sockets_count)):
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sock.setblocking(False)
             sock.connect(target)

@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 _TICKS = os.sysconf("SC_CLK_TCK")
+PROC = Path("/proc")
 
 
-def process_tree(pid: int) -> list[int]:
+def _stat_fields(stat: str) -> list[str]:
+    """The fields after ``(comm)`` (a command name may hold spaces and parentheses)."""
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def process_tree(pid: int, proc: Path = PROC) -> list[int]:
     """``pid`` and all its descendants (worker processes count towards the server)."""
     children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
+    for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        ppid = int(_stat_fields(stat)[1])
         children.setdefault(ppid, []).append(int(entry.name))
     found, todo = [], [pid]
     while todo:
@@ -28,25 +35,37 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of the process tree so far."""
+def cpu_seconds(pid: int, *, reaped: bool = False, proc: Path = PROC) -> float:
+    """User + system CPU of the process tree so far.
+
+    ``reaped``: also the CPU of descendants that have exited and been waited for (the
+    kernel adds it to the parent's cutime/cstime), so a tree whose members come and go
+    (PostgreSQL's autovacuum workers, a backend per short connection) never loses the CPU
+    its departed members spent: every process is counted once, alive by itself, reaped in
+    its parent's total.
+    """
+    last = 15 if reaped else 13  # utime, stime[, cutime, cstime]
     total = 0
-    for member in process_tree(pid):
+    for member in process_tree(pid, proc):
         try:
-            fields = Path(f"/proc/{member}/stat").read_text()
+            parts = _stat_fields((proc / str(member) / "stat").read_text())
         except OSError:
             continue
-        parts = fields[fields.rindex(")") + 2 :].split()
-        total += int(parts[11]) + int(parts[12])  # utime, stime
+        total += sum(int(value) for value in parts[11:last])
     return total / _TICKS
 
 
-def peak_rss_mb(pid: int) -> float:
+def total_cpu_seconds(pids: Iterable[int], *, reaped: bool = False) -> float:
+    """:func:`cpu_seconds` summed over several process trees (two nodes of one service)."""
+    return sum(cpu_seconds(pid, reaped=reaped) for pid in pids)
+
+
+def peak_rss_mb(pid: int, proc: Path = PROC) -> float:
     """Sum of VmHWM (peak resident set) over the process tree, in MB."""
     total_kb = 0
-    for member in process_tree(pid):
+    for member in process_tree(pid, proc):
         try:
-            status = Path(f"/proc/{member}/status").read_text()
+            status = (proc / str(member) / "status").read_text()
         except OSError:
             continue
         for line in status.splitlines():

@@ -9,7 +9,7 @@ venv=${RADMFA_VENV:-$here/.venv}
 # libldap2-dev libsasl2-dev: headers pip builds python-ldap with (it has no wheels; gcc and
 # python3-dev are needed too).
 want_deb=(slapd ldap-utils freeradius-utils libpam-radius-auth pamtester postgresql libldap2-dev libsasl2-dev)
-if [ "${1:-}" = "--bench" ]; then want_deb+=(freeradius); shift; fi
+if [ "${1:-}" = "--bench" ]; then want_deb+=(freeradius freeradius-ldap); shift; fi
 
 missing=()
 for p in "${want_deb[@]}"; do

@@ -112,6 +112,11 @@ class Postgres:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's process id (the backends are its children); None when stopped."""
+        return self._proc.pid if self._proc is not None and self.running else None
+
     # -- administration --------------------------------------------------------------------
 
     def admin(self, dbname: str = "postgres") -> psycopg.Connection:
