@@ -43,7 +43,7 @@ from radmfa.radius.protocol import RadiusServerProtocol, RadiusStats
 from radmfa.store import describe as describe_store
 from radmfa.store import open_store
 from radmfa.store.base import Store
-from radmfa.threads import BlockingRunner, SerialThreadRunner, ThreadPoolRunner
+from radmfa.threads import BlockingRunner, PooledRunner, SerialThreadRunner, ThreadPoolRunner
 
 log = Logger(namespace="radmfa.service")
 
@@ -159,7 +159,13 @@ class Daemon:
         self.name = "radmfa" if worker is None else f"radmfa worker {worker}"
         self.stats = RadiusStats()
         self.store: Store | None = None
-        self.db = SerialThreadRunner(reactor, "radmfa-db")
+        #: SQLite serialises writers anyway: one thread (and one connection) avoids lock
+        #: contention. PostgreSQL serves calls concurrently: one thread per pooled connection.
+        self.db: SerialThreadRunner | PooledRunner = (
+            PooledRunner(reactor, "radmfa-db", config.store.pool_size)
+            if config.store.engine == "postgresql"
+            else SerialThreadRunner(reactor, "radmfa-db")
+        )
         #: The audit trail's own thread (and so its own SQLite connection): a batch of rows
         #: never makes a login's store call queue behind it.
         self.audit_db = SerialThreadRunner(reactor, "radmfa-audit")

@@ -47,6 +47,17 @@ class ThreadPoolRunner:
         return deferToThreadPool(self._reactor, self.pool, fn, *args, **kwargs)  # type: ignore[arg-type]
 
 
+class PooledRunner(ThreadPoolRunner):
+    """The store runner for a database that serves calls concurrently (PostgreSQL): up to
+    ``max_threads`` calls at once, each on a pooled connection of its own. One thread would
+    make every login wait for the database round trips of all the logins ahead of it.
+    Background work (purging, counting) shares the pool."""
+
+    def __init__(self, reactor: IReactorFromThreads, name: str, max_threads: int) -> None:
+        super().__init__(reactor, name, max_threads)
+        self.background: BlockingRunner = self
+
+
 class SerialThreadRunner:
     """One worker thread and a queue: calls run one after another, in submission order.
 

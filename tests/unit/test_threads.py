@@ -154,3 +154,24 @@ def test_stop_runs_queued_background_calls_too():
 def test_background_before_start_is_refused():
     with pytest.raises(RuntimeError, match="not started"):
         SerialThreadRunner(reactor, "idle").background.run(lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_pooled_runner_serves_calls_at_once_and_its_background_is_the_pool():
+    from radmfa.threads import PooledRunner
+
+    pooled = PooledRunner(reactor, "test-pooled", 4)
+    pooled.start()
+    try:
+        arrived = threading.Barrier(3, timeout=10)  # three calls must be inside at once
+
+        def meet() -> str:
+            arrived.wait()
+            return threading.current_thread().name
+
+        names = await gatherResults(
+            [pooled.run(meet), pooled.run(meet), pooled.background.run(meet)]
+        )
+        assert len(set(names)) == 3
+    finally:
+        pooled.stop()
