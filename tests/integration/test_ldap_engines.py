@@ -873,6 +873,35 @@ async def test_bytes_injected_after_the_starttls_answer_never_make_a_bind_succee
         assert "unexpected TLS packet" in (wrong.detail or "")
 
 
+@pytest.mark.parametrize("answer", ["searchResDone", "extendedResp"])
+@pytest.mark.parametrize("code", [0, 49], ids=["success", "invalid-credentials"])
+@pytest.mark.parametrize("bind", ["user", "service"])
+@pytest_twisted.ensureDeferred
+async def test_a_bind_is_judged_by_its_bind_response_only(
+    fake_ldap, make_checker, bind, code, answer
+):
+    """A server answering a bind with another operation's result under the bind's message ID
+    (a forgery, or a broken server): never a success nor a wrong password, whatever its code;
+    the check is UNAVAILABLE."""
+    wrong_bind = ALICE.dn if bind == "user" else SERVICE_DN
+
+    def handler(kind: str, mid: int, op: Any) -> Any:
+        if kind == "bindRequest":
+            if str(op["name"]) == wrong_bind:
+                return result(answer, mid, code)
+            return result("bindResponse", mid, 0)
+        if kind == "searchRequest":
+            return entry(mid, ALICE.dn) + result("searchResDone", mid, 0)
+        return None
+
+    fake = fake_ldap(handler)
+    config = direct(fake.url) if bind == "user" else search(fake.url)
+    checker = make_checker(replace(config, timeout=1.0))
+    got = await check(checker, ALICE.uid, ALICE.password)
+    assert got.outcome is UNAVAILABLE, got
+    assert wrong_bind in fake.binds()
+
+
 # -- the pooled engines (native, libldap) only ----------------------------------------------------
 
 
