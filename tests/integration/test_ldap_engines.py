@@ -8,9 +8,7 @@ have: persistent connections, pipelining, and close() ending checks in flight.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -39,6 +37,7 @@ from radmfa.threads import ThreadPoolRunner
 from tests.support.certs import make_ca, make_server_cert
 from tests.support.netfaults import StartTlsInjector
 from tests.support.ports import free_port
+from tests.support.processes import frozen
 from tests.support.slapd import (
     ADMINISTRATOR,
     ALICE,
@@ -513,18 +512,17 @@ async def test_blackhole_server_gives_unavailable_within_the_deadline(blackhole,
 @pytest_twisted.ensureDeferred
 async def test_frozen_server_times_out_then_recovers(fresh_slapd, make_checker, mode):
     """slapd stopped (SIGSTOP) with warm pooled connections: requests are unanswered, the
-    checks end UNAVAILABLE within the deadline, and after SIGCONT checks work again."""
+    checks end UNAVAILABLE within the deadline, and after SIGCONT checks work again. Every
+    slapd thread has stopped before the first request leaves (``frozen``): a thread still
+    running would answer it, by chance, on a loaded machine."""
     checker = make_checker(mode(fresh_slapd.url, timeout=1.0))
     assert (await check(checker, ALICE.uid, ALICE.password)).outcome is OK
     assert fresh_slapd.pid is not None
-    os.kill(fresh_slapd.pid, signal.SIGSTOP)
-    try:
+    with frozen(fresh_slapd.pid):
         started = time.monotonic()
-        frozen = await gatherResults([checker.check_password(ALICE.uid, ALICE.password)] * 3)
-        assert {r.outcome for r in frozen} == {UNAVAILABLE}
+        answers = await gatherResults([checker.check_password(ALICE.uid, ALICE.password)] * 3)
+        assert {r.outcome for r in answers} == {UNAVAILABLE}
         assert time.monotonic() - started < checker.deadline + 0.5
-    finally:
-        os.kill(fresh_slapd.pid, signal.SIGCONT)
     result = await check(checker, ALICE.uid, ALICE.password)
     assert result.outcome is OK, result
     assert (await check(checker, ALICE.uid, "wrong")).outcome is INVALID
@@ -753,14 +751,11 @@ async def test_frozen_tls_server_times_out_then_recovers(slapd_factory, pki, mak
     for checker in checkers:
         assert (await check(checker, ALICE.uid, ALICE.password)).outcome is OK
     assert server.pid is not None
-    os.kill(server.pid, signal.SIGSTOP)
-    try:
-        frozen = await gatherResults(
+    with frozen(server.pid):
+        answers = await gatherResults(
             [c.check_password(ALICE.uid, ALICE.password) for c in checkers]
         )
-        assert [r.outcome for r in frozen] == [UNAVAILABLE, UNAVAILABLE]
-    finally:
-        os.kill(server.pid, signal.SIGCONT)
+        assert [r.outcome for r in answers] == [UNAVAILABLE, UNAVAILABLE]
     for checker in checkers:
         assert (await check(checker, ALICE.uid, ALICE.password)).outcome is OK
 
@@ -876,6 +871,35 @@ async def test_bytes_injected_after_the_starttls_answer_never_make_a_bind_succee
         assert "in clear after the StartTLS answer" in (wrong.detail or "")
     if engine == "libldap":  # GnuTLS reads the forged bytes as the server's first TLS record
         assert "unexpected TLS packet" in (wrong.detail or "")
+
+
+@pytest.mark.parametrize("answer", ["searchResDone", "extendedResp"])
+@pytest.mark.parametrize("code", [0, 49], ids=["success", "invalid-credentials"])
+@pytest.mark.parametrize("bind", ["user", "service"])
+@pytest_twisted.ensureDeferred
+async def test_a_bind_is_judged_by_its_bind_response_only(
+    fake_ldap, make_checker, bind, code, answer
+):
+    """A server answering a bind with another operation's result under the bind's message ID
+    (a forgery, or a broken server): never a success nor a wrong password, whatever its code;
+    the check is UNAVAILABLE."""
+    wrong_bind = ALICE.dn if bind == "user" else SERVICE_DN
+
+    def handler(kind: str, mid: int, op: Any) -> Any:
+        if kind == "bindRequest":
+            if str(op["name"]) == wrong_bind:
+                return result(answer, mid, code)
+            return result("bindResponse", mid, 0)
+        if kind == "searchRequest":
+            return entry(mid, ALICE.dn) + result("searchResDone", mid, 0)
+        return None
+
+    fake = fake_ldap(handler)
+    config = direct(fake.url) if bind == "user" else search(fake.url)
+    checker = make_checker(replace(config, timeout=1.0))
+    got = await check(checker, ALICE.uid, ALICE.password)
+    assert got.outcome is UNAVAILABLE, got
+    assert wrong_bind in fake.binds()
 
 
 # -- the pooled engines (native, libldap) only ----------------------------------------------------

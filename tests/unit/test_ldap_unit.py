@@ -186,6 +186,19 @@ def test_bind_success_needs_status_true_and_result_zero():
     assert interpret_bind(safe_sync("yes", 0)).verdict is Verdict.ERROR  # truthy is not True
 
 
+@pytest.mark.parametrize("kind", ["searchResDone", "extendedResp", None])
+@pytest.mark.parametrize("code", [0, 49, 52])
+def test_only_a_bind_response_judges_a_bind(kind, code):
+    """ldap3 hands back any result with the bind's message ID: another operation's result is
+    an error, never a success, a wrong password or a reason to try the next server."""
+    status, result, response, request = safe_sync(code == 0, code)
+    if kind is None:
+        del result["type"]
+    else:
+        result["type"] = kind
+    assert interpret_bind((status, result, response, request)).verdict is Verdict.ERROR
+
+
 @pytest.mark.parametrize("code", [51, 52, 80])
 def test_busy_unavailable_other_mean_try_the_next_server(code):
     assert interpret_bind(safe_sync(False, code)).verdict is Verdict.TRANSIENT

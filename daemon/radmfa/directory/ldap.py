@@ -13,6 +13,7 @@ Rules this module keeps (the LDAP items L-01..L-15 of the project's security che
 - no bind with an empty password, and no LDAP traffic for it at all (L-01);
 - ldap3 ``SAFE_SYNC`` returns ``(status, result, response, request)`` and a tuple is always
   true, so every answer goes through :func:`interpret_bind` / :func:`interpret_search` (L-02);
+  a bind is judged by a ``bindResponse`` only;
 - a fresh ``Server`` and ``Connection`` for every user bind, unbound afterwards; service
   connections are pooled, one per worker at most, and never carry a user bind (L-03);
 - connect and receive timeouts on every socket, plus a deadline on the Deferred (L-04);
@@ -421,14 +422,20 @@ def _unpack(ret: object) -> tuple[object, dict[str, Any] | None, list[dict[str, 
 
 
 def interpret_bind(ret: object) -> LdapAnswer:
-    """Judge a SAFE_SYNC ``bind()`` (or ``start_tls()``) return value.
+    """Judge a SAFE_SYNC ``bind()`` return value.
 
-    Success needs ``status is True`` *and* result code 0. The tuple itself is always truthy:
-    ``if conn.bind():`` would accept every password (L-02).
+    Success needs ``status is True`` *and* result code 0, in a ``bindResponse``. The tuple
+    itself is always truthy: ``if conn.bind():`` would accept every password (L-02). ldap3
+    takes any result carrying the bind's message ID as its answer, a search's or an extended
+    operation's too: such an answer is the server's error, never a success nor a wrong
+    password.
     """
     status, result, _ = _unpack(ret)
     if result is None:
         return LdapAnswer(Verdict.TRANSIENT, description="no result")
+    kind = result.get("type")
+    if kind != "bindResponse":
+        return LdapAnswer(Verdict.ERROR, None, f"a {kind or 'result'} in answer to a bind")
     code = result.get("result")
     description = str(result.get("description") or "")
     if status is True and code == SUCCESS:

@@ -242,18 +242,23 @@ class LibldapConnection:
             try:
                 rtype, rdata, msgid, _controls = result3(any_message, 0, 0)
             except ldap.LDAPError as exc:
+                # python-ldap raises every final result but success, with the message's ID
+                # and type; an error without an ID is the connection's own.
                 info = _error_info(exc)
                 msgid = info.get("msgid")
                 if not isinstance(msgid, int) or msgid <= 0:
                     self.drop(f"connection lost: {_error_text(exc)}", retriable=True)
                     return
-                self._done(msgid, info)
+                self._received(info.get("msgtype"), None, msgid, info)
                 continue
             if rtype is None:  # (an EOF or a reset is an LDAPError above, not this)
                 return
-            self._received(rtype, rdata, msgid)
+            self._received(rtype, rdata, msgid, {"result": 0})
 
-    def _received(self, rtype: int, rdata: Any, msgid: int) -> None:
+    def _received(self, rtype: Any, rdata: Any, msgid: int, info: dict[str, Any]) -> None:
+        """One message for ``msgid``: an entry or reference of a search, or the final result,
+        which must be of the request's own type (a bind is judged by a BindResponse only,
+        whatever the code of another)."""
         ldap = self._ldap
         op = self._pending.get(msgid)
         if op is None:
@@ -281,7 +286,7 @@ class LibldapConnection:
         if rtype != expected:
             self._violation(f"response type {rtype} in answer to a {op.kind}")
             return
-        self._done(msgid, {"result": 0})
+        self._done(msgid, info)
 
     def _done(self, msgid: int, info: dict[str, Any]) -> None:
         """The operation's final result (python-ldap raises every code but success)."""
@@ -513,21 +518,27 @@ class LibldapConnector:
         return None
 
     def _service_bind(self, ld: Any, dn: str, password: bytes) -> None:
+        """The service account's bind; judged by its BindResponse only (libldap hands back
+        whatever result carries the bind's message ID)."""
         ldap = self._ldap
         try:
-            ld.simple_bind_s(dn, password)
+            rtype, _data, _msgid, _controls = ld.simple_bind_s(dn, password)
         except ldap.LDAPError as exc:
             info = _error_info(exc)
             code = info.get("result")
             if not isinstance(code, int) or code < 0:  # no answer: libldap's own codes
                 raise ConnectionFailed(f"service bind got no answer: {_error_text(exc)}") from None
-            result = LdapResult(BIND_RESPONSE, code, "", str(info.get("info") or ""))
-            answer = _bind_answer(result)
-            if answer.verdict is Verdict.TRANSIENT:
-                raise ConnectionFailed(
-                    f"service bind answered {answer.description or 'nothing'}"
-                ) from None
-            raise ServiceBindRefused(answer) from None
+            rtype = info.get("msgtype")
+            if rtype == ldap.RES_BIND:
+                result = LdapResult(BIND_RESPONSE, code, "", str(info.get("info") or ""))
+                answer = _bind_answer(result)
+                if answer.verdict is Verdict.TRANSIENT:
+                    raise ConnectionFailed(
+                        f"service bind answered {answer.description or 'nothing'}"
+                    ) from None
+                raise ServiceBindRefused(answer) from None
+        if rtype != ldap.RES_BIND:
+            raise ConnectionFailed(f"service bind answered with response type {rtype}")
 
 
 class LibldapPasswordChecker(NativeLdapPasswordChecker):

@@ -1332,9 +1332,15 @@ def _opener(
 
 
 def _bind_answer(result: LdapResult) -> LdapAnswer:
-    """Judge a BindResponse exactly as the ldap3 engine does (shared interpret_bind)."""
+    """Judge a BindResponse exactly as the ldap3 engine does (shared interpret_bind): any
+    other result is an error, whatever its code."""
     description = RESULT_CODES.get(result.code, "")
-    details = {"result": result.code, "description": description, "message": result.diagnostic}
+    details = {
+        "result": result.code,
+        "description": description,
+        "message": result.diagnostic,
+        "type": "bindResponse" if result.op == BIND_RESPONSE else f"response 0x{result.op:02x}",
+    }
     return interpret_bind((result.code == 0, details, None, None))
 
 
