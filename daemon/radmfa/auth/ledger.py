@@ -166,6 +166,7 @@ class Ledger:
         self.lease = lease
         self._ends: list[AttemptEnd] = []
         self._ends_timer: IDelayedCall | None = None
+        self._ends_lost_said = False
 
     async def begin(
         self, user: str, key: str, request: AccessRequest, device: DeviceRef | None, now: float
@@ -218,10 +219,12 @@ class Ledger:
         are kept for the next trip."""
         ends = self._take_ends()
         try:
-            return await self.db.run(self._begin_attempt, attempt, device, now, ends)
+            started = await self.db.run(self._begin_attempt, attempt, device, now, ends)
         except StoreError:
             self._keep(ends)
             raise
+        self._ends_lost_said = False
+        return started
 
     def _begin_attempt(
         self, attempt: Attempt, device: DeviceRef | None, now: float, ends: list[AttemptEnd]
@@ -380,12 +383,14 @@ class Ledger:
     def _ends_lost(self, failure: Failure, ends: list[AttemptEnd]) -> None:
         failure.trap(StoreError)
         self._keep(ends)
-        log.warn(
-            "{n} attempt reservation(s) could not be ended ({err}); they go with the next "
-            "call to the store",
-            n=len(ends),
-            err=failure.getErrorMessage(),
-        )
+        if not self._ends_lost_said:  # once per outage: the pipeline logs the outage itself
+            self._ends_lost_said = True
+            log.warn(
+                "{n} attempt reservation(s) could not be ended ({err}); they go with the "
+                "next call to the store",
+                n=len(ends),
+                err=failure.getErrorMessage(),
+            )
 
     def _keep(self, ends: list[AttemptEnd]) -> None:
         """Put back ends the store did not take, before the newer ones, as plain releases:
