@@ -62,6 +62,7 @@ from radmfa.directory.ldap_native import (
     ServiceBindRefused,
     _bind_answer,
     _describe,
+    peer_closed,
 )
 from radmfa.directory.tlsnames import NameMismatch, ServerName
 from radmfa.threads import BlockingRunner
@@ -212,12 +213,7 @@ class LibldapConnection:
     def _peer_closed(self) -> bool:
         """Whether an idle connection's socket already holds the server's EOF or reset (one
         non-blocking ``MSG_PEEK``, only when nothing is outstanding)."""
-        try:
-            return self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError:
-            return True
+        return peer_closed(self._sock)
 
     def _timed_out(self, msgid: int) -> None:
         op = self._pending.get(msgid)

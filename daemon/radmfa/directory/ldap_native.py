@@ -390,14 +390,7 @@ class LdapClientProtocol(Protocol):
         """
         get_handle = getattr(self.transport, "getHandle", None)
         sock = get_handle() if get_handle is not None else None
-        if not isinstance(sock, socket.socket):
-            return False
-        try:
-            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError:
-            return True
+        return isinstance(sock, socket.socket) and peer_closed(sock)
 
     def _timed_out(self, mid: int) -> None:
         op = self._pending.get(mid)
@@ -1320,6 +1313,17 @@ class NativeLdapPasswordChecker:
             return failure
         log.failure("LDAP check failed unexpectedly", failure)
         return unavailable(f"internal error: {failure.getErrorMessage()}")
+
+
+def peer_closed(sock: socket.socket) -> bool:
+    """Whether a socket with nothing outstanding already holds its peer's EOF or reset: one
+    non-blocking ``MSG_PEEK``."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
 
 
 def _opener(

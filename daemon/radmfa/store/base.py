@@ -73,6 +73,10 @@ class LockoutRule:
     #: Consecutive failures across lock expiries after which only an admin unlocks; 0: off.
     max_total: int = 0
 
+    def __post_init__(self) -> None:
+        if self.max_failures < 1:
+            raise ValueError(f"max_failures must be at least 1, got {self.max_failures}")
+
 
 @dataclass(frozen=True, slots=True)
 class ChallengeRecord:
@@ -580,8 +584,6 @@ def check_finish(result: str, lockout: LockoutRule | None) -> None:
     if result == ATTEMPT_FAILED:
         if lockout is None:
             raise ValueError("a failed attempt needs the lockout rule")
-        if lockout.max_failures < 1:
-            raise ValueError(f"max_failures must be at least 1, got {lockout.max_failures}")
     elif result not in (ATTEMPT_SUCCEEDED, ATTEMPT_NEUTRAL):
         raise ValueError(f"unknown attempt result {result!r}")
 

@@ -142,9 +142,7 @@ class MemoryStore:
     def record_failure(
         self, user: str, now: float, max_failures: int, lock_seconds: float, max_total: int = 0
     ) -> LockState:
-        rule = LockoutRule(max_failures, lock_seconds, max_total)
-        if max_failures < 1:
-            raise ValueError(f"max_failures must be at least 1, got {max_failures}")
+        rule = LockoutRule(max_failures, lock_seconds, max_total)  # refuses max_failures < 1
         with self._lock:
             self._check_open()
             state = next_failure_state(self._users.get(user, LockState(user)), now, rule)

@@ -726,9 +726,7 @@ class PostgresStore:
     def record_failure(
         self, user: str, now: float, max_failures: int, lock_seconds: float, max_total: int = 0
     ) -> LockState:
-        rule = LockoutRule(max_failures, lock_seconds, max_total)
-        if rule.max_failures < 1:
-            raise ValueError(f"max_failures must be at least 1, got {rule.max_failures}")
+        rule = LockoutRule(max_failures, lock_seconds, max_total)  # refuses max_failures < 1
 
         def work(conn: Conn) -> LockState:
             _lock(conn, ("user", user))

@@ -687,8 +687,7 @@ class SqliteStore:
     def record_failure(
         self, user: str, now: float, max_failures: int, lock_seconds: float, max_total: int = 0
     ) -> LockState:
-        rule = LockoutRule(max_failures, lock_seconds, max_total)
-        _check_rule(rule)
+        rule = LockoutRule(max_failures, lock_seconds, max_total)  # refuses max_failures < 1
         with self._write(f"recording a failure for {user!r}") as conn:
             return self._count_failure(conn, user, now, rule)
 
@@ -1111,11 +1110,6 @@ def _settings_from_row(user: str, row: tuple) -> UserSettings:
         first_seen_at=first_seen_at,
         grace_logins=int(grace_logins or 0),
     )
-
-
-def _check_rule(rule: LockoutRule) -> None:
-    if rule.max_failures < 1:
-        raise ValueError(f"max_failures must be at least 1, got {rule.max_failures}")
 
 
 def _login_state_params(
