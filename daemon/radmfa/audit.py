@@ -29,8 +29,8 @@ from radmfa.auth.decisionlog import sanitize
 from radmfa.auth.identity import store_key
 from radmfa.auth.model import AccessRequest, Decision
 from radmfa.outage import Outage
-from radmfa.store.base import AUDIT_ADMIN, AUDIT_AUTH, AuditEvent, Store
-from radmfa.threads import BlockingRunner
+from radmfa.store.base import AUDIT_ADMIN, AUDIT_AUTH, AuditEvent
+from radmfa.store.facade import AsyncStore
 
 __all__ = ["AuditRecorder", "admin_event", "auth_event", "operator", "prune"]
 
@@ -98,13 +98,12 @@ def admin_event(
 
 
 class AuditRecorder:
-    """Queues audit rows on the reactor and writes them in batches through ``db`` (the
+    """Queues audit rows on the reactor and writes them in batches to ``store`` (the
     daemon gives the trail a thread, and so a SQLite connection, of its own)."""
 
     def __init__(
         self,
-        store: Store,
-        db: BlockingRunner,
+        store: AsyncStore,
         clock: IReactorTime,
         *,
         flush_interval: float = 0.5,
@@ -112,7 +111,6 @@ class AuditRecorder:
         max_queue: int = MAX_QUEUE,
     ) -> None:
         self.store = store
-        self.db = db
         self.clock = clock
         self.flush_interval = flush_interval
         self.batch_size = batch_size
@@ -163,7 +161,7 @@ class AuditRecorder:
         if not self._queue:
             return succeed(None)
         rows, self._queue = self._queue[: self.batch_size], self._queue[self.batch_size :]
-        writing: Deferred[Any] = self.db.run(self.store.append_audit, rows)
+        writing: Deferred[Any] = self.store.append_audit(rows)
         self._writing = writing
         writing.addCallbacks(
             self._written, self._not_written, callbackArgs=(rows,), errbackArgs=(rows,)
@@ -218,12 +216,12 @@ class AuditRecorder:
                 return
 
 
-async def prune(store: Store, db: BlockingRunner, before: float) -> int:
+async def prune(store: AsyncStore, before: float) -> int:
     """Delete rows older than ``before`` in batches of :data:`PRUNE_BATCH`, one store call
     each, so no transaction holds the write lock (which logins' writes wait for) for long."""
     total = 0
     while True:
-        deleted = await db.run(store.prune_audit, before, PRUNE_BATCH)
+        deleted = await store.prune_audit(before, PRUNE_BATCH)
         total += deleted
         if deleted < PRUNE_BATCH:
             return total

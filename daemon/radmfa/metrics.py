@@ -45,7 +45,7 @@ from radmfa.directory.base import (
     UserEntry,
 )
 from radmfa.radius.protocol import RadiusStats
-from radmfa.store.base import Store
+from radmfa.store.facade import AsyncStore
 from radmfa.threads import BlockingRunner
 
 log = Logger(namespace="radmfa.metrics")
@@ -204,8 +204,7 @@ class MetricsService:
         clock: IReactorTime,
         *,
         stats: RadiusStats,
-        store: Store | None,
-        db: BlockingRunner,
+        store: AsyncStore | None,
         refresh_locked: bool = True,
         sync_interval: float | None = None,
     ) -> None:
@@ -213,7 +212,6 @@ class MetricsService:
         self.clock = clock
         self.stats = stats
         self.store = store
-        self.db = db
         self._seen = RadiusStats()
         self._locked = LoopingCall(self.refresh_locked_users)
         self._locked.clock = clock
@@ -254,7 +252,7 @@ class MetricsService:
     def refresh_locked_users(self) -> Deferred[None] | None:
         if self.store is None:
             return None
-        d = self.db.run(self.store.count_locked, self.clock.seconds())  # one query
+        d = self.store.count_locked(self.clock.seconds())  # one query
         d.addCallback(self.metrics.locked_users.set)
         d.addErrback(
             lambda f: log.warn("cannot count locked users: {err}", err=f.getErrorMessage())

@@ -43,6 +43,7 @@ from radmfa.radius.protocol import RadiusServerProtocol, RadiusStats
 from radmfa.store import describe as describe_store
 from radmfa.store import open_store
 from radmfa.store.base import Store
+from radmfa.store.facade import AsyncStore
 from radmfa.threads import BlockingRunner, PooledRunner, SerialThreadRunner, ThreadPoolRunner
 
 log = Logger(namespace="radmfa.service")
@@ -94,8 +95,7 @@ def build_directory(config: Config, runner: BlockingRunner, clock: Any) -> Passw
 def build_runtime(
     config: Config,
     *,
-    store: Store,
-    db: BlockingRunner,
+    store: AsyncStore,
     directory_runner: BlockingRunner,
     clock: Any,
     metrics: Metrics | None = None,
@@ -130,7 +130,6 @@ def build_runtime(
             ),
             directory=directory,
             store=store,
-            db=db,
             factors=factors,
             clock=clock,
             observers=observers,
@@ -219,13 +218,17 @@ class Daemon:
         except Exception as e:
             where = describe_store(self.config.store)
             raise SetupError(f"cannot open the store {where}: {e}") from None
+        #: The store on each lane: logins', background work's (purging, counting) and the
+        #: audit trail's.
+        self.logins = AsyncStore(self.store, self.store_calls)
+        self.background = AsyncStore(self.store, self.store_background)
+        self.trail = AsyncStore(self.store, self.audit_calls)
         self.db.start()
         self.directory_runner.start()
         self.audit_db.start()  # pruning runs there even with recording off
         if self.config.audit.enabled:
             self.recorder = AuditRecorder(
-                self.store,
-                self.audit_calls,
+                self.trail,
                 self.reactor,
                 flush_interval=self.config.audit.flush_interval,
                 batch_size=self.config.audit.batch_size,
@@ -259,9 +262,8 @@ class Daemon:
             self.metrics,
             self.reactor,
             stats=self.stats,
-            store=self.store,
             # The background lane: a login's store call never waits behind the count.
-            db=self.store_background,
+            store=self.background,
             # One worker is enough to count locked users (the store is shared).
             refresh_locked=self.worker in (None, 0),
             sync_interval=None if self.worker is None else STATS_SYNC_INTERVAL,
@@ -280,8 +282,7 @@ class Daemon:
         assert self.store is not None
         return build_runtime(
             config,
-            store=self.store,
-            db=self.store_calls,
+            store=self.logins,
             directory_runner=self.directory_runner,
             clock=self.reactor,
             metrics=self.metrics,
@@ -429,14 +430,12 @@ class Daemon:
         if self.store is None:
             return None
         now = self.reactor.seconds()
-        d = self.store_background.run(
-            self.store.purge_expired, now, now - self.config.rate_limits.longest_window
-        )
+        d = self.background.purge_expired(now, now - self.config.rate_limits.longest_window)
         d.addErrback(lambda f: log.failure("purging expired challenges failed", f))
         retention = self.config.audit.retention
         if retention > 0 and self.worker in (None, 0):
-            store, db = self.store, self.audit_calls
-            d.addCallback(lambda _: Deferred.fromCoroutine(audit.prune(store, db, now - retention)))
+            trail = self.trail
+            d.addCallback(lambda _: Deferred.fromCoroutine(audit.prune(trail, now - retention)))
             d.addCallback(self._pruned)
             d.addErrback(lambda f: log.failure("pruning the audit trail failed", f))
         return d

@@ -13,6 +13,7 @@ from twisted.internet.task import Clock
 from radmfa.audit import PRUNE_BATCH, AuditRecorder, admin_event, auth_event, operator, prune
 from radmfa.auth.model import AccessRequest, AuthMethod, Decision, Outcome, Reason
 from radmfa.store.base import AuditEvent, AuditQuery, StoreError
+from radmfa.store.facade import AsyncStore
 from radmfa.store.memory import MemoryStore
 from radmfa.testing import InlineRunner
 
@@ -57,7 +58,7 @@ def make(**kw: Any) -> tuple[AuditRecorder, CountingStore, Clock]:
     clock = Clock()
     clock.advance(T0)
     store = CountingStore()
-    recorder = AuditRecorder(store, InlineRunner(), clock, **kw)
+    recorder = AuditRecorder(AsyncStore(store, InlineRunner()), clock, **kw)
     recorder.start()
     return recorder, store, clock
 
@@ -171,7 +172,7 @@ def test_prune_deletes_in_small_batches_each_its_own_store_call():
     store.append_audit([auth_event(request(), ACCEPT, T0 + 10**6, 0)])
     runner = InlineRunner()
     results: list[int] = []
-    Deferred.fromCoroutine(prune(store, runner, T0 + 10**5)).addCallback(results.append)
+    Deferred.fromCoroutine(prune(AsyncStore(store, runner), T0 + 10**5)).addCallback(results.append)
     assert results == [2 * PRUNE_BATCH + 3]
     assert runner.calls == 3
     assert len(store.query_audit(AuditQuery())) == 1

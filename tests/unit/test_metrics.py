@@ -19,6 +19,7 @@ from radmfa.metrics import (
 )
 from radmfa.radius.protocol import RadiusStats
 from radmfa.store.base import StoreError
+from radmfa.store.facade import AsyncStore
 from radmfa.store.memory import MemoryStore
 from radmfa.testing import FakeDirectory, InlineRunner
 
@@ -134,8 +135,9 @@ def service(store=None, stats=None, runner=None) -> tuple[MetricsService, Metric
         m,
         clock,
         stats=stats if stats is not None else RadiusStats(),
-        store=store,
-        db=runner if runner is not None else InlineRunner(),
+        store=None
+        if store is None
+        else AsyncStore(store, runner if runner is not None else InlineRunner()),
     )
     return s, m, clock
 

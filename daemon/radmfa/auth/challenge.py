@@ -18,8 +18,8 @@ from twisted.internet.interfaces import IReactorTime
 
 from radmfa.auth import prompts
 from radmfa.auth.model import AccessRequest, Decision, Outcome, Reason
-from radmfa.store.base import ChallengeRecord, Store
-from radmfa.threads import BlockingRunner
+from radmfa.store.base import ChallengeRecord
+from radmfa.store.facade import AsyncStore
 
 STATE_BYTES = 16
 #: One login, however many codes are asked for, lasts at most this long (O-09: 10 minutes
@@ -77,15 +77,13 @@ class ChallengeIssuer:
     def __init__(
         self,
         *,
-        store: Store,
-        db: BlockingRunner,
+        store: AsyncStore,
         clock: IReactorTime,
         random_bytes: Callable[[int], bytes],
         timeout: float,
         max_open: int = 5,
     ) -> None:
         self.store = store
-        self.db = db
         self.clock = clock
         self.random_bytes = random_bytes
         #: otp.challenge_timeout: how long a State without a pending code stays good.
@@ -95,7 +93,7 @@ class ChallengeIssuer:
 
     async def put(self, record: ChallengeRecord) -> None:
         """Every State goes in through here, under the per-user cap (atomic in the store)."""
-        await self.db.run(self.store.put_challenge, record, self.max_open)
+        await self.store.put_challenge(record, self.max_open)
 
     def new_state(self) -> bytes:
         return self.random_bytes(STATE_BYTES)

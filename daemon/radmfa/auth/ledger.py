@@ -12,7 +12,7 @@ for; the rest are refused without directory traffic. Each reservation ends exact
 refusals are never counted). A reservation whose request never ends (a crash) stops counting
 after :data:`~radmfa.store.base.ATTEMPT_LEASE`.
 
-The functions handed to the db runner keep their names: the counting runner labels store
+The functions run as store interactions keep their names: the counting runner labels store
 errors by them.
 """
 
@@ -52,7 +52,7 @@ from radmfa.store.base import (
     source_failures_key,
     user_failures_key,
 )
-from radmfa.threads import BlockingRunner
+from radmfa.store.facade import AsyncStore
 
 log = Logger(namespace="radmfa.auth")
 
@@ -140,13 +140,12 @@ def attempt_lease(request_timeout: float, ldap_timeout: float, ldap_servers: int
 
 
 class Ledger:
-    """Reads and records a user's login standing through the db runner (off the reactor)."""
+    """Reads and records a user's login standing in the store (off the reactor)."""
 
     def __init__(
         self,
         *,
-        store: Store,
-        db: BlockingRunner,
+        store: AsyncStore,
         clock: IReactorTime,
         factors: FactorRegistry,
         lockout: LockoutConfig,
@@ -155,7 +154,6 @@ class Ledger:
         lease: float = ATTEMPT_LEASE,
     ) -> None:
         self.store = store
-        self.db = db
         self.clock = clock
         self.factors = factors
         self.lockout = lockout
@@ -219,7 +217,7 @@ class Ledger:
         are kept for the next trip."""
         ends = self._take_ends()
         try:
-            started = await self.db.run(self._begin_attempt, attempt, device, now, ends)
+            started = await self.store.interaction(self._begin_attempt, attempt, device, now, ends)
         except StoreError:
             self._keep(ends)
             raise
@@ -227,12 +225,17 @@ class Ledger:
         return started
 
     def _begin_attempt(
-        self, attempt: Attempt, device: DeviceRef | None, now: float, ends: list[AttemptEnd]
+        self,
+        store: Store,
+        attempt: Attempt,
+        device: DeviceRef | None,
+        now: float,
+        ends: list[AttemptEnd],
     ) -> tuple[AttemptStart, list[TokenRecord]]:
         """The batched ends first, then tokens, then the judgement and the reservation in
         one store transaction; parts that cannot matter under this configuration are not
         asked for."""
-        store, limits = self.store, self.rate_limits
+        limits = self.rate_limits
         if ends:
             store.end_attempts(ends, now)
         tokens = [t for t in store.list_tokens(attempt.key) if t.type in self.factors]
@@ -291,7 +294,7 @@ class Ledger:
         # Ended only once written: if the store fails here, the reservation stays pending
         # (counted as a failure that may still happen) until its lease ends.
         attempt.counting = True
-        state = await self.db.run(self._record_failure, attempt, now)
+        state = await self.store.interaction(self._record_failure, attempt, now)
         attempt.ended = True
         if state is not None and state.locked_until is not None and state.last_failure_at == now:
             if state.locked_for_good:
@@ -309,14 +312,14 @@ class Ledger:
                     n=state.failures,
                 )
 
-    def _record_failure(self, attempt: Attempt, now: float) -> LockState | None:
+    def _record_failure(self, store: Store, attempt: Attempt, now: float) -> LockState | None:
         limits = self.rate_limits
         keys = []
         if limits.user.delay > 0:
             keys.append(user_failures_key(attempt.key))
         if limits.source.max_failures and attempt.source is not None:
             keys.append(attempt.source)
-        return self.store.finish_attempt(
+        return store.finish_attempt(
             attempt.attempt_id,
             attempt.key,
             now,
@@ -369,16 +372,13 @@ class Ledger:
         ends = self._take_ends()
         if not ends:
             return succeed(None)
-        d = self.db.run(self._end_attempts, ends, self.clock.seconds())
+        d = self.store.end_attempts(ends, self.clock.seconds())
         d.addErrback(self._ends_lost, ends)
         return d
 
     def flush(self) -> Deferred[None]:
         """Hand over the ends still batched (at shutdown)."""
         return self._flush_ends()
-
-    def _end_attempts(self, ends: list[AttemptEnd], now: float) -> None:
-        self.store.end_attempts(ends, now)
 
     def _ends_lost(self, failure: Failure, ends: list[AttemptEnd]) -> None:
         failure.trap(StoreError)
@@ -406,7 +406,7 @@ class Ledger:
         """Make a matched code stick (atomic in the store); False: someone used it first."""
         if match.step is None:  # a factor whose codes are not single-use
             return True
-        return await self.db.run(self.store.advance_step, token.token_id, match.step)
+        return await self.store.advance_step(token.token_id, match.step)
 
     def log_use(self, user: str, token: TokenRecord) -> None:
         """The factor's own line about a use (e.g. backup codes left), when it has one."""
@@ -421,4 +421,4 @@ class Ledger:
         if device is None or ttl <= 0:
             return
         now = self.clock.seconds()
-        await self.db.run(self.store.remember_device, key, device, now, now + ttl)
+        await self.store.remember_device(key, device, now, now + ttl)

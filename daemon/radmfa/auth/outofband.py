@@ -43,7 +43,7 @@ from radmfa.store.base import (
     TokenRecord,
     UserSettings,
 )
-from radmfa.threads import BlockingRunner
+from radmfa.store.facade import AsyncStore
 
 log = Logger(namespace="radmfa.auth")
 
@@ -126,8 +126,7 @@ class OutOfBandCodes:
     def __init__(
         self,
         *,
-        store: Store,
-        db: BlockingRunner,
+        store: AsyncStore,
         clock: IReactorTime,
         factors: FactorRegistry,
         otp: OtpConfig,
@@ -137,7 +136,6 @@ class OutOfBandCodes:
         audit: AuditSink | None,
     ) -> None:
         self.store = store
-        self.db = db
         self.clock = clock
         self.factors = factors
         self.otp = otp
@@ -284,8 +282,8 @@ class OutOfBandCodes:
         assert oob is not None and destination is not None
         now = self.clock.seconds()
         total = getattr(oob, "max_per_hour_total", DEFAULT_SENDS_PER_HOUR_TOTAL)
-        grant = await self.db.run(
-            self.store.reserve_send, key, token.type, now, oob.cooldown, oob.max_per_hour, total
+        grant = await self.store.reserve_send(
+            key, token.type, now, oob.cooldown, oob.max_per_hour, total
         )
         if not grant.granted:
             if grant.limit == "total_cap":
@@ -414,7 +412,7 @@ class OutOfBandCodes:
     async def confirm(self, user: str, token: TokenRecord, vouched_by: str) -> None:
         """The pending address of ``token`` proved, after ``vouched_by`` in the same exchange:
         trusted from now on (a no-op if the token was replaced meanwhile)."""
-        confirmed = await self.db.run(self.store.advance_step, token.token_id, 1)
+        confirmed = await self.store.advance_step(token.token_id, 1)
         destination = destination_of(self.factors, token)
         if confirmed:
             log.info(
@@ -440,7 +438,7 @@ class OutOfBandCodes:
             new = oob.refresh(token, attributes, now) if oob is not None else None
             if new is None:
                 continue
-            revoked = await self.db.run(self._replace_address, key, new)
+            revoked = await self.store.interaction(_replace_address, key, new)
             result[index] = new
             log.info(
                 "{user}: the directory gives a new {factor} address{what}{devices}",
@@ -465,14 +463,15 @@ class OutOfBandCodes:
                 )
         return result
 
-    def _replace_address(self, key: str, token: TokenRecord) -> int:
-        """A new address replaces the old token; the user's remembered devices are forgotten
-        (whoever changed the address must prove the new one before skipping codes again)."""
-        self.store.replace_tokens(key, token.type, [token])
-        return self.store.revoke_devices(key)
-
     async def notice(self, key: str, settings: UserSettings) -> str | None:
         """A delivery failure the courier left for the user's next prompt, taken once."""
         if settings.notice is None:
             return None
-        return await self.db.run(self.store.take_notice, key)
+        return await self.store.take_notice(key)
+
+
+def _replace_address(store: Store, key: str, token: TokenRecord) -> int:
+    """A new address replaces the old token; the user's remembered devices are forgotten
+    (whoever changed the address must prove the new one before skipping codes again)."""
+    store.replace_tokens(key, token.type, [token])
+    return store.revoke_devices(key)

@@ -69,8 +69,8 @@ from radmfa.delivery.courier import Courier
 from radmfa.directory.base import GroupResolver, PasswordChecker, UserEntry
 from radmfa.factors.base import CodeMatch, FactorRegistry, MatchKind
 from radmfa.outage import Outage
-from radmfa.store.base import ATTEMPT_LEASE, Store, StoreError, TokenRecord
-from radmfa.threads import BlockingRunner
+from radmfa.store.base import ATTEMPT_LEASE, StoreError, TokenRecord
+from radmfa.store.facade import AsyncStore
 
 __all__ = [
     "MAX_EXCHANGE_SECONDS",
@@ -106,8 +106,7 @@ class Authenticator:
         *,
         settings: PipelineSettings,
         directory: PasswordChecker,
-        store: Store,
-        db: BlockingRunner,
+        store: AsyncStore,
         factors: FactorRegistry,
         clock: IReactorTime,
         observers: Sequence[DecisionObserver] | None = None,
@@ -136,7 +135,6 @@ class Authenticator:
             or (self.policy.config.default.trusted_device_ttl or 0) > 0
         )
         self.store = store
-        self.db = db
         self.clock = clock
         #: Told of every decision (the log line, metrics, audit): they see, never change it.
         self.observers: tuple[DecisionObserver, ...] = (
@@ -146,7 +144,7 @@ class Authenticator:
         #: Takes the changes the daemon makes itself (a new address from the directory).
         self.audit = audit
         #: Delivers out-of-band codes in the background.
-        self.courier = courier if courier is not None else Courier(store, db)
+        self.courier = courier if courier is not None else Courier(store)
 
         self.factors = factors
         #: One log line when the store goes away and one when it is back.
@@ -157,7 +155,6 @@ class Authenticator:
         """The pieces of the pipeline, each handed what it needs (no references back here)."""
         self.ledger = Ledger(
             store=self.store,
-            db=self.db,
             clock=self.clock,
             factors=self.factors,
             lockout=self.settings.lockout,
@@ -169,7 +166,6 @@ class Authenticator:
         self.verdicts = PolicyCheck(policy=self.policy, groups=self.groups, ledger=self.ledger)
         self.issuer = ChallengeIssuer(
             store=self.store,
-            db=self.db,
             clock=self.clock,
             random_bytes=self.random_bytes,
             timeout=self.settings.otp.challenge_timeout,
@@ -177,7 +173,6 @@ class Authenticator:
         )
         self.codes = OutOfBandCodes(
             store=self.store,
-            db=self.db,
             clock=self.clock,
             factors=self.factors,
             otp=self.settings.otp,
@@ -188,7 +183,6 @@ class Authenticator:
         )
         self.rounds = ChallengeRounds(
             store=self.store,
-            db=self.db,
             clock=self.clock,
             factors=self.factors,
             otp=self.settings.otp,
@@ -422,7 +416,7 @@ class Authenticator:
             return verdict_pw
         # Counted atomically in the store, and judged by the count this login got: logins in
         # flight together all saw the count read before any of them was counted.
-        after = await self.db.run(self.store.note_grace_login, key, now)
+        after = await self.store.note_grace_login(key, now)
         if grace.logins > 0 and after.grace_logins > grace.logins:
             log.info(
                 "{user} has no second factor and the enrolment grace logins are used up",

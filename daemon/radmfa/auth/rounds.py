@@ -34,8 +34,8 @@ from radmfa.auth.policy import Verdict, device_ref
 from radmfa.auth.verdicts import PolicyCheck, refusal
 from radmfa.config import OtpConfig
 from radmfa.factors.base import FactorRegistry, MatchKind
-from radmfa.store.base import ChallengeRecord, Store, TokenRecord
-from radmfa.threads import BlockingRunner
+from radmfa.store.base import ChallengeRecord, TokenRecord
+from radmfa.store.facade import AsyncStore
 
 log = Logger(namespace="radmfa.auth")
 
@@ -46,8 +46,7 @@ class ChallengeRounds:
     def __init__(
         self,
         *,
-        store: Store,
-        db: BlockingRunner,
+        store: AsyncStore,
         clock: IReactorTime,
         factors: FactorRegistry,
         otp: OtpConfig,
@@ -57,7 +56,6 @@ class ChallengeRounds:
         verdicts: PolicyCheck,
     ) -> None:
         self.store = store
-        self.db = db
         self.clock = clock
         self.factors = factors
         self.otp = otp
@@ -69,7 +67,7 @@ class ChallengeRounds:
     async def answer(self, request: AccessRequest, user: str, answer: str) -> Decision:
         assert request.state is not None
         key = store_key(user)
-        challenge = await self.db.run(self.store.take_challenge, request.state)
+        challenge = await self.store.take_challenge(request.state)
         now = self.clock.seconds()
         if (
             challenge is None

@@ -15,8 +15,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from radmfa.factors.base import DeliveryError, Destination, OutOfBandFactor, SendContext
-from radmfa.store.base import Store
-from radmfa.threads import BlockingRunner
+from radmfa.store.facade import AsyncStore
 
 log = Logger(namespace="radmfa.delivery")
 
@@ -24,9 +23,8 @@ NOTICE = "Your {label} code could not be sent."
 
 
 class Courier:
-    def __init__(self, store: Store, db: BlockingRunner) -> None:
+    def __init__(self, store: AsyncStore) -> None:
         self.store = store
-        self.db = db
         self._pending: set[Deferred[Any]] = set()
         #: Deliveries handed over / failed since start (for tests and status output).
         self.sent = 0
@@ -75,7 +73,7 @@ class Courier:
                 why=why,
             )
             notice = NOTICE.format(label=factor.label)
-            noted = self.db.run(self.store.set_notice, key, notice)
+            noted = self.store.set_notice(key, notice)
             noted.addErrback(lambda f: log.failure("storing a delivery notice failed", f))
             return noted
 

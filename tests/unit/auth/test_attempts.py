@@ -31,6 +31,7 @@ from radmfa.config import (
 from radmfa.factors.base import FactorRegistry
 from radmfa.factors.totp import TotpFactor
 from radmfa.store.base import StoreError, TokenRecord
+from radmfa.store.facade import AsyncStore
 from radmfa.store.memory import MemoryStore
 from radmfa.testing import FakeDirectory, InlineRunner
 
@@ -65,8 +66,7 @@ class World:
                 policy=policy,
             ),
             directory=self.directory,
-            store=self.store,
-            db=InlineRunner(),
+            store=AsyncStore(self.store, InlineRunner()),
             factors=FactorRegistry([TotpFactor(skew=1)]),
             clock=self.clock,
             random_bytes=os.urandom,
@@ -356,10 +356,10 @@ def test_a_reservation_outlives_the_slowest_request_the_configuration_allows():
 def test_ended_reservations_ride_with_the_next_login_or_a_short_timer():
     w = World(password_only=True, rate_limits=RateLimitsConfig())
     w.store.record_failure("alice", T0 - 10, 5, 300)
-    db_calls = w.auth.db.calls
+    db_calls = w.auth.store.runner.calls
     assert w.send(b"alice", b"hunter2").outcome is Outcome.ACCEPT
     assert w.store.lock_state("alice").failures == 1  # the end is batched ...
-    assert w.auth.db.calls == db_calls + 1  # ... so the login took one trip to the store
+    assert w.auth.store.runner.calls == db_calls + 1  # ... so the login took one trip to the store
     assert w.send(b"bob", b"b0bpass").outcome is Outcome.ACCEPT
     assert w.store.lock_state("alice").failures == 0  # ... and went with bob's reservation
     w.clock.advance(0.05)  # bob's end: the timer

@@ -12,6 +12,7 @@ from radmfa.config import LockoutConfig, OtpConfig
 from radmfa.factors.base import FactorRegistry
 from radmfa.factors.totp import TotpFactor
 from radmfa.store.base import TokenRecord
+from radmfa.store.facade import AsyncStore
 from radmfa.store.memory import MemoryStore
 from radmfa.testing import FakeDirectory, InlineRunner
 
@@ -32,8 +33,7 @@ class World:
                 lockout=LockoutConfig(max_failures=max_failures, duration=300),
             ),
             directory=self.directory,
-            store=self.store,
-            db=InlineRunner(),
+            store=AsyncStore(self.store, InlineRunner()),
             factors=FactorRegistry([TotpFactor(skew=1)]),
             clock=self.clock,
             random_bytes=lambda n: next(self.states),

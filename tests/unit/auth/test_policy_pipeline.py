@@ -25,6 +25,7 @@ from radmfa.config import (
 from radmfa.factors.base import FactorRegistry
 from radmfa.factors.totp import TotpFactor
 from radmfa.store.base import TokenRecord
+from radmfa.store.facade import AsyncStore
 from radmfa.store.memory import MemoryStore
 from radmfa.testing import FakeDirectory, InlineRunner
 
@@ -97,8 +98,7 @@ class World:
                 rate_limits=self.limits,
             ),
             directory=self.directory,
-            store=self.store,
-            db=InlineRunner(),
+            store=AsyncStore(self.store, InlineRunner()),
             factors=self.factors,
             clock=self.clock,
             random_bytes=lambda n: next(self.states),
@@ -233,8 +233,7 @@ def test_allow_password_only_still_means_optional_for_everyone():
     auth = Authenticator(
         settings=PipelineSettings(OtpConfig(allow_password_only=True), LockoutConfig()),
         directory=FakeDirectory(users={"dave": "pw"}),
-        store=store,
-        db=InlineRunner(),
+        store=AsyncStore(store, InlineRunner()),
         factors=FactorRegistry([TotpFactor(skew=1)]),
         clock=clock,
     )

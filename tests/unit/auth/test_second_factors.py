@@ -25,6 +25,7 @@ from radmfa.factors.outofband import SOURCE_CLI, SOURCE_DIRECTORY, address_token
 from radmfa.factors.sms import SmsFactor
 from radmfa.factors.totp import TotpFactor
 from radmfa.store.base import TokenRecord
+from radmfa.store.facade import AsyncStore
 from radmfa.store.memory import MemoryStore
 from radmfa.testing import FakeDirectory, InlineRunner, RecordingMailer, RecordingSms
 
@@ -82,8 +83,7 @@ class World:
                 lockout=LockoutConfig(max_failures=max_failures, duration=300),
             ),
             directory=self.directory,
-            store=self.store,
-            db=InlineRunner(),
+            store=AsyncStore(self.store, InlineRunner()),
             factors=self.factors,
             clock=self.clock,
             random_bytes=lambda n: next(self.states),

@@ -224,6 +224,7 @@ async def test_a_refused_command_is_a_delivery_failure_notice_for_the_user(tmp_p
     from radmfa.delivery.courier import Courier
     from radmfa.factors.base import Destination, SendContext
     from radmfa.factors.sms import SmsFactor
+    from radmfa.store.facade import AsyncStore
     from radmfa.store.memory import MemoryStore
 
     script, out = argv_recorder(tmp_path)
@@ -234,7 +235,7 @@ async def test_a_refused_command_is_a_delivery_failure_notice_for_the_user(tmp_p
         None,
     )
     store = MemoryStore()
-    courier = Courier(store, InlineRunner())
+    courier = Courier(AsyncStore(store, InlineRunner()))
     context = SendContext(user="-x", client="vpn", service="vpn", expires_at=0.0, ttl=300.0)
     courier.dispatch("-x", factor, Destination("+491512345678", "+49******78", True), "1", context)
     await courier.drain()
