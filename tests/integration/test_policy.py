@@ -119,7 +119,18 @@ def policy_config(slapd: Slapd) -> dict:
                     "groups": ["contractors"],
                     "deny_from": ["203.0.113.0/24"],
                 },
-                {"name": "vpn-staff", "groups": ["vpn-users"], "trusted_device_days": 0},
+                {
+                    "name": "vpn-staff",
+                    "groups": ["vpn-users"],
+                    "trusted_device_days": 0,
+                    "reply": {
+                        "Tunnel-Type": "VLAN",
+                        "Tunnel-Medium-Type": "IEEE-802",
+                        "Tunnel-Private-Group-Id": "120",
+                        "Filter-Id": "staff",
+                        "Cisco-AVPair": ["shell:priv-lvl=1", "ip:inacl#1=permit ip any any"],
+                    },
+                },
                 {"name": "kiosk", "nas_identifiers": ["kiosk-*"], "trusted_device_days": "3s"},
             ],
         },
@@ -238,6 +249,37 @@ def test_nested_group_member_is_found_and_the_rule_named(daemon, slapd, client):
     assert user_binds(slapd, contractor) == binds
     reply = login(client, contractor, contractor.password + contractor.code(), station="10.1.1.1")
     assert reply.code == ACCEPT
+
+
+def test_a_group_rule_puts_its_vlan_on_the_accept_and_nothing_else_gets_it(daemon, slapd):
+    """What a switch or VPN concentrator reads, as radclient prints it."""
+    staffer, other = User(daemon, slapd, "vlan"), User(daemon, slapd, "novlan")
+    join(slapd, "staff", staffer)  # staff is nested in vpn-users
+
+    def send(user: User, password: str) -> tuple[str | None, str]:
+        attrs = {
+            "User-Name": quoted(user.name),
+            "User-Password": quoted(password),
+            "Message-Authenticator": "0x00",
+        }
+        return radclient(daemon.port, SECRET, attrs)
+
+    reply, out = send(staffer, staffer.password + staffer.code())
+    assert reply == "Access-Accept", out
+    received = out[out.index("Received Access-Accept") :]
+    for line in [
+        "Tunnel-Type:0 = VLAN",
+        "Tunnel-Medium-Type:0 = IEEE-802",
+        'Tunnel-Private-Group-Id:0 = "120"',
+        'Filter-Id = "staff"',
+        'Cisco-AVPair = "shell:priv-lvl=1"',
+        'Cisco-AVPair = "ip:inacl#1=permit ip any any"',
+    ]:
+        assert line in received, (line, received)
+    reply, out = send(staffer, staffer.password + "000000")
+    assert reply == "Access-Reject" and "Tunnel" not in out[out.index("Received") :], out
+    reply, out = send(other, other.password + other.code())  # the default rule: no attributes
+    assert reply == "Access-Accept" and "Tunnel" not in out[out.index("Received") :], out
 
 
 #: Calling-Station-Ids that once fell back to the packet source (the NAS, 127.0.0.1, which no

@@ -203,3 +203,105 @@ def test_local_users_groups_file_must_exist(tmp_path: Path) -> None:
     config = load(tmp_path, text)
     assert config.local_users is not None
     assert config.local_users.groups_file == str(tmp_path / "groups")
+
+
+# -- reply attributes ---------------------------------------------------------------------------
+
+REPLY = """\
+policy:
+  default: {mfa: required, reply: {Class: everyone}}
+  rules:
+    - name: staff-vpn
+      users: [alice]
+      reply:
+        Filter-Id: staff
+        Tunnel-Type: VLAN
+        Tunnel-Medium-Type: IEEE-802
+        Tunnel-Private-Group-Id: 0120
+        Cisco-AVPair: ["shell:priv-lvl=1", "ip:inacl#1=permit ip any any"]
+"""
+
+
+def test_reply_attributes_are_encoded_when_the_file_is_read(tmp_path: Path) -> None:
+    config = load(tmp_path, BASE + REPLY)
+    (rule,) = config.policy.rules
+    assert [(a.name, a.text) for a in rule.outcome.reply] == [
+        ("Filter-Id", "staff"),
+        ("Tunnel-Type", "VLAN"),
+        ("Tunnel-Medium-Type", "IEEE-802"),
+        ("Tunnel-Private-Group-Id", "0120"),  # as written, not the YAML number 120
+        ("Cisco-AVPair", "shell:priv-lvl=1"),
+        ("Cisco-AVPair", "ip:inacl#1=permit ip any any"),
+    ]
+    assert rule.outcome.reply[3].wire == b"\x51\x060120"
+    assert [a.name for a in config.policy.default.reply] == ["Class"]
+
+
+@pytest.mark.parametrize(
+    ("bad", "path", "fragment"),
+    [
+        ("Bogus-Attr: 1", "policy.rules[0].reply.Bogus-Attr", "unknown attribute 'Bogus-Attr'"),
+        ("Idle-Timeout: soon", "policy.rules[0].reply.Idle-Timeout", "'soon' is not a number"),
+        ("State: x", "policy.rules[0].reply.State", "cannot be set by a rule"),
+        ("Filter-Id: ''", "policy.rules[0].reply.Filter-Id", "an empty value is not sent"),
+        ("Filter-Id: {a: b}", "policy.rules[0].reply.Filter-Id", "expected a single value"),
+        ("Filter-Id: " + "x" * 254, "policy.rules[0].reply.Filter-Id", "254 bytes"),
+        ("Tunnel-Type:40: VLAN", "policy.rules[0].reply.Tunnel-Type:40", "a tag is a number"),
+    ],
+)
+def test_each_bad_reply_attribute_is_reported_at_its_line(
+    tmp_path: Path, bad: str, path: str, fragment: str
+) -> None:
+    text = BASE + f"policy:\n  rules:\n    - name: r\n      reply:\n        {bad}\n"
+    assert_one_problem(tmp_path, text, bad[:8], path, fragment)
+
+
+def test_reply_must_be_a_mapping_without_duplicates(tmp_path: Path) -> None:
+    text = BASE + "policy:\n  rules:\n    - name: r\n      reply: [Filter-Id]\n"
+    assert_one_problem(tmp_path, text, "reply:", "policy.rules[0].reply", "must be a mapping")
+    text = BASE + (
+        "policy:\n  rules:\n    - name: r\n      reply:\n"
+        "        Filter-Id: a\n        Filter-Id: b\n"
+    )
+    assert_one_problem(tmp_path, text, "Filter-Id: b", "policy.rules[0].reply.Filter-Id", "dupl")
+
+
+def test_a_denying_rule_cannot_have_a_reply(tmp_path: Path) -> None:
+    text = BASE + "policy:\n  rules:\n    - name: r\n      deny: true\n      reply: {Class: x}\n"
+    assert_one_problem(tmp_path, text, "reply:", "policy.rules[0].reply", "accepts nobody")
+
+
+def test_a_rule_cannot_fill_the_reply(tmp_path: Path) -> None:
+    values = ", ".join(f'"{i:03d}' + "x" * 240 + '"' for i in range(13))
+    text = BASE + f"policy:\n  rules:\n    - name: r\n      reply: {{Cisco-AVPair: [{values}]}}\n"
+    assert_one_problem(tmp_path, text, "reply:", "policy.rules[0].reply", "at most 3000 fit")
+
+
+def test_the_dictionary_option_adds_names(tmp_path: Path) -> None:
+    (tmp_path / "dictionary.acme").write_text(
+        "VENDOR Acme 32473\nBEGIN-VENDOR Acme\nATTRIBUTE Acme-Role 7 string\nEND-VENDOR Acme\n"
+    )
+    text = (
+        BASE
+        + "dictionary: dictionary.acme\n"
+        + ("policy:\n  rules:\n    - name: r\n      reply: {Acme-Role: ops}\n")
+    )
+    config = load(tmp_path, text)
+    assert config.dictionary == (str(tmp_path / "dictionary.acme"),)
+    assert config.policy.rules[0].outcome.reply[0].wire.endswith(b"\x07\x05ops")
+    listed = text.replace("dictionary: dictionary.acme", "dictionary: [dictionary.acme]")
+    assert load(tmp_path, listed).policy.rules[0].outcome.reply
+
+
+def test_a_dictionary_that_cannot_be_read_is_blamed_on_its_line(tmp_path: Path) -> None:
+    reply = "policy:\n  rules:\n    - name: r\n      reply: {Class: x}\n"
+    text = BASE + "dictionary: [missing.dict]\n" + reply
+    assert_one_problem(tmp_path, text, "dictionary:", "dictionary[0]", "cannot read")
+    (tmp_path / "bad.dict").write_text("ATTRIBUTE Broken\n")
+    text = BASE + "dictionary: [bad.dict]\n" + reply
+    assert_one_problem(tmp_path, text, "dictionary:", "dictionary[0]", "not a dictionary")
+
+
+def test_a_named_dictionary_is_checked_even_when_no_rule_needs_it(tmp_path: Path) -> None:
+    text = BASE + "dictionary: [missing.dict]\n"
+    assert_one_problem(tmp_path, text, "dictionary:", "dictionary[0]", "cannot read")

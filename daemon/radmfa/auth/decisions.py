@@ -21,9 +21,10 @@ def reject(
     )
 
 
-def ruled(decision: Decision, rule: str | None) -> Decision:
-    """``decision`` naming the rule that decided (a plain constructor call: dataclasses.replace
-    is several times slower, and this runs on every request)."""
+def ruled(decision: Decision, rule: str | None, reply: tuple[bytes, ...] = ()) -> Decision:
+    """``decision`` naming the rule that decided and, when it accepts, carrying the rule's
+    reply attributes (a plain constructor call: dataclasses.replace is several times slower,
+    and this runs on every request)."""
     d = decision
     return Decision(
         d.outcome,
@@ -35,6 +36,7 @@ def ruled(decision: Decision, rule: str | None) -> Decision:
         d.factor,
         rule,
         d.trusted_device,
+        reply if d.outcome is Outcome.ACCEPT else (),
     )
 
 

@@ -134,6 +134,8 @@ class Decision:
     rule: str | None = None
     #: Accepted without a second factor because the device is remembered.
     trusted_device: bool = False
+    #: Reply attributes of the deciding rule (wire bytes), sent with an Access-Accept only.
+    attributes: tuple[bytes, ...] = ()
 
 
 GENERIC_REJECT_MESSAGE = "Authentication failed."

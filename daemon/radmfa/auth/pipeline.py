@@ -263,7 +263,7 @@ class Authenticator:
             # Whatever happened, a store error included: a no-op when the decision already
             # counted the try.
             await self.ledger.release(view)
-        decision = ruled(decision, verdict.rule)
+        decision = ruled(decision, verdict.rule, verdict.reply)
         if (
             decision.outcome is Outcome.ACCEPT
             and decision.factor is not None

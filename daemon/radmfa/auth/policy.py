@@ -172,6 +172,8 @@ class Verdict:
     #: Seconds a device is remembered after a login with a second factor here; 0: not at all.
     trusted_device_ttl: float
     grace: GraceConfig
+    #: Attributes for the Access-Accept this verdict leads to (wire bytes, each whole).
+    reply: tuple[bytes, ...] = ()
 
     @property
     def refused(self) -> bool:
@@ -269,7 +271,15 @@ class Policy:
             base = self._build(name, outcome)
         if refusal is None:
             return base
-        return Verdict(base.rule, base.mfa, base.deny, refusal, base.trusted_device_ttl, base.grace)
+        return Verdict(
+            base.rule,
+            base.mfa,
+            base.deny,
+            refusal,
+            base.trusted_device_ttl,
+            base.grace,
+            base.reply,
+        )
 
     def _build(self, name: str, outcome: RuleOutcome) -> Verdict:
         unenrolled = self.config.unenrolled
@@ -292,4 +302,5 @@ class Policy:
             address_refusal=None,
             trusted_device_ttl=ttl,
             grace=grace,
+            reply=tuple(attribute.wire for attribute in outcome.reply),
         )

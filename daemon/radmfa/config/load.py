@@ -464,6 +464,34 @@ class Value:
             for index, item in enumerate(self.node.value)
         ]
 
+    def as_mapping(self) -> list[tuple[str, Value]] | None:
+        """A mapping whose keys are data, not settings (attribute names): its (key, value)
+        pairs in order; a null value reads as empty; duplicate keys are reported."""
+        if self.is_null:
+            return []
+        if not isinstance(self.node, yaml.MappingNode):
+            self.error(
+                f"must be a mapping of 'name: value' lines, not {self._describe(self._peek())}"
+            )
+            return None
+        pairs: list[tuple[str, Value]] = []
+        seen: dict[str, int] = {}
+        for key_node, value_node in self.node.value:
+            key_line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
+                self.doc.report.error(key_line, self.path, "keys must be plain names")
+                continue
+            name = str(key_node.value)
+            path = _join(self.path, name)
+            if name in seen:
+                self.doc.report.error(
+                    key_line, path, f"duplicate key (first given on line {seen[name]})"
+                )
+                continue
+            seen[name] = key_line
+            pairs.append((name, Value(self.doc, value_node, path, key_line)))
+        return pairs
+
     def as_section(self, keys: Collection[str]) -> Section | None:
         """A mapping with the given known keys (a null value reads as an empty mapping)."""
         if self.is_null:

@@ -7,7 +7,7 @@ How the rules are applied to a request is :mod:`radmfa.auth.policy`.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
@@ -15,6 +15,7 @@ import yaml
 
 from radmfa.auth.identity import name_key
 from radmfa.config.load import Section, Value, placeholders
+from radmfa.radius.replyattrs import ReplyAttribute, ReplyDictionary
 
 __all__ = [
     "GRACE_KEYS",
@@ -69,6 +70,8 @@ class RuleOutcome:
     #: Enrolment grace for users without a factor; None: ``policy.unenrolled``.
     grace_seconds: float | None = None
     grace_logins: int | None = None
+    #: Attributes added to the Access-Accepts this outcome decides (VLAN, filter, role).
+    reply: tuple[ReplyAttribute, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,7 @@ RULE_KEYS = (
     "trusted_device_days",
     "grace_days",
     "grace_logins",
+    "reply",
 )
 OUTCOME_KEYS = (
     "mfa",
@@ -143,6 +147,7 @@ OUTCOME_KEYS = (
     "trusted_device_days",
     "grace_days",
     "grace_logins",
+    "reply",
 )
 GRACE_KEYS = ("grace_days", "grace_logins", "message")
 TRUSTED_DEVICES_KEYS = ("days",)
@@ -153,6 +158,13 @@ _DEFAULT_CHOICES = (*MFA_CHOICES, "deny")
 _MAX_TRUST_DAYS = 365
 _MAX_GRACE_DAYS = 90
 _MAX_REPLY_MESSAGE = 253
+#: Bytes of reply attributes one rule may add: a reply holds 4096, and radmfa's own
+#: attributes (Message-Authenticator, a Reply-Message, Proxy-State copies) need the rest.
+MAX_REPLY_BYTES = 3000
+
+#: The reply dictionary, loaded when a rule first needs it (None: it could not be loaded,
+#: and the ``dictionary`` option says why).
+Dictionaries = Callable[[], ReplyDictionary | None]
 
 
 # -- policy -----------------------------------------------------------------------------------
@@ -164,6 +176,7 @@ def parse_policy(
     client_names: Collection[str],
     groups_problem: str | None,
     password_only: Value | None,
+    dictionary: Dictionaries = lambda: None,
 ) -> PolicyConfig:
     """``policy``; ``groups_problem`` says why rules cannot use groups (None: they can);
     ``password_only`` is the deprecated ``otp.allow_password_only`` when it is true."""
@@ -171,7 +184,7 @@ def parse_policy(
     default = RuleOutcome()
     default_value = s.get("default")
     if default_value is not None:
-        default = _default_outcome(default_value)
+        default = _default_outcome(default_value, dictionary)
         if password_only is not None:
             password_only.error(
                 "is replaced by policy.default; remove it (policy.default: optional means the same)"
@@ -182,13 +195,13 @@ def parse_policy(
             "factor must use it, users without one pass on their password)"
         )
         default = RuleOutcome(mfa="optional")
-    rules = _rules(s, client_names, groups_problem)
+    rules = _rules(s, client_names, groups_problem, dictionary)
     return PolicyConfig(
         default=default, rules=rules, unenrolled=_grace(s.section("unenrolled", GRACE_KEYS))
     )
 
 
-def _default_outcome(value: Value) -> RuleOutcome:
+def _default_outcome(value: Value, dictionary: Dictionaries) -> RuleOutcome:
     """``default: optional`` or ``default: {mfa: ..., allow_from: ...}``."""
     if value.is_null:
         return RuleOutcome()
@@ -200,15 +213,17 @@ def _default_outcome(value: Value) -> RuleOutcome:
             return RuleOutcome(deny=True)
         return RuleOutcome(mfa=cast(Mfa, choice))
     section = value.as_section(OUTCOME_KEYS)
-    return _outcome(section) if section is not None else RuleOutcome()
+    return _outcome(section, dictionary) if section is not None else RuleOutcome()
 
 
-def _outcome(s: Section) -> RuleOutcome:
+def _outcome(s: Section, dictionary: Dictionaries) -> RuleOutcome:
     deny = s.get_bool("deny", False)
     if deny and "mfa" in s:
         s.error("mfa", "a rule with deny: true refuses everyone it matches; remove mfa")
     if deny and ("allow_from" in s or "deny_from" in s):
         s.error("deny", "deny: true refuses every address; remove allow_from / deny_from")
+    if deny and "reply" in s:
+        s.error("reply", "a rule with deny: true accepts nobody; its reply would never be sent")
     grace_logins = s.get("grace_logins")
     return RuleOutcome(
         mfa=cast(Mfa, s.get_choice("mfa", "required", MFA_CHOICES, fold=str.lower)),
@@ -233,11 +248,38 @@ def _outcome(s: Section) -> RuleOutcome:
             s.get_days("grace_days", 0.0, _MAX_GRACE_DAYS) if "grace_days" in s else None
         ),
         grace_logins=grace_logins.as_int(0, 1000) if grace_logins is not None else None,
+        reply=_reply(s.get("reply"), dictionary),
     )
 
 
+def _reply(value: Value | None, dictionary: Dictionaries) -> tuple[ReplyAttribute, ...]:
+    """``reply: {Name: value, Name:tag: value, Name: [value, value]}``, each encoded now."""
+    pairs = value.as_mapping() if value is not None else None
+    if not pairs or value is None:
+        return ()
+    names = dictionary()
+    if names is None:
+        return ()
+    found: list[ReplyAttribute] = []
+    for name, item in pairs:
+        values = item.as_list() if isinstance(item.node, yaml.SequenceNode) else [item]
+        for one in values or ():
+            text = one.text()  # as written: "0120" stays 0120, not the number 120
+            if text is None:
+                continue
+            try:
+                found.append(names.encode(name, text))
+            except ValueError as e:
+                one.error(str(e))
+    size = sum(len(attribute.wire) for attribute in found)
+    if size > MAX_REPLY_BYTES:
+        value.error(f"the attributes take {size} bytes; at most {MAX_REPLY_BYTES} fit in a reply")
+        return ()
+    return tuple(found)
+
+
 def _rules(
-    s: Section, client_names: Collection[str], groups_problem: str | None
+    s: Section, client_names: Collection[str], groups_problem: str | None, dictionary: Dictionaries
 ) -> tuple[PolicyRule, ...]:
     value = s.get("rules")
     items = value.as_list() if value is not None else None
@@ -252,7 +294,7 @@ def _rules(
             continue
         if catch_all is not None:
             item.warn(f"never applies: {catch_all} before it has no conditions and matches all")
-        rule = _rule(section, names, client_names, groups_problem)
+        rule = _rule(section, names, client_names, groups_problem, dictionary)
         if rule is None:
             continue
         if not any(key in section for key in _MATCH_KEYS):
@@ -262,7 +304,11 @@ def _rules(
 
 
 def _rule(
-    s: Section, names: dict[str, str], client_names: Collection[str], groups_problem: str | None
+    s: Section,
+    names: dict[str, str],
+    client_names: Collection[str],
+    groups_problem: str | None,
+    dictionary: Dictionaries,
 ) -> PolicyRule | None:
     name_value = s.get("name")
     name = name_value.as_str() if name_value is not None else None
@@ -290,7 +336,7 @@ def _rule(
         clients=clients,
         nas_identifiers=_names(s.get("nas_identifiers"), fold=True),
         sources=_networks(s.get("sources")),
-        outcome=_outcome(s),
+        outcome=_outcome(s, dictionary),
     )
     if rule.outcome.mac_station == MAC_STATION_NAS and not clients:
         s.warn(

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from radmfa.config.attempts import (
     LOCKOUT_KEYS,
     RATE_LIMITS_KEYS,
@@ -50,6 +52,7 @@ from radmfa.config.radius import (
 )
 from radmfa.config.store import STORE_KEYS, StoreConfig, parse_store
 from radmfa.config.usernames import USERNAMES_KEYS, UsernamesConfig, parse_usernames
+from radmfa.radius.replyattrs import ReplyDictionary, load_reply_dictionary
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -86,6 +89,8 @@ class Config:
     rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     usernames: UsernamesConfig = field(default_factory=UsernamesConfig)
+    #: FreeRADIUS-format dictionary files read after radmfa's own (policy ``reply`` names).
+    dictionary: tuple[str, ...] = ()
 
 
 class ConfigError(Exception):
@@ -112,6 +117,7 @@ TOP_KEYS = (
     "rate_limits",
     "audit",
     "usernames",
+    "dictionary",
 )
 
 
@@ -154,6 +160,7 @@ def parse_config(
     password_only = otp_section.get("allow_password_only") if otp.allow_password_only else None
     if readable_by_others is not None and doc.inline_secrets:
         _warn_inline_secrets(doc.inline_secrets, source, readable_by_others)
+    dictionaries = _Dictionaries(root)
     config = Config(
         source=source,
         listen=listen,
@@ -166,13 +173,14 @@ def parse_config(
         radius=parse_radius(root.section("radius", RADIUS_KEYS)),
         logging=parse_logging(root.section("logging", LOGGING_KEYS)),
         metrics=parse_metrics(root),  # before warnings: it may add one
-        policy=_policy(root, clients, ldap, password_only),  # before warnings: it may warn
+        policy=_policy(root, clients, ldap, password_only, dictionaries),  # may warn
         trusted_devices=parse_trusted_devices(
             root.section("trusted_devices", TRUSTED_DEVICES_KEYS)
         ),
         rate_limits=parse_rate_limits(root.section("rate_limits", RATE_LIMITS_KEYS)),
         audit=parse_audit(root.section("audit", AUDIT_KEYS)),
         usernames=parse_usernames(root.section("usernames", USERNAMES_KEYS)),
+        dictionary=dictionaries.paths,
         warnings=tuple(doc.report.warnings),
     )
     if doc.report.errors:
@@ -208,11 +216,47 @@ def _directory(root: Section) -> tuple[LdapConfig | None, LocalUsersConfig | Non
     return ldap, local_users
 
 
+class _Dictionaries:
+    """The ``dictionary`` option: FreeRADIUS-format files, read with radmfa's own (which
+    alone are read only when a rule has reply attributes to check against them)."""
+
+    def __init__(self, root: Section) -> None:
+        value = root.get("dictionary")
+        items: list[Value] | None = None
+        if value is not None:  # a path or a list of paths
+            items = value.as_list() if isinstance(value.node, yaml.SequenceNode) else [value]
+        self.items = [(path, item) for item in items or () if (path := item.as_path())]
+        self.paths = tuple(path for path, _item in self.items)
+        self._loaded: ReplyDictionary | None = None
+        self._tried = False
+        if self.items:  # named files are checked whether or not a rule needs them
+            self()
+
+    def __call__(self) -> ReplyDictionary | None:
+        if not self._tried:
+            self._tried = True
+            self._loaded = self._load()
+        return self._loaded
+
+    def _load(self) -> ReplyDictionary | None:
+        for path, item in self.items:
+            try:
+                load_reply_dictionary([path])  # one at a time: blame the right line
+            except OSError as e:
+                item.error(f"cannot read {path}: {e.strerror or e}")
+                return None
+            except ValueError as e:
+                item.error(f"not a dictionary radmfa can read: {e}")
+                return None
+        return load_reply_dictionary(self.paths)
+
+
 def _policy(
     root: Section,
     clients: tuple[ClientConfig, ...],
     ldap: LdapConfig | None,
     password_only: Value | None,
+    dictionaries: _Dictionaries,
 ) -> PolicyConfig:
     """``policy``; ``password_only`` is ``otp.allow_password_only`` when it is set true."""
     groups_problem = None
@@ -226,6 +270,7 @@ def _policy(
         client_names={client.name for client in clients},
         groups_problem=groups_problem,
         password_only=password_only,
+        dictionary=dictionaries,
     )
 
 

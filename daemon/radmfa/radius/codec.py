@@ -495,13 +495,16 @@ def encode_reply(
     reply_messages: str | None = None,
     state: bytes | None = None,
     session_timeout: int | None = None,
+    attributes: Sequence[bytes] = (),
 ) -> bytes:
     """Build a signed Access-Accept, -Reject or -Challenge for ``request``.
 
     Message-Authenticator is always the first attribute (BlastRADIUS, B-01) and is computed,
     with the Request Authenticator in place, before the Response Authenticator (R-11, R-03).
-    Proxy-State values are copied last, in order (R-07). Raises ValueError for a reply the
-    rules forbid (State outside a Challenge, a Challenge without State or message, > 4096 bytes).
+    Proxy-State values are copied last, in order (R-07). ``attributes`` (whole attributes, as
+    :mod:`radmfa.radius.replyattrs` encodes a rule's ``reply``) go into an Access-Accept only,
+    after radmfa's own. Raises ValueError for a reply the rules forbid (State outside a
+    Challenge, a Challenge without State or message, attributes outside an Accept, > 4096 bytes).
     """
     if code not in REPLY_CODES:
         raise ValueError(f"{code} is not an Access-Request reply code")
@@ -512,6 +515,8 @@ def encode_reply(
             raise ValueError("an Access-Challenge needs a non-empty Reply-Message")
     elif state is not None:
         raise ValueError("State belongs only in an Access-Challenge")
+    if attributes and code != ACCESS_ACCEPT:
+        raise ValueError("reply attributes belong only in an Access-Accept")
     if session_timeout is not None:
         if code == ACCESS_REJECT:
             raise ValueError("an Access-Reject carries no Session-Timeout")
@@ -525,6 +530,8 @@ def encode_reply(
         body += _attribute(Attr.STATE, state)
     if session_timeout is not None:
         body += _attribute(Attr.SESSION_TIMEOUT, session_timeout.to_bytes(4, "big"))
+    for attribute in attributes:
+        body += attribute
     for proxy_state in request.proxy_states:
         body += _attribute(Attr.PROXY_STATE, proxy_state)
     length = HEADER_LENGTH + len(body)

@@ -522,7 +522,11 @@ class RadiusServerProtocol(DatagramProtocol):
         if decision.outcome is Outcome.ACCEPT:
             message = decision.reply_message or None
             return ACCESS_ACCEPT, encode_reply(
-                decoded, secret, ACCESS_ACCEPT, reply_messages=message
+                decoded,
+                secret,
+                ACCESS_ACCEPT,
+                reply_messages=message,
+                attributes=decision.attributes,
             )
         if decision.outcome is Outcome.CHALLENGE:
             return ACCESS_CHALLENGE, encode_reply(

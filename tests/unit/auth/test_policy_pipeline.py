@@ -569,3 +569,49 @@ def test_account_refusals_reject_with_their_reason_and_do_not_count(detail, reas
     d = w.mfa("alice")
     assert (d.outcome, d.reason) == (Outcome.REJECT, reason)
     assert w.store.lock_state("alice").failures == 0
+
+
+# -- reply attributes -----------------------------------------------------------------------
+
+VLAN = b"\x51\x05120"
+REPLIES = POLICY.replace(
+    "      trusted_device_days: 0\n",
+    "      trusted_device_days: 0\n      reply: {Tunnel-Private-Group-Id: '120'}\n",
+).replace("default: required", "default: {mfa: required, reply: {Filter-Id: all}}")
+
+
+def test_the_deciding_rules_attributes_go_on_its_accepts_only():
+    w = World(REPLIES)
+    d = w.mfa("carol", station="10.1.2.3")
+    assert summary(d) == ("accept", "ok", "admins") and d.attributes == (VLAN,)
+    d = w.mfa("alice")
+    assert summary(d) == ("accept", "ok", "default") and d.attributes == (b"\x0b\x05all",)
+    d = w.send("carol", "carol-pw" + "000000", station="10.1.2.3")
+    assert d.outcome is Outcome.REJECT and d.attributes == ()
+    d = w.mfa("carol", station="10.2.0.1")  # the rule decides, and its address list refuses
+    assert summary(d) == ("reject", "ip_not_allowed", "admins") and d.attributes == ()
+    d = w.send("svc-backup", "svc-backup-pw", client="pam", source="127.0.0.5")
+    assert summary(d) == ("accept", "exempt", "service") and d.attributes == ()
+
+
+def test_a_challenge_carries_none_and_the_accept_after_it_carries_the_rules():
+    w = World(REPLIES)
+    first = w.send("carol", "carol-pw", station="10.1.2.3")
+    assert first.outcome is Outcome.CHALLENGE and first.attributes == ()
+    d = w.send("carol", w.code(), station="10.1.2.3", state=first.state)
+    assert summary(d) == ("accept", "ok", "admins") and d.attributes == (VLAN,)
+
+
+def test_the_answer_gets_the_attributes_of_the_policy_in_force_when_it_comes():
+    w = World(REPLIES)
+    first = w.send("carol", "carol-pw", station="10.1.2.3")
+    w.reload(REPLIES.replace("'120'", "'130'"))
+    d = w.send("carol", w.code(), station="10.1.2.3", state=first.state)
+    assert d.attributes == (b"\x51\x05130",)
+
+
+def test_a_trusted_device_accept_carries_the_rules_attributes_too():
+    w = World(REPLIES)
+    w.mfa("alice", station="10.5.0.2")  # remembered under the default (30 days)
+    d = w.send("alice", "alice-pw", station="10.5.0.2")
+    assert d.reason is Reason.TRUSTED_DEVICE and d.attributes == (b"\x0b\x05all",)

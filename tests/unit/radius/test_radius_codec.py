@@ -395,6 +395,25 @@ def test_challenge_carries_state_message_and_session_timeout() -> None:
     ]
 
 
+def test_rule_attributes_follow_radmfas_own_and_precede_proxy_state() -> None:
+    """Message-Authenticator first, then the Reply-Message, the rule's attributes as given,
+    Proxy-State last; both authenticators cover them (pyrad agrees)."""
+    raw_request = codec.encode_request(
+        SECRET, user_name="alice", password="pw", proxy_states=[b"p"]
+    )
+    vlan = [b"\x40\x06\x00\x00\x00\x0d", b"\x41\x06\x00\x00\x00\x06", b"\x51\x05120"]
+    vsa = b"\x1a\x0d\x00\x00\x39\xe7\x01\x07staff"
+    reply = codec.encode_reply(
+        decode(raw_request), SECRET, ACCESS_ACCEPT, reply_messages="hi", attributes=[*vlan, vsa]
+    )
+    assert [t for t, _ in codec.parse_attributes(reply)] == [80, 18, 64, 65, 81, 26, 33]
+    assert reply[20 + 18 + 4 :].startswith(b"".join([*vlan, vsa]))
+    pyrad_request = AuthPacket(packet=raw_request, secret=SECRET, dict=codec.load_dictionary())
+    assert pyrad_request.VerifyReply(
+        pyrad_request.CreateReply(packet=reply), reply, enforce_ma=True
+    )
+
+
 @pytest.mark.parametrize(
     ("code", "kwargs"),
     [
@@ -408,6 +427,12 @@ def test_challenge_carries_state_message_and_session_timeout() -> None:
         (ACCESS_REJECT, {"session_timeout": 10}),
         (ACCESS_ACCEPT, {"session_timeout": -1}),
         (ACCESS_ACCEPT, {"reply_messages": "x" * 5000}),
+        (ACCESS_REJECT, {"attributes": [b"\x0b\x03x"]}),
+        (
+            ACCESS_CHALLENGE,
+            {"reply_messages": "Code?", "state": b"s", "attributes": [b"\x0b\x03x"]},
+        ),
+        (ACCESS_ACCEPT, {"attributes": [b"\x0b\xff" + b"x" * 253] * 17}),
         (4, {}),
     ],
 )
