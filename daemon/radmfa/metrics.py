@@ -37,6 +37,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from radmfa.auth.model import AccessRequest, Decision, Outcome
+from radmfa.clocktrust import DriftWatch, kernel_clock_synchronised
 from radmfa.config import ListenAddress
 from radmfa.directory.base import (
     DirectoryOutcome,
@@ -121,6 +122,20 @@ class Metrics:
         )
         self.store_errors = Counter(
             "radmfa_store_errors", "Store operations that failed", ["operation"], registry=r
+        )
+        self.clock_synchronised = Gauge(
+            "radmfa_clock_synchronised",
+            "1 when the kernel says the system clock is synchronised (adjtimex), else 0: "
+            "TOTP codes are checked against it",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.totp_drift = Gauge(
+            "radmfa_totp_drift_steps",
+            "Mean step offset of recent users' accepted authenticator codes from the server's "
+            "clock (near 0: phones and server agree; near +1 or -1: the server drifts)",
+            registry=r,
+            multiprocess_mode="liveall",
         )
         for kind in (f.name for f in fields(RadiusStats)):
             self.packets.labels(kind=kind)  # every series from 0, so rate() works at once
@@ -207,6 +222,8 @@ class MetricsService:
         store: AsyncStore | None,
         refresh_locked: bool = True,
         sync_interval: float | None = None,
+        drift: DriftWatch | None = None,
+        clock_synchronised: Callable[[], bool | None] = kernel_clock_synchronised,
     ) -> None:
         self.metrics = metrics
         self.clock = clock
@@ -219,6 +236,8 @@ class MetricsService:
         self._sync = LoopingCall(self.sync_stats)
         self._sync.clock = clock
         self._sync_interval = sync_interval
+        self._drift = drift
+        self._clock_synchronised = clock_synchronised
         self.port: Any = None
 
     def start(self) -> None:
@@ -242,7 +261,13 @@ class MetricsService:
             self.port = None
 
     def sync_stats(self) -> None:
-        """Add what the protocol counted since the last call to the packet counters."""
+        """Add what the protocol counted since the last call to the packet counters; the
+        clock's state and the drift of accepted codes as they are now."""
+        synchronised = self._clock_synchronised()
+        if synchronised is not None:
+            self.metrics.clock_synchronised.set(1 if synchronised else 0)
+        if self._drift is not None:
+            self.metrics.totp_drift.set(self._drift.mean_offset)
         for f in fields(RadiusStats):
             now, before = getattr(self.stats, f.name), getattr(self._seen, f.name)
             if now > before:

@@ -23,6 +23,7 @@ from radmfa.auth.ledger import attempt_lease
 from radmfa.auth.model import AccessRequest, Decision
 from radmfa.auth.pipeline import Authenticator, PipelineSettings
 from radmfa.auth.policy import Policy
+from radmfa.clocktrust import CLOCK_UNSYNCHRONISED, DriftWatch, kernel_clock_synchronised
 from radmfa.config import Config, ConfigError, ListenAddress, load_config
 from radmfa.directory.base import GroupFinder, PasswordChecker
 from radmfa.directory.ldap import LdapPasswordChecker
@@ -100,6 +101,7 @@ def build_runtime(
     clock: Any,
     metrics: Metrics | None = None,
     recorder: AuditRecorder | None = None,
+    drift: DriftWatch | None = None,
 ) -> Runtime:
     directory = build_directory(config, directory_runner, clock)
     groups = directory if hasattr(directory, "user_groups") else None
@@ -135,6 +137,7 @@ def build_runtime(
             observers=observers,
             groups=groups,  # type: ignore[arg-type]
             audit=recorder,
+            drift=drift,
         )
     except ValueError as e:
         raise SetupError(str(e)) from None
@@ -195,6 +198,8 @@ class Daemon:
             self.audit_db if self.metrics is None else CountingRunner(self.audit_db, self.metrics)
         )
         self.metrics_service: MetricsService | None = None
+        #: Accepted TOTP codes' offsets from this server's clock, across reloads.
+        self.drift = DriftWatch()
         #: Callers of a second stop() while the first is running (None: never stopped).
         self._stop_waiters: list[Deferred[None]] | None = None
         self._stopped = False
@@ -236,6 +241,8 @@ class Daemon:
             self.recorder.start()
         self.runtime = self._build(self.config)
         self._check_groups(self.runtime)
+        if self.worker in (None, 0) and kernel_clock_synchronised() is False:
+            log.warn("{problem}", problem=CLOCK_UNSYNCHRONISED)
         for address in self.config.listen:
             self._listen(address)
         self._start_metrics()
@@ -267,6 +274,7 @@ class Daemon:
             # One worker is enough to count locked users (the store is shared).
             refresh_locked=self.worker in (None, 0),
             sync_interval=None if self.worker is None else STATS_SYNC_INTERVAL,
+            drift=self.drift,
         )
         if self.worker is None:  # with workers the supervisor serves the sum
             try:
@@ -287,6 +295,7 @@ class Daemon:
             clock=self.reactor,
             metrics=self.metrics,
             recorder=self.recorder,
+            drift=self.drift,
         )
 
     def _listen(self, address: ListenAddress) -> None:

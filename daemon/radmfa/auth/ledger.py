@@ -31,6 +31,7 @@ from twisted.python.failure import Failure
 from radmfa.auth.decisions import reject
 from radmfa.auth.model import AccessRequest, Decision, Outcome, Reason
 from radmfa.auth.policy import Verdict, device_key
+from radmfa.clocktrust import DriftWatch
 from radmfa.config import LockoutConfig, RateLimitsConfig
 from radmfa.factors.base import CodeMatch, FactorRegistry
 from radmfa.store.base import (
@@ -152,6 +153,7 @@ class Ledger:
         rate_limits: RateLimitsConfig,
         devices_on: bool,
         lease: float = ATTEMPT_LEASE,
+        drift: DriftWatch | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -162,6 +164,8 @@ class Ledger:
         #: Whether any rule may trust devices (else their lookup is skipped).
         self.devices_on = devices_on
         self.lease = lease
+        #: Told the step offset of every accepted TOTP code (a drifting server clock).
+        self.drift = drift
         self._ends: list[AttemptEnd] = []
         self._ends_timer: IDelayedCall | None = None
         self._ends_lost_said = False
@@ -406,7 +410,11 @@ class Ledger:
         """Make a matched code stick (atomic in the store); False: someone used it first."""
         if match.step is None:  # a factor whose codes are not single-use
             return True
-        return await self.store.advance_step(token.token_id, match.step)
+        used = await self.store.advance_step(token.token_id, match.step)
+        if used and self.drift is not None and token.type == "totp" and token.period > 0:
+            now_step = int(self.clock.seconds() // token.period)
+            self.drift.record(token.user, match.step - now_step)
+        return used
 
     def log_use(self, user: str, token: TokenRecord) -> None:
         """The factor's own line about a use (e.g. backup codes left), when it has one."""

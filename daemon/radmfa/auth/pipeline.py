@@ -57,6 +57,7 @@ from radmfa.auth.password import PasswordCheck
 from radmfa.auth.policy import Policy, Verdict, device_ref
 from radmfa.auth.rounds import ChallengeRounds
 from radmfa.auth.verdicts import PolicyCheck, refusal
+from radmfa.clocktrust import DriftWatch
 from radmfa.config import (
     LockoutConfig,
     OtpConfig,
@@ -114,6 +115,7 @@ class Authenticator:
         courier: Courier | None = None,
         groups: GroupResolver | None = None,
         audit: AuditSink | None = None,
+        drift: DriftWatch | None = None,
     ) -> None:
         self.settings = settings
         self.directory = directory
@@ -143,6 +145,8 @@ class Authenticator:
         self.random_bytes = random_bytes
         #: Takes the changes the daemon makes itself (a new address from the directory).
         self.audit = audit
+        #: Watches accepted TOTP codes for a server clock that drifts (kept across reloads).
+        self.drift = drift
         #: Delivers out-of-band codes in the background.
         self.courier = courier if courier is not None else Courier(store)
 
@@ -161,6 +165,7 @@ class Authenticator:
             rate_limits=self.settings.rate_limits,
             devices_on=self._devices_on,
             lease=self.settings.attempt_lease,
+            drift=self.drift,
         )
         self.password = PasswordCheck(self.directory, self.ledger)
         self.verdicts = PolicyCheck(policy=self.policy, groups=self.groups, ledger=self.ledger)

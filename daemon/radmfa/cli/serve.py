@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from radmfa.cli.main import EXIT_FAILED, EXIT_USAGE
+from radmfa.clocktrust import CLOCK_UNSYNCHRONISED, kernel_clock_synchronised
 from radmfa.config import Config, ConfigError, load_config
 
 
@@ -20,6 +21,8 @@ def run_check_config(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    if kernel_clock_synchronised() is False:
+        print(f"warning: {CLOCK_UNSYNCHRONISED}", file=sys.stderr)
     print(f"{args.config}: configuration OK")
     return 0
 

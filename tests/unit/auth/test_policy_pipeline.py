@@ -615,3 +615,17 @@ def test_a_trusted_device_accept_carries_the_rules_attributes_too():
     w.mfa("alice", station="10.5.0.2")  # remembered under the default (30 days)
     d = w.send("alice", "alice-pw", station="10.5.0.2")
     assert d.reason is Reason.TRUSTED_DEVICE and d.attributes == (b"\x0b\x05all",)
+
+
+def test_accepted_codes_tell_the_drift_watch_their_offset_from_the_servers_clock():
+    from radmfa.clocktrust import DriftWatch
+
+    w = World()
+    w.auth.ledger.drift = watch = DriftWatch(min_users=2)
+    w.next_code()
+    ahead = OTP.at(w.clock.seconds() + 30)  # the phones run a step ahead
+    assert w.send("alice", f"alice-pw{ahead}").outcome is Outcome.ACCEPT
+    assert w.send("bob", f"bob-pw{ahead}").outcome is Outcome.ACCEPT
+    assert watch.users == 2 and watch.leaning == 1
+    w.send("bob", f"bob-pw{ahead}")  # a replay is refused and tells nothing
+    assert watch.users == 2
