@@ -41,6 +41,7 @@ from radmfa.config.policy import (
     parse_policy,
     parse_trusted_devices,
 )
+from radmfa.config.portal import PortalConfig, parse_portal
 from radmfa.config.radius import (
     RADIUS_KEYS,
     ListenAddress,
@@ -86,6 +87,8 @@ class Config:
     rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     usernames: UsernamesConfig = field(default_factory=UsernamesConfig)
+    #: The self-service portal; None: off.
+    portal: PortalConfig | None = None
 
 
 class ConfigError(Exception):
@@ -112,6 +115,7 @@ TOP_KEYS = (
     "rate_limits",
     "audit",
     "usernames",
+    "portal",
 )
 
 
@@ -173,6 +177,7 @@ def parse_config(
         rate_limits=parse_rate_limits(root.section("rate_limits", RATE_LIMITS_KEYS)),
         audit=parse_audit(root.section("audit", AUDIT_KEYS)),
         usernames=parse_usernames(root.section("usernames", USERNAMES_KEYS)),
+        portal=parse_portal(root),
         warnings=tuple(doc.report.warnings),
     )
     if doc.report.errors:
