@@ -31,7 +31,9 @@ def qr_svg(uri: str) -> Markup:
     """The QR code of ``uri`` as inline SVG: nothing for the CSP to allow (no image URL, no
     data: URI). Error correction M, never a Micro QR (apps cannot read those)."""
     code = segno.make_qr(uri, error="m")
-    svg = code.svg_inline(scale=5, border=4, dark="#111", light="#fff", title="QR code")
+    svg = code.svg_inline(
+        scale=5, border=4, dark="#111", light="#fff", title="QR code", omitsize=True
+    )
     return Markup(svg)  # noqa: S704 - segno's own SVG of a percent-encoded URI
 
 

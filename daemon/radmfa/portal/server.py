@@ -12,7 +12,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from OpenSSL import crypto
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -158,8 +159,8 @@ def tls_options(cert_file: str, key_file: str) -> ssl.CertificateOptions:
         Path(cert_file).read_bytes(),
         re.DOTALL,
     )
-    certificates = [crypto.load_certificate(crypto.FILETYPE_PEM, pem) for pem in chain]
-    key = crypto.load_privatekey(crypto.FILETYPE_PEM, Path(key_file).read_bytes())
+    certificates = [x509.load_pem_x509_certificate(pem) for pem in chain]
+    key = serialization.load_pem_private_key(Path(key_file).read_bytes(), password=None)
     return ssl.CertificateOptions(
         privateKey=key,
         certificate=certificates[0],

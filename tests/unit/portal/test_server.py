@@ -213,3 +213,16 @@ def test_a_crashing_page_is_a_plain_500_without_details():
     status, headers, body = headers_of(http(world.site(), get("/signin")))
     assert status == 500 and b"secret internals" not in body
     assert headers["content-security-policy"] == [EXPECTED["content-security-policy"]]
+
+
+def test_tls_options_load_the_certificate_its_chain_and_key(tmp_path):
+    from radmfa.portal.server import tls_options
+    from tests.support.certs import make_ca, make_server_cert
+
+    ca = make_ca(tmp_path / "ca")
+    server = make_server_cert(tmp_path / "srv", ca)
+    chained = tmp_path / "chain.pem"
+    chained.write_bytes(server.cert_path.read_bytes() + ca.cert_path.read_bytes())
+    options = tls_options(str(chained), str(server.key_path))
+    assert len(options.extraCertChain) == 1
+    assert options.getContext() is not None
