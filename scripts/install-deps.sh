@@ -7,8 +7,10 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 venv=${RADMFA_VENV:-$here/.venv}
 # libldap2-dev libsasl2-dev: headers pip builds python-ldap with (it has no wheels; gcc and
-# python3-dev are needed too).
-want_deb=(slapd ldap-utils freeradius-utils libpam-radius-auth pamtester postgresql libldap2-dev libsasl2-dev)
+# python3-dev are needed too). chromium chromium-driver: the portal's browser tests (the two
+# packages match each other); zbar-tools: zbarimg, which reads the portal's QR code back.
+want_deb=(slapd ldap-utils freeradius-utils libpam-radius-auth pamtester postgresql libldap2-dev libsasl2-dev
+  chromium chromium-driver zbar-tools)
 if [ "${1:-}" = "--bench" ]; then want_deb+=(freeradius freeradius-ldap); shift; fi
 
 missing=()

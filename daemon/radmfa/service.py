@@ -39,6 +39,7 @@ from radmfa.metrics import (
     Metrics,
     MetricsService,
 )
+from radmfa.portal.service import PortalService
 from radmfa.radius.clients import ClientTable
 from radmfa.radius.protocol import RadiusServerProtocol, RadiusStats
 from radmfa.store import describe as describe_store
@@ -200,6 +201,8 @@ class Daemon:
         self.metrics_service: MetricsService | None = None
         #: Accepted TOTP codes' offsets from this server's clock, across reloads.
         self.drift = DriftWatch()
+        #: The self-service portal, in this process when it serves it (see radmfa.portal).
+        self.portal: PortalService | None = None
         #: Callers of a second stop() while the first is running (None: never stopped).
         self._stop_waiters: list[Deferred[None]] | None = None
         self._stopped = False
@@ -246,6 +249,7 @@ class Daemon:
         for address in self.config.listen:
             self._listen(address)
         self._start_metrics()
+        self._start_portal()
         self._purge.start(PURGE_INTERVAL, now=False)
         self.reactor.addSystemEventTrigger("before", "shutdown", self.stop)
 
@@ -285,6 +289,24 @@ class Daemon:
                 ) from None
         service.start()
         self.metrics_service = service
+
+    def _start_portal(self) -> None:
+        """Sessions live in this process's memory for now, so one process serves the portal:
+        the only one, or worker 0 (see radmfa.portal)."""
+        settings = self.config.portal
+        if settings is None or self.worker not in (None, 0):
+            return
+        portal = PortalService(settings, self._current_runtime, self.reactor)
+        try:
+            portal.start()
+        except Exception as e:
+            raise SetupError(f"portal: cannot listen on {_fmt(settings.listen)}: {e}") from None
+        self.portal = portal
+        log.info("portal: serving {url}", url=portal.url)
+
+    def _current_runtime(self) -> Runtime:
+        assert self.runtime is not None
+        return self.runtime
 
     def _build(self, config: Config) -> Runtime:
         assert self.store is not None
@@ -354,6 +376,8 @@ class Daemon:
             log.warn("ldap.pool_size changed: it takes effect at the next restart")
         if config.metrics != self.config.metrics:
             log.warn("metrics settings changed: they take effect at the next restart")
+        if config.portal != self.config.portal:
+            log.warn("portal settings changed: they take effect at the next restart")
         old_audit, new_audit = self.config.audit, config.audit
         if (old_audit.enabled, old_audit.flush_interval, old_audit.batch_size) != (
             new_audit.enabled,
@@ -418,6 +442,8 @@ class Daemon:
         def release(_: object) -> None:
             if self.metrics_service is not None:
                 self.metrics_service.stop()
+            if self.portal is not None:
+                self.portal.stop()
             for port, _protocol in self.ports.values():
                 port.stopListening()
             self.ports.clear()

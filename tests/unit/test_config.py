@@ -46,6 +46,7 @@ from radmfa.config import local_users as local_users_section
 from radmfa.config import monitoring as monitoring_section
 from radmfa.config import otp as otp_section
 from radmfa.config import policy as policy_section
+from radmfa.config import portal as portal_section
 from radmfa.config import radius as radius_section
 from radmfa.config import root as root_section
 from radmfa.config import store as store_section
@@ -381,6 +382,8 @@ def test_example_config_documents_every_key() -> None:
         *monitoring_section.LOGGING_KEYS,
         *monitoring_section.METRICS_KEYS,
         *usernames_section.USERNAMES_KEYS,
+        *portal_section.PORTAL_KEYS,
+        *portal_section.PORTAL_TLS_KEYS,
     }
     for key in keys:  # as a key, or a commented-out one
         assert re.search(rf"^\s*#?\s*(- )?{key}:", text, re.MULTILINE), key

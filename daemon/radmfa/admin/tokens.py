@@ -1,4 +1,6 @@
-"""Token administration shared by the CLI and anything else that manages enrolments."""
+"""Token administration shared by the CLI, the portal and anything else that manages
+enrolments. Nothing here reads the clock or prints; the store functions are blocking (the
+daemon runs them through its store runner)."""
 
 from __future__ import annotations
 
@@ -6,14 +8,16 @@ import base64
 import binascii
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyotp
 
+from radmfa.audit import admin_event
 from radmfa.config import TotpConfig
+from radmfa.factors.base import FactorRegistry, MatchKind
 from radmfa.factors.hotp import last_step_for, make_hotp, next_counter
 from radmfa.factors.totp import make_otp
-from radmfa.store.base import TokenRecord
+from radmfa.store.base import Store, TokenRecord
 
 #: RFC 4226 asks for 160-bit secrets; pyotp refuses fewer than 112 bits.
 SECRET_BYTES = 20
@@ -25,6 +29,11 @@ TOKEN_TYPES = ("totp", "hotp")
 
 class TokenError(ValueError):
     """A token request an admin can fix (bad secret, unsupported option)."""
+
+
+class DuplicateSecret(TokenError):
+    """The user already has a token with this secret: a second one would accept each code
+    twice."""
 
 
 def parse_base32_secret(text: str) -> bytes:
@@ -115,3 +124,44 @@ def provisioning_uri(token: TokenRecord, issuer: str) -> str:
 
 def secret_base32(token: TokenRecord) -> str:
     return base64.b32encode(token.secret).decode("ascii").rstrip("=")
+
+
+def enroll_token(
+    store: Store, token: TokenRecord, *, now: float, actor: str, reason: str | None = None
+) -> None:
+    """Add ``token`` and its admin row (``token-add``, by ``actor``) to the audit trail.
+    Raises :class:`DuplicateSecret` (nothing written) when the user already has its secret."""
+    if not store.add_token(token):
+        raise DuplicateSecret(
+            f"{token.user} already has a {token.type} token with this secret; nothing added"
+        )
+    store.append_audit(
+        [
+            admin_event(
+                now,
+                token.user,
+                "token-add",
+                actor=actor,
+                after=f"{token.type} {token.token_id}",
+                reason=reason,
+            )
+        ]
+    )
+
+
+def confirm_token(
+    token: TokenRecord, code: str, now: float, factors: FactorRegistry
+) -> TokenRecord | None:
+    """``token`` ready to be stored when ``code`` is a fresh code of it, else None.
+
+    A token is stored only once its user showed a code from it (no half-enrolled token that
+    works over RADIUS while the app never got it); the step of that code is spent, so the
+    same code cannot then log in.
+    """
+    factor = factors.get(token.type)
+    if factor is None:
+        return None
+    match = factor.verify(token, code.strip(), now)
+    if match.kind is not MatchKind.MATCH:
+        return None
+    return replace(token, last_step=match.step) if match.step is not None else token

@@ -111,6 +111,15 @@ def source_key(request: AccessRequest) -> str | None:
     return source_failures_key(station) if station is not None else None
 
 
+def fresh_attempt(key: str, address: str | None) -> Attempt:
+    """The reservation of a try that is no RADIUS packet (a portal sign-in): nothing
+    retransmits it, so its id is random. ``address`` (the browser's IP address) is its
+    source: it shares the budget of a RADIUS station with the same address."""
+    station = device_key(address)
+    source = source_failures_key(station) if station is not None else None
+    return Attempt(os.urandom(16), key, source)
+
+
 def attempt_id_of(request: AccessRequest, key: str) -> bytes:
     """The request's identity across workers and daemons: a retransmission (same client,
     address, Identifier and Request Authenticator, RFC 5080) has the same one. Requests
@@ -173,10 +182,16 @@ class Ledger:
     async def begin(
         self, user: str, key: str, request: AccessRequest, device: DeviceRef | None, now: float
     ) -> UserView | Decision:
+        """:meth:`reserve` for an Access-Request (its retransmissions share one attempt)."""
+        attempt = Attempt(attempt_id_of(request, key), key, source_key(request))
+        return await self.reserve(user, attempt, device, now)
+
+    async def reserve(
+        self, user: str, attempt: Attempt, device: DeviceRef | None, now: float
+    ) -> UserView | Decision:
         """Reserve this attempt, or the Decision that refuses it before any directory
         traffic (disabled, locked, throttled; a DROP for a request another worker or daemon
         already has). ``device``: the remembered device to look for."""
-        attempt = Attempt(attempt_id_of(request, key), key, source_key(request))
         start, tokens = await self._reserve(attempt, device, now)
         waited, step = 0.0, 0.005
         while start.refusal == BUSY and waited < MAX_BUSY_WAIT:

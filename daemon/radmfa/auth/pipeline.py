@@ -54,7 +54,7 @@ from radmfa.auth.outofband import (
     keyword_token,
 )
 from radmfa.auth.password import PasswordCheck
-from radmfa.auth.policy import Policy, Verdict, device_ref
+from radmfa.auth.policy import Policy, Verdict, device_ref, grace_granted, grace_over
 from radmfa.auth.rounds import ChallengeRounds
 from radmfa.auth.verdicts import PolicyCheck, refusal
 from radmfa.clocktrust import DriftWatch
@@ -403,15 +403,12 @@ class Authenticator:
         (days from the first such login, or a number of logins), which the reply says."""
         grace, settings = verdict.grace, view.settings
         now = self.clock.seconds()
-        if grace.seconds <= 0 and grace.logins <= 0:
+        if not grace_granted(grace):
             log.info(
                 "{user} has no second-factor token; enroll one with 'radmfa token add'", user=user
             )
             return reject(Reason.NO_TOKEN, user)
-        started = settings.first_seen_at
-        if (grace.seconds > 0 and started is not None and now >= started + grace.seconds) or (
-            grace.logins > 0 and settings.grace_logins >= grace.logins
-        ):
+        if grace_over(grace, settings, now):
             log.info(
                 "{user} has no second factor and the enrolment grace period is over", user=user
             )

@@ -33,7 +33,7 @@ from radmfa.config import (
     fold_name,
 )
 from radmfa.config.policy import Network
-from radmfa.store.base import DeviceRef
+from radmfa.store.base import DeviceRef, UserSettings
 
 __all__ = [
     "NEEDS_GROUPS",
@@ -44,6 +44,8 @@ __all__ = [
     "Verdict",
     "device_key",
     "device_ref",
+    "grace_granted",
+    "grace_over",
     "normalize_dn",
     "subject_address",
 ]
@@ -178,6 +180,20 @@ class Verdict:
     @property
     def refused(self) -> bool:
         return self.deny or self.address_refusal is not None
+
+
+def grace_granted(grace: GraceConfig) -> bool:
+    """Whether the rule lets users without a factor in for a while at all."""
+    return grace.seconds > 0 or grace.logins > 0
+
+
+def grace_over(grace: GraceConfig, settings: UserSettings, now: float) -> bool:
+    """Whether this user's enrolment grace period has run out: its days since the first
+    login on the password alone, or its number of such logins."""
+    started = settings.first_seen_at
+    return (grace.seconds > 0 and started is not None and now >= started + grace.seconds) or (
+        grace.logins > 0 and settings.grace_logins >= grace.logins
+    )
 
 
 class _NeedsGroups:

@@ -57,6 +57,12 @@ class PolicyCheck:
         if self.policy.needs_address:
             address = subject_address(request.calling_station_id, request.client_address)
         subject = Subject(key, request.client_name, request.nas_identifier, address)
+        return await self.evaluate_subject(subject, user, view)
+
+    async def evaluate_subject(
+        self, subject: Subject, user: str, view: UserView
+    ) -> tuple[Verdict | Decision, UserEntry | None]:
+        """:meth:`evaluate` for any channel: ``subject`` says who asks, and from where."""
         verdict = self.policy.evaluate(subject)
         if verdict is not NEEDS_GROUPS:
             assert isinstance(verdict, Verdict)

@@ -21,14 +21,16 @@ from radmfa.admin.factors import (
 from radmfa.admin.importer import ImportError_, build_rows, read_rows, skipped_rows
 from radmfa.admin.tokens import (
     TOKEN_TYPES,
+    DuplicateSecret,
     TokenError,
     TokenSpec,
     build_token,
+    enroll_token,
     parse_base32_secret,
     provisioning_uri,
     secret_base32,
 )
-from radmfa.audit import admin_event
+from radmfa.audit import admin_event, operator
 from radmfa.cli.common import (
     config_from,
     now,
@@ -105,13 +107,9 @@ def _store_new_token(config: Config, token: TokenRecord, reason: str | None) -> 
     secret: a second token with one secret would accept every code twice."""
     store = store_from(config)
     try:
-        if not store.add_token(token):
-            raise CommandFailed(
-                f"{token.user} already has a {token.type} token with this secret; nothing added"
-            )
-        record_change(
-            store, token.user, "token-add", after=f"{token.type} {token.token_id}", reason=reason
-        )
+        enroll_token(store, token, now=now(), actor=operator(), reason=reason)
+    except DuplicateSecret as e:
+        raise CommandFailed(str(e)) from None
     finally:
         store.close()
 

@@ -42,6 +42,7 @@ from radmfa.config.policy import (
     TrustedDevicesConfig,
     fold_name,
 )
+from radmfa.config.portal import PortalConfig, PortalTls
 from radmfa.config.radius import ListenAddress, RadiusConfig, parse_listen_address
 from radmfa.config.root import (
     DEFAULT_CONFIG_PATH,
@@ -83,6 +84,8 @@ __all__ = [
     "OtpConfig",
     "PolicyConfig",
     "PolicyRule",
+    "PortalConfig",
+    "PortalTls",
     "RadiusConfig",
     "RateLimitsConfig",
     "RuleOutcome",

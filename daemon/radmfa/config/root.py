@@ -43,6 +43,7 @@ from radmfa.config.policy import (
     parse_policy,
     parse_trusted_devices,
 )
+from radmfa.config.portal import PortalConfig, parse_portal
 from radmfa.config.radius import (
     RADIUS_KEYS,
     ListenAddress,
@@ -91,6 +92,8 @@ class Config:
     usernames: UsernamesConfig = field(default_factory=UsernamesConfig)
     #: FreeRADIUS-format dictionary files read after radmfa's own (policy ``reply`` names).
     dictionary: tuple[str, ...] = ()
+    #: The self-service portal; None: off.
+    portal: PortalConfig | None = None
 
 
 class ConfigError(Exception):
@@ -118,6 +121,7 @@ TOP_KEYS = (
     "audit",
     "usernames",
     "dictionary",
+    "portal",
 )
 
 
@@ -181,6 +185,7 @@ def parse_config(
         audit=parse_audit(root.section("audit", AUDIT_KEYS)),
         usernames=parse_usernames(root.section("usernames", USERNAMES_KEYS)),
         dictionary=dictionaries.paths,
+        portal=parse_portal(root),
         warnings=tuple(doc.report.warnings),
     )
     if doc.report.errors:

@@ -1,0 +1,287 @@
+"""Signing in outside RADIUS (the self-service portal): the same checks, in two steps.
+
+A browser sign-in is a login like any other: the same user-name rules, the same reservation
+that checks lock, throttles and disable flag and counts the try in one store transaction
+(:meth:`radmfa.auth.ledger.Ledger.reserve`, with the browser's address as the source), the
+same policy, the same one directory bind, the same decision observers (log line, metrics,
+audit trail, with the channel as the client name). Only the shape differs: the password
+first, then, when the user has a code factor, the code in a second request.
+
+A right password does not clear the failure counts while a code is still due (it proves
+nothing about the codes an attacker may be guessing); the code step does. A user without a
+factor is signed in on the password alone only while the policy grants an enrolment grace
+period, and then only to enroll one; otherwise the password step ends with
+:attr:`Step.HELP_DESK`, after the password was checked (so the page says nothing about the
+account to someone without the password).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from radmfa.auth.decisionlog import DecisionObserver
+from radmfa.auth.decisions import reject, ruled, tagged
+from radmfa.auth.identity import NameProblem, check_user, store_key
+from radmfa.auth.ledger import Ledger, UserView, fresh_attempt
+from radmfa.auth.model import AccessRequest, AuthMethod, Decision, Outcome, Reason
+from radmfa.auth.password import PasswordCheck
+from radmfa.auth.policy import Subject, Verdict, grace_granted, grace_over, subject_address
+from radmfa.auth.verdicts import PolicyCheck, refusal
+from radmfa.factors.base import FactorRegistry, MatchKind
+from radmfa.store.base import StoreError, TokenRecord, UserSettings
+
+__all__ = ["CHANNEL_PORTAL", "SignIn", "SignInParts", "SignInResult", "Step"]
+
+log = Logger(namespace="radmfa.auth")
+
+#: The client name a portal sign-in is logged, counted and audited under.
+CHANNEL_PORTAL = "portal"
+#: ``Decision.method`` of the steps of a sign-in outside RADIUS.
+METHOD_FORM = "form"
+
+
+class Step(enum.Enum):
+    """Where a sign-in stands after a step."""
+
+    #: Refused (wrong password or code, locked, throttled, denied...): the reason is logged.
+    REFUSED = "refused"
+    #: The password was right; a code from one of the user's factors is due.
+    CODE_DUE = "code_due"
+    #: Signed in with the password and a second factor.
+    SIGNED_IN = "signed_in"
+    #: Signed in on the password alone, inside the enrolment grace period: may enroll.
+    ENROLL_ONLY = "enroll_only"
+    #: The password was right, but nothing may be done here: no factor, no grace period (or
+    #: only factors the portal cannot check yet). The page sends the user to the help desk.
+    HELP_DESK = "help_desk"
+    #: The store could not be reached: nothing was decided.
+    UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True)
+class SignInResult:
+    step: Step
+    #: The canonical name (for pages) and the store key (for everything else); None when
+    #: the name itself was refused.
+    user: str | None = None
+    key: str | None = None
+    decision: Decision | None = None
+    #: When the enrolment grace period ends (None: not started, or counted in logins only).
+    grace_ends_at: float | None = None
+
+
+class SignInParts(Protocol):
+    """What a sign-in uses of the running pipeline
+    (:class:`~radmfa.auth.pipeline.Authenticator` has every one of these)."""
+
+    ledger: Ledger
+    password: PasswordCheck
+    verdicts: PolicyCheck
+    factors: FactorRegistry
+    observers: tuple[DecisionObserver, ...]
+
+
+def code_tokens(
+    factors: FactorRegistry, tokens: Sequence[TokenRecord], now: float
+) -> list[TokenRecord]:
+    """The tokens a typed code can prove (TOTP, HOTP, backup and emergency codes): usable and
+    not delivered out of band (email and SMS codes need a send the portal does not do yet)."""
+    return [t for t in tokens if factors.usable(t, now) and factors.out_of_band(t.type) is None]
+
+
+class SignIn:
+    """The two steps of a sign-in on one channel, against the running pipeline's parts."""
+
+    def __init__(
+        self, parts: SignInParts, clock: IReactorTime, *, strip_realm: bool, channel: str
+    ) -> None:
+        self.parts = parts
+        self.clock = clock
+        self.strip_realm = strip_realm
+        self.channel = channel
+
+    def _now(self) -> float:
+        return self.clock.seconds()
+
+    async def password(self, name: str, password: str, address: str) -> SignInResult:
+        """Step one: the user name and password typed into the form, from ``address``."""
+        started = self._now()
+        result = await self._step(self._password(name, password, address))
+        self._observe(name, address, result, started)
+        return result
+
+    async def code(self, user: str, code: str, address: str) -> SignInResult:
+        """Step two, for the user whose password step said :attr:`Step.CODE_DUE` (the caller
+        keeps that user; nothing typed names it)."""
+        started = self._now()
+        result = await self._step(self._code(user, code, address))
+        self._observe(user, address, result, started)
+        return result
+
+    async def _step(self, work: Coroutine[Any, Any, SignInResult]) -> SignInResult:
+        try:
+            return await work
+        except StoreError as e:
+            log.warn("sign-in: the store is unavailable ({err})", err=str(e))
+            decision = Decision(Outcome.DROP, Reason.STORE_UNAVAILABLE)
+            return SignInResult(Step.UNAVAILABLE, decision=decision)
+
+    def _observe(self, name: str, address: str, result: SignInResult, started: float) -> None:
+        """Tell the observers, as the pipeline does for RADIUS: the channel is the client."""
+        decision = result.decision
+        if decision is None:
+            return
+        request = AccessRequest(
+            user_name=name.encode("utf-8", "surrogateescape"),
+            password=None,
+            method=AuthMethod.NONE,
+            state=None,
+            client_name=self.channel,
+            client_address=address,
+        )
+        elapsed = self._now() - started
+        for observer in self.parts.observers:
+            try:
+                observer.record(request, decision, elapsed)
+            except Exception:  # a broken observer must not change the outcome
+                log.failure("decision observer {o!r} failed", o=observer)
+
+    def _subject(self, key: str, address: str) -> Subject:
+        policy = self.parts.verdicts.policy
+        where = subject_address(None, address) if policy.needs_address else None
+        return Subject(key, self.channel, None, where)
+
+    async def _begin(self, name: str, address: str) -> tuple[str, str, UserView] | SignInResult:
+        user = check_user(name.encode("utf-8", "surrogateescape"), strip_realm=self.strip_realm)
+        if isinstance(user, NameProblem):
+            reason = Reason.UNSAFE_USER_NAME if user is NameProblem.UNSAFE else Reason.BAD_USER_NAME
+            return SignInResult(Step.REFUSED, decision=reject(reason, method=METHOD_FORM))
+        key = store_key(user)
+        view = await self.parts.ledger.reserve(user, fresh_attempt(key, address), None, self._now())
+        if isinstance(view, Decision):  # disabled, locked, throttled: no directory traffic
+            return SignInResult(Step.REFUSED, user, key, tagged(view, method=METHOD_FORM))
+        return user, key, view
+
+    async def _verdict(
+        self, user: str, key: str, address: str, view: UserView
+    ) -> Verdict | Decision:
+        verdict, _entry = await self.parts.verdicts.evaluate_subject(
+            self._subject(key, address), user, view
+        )
+        if isinstance(verdict, Decision):
+            return verdict
+        refused = refusal(verdict, user)
+        return ruled(refused, verdict.rule) if refused is not None else verdict
+
+    async def _password(self, name: str, password: str, address: str) -> SignInResult:
+        if not password:
+            return SignInResult(
+                Step.REFUSED, decision=reject(Reason.EMPTY_PASSWORD, method=METHOD_FORM)
+            )
+        begun = await self._begin(name, address)
+        if isinstance(begun, SignInResult):
+            return begun
+        user, key, view = begun
+        ledger = self.parts.ledger
+        try:
+            verdict = await self._verdict(user, key, address, view)
+            if isinstance(verdict, Decision):
+                return SignInResult(Step.REFUSED, user, key, tagged(verdict, method=METHOD_FORM))
+            now = self._now()
+            usable = [t for t in view.tokens if self.parts.factors.usable(t, now)]
+            wrong, _attributes = await self.parts.password.check(view, user, password)
+            if wrong is not None:
+                return SignInResult(
+                    Step.REFUSED, user, key, ruled(tagged(wrong, method=METHOD_FORM), verdict.rule)
+                )
+            if usable:
+                # Not a success yet: the counts are cleared by the code step.
+                step = (
+                    Step.CODE_DUE
+                    if code_tokens(self.parts.factors, usable, now)
+                    else Step.HELP_DESK
+                )
+                outcome, reason = (
+                    (Outcome.CHALLENGE, Reason.CHALLENGE_ISSUED)
+                    if step is Step.CODE_DUE
+                    else (Outcome.REJECT, Reason.NO_TOKEN)
+                )
+                decision = Decision(
+                    outcome, reason, user=user, method=METHOD_FORM, rule=verdict.rule
+                )
+                return SignInResult(step, user, key, decision)
+            if grace_granted(verdict.grace) and not grace_over(verdict.grace, view.settings, now):
+                await ledger.succeed(view)
+                decision = Decision(
+                    Outcome.ACCEPT,
+                    Reason.GRACE_PERIOD,
+                    user=user,
+                    method=METHOD_FORM,
+                    rule=verdict.rule,
+                )
+                ends = _grace_ends(verdict, view.settings)
+                return SignInResult(Step.ENROLL_ONLY, user, key, decision, grace_ends_at=ends)
+            reason = Reason.GRACE_EXPIRED if grace_granted(verdict.grace) else Reason.NO_TOKEN
+            log.info(
+                "{user} signed in without a factor and may not enroll one: {why}",
+                user=user,
+                why=reason.value,
+            )
+            return SignInResult(
+                Step.HELP_DESK,
+                user,
+                key,
+                ruled(reject(reason, user, method=METHOD_FORM), verdict.rule),
+            )
+        finally:
+            await ledger.release(view)  # a no-op when the step already ended it
+
+    async def _code(self, user: str, code: str, address: str) -> SignInResult:
+        begun = await self._begin(user, address)
+        if isinstance(begun, SignInResult):
+            return begun
+        user, key, view = begun
+        ledger, factors = self.parts.ledger, self.parts.factors
+        try:
+            # The policy as it stands now: a deny or an address list ends the sign-in.
+            verdict = await self._verdict(user, key, address, view)
+            if isinstance(verdict, Decision):
+                return SignInResult(Step.REFUSED, user, key, tagged(verdict, method=METHOD_FORM))
+            now = self._now()
+            candidates = code_tokens(factors, view.tokens, now)
+            token, match = factors.verify(candidates, code.strip(), now)
+            factor = token.type if token is not None else None
+            if token is None or match.kind is MatchKind.NO_MATCH:
+                await ledger.fail(view)
+                reason = Reason.BAD_OTP
+            elif match.kind is MatchKind.REPLAY or not await ledger.consume(token, match):
+                await ledger.fail(view)
+                reason = Reason.OTP_REPLAY
+            else:
+                await ledger.succeed(view)
+                ledger.log_use(user, token)
+                decision = Decision(
+                    Outcome.ACCEPT,
+                    Reason.OK,
+                    user=user,
+                    method=METHOD_FORM,
+                    factor=factor,
+                    rule=verdict.rule,
+                )
+                return SignInResult(Step.SIGNED_IN, user, key, decision)
+            decision = ruled(reject(reason, user, method=METHOD_FORM, factor=factor), verdict.rule)
+            return SignInResult(Step.REFUSED, user, key, decision)
+        finally:
+            await ledger.release(view)
+
+
+def _grace_ends(verdict: Verdict, settings: UserSettings) -> float | None:
+    if verdict.grace.seconds > 0 and settings.first_seen_at is not None:
+        return settings.first_seen_at + verdict.grace.seconds
+    return None

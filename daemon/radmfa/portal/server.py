@@ -1,0 +1,180 @@
+"""twisted.web glue: one leaf resource hands every request to :class:`PortalApp` and writes
+its response with the security headers; listening on TCP or TLS on the daemon's reactor.
+
+Bodies are bounded while they arrive (:class:`BoundedRequest`): past
+:data:`~radmfa.portal.web.MAX_FORM_BYTES` the rest is discarded, and the page is a 400.
+An unexpected error is logged and answered with a plain 500 page, never a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from twisted.internet import ssl
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from radmfa.config import PortalConfig
+from radmfa.portal.handlers import PortalApp
+from radmfa.portal.web import (
+    MAX_FORM_BYTES,
+    WebRequest,
+    WebResponse,
+    client_origin,
+    security_headers,
+)
+
+__all__ = ["BoundedRequest", "PortalResource", "PortalSite", "listen_portal", "tls_options"]
+
+log = Logger(namespace="radmfa.portal")
+
+_FAILED = (
+    b"<!doctype html><meta charset=utf-8><title>Error</title>"
+    b"<p>Something went wrong on our side. Please try again later.</p>"
+)
+
+
+class BoundedRequest(Request):
+    """A request that keeps at most :data:`MAX_FORM_BYTES` of its body."""
+
+    too_large = False
+    _received = 0
+
+    def gotLength(self, length: int | None) -> None:
+        super().gotLength(length)
+        if length is not None and length > MAX_FORM_BYTES:
+            self.too_large = True
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self._received += len(data)
+        if self._received > MAX_FORM_BYTES:
+            self.too_large = True
+        if not self.too_large:
+            super().handleContentChunk(data)
+
+
+class PortalResource(Resource):
+    """Every path, every method: the app decides."""
+
+    isLeaf = True
+
+    def __init__(self, app: PortalApp, settings: PortalConfig, *, tls: bool) -> None:
+        super().__init__()
+        self.app = app
+        self.settings = settings
+        self.tls = tls
+
+    def render(self, request: Request) -> Any:  # twisted's signature
+        web = self._web_request(request)
+        d = Deferred.fromCoroutine(self.app.handle(web))
+        d.addErrback(self._failed, request)
+        d.addCallback(self._write, request, web)
+        d.addErrback(lambda f: log.failure("writing a portal response failed", f))
+        return NOT_DONE_YET
+
+    def _web_request(self, request: Request) -> WebRequest:
+        peer = request.getClientAddress()
+        host = getattr(peer, "host", "") or ""
+        headers = {
+            name.decode("latin-1").lower(): values[-1].decode("latin-1")
+            for name, values in request.requestHeaders.getAllRawHeaders()
+        }
+        client, secure = client_origin(host, headers, self.settings.trusted_proxies, self.tls)
+        cookies: dict[str, str] = {}
+        for raw in request.received_cookies.items():
+            try:
+                name, value = raw[0].decode("ascii"), raw[1].decode("ascii")
+            except UnicodeDecodeError:
+                continue
+            cookies.setdefault(name, value)
+        too_large = bool(getattr(request, "too_large", False))
+        body = b"" if too_large or request.content is None else request.content.read()
+        path = request.path.decode("latin-1")
+        return WebRequest(
+            method=request.method.decode("latin-1").upper(),
+            path=path,
+            headers=headers,
+            cookies=cookies,
+            body=body,
+            client=client,
+            secure=secure,
+            too_large=too_large,
+        )
+
+    def _failed(self, failure: Failure, request: Request) -> WebResponse:
+        log.failure("portal request for {path} failed", failure, path=request.path)
+        return WebResponse(status=500, body=_FAILED)
+
+    def _write(self, response: WebResponse, request: Request, web: WebRequest) -> None:
+        if request.finished or getattr(request, "_disconnected", False):
+            return  # the browser went away meanwhile
+        request.setResponseCode(response.status)
+        cacheable = response.content_type.startswith("text/css")
+        headers = security_headers(secure=web.secure, cacheable=cacheable)
+        headers["Content-Type"] = response.content_type
+        headers.update(response.headers)
+        for name, value in headers.items():
+            request.setHeader(name, value)
+        for cookie in response.cookies:
+            request.addCookie(
+                cookie.name,
+                cookie.value,
+                path="/",
+                max_age=str(cookie.max_age) if cookie.max_age is not None else None,
+                secure=web.secure,
+                httpOnly=True,
+                sameSite="strict",
+            )
+        if web.too_large:  # the rest of the body is not worth reading
+            request.setHeader("Connection", "close")
+        request.write(response.body if request.method != b"HEAD" else b"")
+        request.finish()
+
+
+class PortalSite(Site):
+    """A Site whose requests bound their bodies; no access log of its own (the portal logs
+    what matters, and query strings could hold anything)."""
+
+    requestFactory = BoundedRequest
+
+    def __init__(self, resource: Resource, reactor: Any = None) -> None:
+        super().__init__(resource, reactor=reactor)
+        self.noisy = False
+
+    def log(self, request: Request) -> None:
+        pass
+
+
+def tls_options(cert_file: str, key_file: str) -> ssl.CertificateOptions:
+    """TLS 1.2 or newer with the certificate, its chain after it in the same file, and key."""
+    chain = re.findall(
+        rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----",
+        Path(cert_file).read_bytes(),
+        re.DOTALL,
+    )
+    certificates = [x509.load_pem_x509_certificate(pem) for pem in chain]
+    key = serialization.load_pem_private_key(Path(key_file).read_bytes(), password=None)
+    return ssl.CertificateOptions(
+        privateKey=key,
+        certificate=certificates[0],
+        extraCertChain=certificates[1:],
+        raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+    )
+
+
+def listen_portal(reactor: Any, settings: PortalConfig, app: PortalApp) -> Any:
+    """Bind the portal's address (TLS when configured); the listening port."""
+    tls = settings.tls is not None
+    site = PortalSite(PortalResource(app, settings, tls=tls), reactor)
+    address = settings.listen
+    if settings.tls is not None:
+        options = tls_options(settings.tls.cert_file, settings.tls.key_file)
+        return reactor.listenSSL(address.port, site, options, interface=address.host)
+    return reactor.listenTCP(address.port, site, interface=address.host)
