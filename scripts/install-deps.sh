@@ -9,9 +9,11 @@ venv=${RADMFA_VENV:-$here/.venv}
 # libldap2-dev libsasl2-dev: headers pip builds python-ldap with (it has no wheels; gcc and
 # python3-dev are needed too). chromium chromium-driver: the portal's browser tests (the two
 # packages match each other); zbar-tools: zbarimg, which reads the portal's QR code back.
+# freeradius eapoltest: Wi-Fi (802.1X) tests, FreeRADIUS terminating EAP-TTLS in front of radmfa
+# (contrib/freeradius-eap) with wpa_supplicant's eapol_test as the laptop.
 want_deb=(slapd ldap-utils freeradius-utils libpam-radius-auth pamtester postgresql libldap2-dev libsasl2-dev
-  chromium chromium-driver zbar-tools)
-if [ "${1:-}" = "--bench" ]; then want_deb+=(freeradius freeradius-ldap); shift; fi
+  chromium chromium-driver zbar-tools freeradius eapoltest)
+if [ "${1:-}" = "--bench" ]; then want_deb+=(freeradius-ldap); shift; fi
 
 missing=()
 for p in "${want_deb[@]}"; do
