@@ -56,19 +56,21 @@ from zope.interface import implementer
 
 from bench.run import ROOT, BenchUser, make_bench_users, users_ldif
 from radmfa.config import LdapConfig
-from radmfa.directory.base import DirectoryOutcome, DirectoryResult
-from radmfa.directory.ldap import (
-    FinalAnswer,
+from radmfa.directory.answers import (
     Verdict,
-    account_state,
-    build_user_filter,
     interpret_bind,
     interpret_search,
+)
+from radmfa.directory.base import DirectoryOutcome, DirectoryResult
+from radmfa.directory.naming import naming_attributes
+from radmfa.directory.rules import (
+    FinalAnswer,
+    account_state,
+    build_user_filter,
     refuse_before_ldap,
     refuse_misnamed,
     search_attributes,
 )
-from radmfa.directory.naming import naming_attributes
 from tests.support.certs import make_ca, make_server_cert
 from tests.support.slapd import PEOPLE_DN, SERVICE_DN, SERVICE_PASSWORD, Slapd
 

@@ -44,6 +44,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from radmfa.config import LdapConfig, LdapGroupsConfig
+from radmfa.directory.answers import (
+    Verdict,
+)
 from radmfa.directory.ber import (
     BIND_RESPONSE,
     SEARCH_RESULT_DONE,
@@ -52,7 +55,6 @@ from radmfa.directory.ber import (
     SearchEntry,
     compile_filter,
 )
-from radmfa.directory.ldap import LdapServer, Verdict, build_user_filter
 from radmfa.directory.ldap_native import (
     ConnectionFailed,
     NativeLdapPasswordChecker,
@@ -63,6 +65,10 @@ from radmfa.directory.ldap_native import (
     _bind_answer,
     _describe,
     peer_closed,
+)
+from radmfa.directory.rules import (
+    LdapServer,
+    build_user_filter,
 )
 from radmfa.directory.tlsnames import NameMismatch, ServerName
 from radmfa.threads import BlockingRunner

@@ -49,6 +49,13 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from radmfa.config import LdapConfig, LdapGroupsConfig
+from radmfa.directory.answers import (
+    LdapAnswer,
+    SearchAnswer,
+    Verdict,
+    interpret_bind,
+    interpret_search,
+)
 from radmfa.directory.base import DirectoryOutcome, DirectoryResult, GroupResult, UserEntry
 from radmfa.directory.ber import (
     BIND_RESPONSE,
@@ -71,25 +78,23 @@ from radmfa.directory.ber import (
     encode_search_request,
     encode_unbind_request,
 )
-from radmfa.directory.health import ServerHealth
-from radmfa.directory.ldap import (
+from radmfa.directory.groupwalk import (
     MAX_GROUPS,
+    GroupWalk,
+    group_probe_filter,
+)
+from radmfa.directory.health import ServerHealth
+from radmfa.directory.naming import naming_attributes
+from radmfa.directory.rules import (
     BindUnanswered,
     FinalAnswer,
-    GroupWalk,
-    LdapAnswer,
     LdapServer,
-    SearchAnswer,
     ServerDown,
-    Verdict,
     account_state,
     build_user_dn,
     build_user_filter,
     check_lookup_config,
-    group_probe_filter,
     group_result,
-    interpret_bind,
-    interpret_search,
     locked_by_ppolicy,
     make_user_cache,
     parse_server,
@@ -98,7 +103,6 @@ from radmfa.directory.ldap import (
     search_attributes,
     username_problem,
 )
-from radmfa.directory.naming import naming_attributes
 from radmfa.directory.tlsverify import describe_tls_failure, make_tls_options
 
 __all__ = [
