@@ -194,7 +194,7 @@ class CheckedTls(ldap3.Tls):
 
     ldap3 checks the name with ``ssl.match_hostname`` or, on Python 3.12 and later, with a
     backport of its own that ignores IP subjectAltNames and falls back to the CN. Here the
-    name is checked by :mod:`radmfa.directory.tlsnames`, the rule the native engine applies,
+    name is checked by :mod:`radmfa.directory.tlsnames`, the rule the libldap engine applies,
     after the chain (``CERT_REQUIRED`` against ``ca_file`` or the system store). One
     ``SSLContext`` serves every connection (it is thread-safe), and every wrap completes the
     handshake and the check before the socket is handed back: nothing is sent before.
@@ -242,7 +242,7 @@ class CheckedTls(ldap3.Tls):
 
 
 def _handshake_failed(url: str, reason: str) -> None:
-    """One warning line per failed handshake, worded as the native engine's (Twisted's
+    """One warning line per failed handshake, worded as the libldap engine's (Twisted's
     loggers may be called from any thread)."""
     log.warn(
         "LDAP {name}: TLS handshake failed: {reason}; no credentials sent", name=url, reason=reason
