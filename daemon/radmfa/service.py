@@ -28,7 +28,6 @@ from radmfa.config import Config, ConfigError, ListenAddress, load_config
 from radmfa.directory.base import GroupFinder, PasswordChecker
 from radmfa.directory.ldap import LdapPasswordChecker
 from radmfa.directory.ldap_libldap import LibldapPasswordChecker
-from radmfa.directory.ldap_native import NativeLdapPasswordChecker
 from radmfa.directory.local import LocalUsersChecker, UsersFileError
 from radmfa.factors.plugins import FactorLoadError, build_factors, directory_attributes
 from radmfa.metrics import (
@@ -73,10 +72,6 @@ def build_directory(config: Config, runner: BlockingRunner, clock: Any) -> Passw
         groups = config.ldap.groups if config.policy.needs_groups else None
         try:
             wanted = directory_attributes(config)  # addresses for email / SMS codes
-            if config.ldap.engine == "native":
-                return NativeLdapPasswordChecker(
-                    config.ldap, clock, attributes=wanted, groups=groups
-                )
             if config.ldap.engine == "libldap":  # connections are opened on the runner
                 return LibldapPasswordChecker(
                     config.ldap, clock, runner, attributes=wanted, groups=groups

@@ -82,7 +82,7 @@ class Enrolled:
 
 #: The LDAP engines the daemon's own tests run with (ldap3 is covered engine by engine in
 #: test_ldap_engines.py).
-DAEMON_ENGINES = ["native", "libldap"]
+DAEMON_ENGINES = ["libldap"]
 
 
 def with_engine(config: dict, engine: str) -> dict:
@@ -357,6 +357,28 @@ def test_slapd_killed_then_restarted(fresh_slapd, tmp_path, engine):
         assert reply.code == CHALLENGE
         shown = json.loads(d.cli("user", "show", user.name, "--json").stdout)
         assert shown["failures"] == 0  # an outage is not the user's failure
+    finally:
+        client.close()
+        assert d.stop() == 0
+
+
+def test_engine_native_of_an_older_config_runs_libldap_and_says_so(slapd, tmp_path):
+    """``engine: native`` (the client libldap replaced) keeps an upgraded daemon starting:
+    check-config and the start-up both warn, and logins go through libldap."""
+    d = RadmfaDaemon(tmp_path / "radmfa", with_engine(base_config(slapd), "native"))
+    warning = f"{d.config_path}:"
+    checked = d.cli("check-config")
+    assert checked.returncode == 0, checked.stderr
+    assert warning in checked.stderr and "ldap.engine: 'native' is deprecated" in checked.stderr
+    assert "write engine: libldap" in checked.stderr
+    d.start()
+    client = RadiusTestClient(d.port, STRICT_SECRET.encode(), source="127.0.0.3")
+    try:
+        assert "ldap.engine: 'native' is deprecated" in d.log_since_start()
+        user = Enrolled(d, slapd)
+        assert client.auth(user.name, user.password + "x").code == REJECT
+        reply = client.auth(user.name, user.password + user.code())
+        assert reply is not None and reply.code == ACCEPT
     finally:
         client.close()
         assert d.stop() == 0

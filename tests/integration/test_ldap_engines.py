@@ -1,9 +1,10 @@
-"""Every LDAP engine, one behaviour: every test runs against the ldap3 engine (threads), the
-native Twisted engine and the libldap engine, with a real slapd, closed ports, a blackhole and
-scripted fake servers on loopback.
+"""Every LDAP engine, one behaviour: every test runs against the libldap engine and the ldap3
+engine (threads), with a real slapd, closed ports, a blackhole and scripted fake servers on
+loopback.
 
-The few tests at the end named ``test_pooled_*`` check what only the native and libldap engines
-have: persistent connections, pipelining, and close() ending checks in flight.
+The few tests at the end named ``test_pooled_*`` check what only the libldap engine has (its
+pooled check, :mod:`radmfa.directory.pooled`): persistent connections, pipelining, and
+close() ending checks in flight.
 """
 
 from __future__ import annotations
@@ -28,11 +29,10 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
-from radmfa.config import LdapConfig
+from radmfa.config import LdapConfig, LdapGroupsConfig
 from radmfa.directory.base import DirectoryOutcome, DirectoryResult, PasswordChecker
 from radmfa.directory.ldap import LdapPasswordChecker
 from radmfa.directory.ldap_libldap import LibldapPasswordChecker
-from radmfa.directory.ldap_native import NativeLdapPasswordChecker
 from radmfa.threads import ThreadPoolRunner
 from tests.support.certs import make_ca, make_server_cert
 from tests.support.netfaults import StartTlsInjector
@@ -65,7 +65,7 @@ AMBIGUOUS = DirectoryOutcome.AMBIGUOUS_USER
 UNAVAILABLE = DirectoryOutcome.UNAVAILABLE
 
 ALL_PASSWORDS = sorted({user.password for user in USERS_BY_UID.values()})
-ENGINES = ["ldap3", "native", "libldap"]
+ENGINES = ["libldap", "ldap3"]
 
 
 def direct(*servers: str, **options: Any) -> LdapConfig:
@@ -104,9 +104,7 @@ def make_checker(engine: str, ldap_runner: ThreadPoolRunner) -> Iterator[Callabl
 
     def make(config: LdapConfig, **options: Any) -> Any:
         checker: Any
-        if engine == "native":
-            checker = NativeLdapPasswordChecker(config, reactor, **options)
-        elif engine == "libldap":
+        if engine == "libldap":
             checker = LibldapPasswordChecker(config, reactor, ldap_runner, **options)
         else:
             checker = LdapPasswordChecker(config, ldap_runner, reactor, **options)
@@ -123,7 +121,7 @@ async def check(checker: PasswordChecker, username: str, password: str) -> Direc
 
 
 async def pause(seconds: float) -> None:
-    """Let the reactor run (unlike time.sleep, which would freeze the native engine too)."""
+    """Let the reactor run (unlike time.sleep, which would freeze the libldap engine too)."""
     await deferLater(reactor, seconds, lambda: None)
 
 
@@ -344,8 +342,8 @@ async def test_exactly_one_user_bind_per_check(fresh_slapd, make_checker, engine
     if mode is direct:
         assert service_binds == 0
     else:
-        # native: two search connections; ldap3: one per worker thread at most.
-        assert 1 <= service_binds <= (2 if engine == "native" else 16)
+        # libldap: two search connections; ldap3: one per worker thread at most.
+        assert 1 <= service_binds <= (2 if engine == "libldap" else 16)
 
 
 # -- passwords and user names -------------------------------------------------------------------
@@ -867,8 +865,6 @@ async def test_bytes_injected_after_the_starttls_answer_never_make_a_bind_succee
         assert wrong.outcome is UNAVAILABLE and right.outcome is UNAVAILABLE
         await pause(0.1)
         assert [dn for dn in server.binds() if dn] == []
-    if engine == "native":
-        assert "in clear after the StartTLS answer" in (wrong.detail or "")
     if engine == "libldap":  # GnuTLS reads the forged bytes as the server's first TLS record
         assert "unexpected TLS packet" in (wrong.detail or "")
 
@@ -902,22 +898,20 @@ async def test_a_bind_is_judged_by_its_bind_response_only(
     assert wrong_bind in fake.binds()
 
 
-# -- the pooled engines (native, libldap) only ----------------------------------------------------
+# -- the pooled engine (libldap) only ------------------------------------------------------------
 
 
 def accepted_connections(server: Slapd) -> int:
     return len(re.findall(r" ACCEPT from ", server.log_text()))
 
 
-@pytest.fixture(params=["native", "libldap"])
-def pooled(request: pytest.FixtureRequest, ldap_runner: ThreadPoolRunner) -> Callable[..., Any]:
-    """``pooled(config, **options)``: a checker of an engine with persistent, pipelined
+@pytest.fixture
+def pooled(ldap_runner: ThreadPoolRunner) -> Callable[..., Any]:
+    """``pooled(config, **options)``: a checker of the engine with persistent, pipelined
     connections (closing it is the test's job)."""
 
     def make(config: LdapConfig, **options: Any) -> Any:
-        if request.param == "libldap":
-            return LibldapPasswordChecker(config, reactor, ldap_runner, **options)
-        return NativeLdapPasswordChecker(config, reactor, **options)
+        return LibldapPasswordChecker(config, reactor, ldap_runner, **options)
 
     return make
 
@@ -1019,12 +1013,34 @@ async def test_pooled_pipelines_searches_on_few_connections(fresh_slapd, pooled)
 def test_pooled_refuses_bad_configuration(tmp_path, pooled):
     with pytest.raises(ValueError, match="user_filter"):
         pooled(replace(search("ldap://x"), user_filter="(uid={username}"))
+    with pytest.raises(ValueError, match=r"user_filter: Bad search filter"):
+        pooled(replace(search("ldap://x"), user_filter="(&(uid={username})(objectClass~=*))"))
+    with pytest.raises(ValueError, match=r"groups\.filter: Bad search filter"):
+        pooled(search("ldap://x"), groups=LdapGroupsConfig(filter="(objectClass=group)(x=y)"))
     with pytest.raises(ValueError, match="exactly one"):
         pooled(LdapConfig(servers=("ldap://x",)))
     empty = tmp_path / "empty.pem"
     empty.write_text("not a certificate\n")
     with pytest.raises(ValueError, match="no PEM certificate"):
         pooled(direct("ldaps://x", ca_file=str(empty)))
+
+
+@pytest_twisted.ensureDeferred
+async def test_pooled_a_filter_libldap_refuses_ends_the_check_with_nothing_sent(slapd, pooled):
+    """A template that puts the name outside a value: a name that breaks the filter is
+    refused by libldap's own parser, the check ends UNAVAILABLE without a bind, and the
+    search connection stays usable."""
+    checker = pooled(replace(search(slapd.url), user_filter="({username}=alice)"))
+    before = binds_as(slapd, ALICE.dn)
+    try:
+        refused = await check(checker, "u id", ALICE.password)  # "(u id=alice)"
+        assert refused.outcome is UNAVAILABLE
+        assert "bad search filter: Bad search filter" in (refused.detail or "")
+        assert await settled_binds(slapd, ALICE.dn, before) == before
+        found = await check(checker, "uid", ALICE.password)  # "(uid=alice)"
+        assert found.outcome is OK, found
+    finally:
+        checker.close()
 
 
 def test_deferred_type_is_returned_even_for_refusals(pooled):

@@ -25,7 +25,6 @@ from radmfa.config import LdapConfig, LdapGroupsConfig, PolicyConfig, PolicyRule
 from radmfa.directory.base import DirectoryOutcome
 from radmfa.directory.ldap import LdapPasswordChecker
 from radmfa.directory.ldap_libldap import LibldapPasswordChecker
-from radmfa.directory.ldap_native import NativeLdapPasswordChecker
 from radmfa.threads import ThreadPoolRunner
 from tests.support.daemon import RadmfaDaemon
 from tests.support.ports import free_port
@@ -93,16 +92,15 @@ def config(server: Slapd, **groups: Any) -> tuple[LdapConfig, LdapGroupsConfig]:
     )
 
 
-@pytest.fixture(params=["ldap3", "native", "libldap"])
+@pytest.fixture(params=["libldap", "ldap3"])
 def make_checker(
     request: pytest.FixtureRequest, ldap_runner: ThreadPoolRunner
 ) -> Iterator[Callable[..., Any]]:
     made: list[Any] = []
 
     def make(ldap: LdapConfig, groups: LdapGroupsConfig | None = None) -> Any:
-        if request.param == "native":
-            checker: Any = NativeLdapPasswordChecker(ldap, reactor, groups=groups)
-        elif request.param == "libldap":
+        checker: Any
+        if request.param == "libldap":
             checker = LibldapPasswordChecker(ldap, reactor, ldap_runner, groups=groups)
         else:
             checker = LdapPasswordChecker(ldap, ldap_runner, reactor, groups=groups)

@@ -16,7 +16,6 @@ from radmfa.config import LdapConfig
 from radmfa.directory.base import DirectoryOutcome
 from radmfa.directory.ldap import LdapPasswordChecker
 from radmfa.directory.ldap_libldap import LibldapPasswordChecker
-from radmfa.directory.ldap_native import NativeLdapPasswordChecker
 from radmfa.threads import ThreadPoolRunner
 from tests.integration.test_ldap_engines import search
 from tests.integration.test_ldap_groups import settled, user_searches
@@ -29,7 +28,7 @@ INVALID = DirectoryOutcome.INVALID_CREDENTIALS
 NO_SUCH_USER = DirectoryOutcome.NO_SUCH_USER
 
 
-@pytest.fixture(params=["ldap3", "native", "libldap"])
+@pytest.fixture(params=["libldap", "ldap3"])
 def make_checker(
     request: pytest.FixtureRequest, ldap_runner: ThreadPoolRunner
 ) -> Iterator[Callable[[LdapConfig], Any]]:
@@ -38,9 +37,7 @@ def make_checker(
 
     def make(config: LdapConfig) -> Any:
         checker: Any
-        if request.param == "native":
-            checker = NativeLdapPasswordChecker(config, reactor)
-        elif request.param == "libldap":
+        if request.param == "libldap":
             checker = LibldapPasswordChecker(config, reactor, ldap_runner)
         else:
             checker = LdapPasswordChecker(config, ldap_runner, reactor)

@@ -340,6 +340,40 @@ def test_ldap_engine_libldap(tmp_path: Path, spelling: str) -> None:
     assert config.ldap is not None and config.ldap.engine == "libldap"
 
 
+def test_ldap_engine_is_libldap_by_default(tmp_path: Path) -> None:
+    config = load(tmp_path, CLIENT + LDAP)
+
+    assert config.ldap is not None and config.ldap.engine == "libldap"
+    assert config.warnings == ()
+
+
+@pytest.mark.parametrize("spelling", ["native", "Native"])
+def test_ldap_engine_native_reads_as_libldap_with_a_warning(tmp_path: Path, spelling: str) -> None:
+    """The engine libldap replaced: an old config keeps starting, and says what to write."""
+    text = CLIENT + LDAP + f"  engine: {spelling}\n"
+
+    config = load(tmp_path, text)
+
+    assert config.ldap is not None and config.ldap.engine == "libldap"
+    assert_one_warning(tmp_path, text, "engine:", "ldap.engine", "deprecated")
+    assert "write engine: libldap" in config.warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("ber", "must be one of libldap, ldap3 (got 'ber')"),
+        ("[native]", "expected a single value"),
+    ],
+)
+def test_ldap_engine_other_values_are_one_problem(
+    tmp_path: Path, value: str, fragment: str
+) -> None:
+    text = CLIENT + LDAP + f"  engine: {value}\n"
+
+    assert_one_problem(tmp_path, text, "engine:", "ldap.engine", fragment)
+
+
 def test_example_config_loads_without_problems_or_warnings() -> None:
     if not Path("/etc/ssl/certs/ca-certificates.crt").is_file():
         pytest.skip("the example's ldap.ca_file (Debian's CA bundle) is not on this host")

@@ -20,22 +20,21 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 
 from radmfa.config import DEFAULT_GROUP_FILTER, LdapConfig, LdapGroupsConfig
-from radmfa.directory.base import DirectoryOutcome, DirectoryResult, GroupResult
-from radmfa.directory.ldap import (
-    ACCOUNT_STATE_ATTRIBUTES,
+from radmfa.directory.answers import (
     AD_DIAGNOSTICS,
-    GroupWalk,
-    Ldap3Connector,
-    LdapPasswordChecker,
-    LdapServer,
     Verdict,
     ad_diagnostic,
-    build_user_dn,
-    build_user_filter,
-    group_probe_filter,
     interpret_bind,
     interpret_search,
-    make_tls,
+)
+from radmfa.directory.base import DirectoryOutcome, DirectoryResult, GroupResult
+from radmfa.directory.groupwalk import GroupWalk, group_probe_filter
+from radmfa.directory.ldap import Ldap3Connector, LdapPasswordChecker, make_tls
+from radmfa.directory.rules import (
+    ACCOUNT_STATE_ATTRIBUTES,
+    LdapServer,
+    build_user_dn,
+    build_user_filter,
     parse_server,
     username_problem,
 )

@@ -1,6 +1,6 @@
 """``ldap.user_cache`` in the ldap3 engine, over the scripted fake directory of
 test_ldap_unit (inline runner, fake clock): which checks search, and that every check still
-binds as the user exactly once. The native engine is covered against slapd in
+binds as the user exactly once. The libldap engine is covered against slapd in
 tests/integration/test_ldap_user_cache.py."""
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ A name containing a character whose case folding is not one character for one (G
 disagree with Python, and with each other, about such characters (OpenLDAP uses the simple
 one-to-one folding, under which ``İ`` is ``i``), so no key we could pick is safely the
 directory's. Search-then-bind adds a last check: the entry the directory found must carry
-the name under this rule (:func:`radmfa.directory.ldap.entry_names_user`).
+the name under this rule (:func:`radmfa.directory.naming.entry_names`).
 """
 
 from __future__ import annotations

@@ -25,6 +25,11 @@ __all__ = [
 ]
 
 Membership = Literal["member", "memberof", "ad_chain"]
+Engine = Literal["libldap", "ldap3"]
+ENGINES: tuple[Engine, ...] = ("libldap", "ldap3")
+#: Spellings of an engine that older configurations use: ``native`` was radmfa's own LDAP
+#: client, replaced by libldap (same connections, pools and checks, OpenLDAP's protocol code).
+_DEPRECATED_ENGINES: dict[str, Engine] = {"native": "libldap"}
 
 #: What a group entry is, by default: OpenLDAP's groupOfNames or Active Directory's group.
 #: Admitting only groupOfNames found no nested AD group, so rules on them never matched.
@@ -66,10 +71,10 @@ class LdapConfig:
     pool_size: int = 16
     #: After a connection failure, skip that server for this long while others answer.
     retry_after: float = 10.0
-    #: "native": asynchronous client on the reactor, persistent pipelined connections (fast).
-    #: "ldap3": ldap3 in a thread pool, a fresh connection per user bind (the reference).
-    #: "libldap": OpenLDAP's libldap (python-ldap) on the reactor, the native engine's pools.
-    engine: Literal["native", "ldap3", "libldap"] = "native"
+    #: "libldap": OpenLDAP's libldap (python-ldap) on the reactor, persistent pipelined
+    #: connections (fast). "ldap3": ldap3 in a thread pool, a fresh connection per user bind
+    #: (pure Python). A config's "native" reads as "libldap", with a warning.
+    engine: Engine = "libldap"
     #: Read AD / ppolicy account-state attributes with the user search (search-then-bind) and
     #: refuse disabled, locked and expired accounts without a bind.
     account_state: bool = True
@@ -140,14 +145,26 @@ def parse_ldap(s: Section) -> LdapConfig:
         timeout=s.get_duration("timeout", d.timeout, 0, 60, low_exclusive=True),
         pool_size=s.get_int("pool_size", d.pool_size, 1, 256),
         retry_after=s.get_duration("retry_after", d.retry_after, 0, 3600),
-        engine=cast(
-            Literal["native", "ldap3", "libldap"],
-            s.get_choice("engine", d.engine, ("native", "ldap3", "libldap"), fold=str.lower),
-        ),
+        engine=_ldap_engine(s),
         account_state=s.get_bool("account_state", d.account_state),
         user_cache=_ldap_user_cache(s),
         groups=parse_ldap_groups(s.section("groups", LDAP_GROUPS_KEYS)),
     )
+
+
+def _ldap_engine(s: Section) -> Engine:
+    """``engine``: libldap (the default) or ldap3; ``native``, the engine libldap replaced,
+    still reads as libldap so an upgrade does not stop the daemon, with a warning."""
+    value = s.get("engine")
+    text = getattr(value.node, "value", None) if value is not None else None  # never an error
+    replacement = _DEPRECATED_ENGINES.get(text.lower()) if isinstance(text, str) else None
+    if value is not None and replacement is not None:
+        value.warn(
+            f"{text!r} is deprecated: radmfa's own LDAP client was replaced by {replacement!r} "
+            f"(the same connections and checks); write engine: {replacement}"
+        )
+        return replacement
+    return cast(Engine, s.get_choice("engine", _LDAP_DEFAULTS.engine, ENGINES, fold=str.lower))
 
 
 def _ldap_user_cache(s: Section) -> float:

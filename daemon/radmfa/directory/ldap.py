@@ -31,16 +31,12 @@ directory sees exactly what the user typed, as OpenLDAP and Active Directory exp
 
 from __future__ import annotations
 
-import enum
 import math
-import re
 import ssl
 import threading
-import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import ldap3
 from cryptography import x509
@@ -50,14 +46,19 @@ from ldap3.core.exceptions import (
     LDAPResponseTimeoutError,
     LDAPStartTLSError,
 )
-from ldap3.utils.conv import escape_filter_chars
-from ldap3.utils.dn import escape_rdn
 from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from radmfa.config import LdapConfig, LdapGroupsConfig
+from radmfa.directory.answers import (
+    LdapAnswer,
+    SearchAnswer,
+    Verdict,
+    interpret_bind,
+    interpret_search,
+)
 from radmfa.directory.base import (
     DirectoryOutcome,
     DirectoryResult,
@@ -65,72 +66,47 @@ from radmfa.directory.base import (
     UserEntry,
 )
 from radmfa.directory.entrycache import EntryCache
+from radmfa.directory.groupwalk import MAX_GROUPS, GroupWalk, group_probe_filter
 from radmfa.directory.health import ServerHealth
-from radmfa.directory.naming import entry_name_mismatch, naming_attributes
+from radmfa.directory.naming import naming_attributes
+from radmfa.directory.rules import (
+    BindUnanswered,
+    FinalAnswer,
+    LdapServer,
+    ServerDown,
+    account_state,
+    attribute_values,
+    build_user_dn,
+    build_user_filter,
+    check_lookup_config,
+    describe_error,
+    group_result,
+    locked_by_ppolicy,
+    make_user_cache,
+    no_groups,
+    parse_server,
+    refuse_before_ldap,
+    refuse_misnamed,
+    search_attributes,
+    unavailable,
+    username_problem,
+)
 from radmfa.directory.tlsnames import NameMismatch, ServerName
 from radmfa.threads import BlockingRunner
 
 __all__ = [
-    "ACCOUNT_STATE_ATTRIBUTES",
-    "AD_DIAGNOSTICS",
-    "AD_IN_CHAIN",
     "Attempt",
     "CheckedTls",
     "ConnectionFactory",
-    "GroupWalk",
     "Ldap3Connector",
-    "LdapAnswer",
     "LdapAuthenticator",
     "LdapConnection",
     "LdapPasswordChecker",
-    "LdapServer",
-    "SearchAnswer",
-    "Verdict",
-    "account_state",
-    "ad_diagnostic",
-    "build_user_dn",
-    "build_user_filter",
-    "check_lookup_config",
-    "group_probe_filter",
-    "interpret_bind",
-    "interpret_search",
     "make_tls",
-    "make_user_cache",
-    "parse_server",
-    "username_problem",
 ]
 
 log = Logger(namespace="radmfa.directory.ldap")
 
-# LDAP result codes (RFC 4511 appendix A) this module treats specially.
-SUCCESS = 0
-SIZE_LIMIT_EXCEEDED = 4
-INVALID_CREDENTIALS = 49
-#: busy, unavailable, other: the server did not judge the request; try the next one (L-07).
-TRANSIENT_CODES = frozenset({51, 52, 80})
-#: Bind answers that mean "these credentials do not get in": noSuchObject, invalidDNSyntax,
-#: inappropriateAuthentication, invalidCredentials, insufficientAccessRights, unwillingToPerform.
-REJECTION_CODES = frozenset({32, 34, 48, INVALID_CREDENTIALS, 50, 53})
-
-#: Active Directory puts ``data <hex>`` in the diagnostic message of a failed bind (code 49).
-#: 530..775 are only sent when the password was right; the outcome stays INVALID_CREDENTIALS
-#: and the reason goes to ``detail`` for logs (account-state policy comes later, L-14).
-AD_DIAGNOSTICS: Mapping[str, str] = {
-    "525": "no_such_user",
-    "52e": "bad_password",
-    "530": "logon_hours_restricted",
-    "531": "workstation_restricted",
-    "532": "password_expired",
-    "533": "account_disabled",
-    "701": "account_expired",
-    "773": "password_must_change",
-    "775": "account_locked",
-}
-_AD_DATA = re.compile(r"\bdata ([0-9a-f]{3,8})\b", re.IGNORECASE)
-
-#: RADIUS User-Name is at most 253 octets; anything longer is not a user name.
-MAX_USERNAME_LENGTH = 256
-_BAD_NAME_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
 
 #: Exceptions meaning "this server did not answer": the next server may.
 TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
@@ -140,358 +116,6 @@ TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     LDAPCertificateError,
     OSError,  # includes ssl.SSLError and socket.timeout
 )
-
-
-# -- pure helpers -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class LdapServer:
-    """One configured server; ``url`` (normalised, no path) names it in logs and results."""
-
-    url: str
-    host: str
-    port: int
-    use_ssl: bool
-
-
-def parse_server(text: str) -> LdapServer:
-    """``ldap://host[:port][/]``, ``ldaps://host[:port][/]`` or bare ``host[:port]`` (ldap).
-
-    ValueError for anything else: a path, a query, credentials in the URL, ``ldapi://``.
-    """
-    raw = text.strip()
-    if "://" not in raw:
-        raw = "ldap://" + raw
-    parts = urlsplit(raw)
-    scheme = parts.scheme.lower()
-    if scheme not in ("ldap", "ldaps"):
-        raise ValueError(f"LDAP server {text!r}: scheme must be ldap:// or ldaps://")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"LDAP server {text!r}: no path, DN or query allowed, only host[:port]")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError(f"LDAP server {text!r}: credentials do not belong in the URL")
-    host = parts.hostname
-    if not host:
-        raise ValueError(f"LDAP server {text!r}: no host name")
-    port = parts.port  # raises ValueError when out of range or not a number
-    use_ssl = scheme == "ldaps"
-    if port is None:
-        port = 636 if use_ssl else 389
-    shown = f"[{host}]" if ":" in host else host
-    return LdapServer(url=f"{scheme}://{shown}:{port}", host=host, port=port, use_ssl=use_ssl)
-
-
-def username_problem(username: object) -> str | None:
-    """Why ``username`` must not reach the directory, or None when it may.
-
-    Control characters (NUL included), lone surrogates and line/paragraph separators are
-    refused: they have no business in a login name and only serve injection (L-10).
-    """
-    if not isinstance(username, str) or not username.strip():
-        return "empty_username"
-    if len(username) > MAX_USERNAME_LENGTH:
-        return "username_too_long"
-    if not (username.isascii() and username.isprintable()) and any(
-        unicodedata.category(ch) in _BAD_NAME_CATEGORIES for ch in username
-    ):  # printable ASCII (nearly every name) has no such character: no per-character walk
-        return "bad_username_characters"
-    return None
-
-
-def refuse_before_ldap(username: str, password: str, *, closed: bool) -> bytes | DirectoryResult:
-    """The checks both engines make before any LDAP traffic: the password as bytes to bind
-    with, or the result to answer at once (never an empty-password bind, L-01)."""
-    if closed:
-        return _unavailable("LDAP checker is closed")
-    if not isinstance(password, str) or password == "":
-        return _invalid("empty_password")
-    problem = username_problem(username)
-    if problem is not None:
-        return _invalid(problem)
-    try:
-        return password.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return _invalid("unencodable_password")
-
-
-def build_user_dn(template: str, username: str) -> str:
-    """The direct-bind DN: ``template`` with ``{username}`` as an RFC 4514 escaped RDN value."""
-    if not username:
-        raise ValueError("empty user name")  # escape_rdn raises IndexError on ""
-    return template.format(username=escape_rdn(username))
-
-
-def build_user_filter(template: str, username: str) -> str:
-    """The search filter: ``template`` with ``{username}`` escaped per RFC 4515."""
-    return template.format(username=escape_filter_chars(username))
-
-
-def ad_diagnostic(message: str | None) -> str | None:
-    """The reason behind an Active Directory bind failure (``... data 532, ...``), if any."""
-    if not message:
-        return None
-    match = _AD_DATA.search(message)
-    if match is None:
-        return None
-    code = match.group(1).lower()
-    return AD_DIAGNOSTICS.get(code, f"ad_data_{code}")
-
-
-#: Read with the user search (search-then-bind) to refuse unusable accounts before any bind
-#: (L-14): Active Directory's flags and expiry, OpenLDAP ppolicy's lock and reset markers.
-ACCOUNT_STATE_ATTRIBUTES = (
-    "userAccountControl",
-    "msDS-User-Account-Control-Computed",
-    "accountExpires",
-    "pwdAccountLockedTime",
-    "pwdReset",
-)
-_UAC_FLAGS = ((0x2, "account_disabled"), (0x10, "account_locked"), (0x800000, "password_expired"))
-#: pwdAccountLockedTime of an account an administrator locked until unlocked (ppolicy).
-PERMANENT_LOCK = "000001010000Z"
-#: accountExpires counts 100 ns ticks from 1601-01-01; these two values mean "never".
-_FILETIME_TO_UNIX = 11644473600
-_NEVER_EXPIRES = (0, 0x7FFFFFFFFFFFFFFF)
-
-
-def _values(attributes: Mapping[str, Sequence[str]], name: str) -> Sequence[str]:
-    wanted = name.lower()
-    return next((v for k, v in attributes.items() if k.lower() == wanted), ())
-
-
-def account_state(attributes: Mapping[str, Sequence[str]], now: float) -> str | None:
-    """Why the entry's own attributes say the account cannot log in, or None.
-
-    AD: userAccountControl / msDS-User-Account-Control-Computed (disabled 0x2, locked 0x10,
-    password expired 0x800000) and accountExpires. ppolicy: pwdReset TRUE (the password must be
-    changed first; such a bind succeeds with a restricted session, so it is refused here) and a
-    permanent pwdAccountLockedTime. A time-limited ppolicy lock is left to the bind: slapd
-    clears it only at a bind after the lockout duration, which refusing early would prevent.
-    """
-    if not attributes:  # an entry without any of these attributes (most OpenLDAP users)
-        return None
-    for name in ("userAccountControl", "msDS-User-Account-Control-Computed"):
-        for raw in _values(attributes, name):
-            try:
-                flags = int(raw)
-            except ValueError:
-                continue
-            for bit, reason in _UAC_FLAGS:
-                if flags & bit:
-                    return reason
-    for raw in _values(attributes, "accountExpires"):
-        try:
-            ticks = int(raw)
-        except ValueError:
-            continue
-        if ticks not in _NEVER_EXPIRES and ticks / 10_000_000 - _FILETIME_TO_UNIX <= now:
-            return "account_expired"
-    if any(
-        v.strip().upper() == PERMANENT_LOCK for v in _values(attributes, "pwdAccountLockedTime")
-    ):
-        return "account_locked"
-    if any(v.strip().upper() == "TRUE" for v in _values(attributes, "pwdReset")):
-        return "password_must_change"
-    return None
-
-
-def locked_by_ppolicy(attributes: Mapping[str, Sequence[str]]) -> bool:
-    """pwdAccountLockedTime present: a refused bind was the lock, not the password."""
-    return bool(_values(attributes, "pwdAccountLockedTime"))
-
-
-#: Active Directory's LDAP_MATCHING_RULE_IN_CHAIN: membership through any nesting depth.
-AD_IN_CHAIN = "1.2.840.113556.1.4.1941"
-#: Group DNs one search asks about (OR-ed), and the groups one lookup collects at most.
-_GROUP_CHUNK = 32
-MAX_GROUPS = 1000
-
-
-class GroupWalk:
-    """Which group searches a lookup makes, level by level, and what they found.
-
-    ``member``: groups whose member attribute names the user, then (nested) groups naming
-    those, up to ``max_depth`` levels. ``memberof``: the user entry's memberOf values are the
-    first level, nesting as for member. ``ad_chain``: one search with the in-chain rule gives
-    every nested group at once. OpenLDAP has no in-chain rule, hence the explicit walk.
-    Both engines drive this: :meth:`filters` for the next level, :meth:`add` with its results.
-    """
-
-    def __init__(self, settings: LdapGroupsConfig, user_dn: str, member_of: Sequence[str]) -> None:
-        self.settings = settings
-        self._found: dict[str, str] = {}
-        #: The nesting level the next searches find (1: the user's own groups).
-        self._level = 1
-        self._frontier = [user_dn]
-        if settings.membership == "memberof":
-            direct = self._new(member_of)
-            self._level = 2
-            self._frontier = direct if settings.nested and settings.max_depth >= 2 else []
-
-    @property
-    def groups(self) -> tuple[str, ...]:
-        return tuple(self._found.values())
-
-    def _new(self, dns: Sequence[str]) -> list[str]:
-        fresh = []
-        for dn in dns:
-            key = dn.lower()
-            if key not in self._found and len(self._found) < MAX_GROUPS:
-                self._found[key] = dn
-                fresh.append(dn)
-        return fresh
-
-    def filters(self) -> list[str]:
-        """The searches of the next level (none: done)."""
-        s = self.settings
-        if not self._frontier:
-            return []
-        if s.membership == "ad_chain":
-            value = escape_filter_chars(self._frontier[0])
-            return [f"(&{s.filter}({s.member_attribute}:{AD_IN_CHAIN}:={value}))"]
-        found = []
-        for i in range(0, len(self._frontier), _GROUP_CHUNK):
-            terms = "".join(
-                f"({s.member_attribute}={escape_filter_chars(dn)})"
-                for dn in self._frontier[i : i + _GROUP_CHUNK]
-            )
-            found.append(f"(&{s.filter}(|{terms}))")
-        return found
-
-    def add(self, dns: Sequence[str]) -> None:
-        """The DNs the searches of this level returned."""
-        fresh = self._new(dns)
-        nested = self.settings.nested and self.settings.membership != "ad_chain"
-        self._level += 1
-        self._frontier = fresh if nested and self._level <= self.settings.max_depth else []
-
-
-_ATTRIBUTE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*")
-_UNESCAPED_COMMA = re.compile(r"(?<!\\),")
-
-
-def group_probe_filter(settings: LdapGroupsConfig, names: Sequence[str]) -> str:
-    """One search for the groups policy rules name, under the lookups' own group filter: a
-    name is looked for as a cn, a DN by its first RDN (the caller compares the DNs found)."""
-    terms = []
-    for name in names:
-        attribute, value = "cn", name
-        if "=" in name:
-            first = _UNESCAPED_COMMA.split(name, maxsplit=1)[0]
-            rdn_attribute, _eq, rdn_value = first.partition("=")
-            if _ATTRIBUTE_NAME.fullmatch(rdn_attribute.strip()):
-                attribute, value = rdn_attribute.strip(), rdn_value.replace("\\", "").strip()
-        terms.append(f"({attribute}={escape_filter_chars(value)})")
-    return f"(&{settings.filter}(|{''.join(terms)}))"
-
-
-class Verdict(enum.Enum):
-    OK = "ok"
-    #: The server judged the credentials and said no (final, never fail over).
-    REJECTED = "rejected"
-    #: No answer, or busy/unavailable/other: this server cannot help now, try the next.
-    TRANSIENT = "transient"
-    #: Any other answer: final, and not the user's fault (UNAVAILABLE).
-    ERROR = "error"
-
-
-@dataclass(frozen=True, slots=True)
-class LdapAnswer:
-    verdict: Verdict
-    code: int | None = None
-    description: str = ""
-    #: For REJECTED: ``bad_password`` or an Active Directory reason such as ``password_expired``.
-    detail: str = ""
-
-
-def _unpack(ret: object) -> tuple[object, dict[str, Any] | None, list[dict[str, Any]]]:
-    """Split a SAFE_SYNC ``(status, result, response, request)`` tuple.
-
-    Anything else (a bare bool from a non-thread-safe strategy) is a programming error: a
-    bool cannot be trusted to mean success, so refuse it loudly.
-    """
-    if not isinstance(ret, tuple) or len(ret) != 4:
-        raise TypeError(
-            f"expected a SAFE_SYNC (status, result, response, request) tuple, got {ret!r}"
-        )
-    status, result, response, _request = ret
-    if result is not None and not isinstance(result, dict):
-        raise TypeError(f"unexpected LDAP result {result!r}")
-    return status, result, list(response or ())
-
-
-def interpret_bind(ret: object) -> LdapAnswer:
-    """Judge a SAFE_SYNC ``bind()`` return value.
-
-    Success needs ``status is True`` *and* result code 0, in a ``bindResponse``. The tuple
-    itself is always truthy: ``if conn.bind():`` would accept every password (L-02). ldap3
-    takes any result carrying the bind's message ID as its answer, a search's or an extended
-    operation's too: such an answer is the server's error, never a success nor a wrong
-    password.
-    """
-    status, result, _ = _unpack(ret)
-    if result is None:
-        return LdapAnswer(Verdict.TRANSIENT, description="no result")
-    kind = result.get("type")
-    if kind != "bindResponse":
-        return LdapAnswer(Verdict.ERROR, None, f"a {kind or 'result'} in answer to a bind")
-    code = result.get("result")
-    description = str(result.get("description") or "")
-    if status is True and code == SUCCESS:
-        return LdapAnswer(Verdict.OK, code, description)
-    if not isinstance(code, int):
-        return LdapAnswer(Verdict.ERROR, None, f"malformed result {result!r}")
-    if code in TRANSIENT_CODES:
-        return LdapAnswer(Verdict.TRANSIENT, code, description)
-    if code in REJECTION_CODES:
-        if code == INVALID_CREDENTIALS:
-            reason = ad_diagnostic(str(result.get("message") or "")) or "bad_password"
-        else:
-            reason = f"bind_refused_{description or code}"
-        return LdapAnswer(Verdict.REJECTED, code, description, reason)
-    if code == SUCCESS:  # status not True with result 0: inconsistent, refuse
-        return LdapAnswer(Verdict.ERROR, code, "status is not True despite result 0")
-    return LdapAnswer(Verdict.ERROR, code, description)
-
-
-@dataclass(frozen=True, slots=True)
-class SearchAnswer:
-    verdict: Verdict
-    code: int | None = None
-    description: str = ""
-    #: ``searchResEntry`` results only (referrals and continuations dropped, L-09).
-    entries: tuple[dict[str, Any], ...] = ()
-    #: The server stopped at a size limit: more entries exist than were returned.
-    truncated: bool = False
-
-
-def interpret_search(ret: object) -> SearchAnswer:
-    """Judge a SAFE_SYNC ``search()`` return value by its result code.
-
-    sizeLimitExceeded counts as answered (and ``truncated``): more entries exist.
-    """
-    status, result, response = _unpack(ret)
-    if result is None:
-        return SearchAnswer(Verdict.TRANSIENT, description="no result")
-    code = result.get("result")
-    description = str(result.get("description") or "")
-    entries = tuple(item for item in response if item.get("type") == "searchResEntry")
-    # ldap3's search status is True only when entries came back, so it is not the success
-    # flag here: result code 0 with status False is a successful search that found nobody.
-    del status
-    if code == SUCCESS:
-        return SearchAnswer(Verdict.OK, code, description, entries)
-    if code == SIZE_LIMIT_EXCEEDED:
-        return SearchAnswer(Verdict.OK, code, description, entries, truncated=True)
-    if code in TRANSIENT_CODES:
-        return SearchAnswer(Verdict.TRANSIENT, code, description)
-    return SearchAnswer(Verdict.ERROR, code if isinstance(code, int) else None, description)
-
-
-def _describe(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 # -- the blocking part --------------------------------------------------------------------------
@@ -570,7 +194,7 @@ class CheckedTls(ldap3.Tls):
 
     ldap3 checks the name with ``ssl.match_hostname`` or, on Python 3.12 and later, with a
     backport of its own that ignores IP subjectAltNames and falls back to the CN. Here the
-    name is checked by :mod:`radmfa.directory.tlsnames`, the rule the native engine applies,
+    name is checked by :mod:`radmfa.directory.tlsnames`, the rule the libldap engine applies,
     after the chain (``CERT_REQUIRED`` against ``ca_file`` or the system store). One
     ``SSLContext`` serves every connection (it is thread-safe), and every wrap completes the
     handshake and the check before the socket is handed back: nothing is sent before.
@@ -618,7 +242,7 @@ class CheckedTls(ldap3.Tls):
 
 
 def _handshake_failed(url: str, reason: str) -> None:
-    """One warning line per failed handshake, worded as the native engine's (Twisted's
+    """One warning line per failed handshake, worded as the libldap engine's (Twisted's
     loggers may be called from any thread)."""
     log.warn(
         "LDAP {name}: TLS handshake failed: {reason}; no credentials sent", name=url, reason=reason
@@ -626,22 +250,6 @@ def _handshake_failed(url: str, reason: str) -> None:
 
 
 # The failover rules as control flow, shared by both engines.
-
-
-class ServerDown(Exception):
-    """This server gave no usable answer; the next one may."""
-
-
-class BindUnanswered(Exception):
-    """The user bind was sent but not answered: no failover (at most one bind per request)."""
-
-
-class FinalAnswer(Exception):
-    """This server answered something that ends the check (no failover)."""
-
-    def __init__(self, result: DirectoryResult) -> None:
-        super().__init__(result.detail)
-        self.result = result
 
 
 def _quiet_unbind(conn: LdapConnection) -> None:
@@ -661,72 +269,6 @@ class Attempt:
     failed: tuple[tuple[str, str], ...] = ()
     #: The server whose answer decided the result, if one did.
     answered_by: str | None = None
-
-
-def search_attributes(
-    wanted: Sequence[str], config: LdapConfig, groups: LdapGroupsConfig | None
-) -> tuple[str, ...]:
-    """What the user search asks for: the factors' attributes, the account-state ones,
-    the naming attributes of the filter (:mod:`radmfa.directory.naming`) and, when groups
-    come from it, memberOf (each once, whatever the case)."""
-    names: dict[str, str] = {}
-    extra: list[str] = list(ACCOUNT_STATE_ATTRIBUTES) if config.account_state else []
-    extra.extend(naming_attributes(config.user_filter))
-    if groups is not None and groups.membership == "memberof":
-        extra.append("memberOf")
-    for name in (*wanted, *extra):
-        names.setdefault(name.lower(), name)
-    return tuple(names.values())
-
-
-def refuse_misnamed(
-    dn: str,
-    attributes: Mapping[str, Sequence[str]],
-    naming: Sequence[str],
-    username: str,
-    url: str,
-) -> None:
-    """A FinalAnswer (NO_SUCH_USER) when the entry found is not named ``username`` under
-    radmfa's identity rule: its state is kept under its own name, never under an alias."""
-    name = entry_name_mismatch(dn, attributes, naming, username)
-    if name is None:
-        return
-    log.warn(
-        "the directory found {dn} for the user name {user}, but names that entry {name}; "
-        "refused (log in with the entry's own name)",
-        dn=dn,
-        user=username,
-        name=name,
-    )
-    raise FinalAnswer(
-        DirectoryResult(DirectoryOutcome.NO_SUCH_USER, server=url, detail="misnamed_entry")
-    )
-
-
-def check_lookup_config(config: LdapConfig) -> None:
-    """The settings both engines refuse (ValueError): how the user's DN is found must be
-    unambiguous, and a service account never binds with an empty password."""
-    if bool(config.user_dn) == bool(config.base_dn):
-        raise ValueError("LDAP: set exactly one of user_dn (direct bind) or base_dn (search)")
-    if config.bind_dn and not config.bind_password:
-        raise ValueError("LDAP: bind_dn needs bind_password (an empty one would bind anonymously)")
-    if config.user_dn and "{username}" not in config.user_dn:
-        raise ValueError("LDAP: user_dn must contain {username}")
-    if config.base_dn and "{username}" not in config.user_filter:
-        raise ValueError("LDAP: user_filter must contain {username}")
-
-
-def make_user_cache(config: LdapConfig, clock: Callable[[], float]) -> EntryCache | None:
-    """The user-entry cache both engines keep when ``user_cache`` is set (search-then-bind
-    only: a direct bind has no search to save)."""
-    if not config.base_dn or config.user_cache <= 0:
-        return None
-    return EntryCache(config.user_cache, clock)
-
-
-def group_result(result: DirectoryResult) -> GroupResult:
-    """A user search that ended a group lookup (no such user, ambiguous, unavailable)."""
-    return GroupResult(result.outcome, server=result.server, detail=result.detail)
 
 
 class _ServiceConnections:
@@ -875,7 +417,7 @@ class LdapAuthenticator:
                 DirectoryResult(DirectoryOutcome.UNAVAILABLE, detail="group lookups are off")
             )
         dn, found = self._find_user(server, username)
-        walk = GroupWalk(settings, dn, _values(found, "memberOf"))
+        walk = GroupWalk(settings, dn, attribute_values(found, "memberOf"))
         base = settings.base_dn or self._config.base_dn
         while filters := walk.filters():
             level: list[str] = []
@@ -968,7 +510,7 @@ class LdapAuthenticator:
         try:
             ret = conn.start_tls(read_server_info=False)
         except TRANSPORT_ERRORS as exc:
-            raise ServerDown(f"StartTLS failed: {_describe(exc)}") from None
+            raise ServerDown(f"StartTLS failed: {describe_error(exc)}") from None
         status = ret[0] if isinstance(ret, tuple) else ret
         if status is not True or not getattr(conn, "tls_started", False):
             raise ServerDown("StartTLS failed")
@@ -978,7 +520,7 @@ class LdapAuthenticator:
         try:
             conn.open(read_server_info=False)
         except TRANSPORT_ERRORS as exc:
-            raise ServerDown(_describe(exc)) from None
+            raise ServerDown(describe_error(exc)) from None
         if self._config.start_tls and not server.use_ssl:
             self._start_tls(conn)
 
@@ -990,7 +532,7 @@ class LdapAuthenticator:
             try:
                 return interpret_bind(conn.bind(read_server_info=False))
             except TRANSPORT_ERRORS as exc:
-                raise BindUnanswered(f"bind got no answer: {_describe(exc)}") from None
+                raise BindUnanswered(f"bind got no answer: {describe_error(exc)}") from None
         finally:
             _quiet_unbind(conn)
 
@@ -1005,7 +547,7 @@ class LdapAuthenticator:
             try:
                 answer = interpret_bind(conn.bind(read_server_info=False))
             except TRANSPORT_ERRORS as exc:
-                raise ServerDown(f"service bind got no answer: {_describe(exc)}") from None
+                raise ServerDown(f"service bind got no answer: {describe_error(exc)}") from None
         except BaseException:
             _quiet_unbind(conn)
             raise
@@ -1052,7 +594,7 @@ class LdapAuthenticator:
                 if reused:  # idle timeout or server restart since it was pooled
                     self._service.drop_idle(server)
                     continue
-                raise ServerDown(f"search got no answer: {_describe(exc)}") from None
+                raise ServerDown(f"search got no answer: {describe_error(exc)}") from None
             except BaseException:
                 _quiet_unbind(conn)
                 raise
@@ -1150,7 +692,7 @@ class _Pending:
     outer: Deferred[Any]
     ticket: Deferred[Any] | None = None
     #: Makes the caller's result from a problem (a DirectoryResult or a GroupResult).
-    failed: Callable[[str], Any] = field(default=lambda detail: _unavailable(detail))
+    failed: Callable[[str], Any] = field(default=lambda detail: unavailable(detail))
 
 
 class LdapPasswordChecker:
@@ -1229,45 +771,45 @@ class LdapPasswordChecker:
             return self._check(username, password, entry)
         except Exception as exc:  # never raise to the pipeline
             log.failure("LDAP check failed unexpectedly", Failure())
-            return succeed(_unavailable(f"internal error: {_describe(exc)}"))
+            return succeed(unavailable(f"internal error: {describe_error(exc)}"))
 
     def user_groups(self, username: str) -> Deferred[GroupResult]:
         """:class:`~radmfa.directory.base.GroupResolver`: a user search and the group
         searches on the service connection, in the pool, under the same deadline."""
         try:
             if self._closed:
-                return succeed(_no_groups("LDAP checker is closed"))
+                return succeed(no_groups("LDAP checker is closed"))
             problem = username_problem(username)
             if problem is not None:
                 return succeed(GroupResult(DirectoryOutcome.NO_SUCH_USER, detail=problem))
             if len(self._semaphore.waiting) >= self._max_pending:
-                return succeed(_no_groups("LDAP queue full"))
+                return succeed(no_groups("LDAP queue full"))
             return self._submit(
                 lambda: self._runner.run(
                     self._authenticator.lookup_groups, self._health.order(), username
                 ),
-                _no_groups,
+                no_groups,
             )
         except Exception as exc:  # never raise to the pipeline
             log.failure("LDAP group lookup failed unexpectedly", Failure())
-            return succeed(_no_groups(f"internal error: {_describe(exc)}"))
+            return succeed(no_groups(f"internal error: {describe_error(exc)}"))
 
     def find_groups(self, names: Sequence[str]) -> Deferred[GroupResult]:
         """:class:`~radmfa.directory.base.GroupFinder`: one search on the service
         connection, in the pool, under the same deadline as a check."""
         try:
             if self._closed:
-                return succeed(_no_groups("LDAP checker is closed"))
+                return succeed(no_groups("LDAP checker is closed"))
             wanted = tuple(names)
             return self._submit(
                 lambda: self._runner.run(
                     self._authenticator.find_groups, self._health.order(), wanted
                 ),
-                _no_groups,
+                no_groups,
             )
         except Exception as exc:  # never raise to the caller
             log.failure("LDAP group search failed unexpectedly", Failure())
-            return succeed(_no_groups(f"internal error: {_describe(exc)}"))
+            return succeed(no_groups(f"internal error: {describe_error(exc)}"))
 
     def close(self) -> None:
         self._closed = True
@@ -1283,7 +825,7 @@ class LdapPasswordChecker:
             return succeed(refused)
         secret = refused
         if len(self._semaphore.waiting) >= self._max_pending:
-            return succeed(_unavailable("LDAP queue full"))
+            return succeed(unavailable("LDAP queue full"))
         return self._submit(
             lambda: self._runner.run(
                 self._authenticator.authenticate,
@@ -1293,7 +835,7 @@ class LdapPasswordChecker:
                 entry,
                 self._clock.seconds(),
             ),
-            _unavailable,
+            unavailable,
         )
 
     def _submit(self, work: Callable[[], Deferred[Attempt]], failed: Callable[[str], Any]) -> Any:
@@ -1346,15 +888,3 @@ class LdapPasswordChecker:
             result = outcome.result
         if not pending.outer.called:
             pending.outer.callback(result)
-
-
-def _unavailable(detail: str) -> DirectoryResult:
-    return DirectoryResult(DirectoryOutcome.UNAVAILABLE, detail=detail)
-
-
-def _invalid(detail: str) -> DirectoryResult:
-    return DirectoryResult(DirectoryOutcome.INVALID_CREDENTIALS, detail=detail)
-
-
-def _no_groups(detail: str) -> GroupResult:
-    return GroupResult(DirectoryOutcome.UNAVAILABLE, detail=detail)

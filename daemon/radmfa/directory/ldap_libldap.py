@@ -2,9 +2,8 @@
 
 libldap is the LDAP stack FreeRADIUS's rlm_ldap links: BER, StartTLS and LDAPS (its own TLS
 library, chain and host name checked) in C. This engine drives it from the reactor without
-threads for every per-login operation, and keeps the native engine's check, pools and
-failover (:class:`~radmfa.directory.ldap_native.NativeLdapPasswordChecker`, whose connection
-layer it replaces):
+threads for every per-login operation, under the pooled check, its pools and failover
+(:class:`~radmfa.directory.pooled.PooledLdapChecker`):
 
 - :class:`LibldapConnection`: one ``LDAPObject`` (one TCP connection). Requests go out with
   python-ldap's asynchronous calls (``search_ext``, ``simple_bind``); the socket is a reactor
@@ -44,26 +43,16 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from radmfa.config import LdapConfig, LdapGroupsConfig
-from radmfa.directory.ber import (
-    BIND_RESPONSE,
-    SEARCH_RESULT_DONE,
-    FilterError,
-    LdapResult,
-    SearchEntry,
-    compile_filter,
-)
-from radmfa.directory.ldap import LdapServer, Verdict, build_user_filter
-from radmfa.directory.ldap_native import (
+from radmfa.directory.answers import Verdict
+from radmfa.directory.pool import (
     ConnectionFailed,
-    NativeLdapPasswordChecker,
     NotSent,
     OperationFailed,
-    SearchOutcome,
     ServiceBindRefused,
-    _bind_answer,
-    _describe,
-    peer_closed,
 )
+from radmfa.directory.pooled import FilterError, PooledLdapChecker, bind_answer
+from radmfa.directory.results import LdapResult, SearchEntry, SearchOutcome
+from radmfa.directory.rules import LdapServer, build_user_filter, describe_error
 from radmfa.directory.tlsnames import NameMismatch, ServerName
 from radmfa.threads import BlockingRunner
 
@@ -112,10 +101,10 @@ class _Operation:
 
 @implementer(IReadDescriptor)
 class LibldapConnection:
-    """One set-up ``LDAPObject`` on the reactor, shaped like the native engine's
-    :class:`~radmfa.directory.ldap_native.LdapClientProtocol` for its connection pools:
-    ``bind``, ``search``, ``outstanding``, ``alive``, ``close``, ``drop`` and the ``on_idle`` /
-    ``on_lost`` hooks."""
+    """One set-up ``LDAPObject`` on the reactor: a
+    :class:`~radmfa.directory.pooled.LdapConnection` for the connection pools (``bind``,
+    ``search``, ``outstanding``, ``alive``, ``close``, ``drop`` and the ``on_idle`` /
+    ``on_lost`` hooks)."""
 
     def __init__(self, ldap: Any, ld: Any, clock: Any, timeout: float, name: str = "") -> None:
         self._ldap = ldap
@@ -162,16 +151,18 @@ class LibldapConnection:
         time_limit: int,
         max_entries: int = _MAX_ENTRIES,
     ) -> Deferred[SearchOutcome]:
-        """A subtree search; no attributes means ``1.1`` (none), as in the native engine."""
+        """A subtree search; no attributes means ``1.1`` (none)."""
         wanted = list(attributes) or ["1.1"]
         scope = self._ldap.SCOPE_SUBTREE
 
         def send() -> int:
-            return int(
-                self._ld.search_ext(
+            try:
+                msgid = self._ld.search_ext(
                     base, scope, filterstr, wanted, sizelimit=size_limit, timeout=time_limit
                 )
-            )
+            except (ValueError, UnicodeError) as exc:  # a NUL or a lone surrogate
+                raise FilterError(str(exc)) from None
+            return int(msgid)
 
         return self._send(_SEARCH, send, max_entries)
 
@@ -211,9 +202,16 @@ class LibldapConnection:
         return op.deferred
 
     def _peer_closed(self) -> bool:
-        """Whether an idle connection's socket already holds the server's EOF or reset (one
-        non-blocking ``MSG_PEEK``, only when nothing is outstanding)."""
-        return peer_closed(self._sock)
+        """Whether an idle connection's socket already holds the server's EOF or reset: one
+        non-blocking ``MSG_PEEK`` (a microsecond or two), done only when nothing is
+        outstanding, so any byte waiting there can only be an EOF, a reset, a Notice of
+        Disconnection or TLS housekeeping; only the first two count."""
+        try:
+            return self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True
 
     def _timed_out(self, msgid: int) -> None:
         op = self._pending.get(msgid)
@@ -292,7 +290,6 @@ class LibldapConnection:
         op.timer.cancel()
         code = info.get("result")
         result = LdapResult(
-            op=BIND_RESPONSE if op.kind == _BIND else SEARCH_RESULT_DONE,
             code=code if isinstance(code, int) else 80,
             matched_dn=str(info.get("matched") or ""),
             diagnostic=str(info.get("info") or ""),
@@ -364,12 +361,12 @@ class LibldapConnector:
         except (ConnectionFailed, ServiceBindRefused, CancelledError):
             raise
         except Exception as exc:
-            raise ConnectionFailed(_describe(exc)) from None
+            raise ConnectionFailed(describe_error(exc)) from None
         try:
             return LibldapConnection(self._ldap, ld, self._reactor, self._timeout, name)
         except Exception as exc:
             _quiet_unbind(self._ldap, ld)
-            raise ConnectionFailed(f"connection set-up failed: {_describe(exc)}") from None
+            raise ConnectionFailed(f"connection set-up failed: {describe_error(exc)}") from None
 
     # -- in the runner's thread --
 
@@ -400,7 +397,7 @@ class LibldapConnector:
             try:
                 sock = socket.create_connection((server.host, server.port), self._timeout)
             except OSError as exc:
-                raise ConnectionFailed(_describe(exc)) from None
+                raise ConnectionFailed(describe_error(exc)) from None
             ld = self._options(ldap.initialize(server.url, fileno=sock.detach()))
             if self._start_tls:
                 try:
@@ -447,7 +444,7 @@ class LibldapConnector:
         except NameMismatch as exc:
             reason = str(exc)
         except Exception as exc:
-            reason = f"certificate check failed: {_describe(exc)}"
+            reason = f"certificate check failed: {describe_error(exc)}"
         else:
             return
         _handshake_failed(name, reason)
@@ -526,8 +523,8 @@ class LibldapConnector:
                 raise ConnectionFailed(f"service bind got no answer: {_error_text(exc)}") from None
             rtype = info.get("msgtype")
             if rtype == ldap.RES_BIND:
-                result = LdapResult(BIND_RESPONSE, code, "", str(info.get("info") or ""))
-                answer = _bind_answer(result)
+                result = LdapResult(code, "", str(info.get("info") or ""))
+                answer = bind_answer(result)
                 if answer.verdict is Verdict.TRANSIENT:
                     raise ConnectionFailed(
                         f"service bind answered {answer.description or 'nothing'}"
@@ -537,11 +534,15 @@ class LibldapConnector:
             raise ConnectionFailed(f"service bind answered with response type {rtype}")
 
 
-class LibldapPasswordChecker(NativeLdapPasswordChecker):
+class LibldapPasswordChecker(PooledLdapChecker):
     """:class:`~radmfa.directory.base.PasswordChecker` (and ``GroupResolver``,
-    ``GroupFinder``) on libldap: the native engine's checks, pools, failover, user cache and
-    deadlines over :class:`LibldapConnection` s. ``runner`` opens connections (blocking
-    set-up); every login's operations run on the reactor."""
+    ``GroupFinder``) on libldap: the pooled check, failover, user cache and deadlines over
+    :class:`LibldapConnection` s. ``runner`` opens connections (blocking set-up); every
+    login's operations run on the reactor.
+
+    Filters are libldap's to parse: the user filter (with a name in it) and the group filter
+    are tried once here, so a malformed one stops the start-up or the reload; a search whose
+    filter libldap still refuses ends that check "bad ... filter" (nothing sent)."""
 
     def __init__(
         self,
@@ -563,6 +564,14 @@ class LibldapPasswordChecker(NativeLdapPasswordChecker):
                 raise ValueError(f"LDAP: cannot read ca_file {config.ca_file}: {exc}") from None
             if not _PEM_CERTIFICATE.search(pem):
                 raise ValueError(f"LDAP: no PEM certificate in ca_file {config.ca_file}")
+        if config.base_dn:
+            problem = filter_problem(self._ldap, build_user_filter(config.user_filter, "x"))
+            if problem is not None:
+                raise ValueError(f"LDAP: user_filter: {problem}")
+        if groups is not None:
+            problem = filter_problem(self._ldap, groups.filter)
+            if problem is not None:
+                raise ValueError(f"LDAP: groups.filter: {problem}")
         super().__init__(
             config,
             reactor,
@@ -578,12 +587,22 @@ class LibldapPasswordChecker(NativeLdapPasswordChecker):
         except ValueError as exc:  # a host no certificate can name
             raise ValueError(f"LDAP: {exc}") from None
 
-    def _user_search_filter(self, username: str) -> str:
-        return build_user_filter(self._config.user_filter, username)
 
-    def _group_search_filter(self, text: str) -> str:
-        compile_filter(text)  # the same syntax check (and FilterError) as the native engine
-        return text
+def filter_problem(ldap: Any, text: str) -> str | None:
+    """Why libldap refuses to send ``text`` as a search filter, or None: its own parser, on a
+    handle that points nowhere (a well-formed filter fails to connect, at once)."""
+    ld = ldap.initialize(_NO_RECONNECT)
+    try:
+        ld.search_ext("", ldap.SCOPE_BASE, text, ["1.1"])
+    except ldap.FILTER_ERROR as exc:
+        return f"{_error_text(exc)} in {text!r}"
+    except (ValueError, UnicodeError) as exc:  # a NUL or a lone surrogate
+        return f"{exc} in {text!r}"
+    except ldap.LDAPError:
+        return None
+    finally:
+        _quiet_unbind(ldap, ld)
+    return None  # pragma: no cover - nothing listens there
 
 
 def _chain_problem(certificate: x509.Certificate, ca_file: str | None) -> str | None:
