@@ -1558,3 +1558,24 @@ def test_store_section_problems_are_reported_with_file_and_line(
     text = "\n".join(caught.value.problems)
     assert problem in text, text
     assert "radmfa.yaml:" in text
+
+
+SEARCH_BASE = CLIENT + (
+    "ldap:\n  servers: [ldap://127.0.0.1]\n  base_dn: dc=example,dc=org\n"
+    "  bind_dn: cn=radmfa,dc=example,dc=org\n  bind_password: service-secret\n"
+)
+
+
+@pytest.mark.parametrize(
+    "spelled", ["({username}=alice)", "(&(objectClass=person)(x{username}=1))"]
+)
+def test_a_user_filter_with_the_name_in_an_attribute_is_refused(tmp_path: Path, spelled: str):
+    # ({username}=alice): the login "uid" would find alice's entry and bind as it, while
+    # radmfa keeps a second factor, lockout and admin state for a user called "uid"
+    text = SEARCH_BASE + f'  user_filter: "{spelled}"\n'
+    assert_one_problem(tmp_path, text, "user_filter", "ldap.user_filter", "only stand in a value")
+
+
+def test_a_user_filter_that_never_compares_the_whole_name_is_a_warning(tmp_path: Path):
+    text = SEARCH_BASE + '  user_filter: "(userPrincipalName={username}@example.org)"\n'
+    assert_one_warning(tmp_path, text, "user_filter", "ldap.user_filter", "named by the login")

@@ -4,6 +4,7 @@ name becomes a DN, the service account, TLS, and how group membership is read.""
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, cast
@@ -11,6 +12,7 @@ from urllib.parse import urlsplit
 
 from radmfa.config.credentials import read_text_secret
 from radmfa.config.load import Section, Value, format_duration, placeholders, required
+from radmfa.directory.naming import naming_attributes
 
 __all__ = [
     "AD_GROUP_FILTER",
@@ -252,7 +254,24 @@ def _ldap_lookup(s: Section) -> tuple[str | None, str | None, str]:
             s.error("user_filter", "is only used with base_dn (search then bind); remove it")
         elif _check_template(s, "user_filter", user_filter) and not _is_parenthesised(user_filter):
             s.error("user_filter", f"must be one parenthesised LDAP filter, e.g. {_FILTER_EXAMPLE}")
+        elif _NAME_AS_ATTRIBUTE.search(user_filter):
+            s.error(
+                "user_filter",
+                "{username} may only stand in a value, e.g. (uid={username}), never in an "
+                "attribute name: a login name would choose which attribute is compared",
+            )
+        elif not naming_attributes(user_filter):
+            s.warn(
+                "user_filter",
+                "no attribute is compared with the whole login name, e.g. (uid={username}): "
+                "radmfa cannot check that the entry found is named by the login name, so two "
+                "spellings the directory matches alike would be two users to radmfa",
+            )
     return user_dn, base_dn, user_filter
+
+
+#: ``{username}`` left of a filter item's operator: in the attribute description.
+_NAME_AS_ATTRIBUTE = re.compile(r"\([^=()]*\{username\}[^=()]*[~<>:]?=")
 
 
 def _check_template(s: Section, key: str, template: str) -> bool:
