@@ -39,7 +39,8 @@ from radmfa.metrics import (
     MetricsService,
 )
 from radmfa.radius.clients import ClientTable
-from radmfa.radius.protocol import RadiusServerProtocol, RadiusStats
+from radmfa.radius.server import RadiusServer, RadiusStats
+from radmfa.radius.udp import RadiusDatagramProtocol
 from radmfa.store import describe as describe_store
 from radmfa.store import open_store
 from radmfa.store.base import Store
@@ -171,7 +172,10 @@ class Daemon:
         pool_size = config.ldap.pool_size if config.ldap and config.ldap.engine == "ldap3" else 4
         self.directory_runner = ThreadPoolRunner(reactor, "radmfa-directory", pool_size)
         self.runtime: Runtime | None = None
-        self.ports: dict[ListenAddress, tuple[Any, RadiusServerProtocol]] = {}
+        #: Every listening socket hands its requests to this one server (drain, load limits
+        #: and counters cover them all).
+        self.server = RadiusServer(self.current_clients, self, reactor, config.radius, self.stats)
+        self.ports: dict[ListenAddress, tuple[Any, RadiusDatagramProtocol]] = {}
         self._purge = LoopingCall(self._maintain)
         self._purge.clock = reactor
         #: Queues decisions for the audit trail and writes them in batches (audit.enabled).
@@ -199,7 +203,7 @@ class Daemon:
         self._stop_waiters: list[Deferred[None]] | None = None
         self._stopped = False
 
-    # -- the handler the protocols call --------------------------------------------------------
+    # -- the handler the server calls --------------------------------------------------------
 
     def handle(self, request: AccessRequest) -> Deferred[Decision]:
         assert self.runtime is not None
@@ -290,13 +294,7 @@ class Daemon:
         )
 
     def _listen(self, address: ListenAddress) -> None:
-        protocol = RadiusServerProtocol(
-            clients=self.current_clients,
-            handler=self,
-            clock=self.reactor,
-            radius_config=self.config.radius,
-            stats=self.stats,
-        )
+        protocol = RadiusDatagramProtocol(self.server)
         if self.worker is None:
             port = self.reactor.listenUDP(address.port, protocol, interface=address.host)
         else:
@@ -321,6 +319,7 @@ class Daemon:
         self._warn_restart_only(config)
         old, self.runtime, self.config = self.runtime, runtime, config
         self._check_groups(runtime)
+        self.server.radius_config = config.radius
         self._rebind(config)
         for protocol in self._protocols():
             protocol.radius_config = config.radius
@@ -368,7 +367,7 @@ class Daemon:
                 except Exception as e:
                     log.error("cannot listen on {addr}: {err}", addr=_fmt(address), err=str(e))
 
-    def _protocols(self) -> list[RadiusServerProtocol]:
+    def _protocols(self) -> list[RadiusDatagramProtocol]:
         return [protocol for _, protocol in self.ports.values()]
 
     def stop(self) -> Deferred[Any]:
@@ -395,7 +394,7 @@ class Daemon:
     def _stop(self) -> Deferred[Any]:
         if self._purge.running:
             self._purge.stop()
-        drains = [protocol.drain() for protocol in self._protocols()]
+        drains = [self.server.drain()]
         if self.runtime is not None:  # codes still being delivered (bounded by their timeouts)
             drains.append(self.runtime.authenticator.courier.drain())
         d: Deferred[Any] = DeferredList(drains) if drains else succeed(None)
