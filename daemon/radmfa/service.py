@@ -23,7 +23,7 @@ from radmfa.auth.ledger import attempt_lease
 from radmfa.auth.model import AccessRequest, Decision
 from radmfa.auth.pipeline import Authenticator, PipelineSettings
 from radmfa.auth.policy import Policy
-from radmfa.config import Config, ConfigError, ListenAddress, load_config
+from radmfa.config import Config, ConfigError, ListenAddress, TlsListener, load_config
 from radmfa.directory.base import GroupFinder, PasswordChecker
 from radmfa.directory.ldap import LdapPasswordChecker
 from radmfa.directory.ldap_libldap import LibldapPasswordChecker
@@ -40,6 +40,8 @@ from radmfa.metrics import (
 )
 from radmfa.radius.clients import ClientTable
 from radmfa.radius.server import RadiusServer, RadiusStats
+from radmfa.radius.tls import RadsecFactory, radsec_factory
+from radmfa.radius.tlscontext import ReloadableServerTls, TlsSetupError, build_context
 from radmfa.radius.udp import RadiusDatagramProtocol
 from radmfa.store import describe as describe_store
 from radmfa.store import open_store
@@ -176,6 +178,8 @@ class Daemon:
         #: and counters cover them all).
         self.server = RadiusServer(self.current_clients, self, reactor, config.radius, self.stats)
         self.ports: dict[ListenAddress, tuple[Any, RadiusDatagramProtocol]] = {}
+        #: RadSec listeners: the port, its certificates (swapped on reload) and its factory.
+        self.tls_ports: dict[ListenAddress, tuple[Any, ReloadableServerTls, RadsecFactory]] = {}
         self._purge = LoopingCall(self._maintain)
         self._purge.clock = reactor
         #: Queues decisions for the audit trail and writes them in batches (audit.enabled).
@@ -242,6 +246,11 @@ class Daemon:
         self._check_groups(self.runtime)
         for address in self.config.listen:
             self._listen(address)
+        for listener in self.config.listen_tls:
+            try:
+                self._listen_tls(listener)
+            except TlsSetupError as e:
+                raise SetupError(f"listen_tls: {e}") from None
         self._start_metrics()
         self._purge.start(PURGE_INTERVAL, now=False)
         self.reactor.addSystemEventTrigger("before", "shutdown", self.stop)
@@ -253,7 +262,10 @@ class Daemon:
             "{name} ready: listening on {addrs}, {n} client(s), password backend {backend}, "
             "otp mode {mode}",
             name=self.name,
-            addrs=", ".join(_fmt(a) for a in self.config.listen),
+            addrs=", ".join(
+                [_fmt(a) for a in self.config.listen]
+                + [f"{_fmt(_tls_address(t))} (RadSec)" for t in self.config.listen_tls]
+            ),
             n=len(self.config.clients),
             backend="ldap" if self.config.ldap else "local users file",
             mode=self.config.otp.mode,
@@ -301,6 +313,17 @@ class Daemon:
             port = listen_reuseport(self.reactor, address, protocol)
         self.ports[address] = (port, protocol)
 
+    def _listen_tls(self, listener: TlsListener) -> None:
+        creator = ReloadableServerTls(listener)
+        factory = RadsecFactory(self.server, listener)
+        wrapped = radsec_factory(creator, factory)
+        address = _tls_address(listener)
+        if self.worker is None:
+            port = self.reactor.listenTCP(listener.port, wrapped, interface=listener.host)
+        else:
+            port = listen_reuseport_tcp(self.reactor, address, wrapped)
+        self.tls_ports[address] = (port, creator, factory)
+
     def reload(self, path: str) -> bool:
         """Re-read the config; on any problem keep running on the old one and say why."""
         try:
@@ -313,6 +336,8 @@ class Daemon:
             return False
         try:
             runtime = self._build(config)
+            # Certificates and keys are read again (renewed files apply to new connections).
+            contexts = {_tls_address(t): build_context(t) for t in config.listen_tls}
         except Exception as e:
             log.error("reload refused, keeping the running configuration: {err}", err=str(e))
             return False
@@ -321,6 +346,7 @@ class Daemon:
         self._check_groups(runtime)
         self.server.radius_config = config.radius
         self._rebind(config)
+        self._rebind_tls(config, contexts)
         for protocol in self._protocols():
             protocol.radius_config = config.radius
         if old is not None and old.directory is not runtime.directory:
@@ -367,6 +393,25 @@ class Daemon:
                 except Exception as e:
                     log.error("cannot listen on {addr}: {err}", addr=_fmt(address), err=str(e))
 
+    def _rebind_tls(self, config: Config, contexts: dict[ListenAddress, Any]) -> None:
+        wanted = {_tls_address(t): t for t in config.listen_tls}
+        for address in list(self.tls_ports):
+            if address not in wanted:
+                port, _, _ = self.tls_ports.pop(address)
+                port.stopListening()
+                log.info("stopped listening on {addr} (RadSec)", addr=_fmt(address))
+        for address, listener in wanted.items():
+            if address in self.tls_ports:
+                _, creator, factory = self.tls_ports[address]
+                creator.swap(listener, contexts[address])
+                factory.listener = listener
+                continue
+            try:
+                self._listen_tls(listener)
+                log.info("listening on {addr} (RadSec)", addr=_fmt(address))
+            except Exception as e:
+                log.error("cannot listen on {addr}: {err}", addr=_fmt(address), err=str(e))
+
     def _protocols(self) -> list[RadiusDatagramProtocol]:
         return [protocol for _, protocol in self.ports.values()]
 
@@ -411,6 +456,9 @@ class Daemon:
             for port, _protocol in self.ports.values():
                 port.stopListening()
             self.ports.clear()
+            for port, _creator, _factory in self.tls_ports.values():
+                port.stopListening()
+            self.tls_ports.clear()
             if self.runtime is not None:
                 self.runtime.directory.close()
             self.directory_runner.stop()
@@ -456,6 +504,25 @@ def listen_reuseport(reactor: Any, address: ListenAddress, protocol: Any) -> Any
         return reactor.adoptDatagramPort(sock.fileno(), family, protocol)
     finally:
         sock.close()  # the reactor holds its own duplicate of the descriptor
+
+
+def listen_reuseport_tcp(reactor: Any, address: ListenAddress, factory: Any) -> Any:
+    """A RadSec port shared by every worker (SO_REUSEPORT): the kernel spreads connections."""
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address.host, address.port))
+        sock.listen(128)
+        sock.setblocking(False)
+        return reactor.adoptStreamPort(sock.fileno(), family, factory)
+    finally:
+        sock.close()  # the reactor holds its own duplicate of the descriptor
+
+
+def _tls_address(listener: TlsListener) -> ListenAddress:
+    return ListenAddress(listener.host, listener.port)
 
 
 def _fmt(address: ListenAddress) -> str:

@@ -13,7 +13,7 @@ from radmfa.config.attempts import (
     UserLimitConfig,
 )
 from radmfa.config.audit import AuditConfig
-from radmfa.config.clients import ClientConfig
+from radmfa.config.clients import RADSEC_SECRET, CertificateMatch, ClientConfig
 from radmfa.config.factors import (
     DEFAULT_SENDS_PER_HOUR_TOTAL,
     MAX_REPLY_MESSAGE,
@@ -42,7 +42,13 @@ from radmfa.config.policy import (
     TrustedDevicesConfig,
     fold_name,
 )
-from radmfa.config.radius import ListenAddress, RadiusConfig, parse_listen_address
+from radmfa.config.radius import (
+    ListenAddress,
+    RadiusConfig,
+    TlsListener,
+    check_tls_files,
+    parse_listen_address,
+)
 from radmfa.config.root import (
     DEFAULT_CONFIG_PATH,
     Config,
@@ -62,8 +68,10 @@ __all__ = [
     "MAC_STATION_NAS",
     "MAC_STATION_UNKNOWN",
     "MAX_REPLY_MESSAGE",
+    "RADSEC_SECRET",
     "AuditConfig",
     "BackupCodesConfig",
+    "CertificateMatch",
     "ClientConfig",
     "CodeDelivery",
     "CommandConfig",
@@ -90,11 +98,13 @@ __all__ = [
     "SmtpConfig",
     "SourceLimitConfig",
     "StoreConfig",
+    "TlsListener",
     "TotpConfig",
     "TrustedDevicesConfig",
     "UserLimitConfig",
     "UsernamesConfig",
     "WebhookConfig",
+    "check_tls_files",
     "fold_name",
     "format_problems",
     "load_config",
