@@ -8,7 +8,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 venv=${RADMFA_VENV:-$here/.venv}
 # libldap2-dev libsasl2-dev: headers pip builds python-ldap with (it has no wheels; gcc and
 # python3-dev are needed too).
-want_deb=(slapd ldap-utils freeradius-utils libpam-radius-auth pamtester postgresql libldap2-dev libsasl2-dev)
+# radsecproxy: the RadSec (RADIUS over TLS) client in front of the daemon in the tests.
+want_deb=(slapd ldap-utils freeradius-utils libpam-radius-auth pamtester postgresql libldap2-dev libsasl2-dev radsecproxy)
 if [ "${1:-}" = "--bench" ]; then want_deb+=(freeradius freeradius-ldap); shift; fi
 
 missing=()
@@ -21,7 +22,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   echo "install-deps: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
-  # The postinsts would start a system slapd on :389 and PostgreSQL on :5432; the tests start
+  # The postinsts would start a system slapd on :389, PostgreSQL on :5432 and radsecproxy; the tests start
   # their own (as the postgres user, on free loopback ports). policy-rc.d refuses every start.
   no_main=/etc/postgresql-common/createcluster.d/radmfa-install-deps.conf
   trap 'rm -f /usr/sbin/policy-rc.d "$no_main"' EXIT

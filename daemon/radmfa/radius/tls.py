@@ -153,12 +153,12 @@ class RadsecConnection(Protocol):
         was_open = self.client is not None
         self._close_state()
         if was_open:
+            lost = len(self._in_flight)
             self.log.info(
-                "RadSec connection from {client} ({source}) closed; {n} request(s) in flight "
-                "will get no reply",
+                "RadSec connection from {client} ({source}) closed{lost}",
                 client=self.client.name if self.client else "?",
                 source=self.source,
-                n=len(self._in_flight),
+                lost=f"; {lost} request(s) in flight will get no reply" if lost else "",
             )
         elif not self._refused:
             why = reason.getErrorMessage() if isinstance(reason, Failure) else "closed"
