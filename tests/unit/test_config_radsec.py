@@ -141,9 +141,7 @@ def test_a_bad_fingerprint_is_refused(tmp_path: Path, files: dict[str, Path]) ->
         + ("clients:\n  - name: a\n    certificate: {fingerprint: 'AB:CD'}\n")
         + LOCAL
     )
-    assert_one_problem(
-        tmp_path, text, "AB:CD", "clients[0].certificate.fingerprint", "64 hex"
-    )
+    assert_one_problem(tmp_path, text, "AB:CD", "clients[0].certificate.fingerprint", "64 hex")
 
 
 def test_a_listener_without_radsec_clients_is_refused(
