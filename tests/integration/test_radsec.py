@@ -167,6 +167,24 @@ def test_challenge_round_trip_through_radsecproxy(daemon, slapd, proxy):
     assert reply == "Access-Accept", out
 
 
+def test_a_request_without_message_authenticator_is_dropped_alone(daemon, slapd, proxy):
+    """radsecproxy 1.9 forwards a request without Message-Authenticator as it came (as from
+    pam_radius 2.0): the entry requires one, so that request goes unanswered, and the
+    proxy's connection, shared by every NAS behind it, stays open for the next one."""
+    user = Enrolled(daemon, slapd)
+    reply, _out = radclient(
+        proxy.port,
+        FRONT_SECRET,
+        {"User-Name": user.name, "User-Password": user.password + user.code()},
+    )
+    assert reply is None
+    daemon.wait_for_log("Dropped a packet from edge (127.0.0.1): no Message-Authenticator")
+    opened = daemon.log().count("RadSec connection from edge (127.0.0.1) open")
+    reply, out = front(proxy, user.name, user.password + user.code())  # the first never ran
+    assert reply == "Access-Accept", out
+    assert daemon.log().count("RadSec connection from edge (127.0.0.1) open") == opened
+
+
 # -- raw TLS peers ----------------------------------------------------------------------------
 
 

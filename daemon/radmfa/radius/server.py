@@ -23,6 +23,7 @@ handler, which rejects them with ``UNSUPPORTED_METHOD`` and writes the audit lin
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Protocol
@@ -57,6 +58,16 @@ from radmfa.radius.codec import (
 
 #: Seconds between two log lines about the same kind of drop from the same source.
 LOG_INTERVAL = 60.0
+
+
+class Refusal(enum.Enum):
+    """Why :meth:`RadiusServer.admit` dropped a packet: a stream transport closes the
+    connection on a broken packet (RFC 6614 2.6), not on a policy drop."""
+
+    #: Not a valid packet, or not signed with the secret: the stream cannot be trusted.
+    BROKEN = "broken"
+    #: Well-formed and authentic, but refused by a rule (Message-Authenticator required...).
+    POLICY = "policy"
 
 
 class RequestHandler(Protocol):
@@ -225,11 +236,11 @@ class RadiusServer:
                 )
         return client
 
-    def admit(self, data: bytes, client: ClientConfig, source: str) -> DecodedRequest | None:
+    def admit(self, data: bytes, client: ClientConfig, source: str) -> DecodedRequest | Refusal:
         """Steps that need no state: structure, Message-Authenticator, BlastRADIUS rules.
 
-        None means dropped (counted and logged). Nothing here touches any duplicate cache or
-        the pipeline, so forged packets leave no trace (B-06).
+        A :class:`Refusal` means dropped (counted and logged). Nothing here touches any
+        duplicate cache or the pipeline, so forged packets leave no trace (B-06).
         """
         stats = self.stats
         try:
@@ -237,7 +248,7 @@ class RadiusServer:
         except MalformedPacket as error:
             stats.malformed += 1
             self.drop_log("malformed", client, source, f"malformed packet: {error.reason}")
-            return None
+            return Refusal.BROKEN
 
         authentic = verify_message_authenticator(valid, client.secret)
         if authentic is False:
@@ -248,7 +259,7 @@ class RadiusServer:
                 source,
                 "wrong Message-Authenticator (is the shared secret the same on both sides?)",
             )
-            return None
+            return Refusal.BROKEN
         if authentic is None:
             stats.missing_authenticator += 1
             if valid.packet[0] == STATUS_SERVER:
@@ -256,7 +267,7 @@ class RadiusServer:
                 self.drop_log(
                     "status_no_ma", client, source, "Status-Server without Message-Authenticator"
                 )
-                return None
+                return Refusal.POLICY
             if client.require_message_authenticator:
                 stats.dropped += 1
                 self.drop_log(
@@ -266,7 +277,7 @@ class RadiusServer:
                     "no Message-Authenticator and the client requires one "
                     "(set require_message_authenticator: false only for legacy clients)",
                 )
-                return None
+                return Refusal.POLICY
 
         decoded = decode_request(valid, client.secret, client.name, source)
         if authentic is None:
@@ -278,13 +289,13 @@ class RadiusServer:
                     source,
                     "Proxy-State without Message-Authenticator (BlastRADIUS pattern)",
                 )
-                return None
+                return Refusal.POLICY
             if decoded.request.method is AuthMethod.EAP:
                 stats.dropped += 1
                 self.drop_log(
                     "eap_no_ma", client, source, "EAP-Message without Message-Authenticator"
                 )
-                return None
+                return Refusal.POLICY
             if self.quiet.allow("legacy", source):
                 self.log.info(
                     "Client {client} ({source}) sends requests without Message-Authenticator; "

@@ -3,12 +3,14 @@
 A connection walks through three states: *handshaking* (a timer runs; nothing is read), *open*
 (the peer certificate verified by OpenSSL matched a client entry, found only now and never
 from the source address) and *closed*. Packets are cut from the stream by their Length field
-(RFC 6613 section 2.4); a Length outside 20..4096 or a packet the server will not admit
-(malformed, wrong Message-Authenticator, ...) closes the connection (RFC 6614 section 2.6,
-RFC 7360), since the stream cannot be trusted past it. Many requests may be in flight on one
-connection and are answered in any order; an Identifier already in flight on the connection
-is a duplicate and dropped. A reply to a connection that closed meanwhile is discarded; the
-pipeline still finishes the request, so its attempt reservation ends as usual.
+(RFC 6613 section 2.4); a Length outside 20..4096, a malformed packet or a wrong
+Message-Authenticator closes the connection (RFC 6614 section 2.6, RFC 7360), since the
+stream cannot be trusted past it. A packet refused by a rule (a Message-Authenticator the
+client entry requires, ...) is dropped alone: a proxy's connection carries many NAS. Many
+requests may be in flight on one connection and are answered in any order; an Identifier
+already in flight on the connection is a duplicate and dropped. A reply to a connection that
+closed meanwhile is discarded; the pipeline still finishes the request, so its attempt
+reservation ends as usual.
 
 Everything here runs on the reactor and never waits: a peer that stalls mid-handshake or
 after it only holds its own connection, until the handshake or idle timeout closes it.
@@ -28,8 +30,14 @@ from zope.interface import implementer
 
 from radmfa.config import ClientConfig, TlsListener
 from radmfa.radius.clients import certificate_names, source_address
-from radmfa.radius.codec import ACCOUNTING_REQUEST, HEADER_LENGTH, MAX_PACKET_LENGTH, STATUS_SERVER
-from radmfa.radius.server import LOG_INTERVAL, RadiusServer
+from radmfa.radius.codec import (
+    ACCOUNTING_REQUEST,
+    HEADER_LENGTH,
+    MAX_PACKET_LENGTH,
+    STATUS_SERVER,
+    DecodedRequest,
+)
+from radmfa.radius.server import LOG_INTERVAL, RadiusServer, Refusal
 from radmfa.radius.tlscontext import ReloadableServerTls
 
 #: Connections from one address still in their handshake; more are closed at once, so one
@@ -273,9 +281,11 @@ class RadsecConnection(Protocol):
             )
             return
         decoded = server.admit(packet, client, self.source)
-        if decoded is None:
-            self._abort("a packet was dropped")
+        if decoded is Refusal.BROKEN:
+            self._abort("a malformed or wrongly signed packet")
             return
+        if not isinstance(decoded, DecodedRequest):
+            return  # refused by a rule (logged): the connection stays, others share it
         if decoded.code == STATUS_SERVER:
             reply = server.status_reply(decoded, client)
             if reply is not None:

@@ -112,7 +112,7 @@ class RadiusDatagramProtocol(DatagramProtocol):
         if client is None:
             return
         decoded = server.admit(datagram, client, source)
-        if decoded is None:
+        if not isinstance(decoded, DecodedRequest):
             return
         if decoded.code == STATUS_SERVER:
             reply = server.status_reply(decoded, client)

@@ -395,10 +395,6 @@ def test_an_identifier_in_flight_on_the_connection_is_a_duplicate(h: Harness) ->
         pytest.param(lambda: bytes((1, 1, 0x10, 0x01)), id="length-above-4096"),
         pytest.param(lambda: packet(1, secret=b"not-radsec"), id="bad-message-authenticator"),
         pytest.param(lambda: packet(1, code=ACCESS_ACCEPT), id="a-reply-code"),
-        pytest.param(
-            lambda: codec.encode_request(RADSEC_SECRET, identifier=1, user_name="a", password="b"),
-            id="no-message-authenticator",
-        ),
     ],
 )
 def test_a_bad_packet_closes_the_connection_before_the_pipeline(h: Harness, bad: Any) -> None:
@@ -406,6 +402,17 @@ def test_a_bad_packet_closes_the_connection_before_the_pipeline(h: Harness, bad:
     conn.dataReceived(bad() + packet(2))  # nothing after it is read either
     assert transport.closed == "abort"
     assert h.handler.requests == []
+
+
+def test_a_request_refused_by_a_rule_is_dropped_alone(h: Harness) -> None:
+    """No Message-Authenticator while the entry requires one: that request is dropped, and
+    the connection (a proxy's, carrying other NAS) stays."""
+    conn, transport = h.connect()
+    unsigned = codec.encode_request(RADSEC_SECRET, identifier=1, user_name="a", password="b")
+    conn.dataReceived(unsigned + packet(2))
+    assert transport.closed is None
+    assert [r.packet_id for r in h.handler.requests] == [2]
+    assert h.stats.dropped == 1
 
 
 def test_accounting_is_dropped_without_closing_the_shared_connection(h: Harness) -> None:
