@@ -10,9 +10,10 @@ venv=${RADMFA_VENV:-$here/.venv}
 # python3-dev are needed too). chromium chromium-driver: the portal's browser tests (the two
 # packages match each other); zbar-tools: zbarimg, which reads the portal's QR code back.
 # freeradius eapoltest: Wi-Fi (802.1X) tests, FreeRADIUS terminating EAP-TTLS in front of radmfa
-# (contrib/freeradius-eap) with wpa_supplicant's eapol_test as the laptop.
+# (contrib/freeradius-eap) with wpa_supplicant's eapol_test as the laptop. radsecproxy: the
+# RadSec (RADIUS over TLS) client in front of the daemon in the tests.
 want_deb=(slapd ldap-utils freeradius-utils libpam-radius-auth pamtester postgresql libldap2-dev libsasl2-dev
-  chromium chromium-driver zbar-tools freeradius eapoltest)
+  chromium chromium-driver zbar-tools freeradius eapoltest radsecproxy)
 if [ "${1:-}" = "--bench" ]; then want_deb+=(freeradius-ldap); shift; fi
 
 missing=()
@@ -25,7 +26,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   echo "install-deps: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
-  # The postinsts would start a system slapd on :389 and PostgreSQL on :5432; the tests start
+  # The postinsts would start a system slapd on :389, PostgreSQL on :5432 and radsecproxy; the tests start
   # their own (as the postgres user, on free loopback ports). policy-rc.d refuses every start.
   no_main=/etc/postgresql-common/createcluster.d/radmfa-install-deps.conf
   trap 'rm -f /usr/sbin/policy-rc.d "$no_main"' EXIT

@@ -7,7 +7,7 @@ Nothing here changes a decision. The pieces attach from the outside:
 * :class:`MeasuredDirectory` wraps the :class:`~radmfa.directory.base.PasswordChecker`
   (latency, outcomes and errors per LDAP server), so the engines stay unaware of it;
 * :class:`CountingRunner` wraps the store's :class:`~radmfa.threads.BlockingRunner` (errors);
-* :class:`MetricsService` mirrors the protocol's :class:`~radmfa.radius.protocol.RadiusStats`
+* :class:`MetricsService` mirrors the protocol's :class:`~radmfa.radius.server.RadiusStats`
   (duplicates, malformed packets...), refreshes the locked-user gauge off the reactor and
   serves ``/metrics`` with twisted.web on the reactor.
 
@@ -45,7 +45,7 @@ from radmfa.directory.base import (
     PasswordChecker,
     UserEntry,
 )
-from radmfa.radius.protocol import RadiusStats
+from radmfa.radius.server import RadiusStats
 from radmfa.store.facade import AsyncStore
 from radmfa.threads import BlockingRunner
 

@@ -24,7 +24,7 @@ from radmfa.auth.model import AccessRequest, Decision
 from radmfa.auth.pipeline import Authenticator, PipelineSettings
 from radmfa.auth.policy import Policy
 from radmfa.clocktrust import CLOCK_UNSYNCHRONISED, DriftWatch, kernel_clock_synchronised
-from radmfa.config import Config, ConfigError, ListenAddress, load_config
+from radmfa.config import Config, ConfigError, ListenAddress, TlsListener, load_config
 from radmfa.directory.base import GroupFinder, PasswordChecker
 from radmfa.directory.ldap import LdapPasswordChecker
 from radmfa.directory.ldap_libldap import LibldapPasswordChecker
@@ -40,7 +40,10 @@ from radmfa.metrics import (
 )
 from radmfa.portal.service import PortalService
 from radmfa.radius.clients import ClientTable
-from radmfa.radius.protocol import RadiusServerProtocol, RadiusStats
+from radmfa.radius.server import RadiusServer, RadiusStats
+from radmfa.radius.tls import RadsecFactory, radsec_factory
+from radmfa.radius.tlscontext import ReloadableServerTls, TlsSetupError, build_context
+from radmfa.radius.udp import RadiusDatagramProtocol
 from radmfa.store import describe as describe_store
 from radmfa.store import open_store
 from radmfa.store.base import Store
@@ -170,7 +173,12 @@ class Daemon:
         pool_size = config.ldap.pool_size if config.ldap and config.ldap.engine == "ldap3" else 4
         self.directory_runner = ThreadPoolRunner(reactor, "radmfa-directory", pool_size)
         self.runtime: Runtime | None = None
-        self.ports: dict[ListenAddress, tuple[Any, RadiusServerProtocol]] = {}
+        #: Every listening socket hands its requests to this one server (drain, load limits
+        #: and counters cover them all).
+        self.server = RadiusServer(self.current_clients, self, reactor, config.radius, self.stats)
+        self.ports: dict[ListenAddress, tuple[Any, RadiusDatagramProtocol]] = {}
+        #: RadSec listeners: the port, its certificates (swapped on reload) and its factory.
+        self.tls_ports: dict[ListenAddress, tuple[Any, ReloadableServerTls, RadsecFactory]] = {}
         self._purge = LoopingCall(self._maintain)
         self._purge.clock = reactor
         #: Queues decisions for the audit trail and writes them in batches (audit.enabled).
@@ -202,7 +210,7 @@ class Daemon:
         self._stop_waiters: list[Deferred[None]] | None = None
         self._stopped = False
 
-    # -- the handler the protocols call --------------------------------------------------------
+    # -- the handler the server calls --------------------------------------------------------
 
     def handle(self, request: AccessRequest) -> Deferred[Decision]:
         assert self.runtime is not None
@@ -243,6 +251,11 @@ class Daemon:
             log.warn("{problem}", problem=CLOCK_UNSYNCHRONISED)
         for address in self.config.listen:
             self._listen(address)
+        for listener in self.config.listen_tls:
+            try:
+                self._listen_tls(listener)
+            except TlsSetupError as e:
+                raise SetupError(f"listen_tls: {e}") from None
         self._start_metrics()
         self._start_portal()
         self._purge.start(PURGE_INTERVAL, now=False)
@@ -255,7 +268,10 @@ class Daemon:
             "{name} ready: listening on {addrs}, {n} client(s), password backend {backend}, "
             "otp mode {mode}",
             name=self.name,
-            addrs=", ".join(_fmt(a) for a in self.config.listen),
+            addrs=", ".join(
+                [_fmt(a) for a in self.config.listen]
+                + [f"{_fmt(_tls_address(t))} (RadSec)" for t in self.config.listen_tls]
+            ),
             n=len(self.config.clients),
             backend="ldap" if self.config.ldap else "local users file",
             mode=self.config.otp.mode,
@@ -316,18 +332,23 @@ class Daemon:
         )
 
     def _listen(self, address: ListenAddress) -> None:
-        protocol = RadiusServerProtocol(
-            clients=self.current_clients,
-            handler=self,
-            clock=self.reactor,
-            radius_config=self.config.radius,
-            stats=self.stats,
-        )
+        protocol = RadiusDatagramProtocol(self.server)
         if self.worker is None:
             port = self.reactor.listenUDP(address.port, protocol, interface=address.host)
         else:
             port = listen_reuseport(self.reactor, address, protocol)
         self.ports[address] = (port, protocol)
+
+    def _listen_tls(self, listener: TlsListener) -> None:
+        creator = ReloadableServerTls(listener)
+        factory = RadsecFactory(self.server, listener)
+        wrapped = radsec_factory(creator, factory)
+        address = _tls_address(listener)
+        if self.worker is None:
+            port = self.reactor.listenTCP(listener.port, wrapped, interface=listener.host)
+        else:
+            port = listen_reuseport_tcp(self.reactor, address, wrapped)
+        self.tls_ports[address] = (port, creator, factory)
 
     def reload(self, path: str) -> bool:
         """Re-read the config; on any problem keep running on the old one and say why."""
@@ -341,13 +362,17 @@ class Daemon:
             return False
         try:
             runtime = self._build(config)
+            # Certificates and keys are read again (renewed files apply to new connections).
+            contexts = {_tls_address(t): build_context(t) for t in config.listen_tls}
         except Exception as e:
             log.error("reload refused, keeping the running configuration: {err}", err=str(e))
             return False
         self._warn_restart_only(config)
         old, self.runtime, self.config = self.runtime, runtime, config
         self._check_groups(runtime)
+        self.server.radius_config = config.radius
         self._rebind(config)
+        self._rebind_tls(config, contexts)
         for protocol in self._protocols():
             protocol.radius_config = config.radius
         if old is not None and old.directory is not runtime.directory:
@@ -396,7 +421,26 @@ class Daemon:
                 except Exception as e:
                     log.error("cannot listen on {addr}: {err}", addr=_fmt(address), err=str(e))
 
-    def _protocols(self) -> list[RadiusServerProtocol]:
+    def _rebind_tls(self, config: Config, contexts: dict[ListenAddress, Any]) -> None:
+        wanted = {_tls_address(t): t for t in config.listen_tls}
+        for address in list(self.tls_ports):
+            if address not in wanted:
+                port, _, _ = self.tls_ports.pop(address)
+                port.stopListening()
+                log.info("stopped listening on {addr} (RadSec)", addr=_fmt(address))
+        for address, listener in wanted.items():
+            if address in self.tls_ports:
+                _, creator, factory = self.tls_ports[address]
+                creator.swap(listener, contexts[address])
+                factory.listener = listener
+                continue
+            try:
+                self._listen_tls(listener)
+                log.info("listening on {addr} (RadSec)", addr=_fmt(address))
+            except Exception as e:
+                log.error("cannot listen on {addr}: {err}", addr=_fmt(address), err=str(e))
+
+    def _protocols(self) -> list[RadiusDatagramProtocol]:
         return [protocol for _, protocol in self.ports.values()]
 
     def stop(self) -> Deferred[Any]:
@@ -423,7 +467,7 @@ class Daemon:
     def _stop(self) -> Deferred[Any]:
         if self._purge.running:
             self._purge.stop()
-        drains = [protocol.drain() for protocol in self._protocols()]
+        drains = [self.server.drain()]
         if self.runtime is not None:  # codes still being delivered (bounded by their timeouts)
             drains.append(self.runtime.authenticator.courier.drain())
         d: Deferred[Any] = DeferredList(drains) if drains else succeed(None)
@@ -442,6 +486,9 @@ class Daemon:
             for port, _protocol in self.ports.values():
                 port.stopListening()
             self.ports.clear()
+            for port, _creator, _factory in self.tls_ports.values():
+                port.stopListening()
+            self.tls_ports.clear()
             if self.runtime is not None:
                 self.runtime.directory.close()
             self.directory_runner.stop()
@@ -487,6 +534,25 @@ def listen_reuseport(reactor: Any, address: ListenAddress, protocol: Any) -> Any
         return reactor.adoptDatagramPort(sock.fileno(), family, protocol)
     finally:
         sock.close()  # the reactor holds its own duplicate of the descriptor
+
+
+def listen_reuseport_tcp(reactor: Any, address: ListenAddress, factory: Any) -> Any:
+    """A RadSec port shared by every worker (SO_REUSEPORT): the kernel spreads connections."""
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address.host, address.port))
+        sock.listen(128)
+        sock.setblocking(False)
+        return reactor.adoptStreamPort(sock.fileno(), family, factory)
+    finally:
+        sock.close()  # the reactor holds its own duplicate of the descriptor
+
+
+def _tls_address(listener: TlsListener) -> ListenAddress:
+    return ListenAddress(listener.host, listener.port)
 
 
 def _fmt(address: ListenAddress) -> str:

@@ -75,12 +75,14 @@ def make_server_cert(
     stem: str = "server",
     common_name: str | None = None,
     subject_alt_names: bool = True,
+    client: bool = False,
 ) -> ServerCert:
     """A server certificate for ``names`` (IP addresses become IP SANs), signed by ``ca``.
 
-    The subject CN is ``common_name`` (default: the first name). ``subject_alt_names=False``
-    leaves the subjectAltName extension out altogether: a CN-only certificate, as Microsoft's
-    LDAPS rules allow for domain controllers.
+    The subject CN is ``common_name`` (default: the first name). ``client=True``: for TLS client
+    authentication (extended key usage clientAuth instead of serverAuth), as a RadSec client.
+    ``subject_alt_names=False`` leaves the subjectAltName extension out altogether: a CN-only
+    certificate, as Microsoft's LDAPS rules allow for domain controllers.
     """
     directory.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
@@ -110,7 +112,14 @@ def make_server_cert(
     cert = (
         builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+            x509.ExtendedKeyUsage(
+                [
+                    x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH
+                    if client
+                    else x509.oid.ExtendedKeyUsageOID.SERVER_AUTH
+                ]
+            ),
+            critical=False,
         )
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
@@ -129,3 +138,9 @@ def make_server_cert(
     )
     key_path.chmod(0o600)
     return ServerCert(cert_path, key_path)
+
+
+def fingerprint(cert_path: Path) -> str:
+    """The SHA-256 fingerprint of a PEM certificate as ``openssl x509 -fingerprint`` shows it."""
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    return ":".join(f"{b:02X}" for b in cert.fingerprint(hashes.SHA256()))

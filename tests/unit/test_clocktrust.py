@@ -13,7 +13,7 @@ import radmfa.cli.serve as serve
 from radmfa.cli.main import main
 from radmfa.clocktrust import CLOCK_UNSYNCHRONISED, DriftWatch, kernel_clock_synchronised
 from radmfa.metrics import Metrics, MetricsService
-from radmfa.radius.protocol import RadiusStats
+from radmfa.radius.server import RadiusStats
 from tests.unit.test_config import BASE, write
 
 

@@ -392,6 +392,8 @@ def test_example_config_documents_every_key() -> None:
     keys = {
         *root_section.TOP_KEYS,
         *clients_section.CLIENT_KEYS,
+        *clients_section.CERTIFICATE_KEYS,
+        *radius_section.LISTEN_TLS_KEYS,
         *ldap_section.LDAP_KEYS,
         *otp_section.OTP_KEYS,
         *otp_section.TOTP_KEYS,

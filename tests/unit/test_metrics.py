@@ -17,7 +17,7 @@ from radmfa.metrics import (
     MetricsResource,
     MetricsService,
 )
-from radmfa.radius.protocol import RadiusStats
+from radmfa.radius.server import RadiusStats
 from radmfa.store.base import StoreError
 from radmfa.store.facade import AsyncStore
 from radmfa.store.memory import MemoryStore

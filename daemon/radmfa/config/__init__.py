@@ -13,7 +13,7 @@ from radmfa.config.attempts import (
     UserLimitConfig,
 )
 from radmfa.config.audit import AuditConfig
-from radmfa.config.clients import ClientConfig
+from radmfa.config.clients import RADSEC_SECRET, CertificateMatch, ClientConfig
 from radmfa.config.factors import (
     DEFAULT_SENDS_PER_HOUR_TOTAL,
     MAX_REPLY_MESSAGE,
@@ -43,7 +43,13 @@ from radmfa.config.policy import (
     fold_name,
 )
 from radmfa.config.portal import PortalConfig, PortalTls
-from radmfa.config.radius import ListenAddress, RadiusConfig, parse_listen_address
+from radmfa.config.radius import (
+    ListenAddress,
+    RadiusConfig,
+    TlsListener,
+    check_tls_files,
+    parse_listen_address,
+)
 from radmfa.config.root import (
     DEFAULT_CONFIG_PATH,
     Config,
@@ -63,8 +69,10 @@ __all__ = [
     "MAC_STATION_NAS",
     "MAC_STATION_UNKNOWN",
     "MAX_REPLY_MESSAGE",
+    "RADSEC_SECRET",
     "AuditConfig",
     "BackupCodesConfig",
+    "CertificateMatch",
     "ClientConfig",
     "CodeDelivery",
     "CommandConfig",
@@ -93,11 +101,13 @@ __all__ = [
     "SmtpConfig",
     "SourceLimitConfig",
     "StoreConfig",
+    "TlsListener",
     "TotpConfig",
     "TrustedDevicesConfig",
     "UserLimitConfig",
     "UsernamesConfig",
     "WebhookConfig",
+    "check_tls_files",
     "fold_name",
     "format_problems",
     "load_config",

@@ -1,19 +1,26 @@
-"""The ``listen`` and ``radius`` sections: where the daemon answers, and how it paces requests."""
+"""The ``listen``, ``listen_tls`` and ``radius`` sections: where the daemon answers (UDP and
+RadSec), and how it paces requests."""
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from pathlib import Path
 
-from radmfa.config.load import Section
+from radmfa.config.load import Section, required
 
 __all__ = [
     "DEFAULT_LISTEN",
+    "LISTEN_TLS_KEYS",
     "RADIUS_KEYS",
+    "RADSEC_PORT",
     "ListenAddress",
     "RadiusConfig",
+    "TlsListener",
+    "check_tls_files",
     "parse_listen",
     "parse_listen_address",
+    "parse_listen_tls",
     "parse_radius",
 ]
 
@@ -140,3 +147,152 @@ def parse_radius(s: Section) -> RadiusConfig:
     if radius.request_timeout <= radius.reject_delay:
         s.error("request_timeout", "must be longer than reject_delay")
     return radius
+
+
+# -- listen_tls ------------------------------------------------------------------------------
+
+
+#: RFC 6614 section 2.1: RadSec's registered port.
+RADSEC_PORT = 2083
+LISTEN_TLS_KEYS = (
+    "address",
+    "port",
+    "cert_file",
+    "key_file",
+    "ca_file",
+    "tls13_only",
+    "handshake_timeout",
+    "idle_timeout",
+    "max_connections_per_client",
+)
+
+
+@dataclass(frozen=True)
+class TlsListener:
+    """One RadSec listening socket (RFC 6614): TLS on TCP, clients known by certificate."""
+
+    host: str
+    port: int
+    #: PEM: the server certificate, then any intermediates.
+    cert_file: str
+    key_file: str
+    #: PEM: the CA certificates a client certificate must chain to.
+    ca_file: str
+    #: Refuse TLS 1.2 (the floor otherwise).
+    tls13_only: bool = False
+    #: A connection that has not finished its handshake by then is closed.
+    handshake_timeout: float = 5.0
+    #: A connection with nothing received and nothing in flight for this long is closed.
+    idle_timeout: float = 120.0
+    #: Connections one client entry may hold open at once; more are closed after the handshake.
+    max_connections_per_client: int = 16
+
+
+def parse_listen_tls(root: Section) -> tuple[TlsListener, ...]:
+    """``listen_tls``: a list of RadSec listeners; files are checked (and parsed) here, so
+    ``check-config`` finds a wrong path or a key that does not match its certificate."""
+    value = root.get("listen_tls")
+    items = value.as_list() if value is not None else None
+    if not items:
+        return ()
+    listeners: list[TlsListener] = []
+    taken: dict[ListenAddress, str] = {}
+    for item in items:
+        s = item.as_section(LISTEN_TLS_KEYS)
+        if s is None:
+            continue
+        listener = _tls_listener(s)
+        if listener is None:
+            continue
+        address = ListenAddress(listener.host, listener.port)
+        clash = _listen_clash(address, taken)
+        if clash is not None:
+            s.error("port", clash)
+            continue
+        taken[address] = s.path
+        listeners.append(listener)
+    return tuple(listeners)
+
+
+def _tls_listener(s: Section) -> TlsListener | None:
+    d = TlsListener("", 0, "", "", "")
+    host_value = required(s, "address", 'give the IP address to listen on, e.g. "0.0.0.0"')
+    host_text = host_value.as_str() if host_value is not None else None
+    host: str | None = None
+    if host_value is not None and host_text is not None:
+        try:
+            host = str(ipaddress.ip_address(host_text.strip().strip("[]")))
+        except ValueError:
+            host_value.error(
+                f"{host_text!r} is not an IP address (host names are not looked up); "
+                'e.g. "0.0.0.0", "::" or "192.0.2.1"'
+            )
+    port = s.get_int("port", RADSEC_PORT, 1, 65535)
+    cert_file = _pem_path(s, "cert_file", "the server certificate (PEM, intermediates after it)")
+    key_file = _pem_path(s, "key_file", "the server certificate's private key (PEM)")
+    ca_file = _pem_path(s, "ca_file", "the CA certificates that sign client certificates (PEM)")
+    if key_file is not None:
+        key_value = s.get("key_file")
+        if key_value is not None:
+            key_value.warn_if_others_can_read(key_file)
+    if cert_file is not None and key_file is not None and ca_file is not None:
+        problem = check_tls_files(cert_file, key_file, ca_file)
+        if problem is not None:
+            s.error(problem[0], problem[1])
+    listener = TlsListener(
+        host=host or "",
+        port=port,
+        cert_file=cert_file or "",
+        key_file=key_file or "",
+        ca_file=ca_file or "",
+        tls13_only=s.get_bool("tls13_only", d.tls13_only),
+        handshake_timeout=s.get_duration("handshake_timeout", d.handshake_timeout, 1, 60),
+        idle_timeout=s.get_duration("idle_timeout", d.idle_timeout, 5, 86400),
+        max_connections_per_client=s.get_int(
+            "max_connections_per_client", d.max_connections_per_client, 1, 1024
+        ),
+    )
+    if host is None or None in (cert_file, key_file, ca_file):
+        return None
+    return listener
+
+
+def _pem_path(s: Section, key: str, what: str) -> str | None:
+    value = required(s, key, f"give {what}")
+    if value is None:
+        return None
+    path = value.as_path()
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        value.error(f"{path} does not exist or is not a file")
+        return None
+    return path
+
+
+def check_tls_files(cert_file: str, key_file: str, ca_file: str) -> tuple[str, str] | None:
+    """(key, problem) when the files cannot serve as a RadSec listener's identity and trust.
+
+    Read again at every start and reload (:mod:`radmfa.radius.tlscontext`); checked here too so
+    ``check-config`` and a refused reload name the file.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        certs = x509.load_pem_x509_certificates(Path(cert_file).read_bytes())
+    except (OSError, ValueError) as error:
+        return "cert_file", f"{cert_file}: not a PEM certificate ({error})"
+    try:
+        key = load_pem_private_key(Path(key_file).read_bytes(), password=None)
+    except TypeError:
+        return "key_file", f"{key_file}: the key is encrypted; give it without a passphrase"
+    except (OSError, ValueError) as error:
+        return "key_file", f"{key_file}: not a PEM private key ({error})"
+    if key.public_key() != certs[0].public_key():
+        return "key_file", f"{key_file} is not the key of the certificate in {cert_file}"
+    try:
+        x509.load_pem_x509_certificates(Path(ca_file).read_bytes())
+    except (OSError, ValueError) as error:
+        return "ca_file", f"{ca_file}: not PEM CA certificates ({error})"
+    return None

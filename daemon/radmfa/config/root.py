@@ -48,7 +48,9 @@ from radmfa.config.radius import (
     RADIUS_KEYS,
     ListenAddress,
     RadiusConfig,
+    TlsListener,
     parse_listen,
+    parse_listen_tls,
     parse_radius,
 )
 from radmfa.config.store import STORE_KEYS, StoreConfig, parse_store
@@ -94,6 +96,8 @@ class Config:
     dictionary: tuple[str, ...] = ()
     #: The self-service portal; None: off.
     portal: PortalConfig | None = None
+    #: RadSec listeners (RFC 6614); their clients are the entries with ``certificate``.
+    listen_tls: tuple[TlsListener, ...] = ()
 
 
 class ConfigError(Exception):
@@ -122,6 +126,7 @@ TOP_KEYS = (
     "usernames",
     "dictionary",
     "portal",
+    "listen_tls",
 )
 
 
@@ -157,7 +162,9 @@ def parse_config(
     if root is None:  # a syntax error, or not a mapping: nothing more to say
         raise ConfigError(doc.report.errors)
     listen = parse_listen(root)
+    listen_tls = parse_listen_tls(root)
     clients = parse_clients(root)
+    _radsec(root, listen_tls, clients)
     ldap, local_users = _directory(root)
     otp_section = root.section("otp", OTP_KEYS)
     otp = parse_otp(otp_section)
@@ -187,6 +194,7 @@ def parse_config(
         dictionary=dictionaries.paths,
         portal=parse_portal(root),
         warnings=tuple(doc.report.warnings),
+        listen_tls=listen_tls,
     )
     if doc.report.errors:
         raise ConfigError(doc.report.errors)
@@ -254,6 +262,39 @@ class _Dictionaries:
                 item.error(f"not a dictionary radmfa can read: {e}")
                 return None
         return load_reply_dictionary(self.paths)
+
+
+def _radsec(
+    root: Section, listeners: tuple[TlsListener, ...], clients: tuple[ClientConfig, ...]
+) -> None:
+    """A RadSec listener needs a client entry with ``certificate`` to answer anyone, and such an
+    entry is unused without a listener."""
+    radsec = [client for client in clients if client.certificate is not None]
+    if listeners and not radsec and not _declares_certificate(root.get("clients")):
+        root.error(
+            "listen_tls",
+            "no client has a certificate: section, so every RadSec connection would be "
+            "refused; add a client entry with certificate: {name: ...} (see radmfa.yaml)",
+        )
+    if radsec and not listeners and "listen_tls" not in root:
+        root.warn(
+            "clients",
+            f"{radsec[0].name} is a RadSec client (certificate:) but listen_tls is not set, "
+            "so it cannot connect",
+        )
+
+
+def _declares_certificate(value: Value | None) -> bool:
+    """Whether some ``clients`` entry has a ``certificate`` key, valid or not (an invalid one
+    has its own problem; no second one about it)."""
+    node = value.node if value is not None else None
+    if not isinstance(node, yaml.SequenceNode):
+        return value is None  # no clients at all: that problem is reported already
+    return any(
+        isinstance(item, yaml.MappingNode)
+        and any(getattr(key, "value", None) == "certificate" for key, _ in item.value)
+        for item in node.value
+    )
 
 
 def _policy(

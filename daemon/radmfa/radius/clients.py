@@ -3,12 +3,20 @@
 RADIUS identifies a client only by the UDP source address (RFC 2865 section 3, R-01), never by
 NAS-IP-Address or NAS-Identifier. A dual-stack listener sees IPv4 clients as ``::ffff:a.b.c.d``,
 so addresses are normalised to IPv4 first, and the most specific network wins.
+
+A RadSec client (RFC 6614) is known by its certificate instead, after the TLS handshake
+verified its chain: never by its address, and never over UDP (its secret is the public
+"radsec").
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from collections.abc import Iterable, Iterator
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from radmfa.config import ClientConfig
 
@@ -71,7 +79,15 @@ class ClientTable:
     def __init__(self, clients: Iterable[ClientConfig]) -> None:
         self._clients = tuple(clients)
         by_version: dict[int, dict[int, dict[int, ClientConfig]]] = {4: {}, 6: {}}
+        #: RadSec entries: by fingerprint, by certificate name, the one for any certificate.
+        self._by_fingerprint: dict[bytes, ClientConfig] = {}
+        self._by_name: dict[str, ClientConfig] = {}
+        self._catch_all: ClientConfig | None = None
         for client in self._clients:
+            if client.certificate is not None:
+                self._add_radsec(client)
+                continue
+            assert client.network is not None  # the config requires it without certificate
             network = _normalise_network(client.network)
             exact = by_version[network.version].setdefault(network.prefixlen, {})
             exact.setdefault(int(network.network_address), client)
@@ -107,8 +123,81 @@ class ClientTable:
                 return client
         return None
 
+    def _add_radsec(self, client: ClientConfig) -> None:
+        """Index a RadSec entry at its most specific criterion (the config refuses repeats;
+        if some slipped through, the first entry keeps the slot)."""
+        match = client.certificate
+        assert match is not None
+        if match.fingerprints:
+            for digest in match.fingerprints:
+                self._by_fingerprint.setdefault(digest, client)
+        elif match.names:
+            for name in match.names:
+                self._by_name.setdefault(name, client)
+        elif self._catch_all is None:
+            self._catch_all = client
+
+    def lookup_certificate(self, der: bytes, address: str) -> ClientConfig | None:
+        """The RadSec client a verified peer certificate (DER) from ``address`` belongs to.
+
+        Most specific first: a fingerprint, then a certificate name, then the entry taking
+        any certificate. An entry matches only if every criterion it gives holds, its
+        ``address`` included. Call it only after the TLS handshake verified the chain.
+        """
+        try:
+            certificate = x509.load_der_x509_certificate(der)
+        except ValueError:
+            return None
+        digest = hashlib.sha256(der).digest()
+        names = certificate_names(certificate)
+        candidates: list[ClientConfig] = []
+        if digest in self._by_fingerprint:
+            candidates.append(self._by_fingerprint[digest])
+        candidates.extend(self._by_name[name] for name in names if name in self._by_name)
+        if self._catch_all is not None:
+            candidates.append(self._catch_all)
+        for client in candidates:
+            if _certificate_matches(client, digest, names, address):
+                return client
+        return None
+
     def __len__(self) -> int:
         return len(self._clients)
 
     def __iter__(self) -> Iterator[ClientConfig]:
         return iter(self._clients)
+
+
+def certificate_names(certificate: x509.Certificate) -> list[str]:
+    """The names a client certificate claims, lower case: its DNS subjectAltNames, or the
+    subject CNs when it has none (RFC 6614 section 2.3)."""
+    try:
+        extension = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        dns = extension.value.get_values_for_type(x509.DNSName)
+    except (x509.ExtensionNotFound, ValueError):
+        dns = []
+    if dns:
+        return [name.lower() for name in dns]
+    try:
+        attributes = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except ValueError:
+        return []
+    return [str(a.value).lower() for a in attributes if isinstance(a.value, str)]
+
+
+def _certificate_matches(
+    client: ClientConfig, digest: bytes, names: list[str], address: str
+) -> bool:
+    match = client.certificate
+    if match is None:
+        return False
+    if match.fingerprints and digest not in match.fingerprints:
+        return False
+    if match.names and not any(name in match.names for name in names):
+        return False
+    if client.network is not None:
+        ip = normalise_address(address)
+        network = _normalise_network(client.network)
+        if ip is None or ip.version != network.version or ip not in network:
+            return False
+    return True

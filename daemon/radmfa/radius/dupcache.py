@@ -6,7 +6,8 @@ dropped; a duplicate of an answered one gets the cached reply bytes unchanged. T
 with a new Request Authenticator is a new request and supersedes the old entry, whose late
 result is then ignored (R-12).
 
-The cache is per listening socket (one per :class:`RadiusServerProtocol`), so the key needs
+The cache is per listening socket (one per
+:class:`~radmfa.radius.udp.RadiusDatagramProtocol`), so the key needs
 only (source IP, source port, Identifier). Time comes from an injected ``IReactorTime``.
 """
 

@@ -1,4 +1,5 @@
-"""The protocol with a recording transport, a fake clock and a handler the test controls."""
+"""The UDP protocol and the server behind it, with a recording transport, a fake clock and a
+handler the test controls."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ from radmfa.radius.codec import (
     STATUS_SERVER,
     Attr,
 )
-from radmfa.radius.protocol import RadiusServerProtocol, RadiusStats
+from radmfa.radius.server import RadiusServer, RadiusStats
+from radmfa.radius.udp import RadiusDatagramProtocol
 
 SECRET = b"s3cret-shared-with-nas"
 LEGACY_SECRET = b"legacy-pam-radius-secret"
@@ -79,7 +81,7 @@ class ControlledHandler:
 
 @dataclass
 class Harness:
-    protocol: RadiusServerProtocol
+    protocol: RadiusDatagramProtocol
     transport: RecordingTransport
     handler: ControlledHandler
     clock: Clock
@@ -137,7 +139,8 @@ def build(events: list[LogEvent], **config: Any) -> Harness:
     clock = Clock()
     handler = ControlledHandler()
     stats = RadiusStats()
-    protocol = RadiusServerProtocol(make_clients(), handler, clock, RadiusConfig(**config), stats)
+    server = RadiusServer(make_clients(), handler, clock, RadiusConfig(**config), stats)
+    protocol = RadiusDatagramProtocol(server)
     transport = RecordingTransport()
     protocol.makeConnection(transport)  # type: ignore[arg-type]
     return Harness(protocol, transport, handler, clock, stats, events)
@@ -293,7 +296,9 @@ def test_clients_can_be_a_callable_swapped_on_reload(events: list[LogEvent]) -> 
     clock = Clock()
     handler = ControlledHandler()
     handler.decision = ACCEPT
-    protocol = RadiusServerProtocol(lambda: tables[0], handler, clock, RadiusConfig())
+    protocol = RadiusDatagramProtocol(
+        RadiusServer(lambda: tables[0], handler, clock, RadiusConfig())
+    )
     transport = RecordingTransport()
     protocol.makeConnection(transport)  # type: ignore[arg-type]
     protocol.datagramReceived(request(1), NAS)
@@ -522,7 +527,7 @@ def test_new_authenticator_with_same_id_supersedes_the_old_request(h: Harness) -
     h.handler.pending[1].callback(ACCEPT)
     [reply] = h.replies
     assert_signed_reply(reply, second)
-    assert h.protocol.outstanding == 0
+    assert h.protocol.server.outstanding == 0
 
 
 @pytest.mark.logs_errors
@@ -556,7 +561,7 @@ def test_slow_handler_times_out_into_a_reject_and_late_result_is_ignored(h: Harn
     h.clock.advance(0.1)
     [reply] = h.replies
     assert reply[0] == ACCESS_REJECT
-    assert h.protocol.in_flight == 0
+    assert h.protocol.server.in_flight == 0
     h.handler.pending[0].callback(ACCEPT)
     assert len(h.replies) == 1
     h.send(req)
@@ -631,7 +636,7 @@ def test_drain_waits_for_in_flight_requests_and_refuses_new_ones(h: Harness) -> 
     h.send(answered)
     h.handler.decision = None
     h.send(request(2))
-    drained = h.protocol.drain()
+    drained = h.protocol.server.drain()
     fired: list[object] = []
     drained.addCallback(fired.append)
     h.send(request(3))
@@ -647,14 +652,14 @@ def test_drain_waits_for_in_flight_requests_and_refuses_new_ones(h: Harness) -> 
 
 
 def test_status_server_is_not_answered_while_draining(h: Harness) -> None:
-    h.protocol.stopAccepting()
+    h.protocol.server.stopAccepting()
     h.send(codec.encode_request(SECRET, code=STATUS_SERVER, message_authenticator=True))
     assert h.replies == [] and h.stats.dropped == 1
 
 
 def test_drain_with_nothing_in_flight_fires_at_once(h: Harness) -> None:
     fired: list[object] = []
-    h.protocol.drain().addCallback(fired.append)
+    h.protocol.server.drain().addCallback(fired.append)
     assert fired == [None]
 
 

@@ -1,13 +1,17 @@
-"""The RADIUS authentication socket: verify, de-duplicate, hand off, reply.
+"""The transport-neutral RADIUS server: verify, hand off, pace and encode the reply.
 
-``datagramReceived`` walks one direction only: find the client by source address, validate the
-bytes, check the Message-Authenticator, decode, consult the duplicate cache, hand a plain
-:class:`~radmfa.auth.model.AccessRequest` to the handler (the pipeline), and encode the
-:class:`~radmfa.auth.model.Decision` it returns. Every drop is counted and logged at most once
-per source per minute; nothing raises out of the protocol.
+A transport (UDP in :mod:`radmfa.radius.udp`, TLS in :mod:`radmfa.radius.tls`) receives bytes,
+finds the client (by source address or by certificate) and asks :meth:`RadiusServer.admit` to
+validate the packet, check the Message-Authenticator and the BlastRADIUS rules, and decode it.
+It then hands the request over with :meth:`RadiusServer.submit` and a :class:`ReplyChannel` of
+its own; the server calls the pipeline, enforces the deadline and the reject delay, encodes the
+:class:`~radmfa.auth.model.Decision` and gives the bytes back to that channel. One server sits
+behind every listening socket of a process, as twisted/names has one ``DNSServerFactory``
+behind its UDP and TCP protocols: drain, load limits and counters cover them all.
 
-Policy stays in the pipeline. Two wire-level cases are decided here because the pipeline could
-not tell them apart from an ordinary request:
+Every drop is counted and logged at most once per source per minute; nothing raises out of the
+server. Policy stays in the pipeline. Two wire-level cases are decided here because the
+pipeline could not tell them apart from an ordinary request:
 
 * a User-Password whose hidden length breaks RFC 2865 5.2 is rejected here with reason
   ``BAD_PASSWORD_ENCODING`` (the pipeline never sees it);
@@ -19,14 +23,13 @@ handler, which rejects them with ``UNSUPPORTED_METHOD`` and writes the audit lin
 
 from __future__ import annotations
 
-import socket
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any, Protocol
+from typing import Protocol
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -39,7 +42,7 @@ from radmfa.auth.model import (
     Reason,
 )
 from radmfa.config import ClientConfig, RadiusConfig
-from radmfa.radius.clients import ClientTable, source_address
+from radmfa.radius.clients import ClientTable
 from radmfa.radius.codec import (
     ACCESS_ACCEPT,
     ACCESS_CHALLENGE,
@@ -52,23 +55,47 @@ from radmfa.radius.codec import (
     validate_packet,
     verify_message_authenticator,
 )
-from radmfa.radius.dupcache import IN_FLIGHT, Answered, CacheFull, DuplicateCache, Token
 
 #: Seconds between two log lines about the same kind of drop from the same source.
 LOG_INTERVAL = 60.0
 
 
+class Refusal(enum.Enum):
+    """Why :meth:`RadiusServer.admit` dropped a packet: a stream transport closes the
+    connection on a broken packet (RFC 6614 2.6), not on a policy drop."""
+
+    #: Not a valid packet, or not signed with the secret: the stream cannot be trusted.
+    BROKEN = "broken"
+    #: Well-formed and authentic, but refused by a rule (Message-Authenticator required...).
+    POLICY = "policy"
+
+
 class RequestHandler(Protocol):
-    """The authentication pipeline as the protocol sees it."""
+    """The authentication pipeline as the server sees it."""
 
     def handle(self, request: AccessRequest) -> Deferred[Decision]:
         """Decide one request. May also return a Decision or raise; both are handled."""
         ...
 
 
+class ReplyChannel(Protocol):
+    """Where one accepted request's answer goes: a transport's handle for that request.
+
+    Exactly one of the two methods is called, exactly once.
+    """
+
+    def deliver(self, reply: bytes) -> bool:
+        """Send ``reply``; False when it could not go out (superseded, connection gone)."""
+        ...
+
+    def abandon(self) -> None:
+        """No reply will come (a DROP decision, or a bug): free what the request held."""
+        ...
+
+
 @dataclass(slots=True)
 class RadiusStats:
-    """Counters for the status command and metrics (B-07). Each datagram counts once below
+    """Counters for the status command and metrics (B-07). Each packet counts once below
     ``received``, except ``missing_authenticator``, which counts every request without a
     Message-Authenticator, answered or not, to show who still needs migrating.
     """
@@ -93,7 +120,7 @@ class RadiusStats:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-class _RateLimiter:
+class RateLimiter:
     """At most one ``allow`` per key per interval, so a flood cannot flood the log."""
 
     def __init__(self, clock: IReactorTime, interval: float, max_keys: int = 4096) -> None:
@@ -120,23 +147,22 @@ class _RateLimiter:
 class _Job:
     """One request from acceptance to reply (or drop)."""
 
-    addr: Any
     client: ClientConfig
     decoded: DecodedRequest
-    token: Token
+    channel: ReplyChannel
     received_at: float
     settled: bool = False
     timer: IDelayedCall | None = None
 
 
-class RadiusServerProtocol(DatagramProtocol):
-    """One listening socket. ``clients`` may be a table or a callable returning the current
-    table, so a config reload can swap it without rebuilding the protocol.
+class RadiusServer:
+    """Everything about a request that does not depend on how it arrived.
+
+    ``clients`` may be a table or a callable returning the current table, so a config reload
+    can swap it without rebuilding the server.
     """
 
-    log = Logger()
-    #: Twisted's "Starting protocol ..." lines say nothing an admin needs.
-    noisy = False
+    log = Logger(namespace="radmfa.radius")
 
     def __init__(
         self,
@@ -145,38 +171,20 @@ class RadiusServerProtocol(DatagramProtocol):
         clock: IReactorTime,
         radius_config: RadiusConfig,
         stats: RadiusStats | None = None,
-        *,
-        cache: DuplicateCache | None = None,
     ) -> None:
         self._clients = clients
         self._handler = handler
-        self._clock = clock
-        self._config = radius_config
+        self.clock = clock
+        self.radius_config = radius_config
         self.stats = stats if stats is not None else RadiusStats()
-        self.cache = (
-            cache if cache is not None else DuplicateCache(clock, radius_config.duplicate_window)
-        )
         self._accepting = True
         self._in_flight = 0
         self._outstanding: set[_Job] = set()
-        #: The UDP socket replies go out on directly (see :meth:`_write`); None for transports
-        #: that are not a real socket (tests).
-        self._socket: socket.socket | None = None
         self._drain_waiters: list[Deferred[None]] = []
-        self._quiet = _RateLimiter(clock, LOG_INTERVAL)
+        self.quiet = RateLimiter(clock, LOG_INTERVAL)
 
     # ---------------------------------------------------------------------------------------
     # Lifecycle
-
-    @property
-    def radius_config(self) -> RadiusConfig:
-        return self._config
-
-    @radius_config.setter
-    def radius_config(self, config: RadiusConfig) -> None:
-        """Config reload: limits and delays apply to requests received from now on."""
-        self._config = config
-        self.cache.window = config.duplicate_window
 
     @property
     def in_flight(self) -> int:
@@ -187,6 +195,10 @@ class RadiusServerProtocol(DatagramProtocol):
     def outstanding(self) -> int:
         """Requests accepted and not yet answered (includes rejects waiting out the delay)."""
         return len(self._outstanding)
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
 
     def stopAccepting(self) -> None:
         """Drop new requests and Status-Server from now on, so clients fail over;
@@ -202,167 +214,155 @@ class RadiusServerProtocol(DatagramProtocol):
         self._drain_waiters.append(waiter)
         return waiter
 
-    def startProtocol(self) -> None:
-        get_handle = getattr(self.transport, "getHandle", None)
-        sock = get_handle() if get_handle is not None else None
-        self._socket = sock if isinstance(sock, socket.socket) else None
-
-    def stopProtocol(self) -> None:
-        self._socket = None
-        self.cache.stop()
-
-    # ---------------------------------------------------------------------------------------
-    # Receiving
-
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        try:
-            self._receive(datagram, addr)
-        except Exception:
-            self.stats.internal_errors += 1
-            self.log.failure("Unexpected error while handling a datagram from {addr!r}", addr=addr)
-
-    def _current_clients(self) -> ClientTable:
+    def current_clients(self) -> ClientTable:
         clients = self._clients
         return clients if isinstance(clients, ClientTable) else clients()
 
-    def _receive(self, datagram: bytes, addr: Any) -> None:
-        self.stats.received += 1
-        received_at = self._clock.seconds()
-        source, port = source_address(str(addr[0])), int(addr[1])
-        admitted = self._admit(datagram, source)
-        if admitted is None:
-            return
-        client, decoded = admitted
-        if decoded.code == STATUS_SERVER:
-            if not self._accepting:
-                self.stats.dropped += 1  # shutting down: let proxies fail over
-                return
-            self._answer_status_server(decoded, client, addr)
-            return
-        self._dispatch(client, decoded, source, port, addr, received_at)
+    # ---------------------------------------------------------------------------------------
+    # Admission
 
-    def _admit(self, datagram: bytes, source: str) -> tuple[ClientConfig, DecodedRequest] | None:
-        """Steps that need no state: client, structure, Message-Authenticator, BlastRADIUS rules.
-
-        Nothing here touches the duplicate cache, so forged packets leave no trace (B-06).
-        """
-        stats = self.stats
-        client = self._current_clients().lookup(source)
+    def client_for_address(self, source: str) -> ClientConfig | None:
+        """The client a datagram from ``source`` belongs to; an unknown one is counted and
+        logged (once a minute per source)."""
+        client = self.current_clients().lookup(source)
         if client is None:
-            stats.unknown_client += 1
-            if self._quiet.allow("unknown", source):
+            self.stats.unknown_client += 1
+            if self.quiet.allow("unknown", source):
                 self.log.warn(
                     "Dropped a packet from {source}: not a configured client "
                     "(further drops from it are not logged for {interval:.0f}s)",
                     source=source,
                     interval=LOG_INTERVAL,
                 )
-            return None
+        return client
 
+    def admit(self, data: bytes, client: ClientConfig, source: str) -> DecodedRequest | Refusal:
+        """Steps that need no state: structure, Message-Authenticator, BlastRADIUS rules.
+
+        A :class:`Refusal` means dropped (counted and logged). Nothing here touches any
+        duplicate cache or the pipeline, so forged packets leave no trace (B-06).
+        """
+        stats = self.stats
         try:
-            valid = validate_packet(datagram)  # the one walk over the attributes
+            valid = validate_packet(data)  # the one walk over the attributes
         except MalformedPacket as error:
             stats.malformed += 1
-            self._drop_log("malformed", client, source, f"malformed packet: {error.reason}")
-            return None
+            self.drop_log("malformed", client, source, f"malformed packet: {error.reason}")
+            return Refusal.BROKEN
 
         authentic = verify_message_authenticator(valid, client.secret)
         if authentic is False:
             stats.bad_authenticator += 1
-            self._drop_log(
+            self.drop_log(
                 "bad_ma",
                 client,
                 source,
                 "wrong Message-Authenticator (is the shared secret the same on both sides?)",
             )
-            return None
+            return Refusal.BROKEN
         if authentic is None:
             stats.missing_authenticator += 1
             if valid.packet[0] == STATUS_SERVER:
                 stats.dropped += 1
-                self._drop_log(
+                self.drop_log(
                     "status_no_ma", client, source, "Status-Server without Message-Authenticator"
                 )
-                return None
+                return Refusal.POLICY
             if client.require_message_authenticator:
                 stats.dropped += 1
-                self._drop_log(
+                self.drop_log(
                     "missing_ma",
                     client,
                     source,
                     "no Message-Authenticator and the client requires one "
                     "(set require_message_authenticator: false only for legacy clients)",
                 )
-                return None
+                return Refusal.POLICY
 
         decoded = decode_request(valid, client.secret, client.name, source)
         if authentic is None:
             if decoded.proxy_states and client.limit_proxy_state:
                 stats.dropped += 1
-                self._drop_log(
+                self.drop_log(
                     "proxy_state_no_ma",
                     client,
                     source,
                     "Proxy-State without Message-Authenticator (BlastRADIUS pattern)",
                 )
-                return None
+                return Refusal.POLICY
             if decoded.request.method is AuthMethod.EAP:
                 stats.dropped += 1
-                self._drop_log(
+                self.drop_log(
                     "eap_no_ma", client, source, "EAP-Message without Message-Authenticator"
                 )
-                return None
-            if self._quiet.allow("legacy", source):
+                return Refusal.POLICY
+            if self.quiet.allow("legacy", source):
                 self.log.info(
                     "Client {client} ({source}) sends requests without Message-Authenticator; "
                     "answering because require_message_authenticator is off",
                     client=client.name,
                     source=source,
                 )
-        return client, decoded
+        return decoded
 
-    def _dispatch(
+    def has_room(self, client: ClientConfig, source: str) -> bool:
+        """Whether a new request may start now (not draining, under ``max_in_flight``);
+        a refusal is counted and logged."""
+        if not self._accepting:
+            self.stats.dropped += 1
+            self.drop_log("stopping", client, source, "shutting down")
+            return False
+        if self._in_flight >= self.radius_config.max_in_flight:
+            self.stats.overloaded += 1
+            self.drop_log("overloaded", client, source, "too many requests in flight")
+            return False
+        return True
+
+    def drop_log(self, kind: str, client: ClientConfig, source: str, why: str) -> None:
+        if self.quiet.allow(kind, source):
+            self.log.warn(
+                "Dropped a packet from {client} ({source}): {why} "
+                "(not logged again for this source for {interval:.0f}s)",
+                client=client.name,
+                source=source,
+                why=why,
+                interval=LOG_INTERVAL,
+            )
+
+    def status_reply(self, decoded: DecodedRequest, client: ClientConfig) -> bytes | None:
+        """RFC 5997: an Access-Accept with MA (and echoed Proxy-State), no side effects; None
+        while draining (so proxies fail over) or when no reply can be built.
+
+        Never cached: it is idempotent and clients send each probe with a fresh Identifier.
+        """
+        if not self._accepting:
+            self.stats.dropped += 1
+            return None
+        try:
+            reply = encode_reply(decoded, client.secret, ACCESS_ACCEPT)
+        except ValueError as error:  # only with a request stuffed with Proxy-State
+            self.stats.internal_errors += 1
+            self.log.error(
+                "Cannot answer Status-Server from {client}: {error}",
+                client=client.name,
+                error=str(error),
+            )
+            return None
+        self.stats.status_server += 1
+        return reply
+
+    # ---------------------------------------------------------------------------------------
+    # Handing off and replying
+
+    def submit(
         self,
         client: ClientConfig,
         decoded: DecodedRequest,
-        source: str,
-        port: int,
-        addr: Any,
         received_at: float,
+        channel: ReplyChannel,
     ) -> None:
-        """Duplicate cache, load limits, then the handler (R-12, max_in_flight)."""
-        stats = self.stats
-        key = (source, port, decoded.identifier)
-        found = self.cache.lookup(key, decoded.authenticator)
-        if found is IN_FLIGHT:
-            stats.duplicates += 1
-            self.log.debug(
-                "Dropped a retransmission of request {id} from {client}: still in progress",
-                id=decoded.identifier,
-                client=client.name,
-            )
-            return
-        if isinstance(found, Answered):
-            stats.duplicates += 1
-            self._write(found.reply, addr)
-            return
-
-        if not self._accepting:
-            stats.dropped += 1
-            self._drop_log("stopping", client, source, "shutting down")
-            return
-        if self._in_flight >= self._config.max_in_flight:
-            stats.overloaded += 1
-            self._drop_log("overloaded", client, source, "too many requests in flight")
-            return
-        try:
-            token = self.cache.begin(key, decoded.authenticator)
-        except CacheFull:
-            stats.overloaded += 1
-            self._drop_log("overloaded", client, source, "duplicate cache full")
-            return
-
-        job = _Job(addr, client, decoded, token, received_at)
+        """Take an admitted request (after :meth:`has_room`) to its one reply or drop."""
+        job = _Job(client, decoded, channel, received_at)
         self._outstanding.add(job)
         if decoded.password_invalid:
             self.log.info(
@@ -374,43 +374,9 @@ class RadiusServerProtocol(DatagramProtocol):
             return
         self._start(job)
 
-    def _drop_log(self, kind: str, client: ClientConfig, source: str, why: str) -> None:
-        if self._quiet.allow(kind, source):
-            self.log.warn(
-                "Dropped a packet from {client} ({source}): {why} "
-                "(not logged again for this source for {interval:.0f}s)",
-                client=client.name,
-                source=source,
-                why=why,
-                interval=LOG_INTERVAL,
-            )
-
-    def _answer_status_server(
-        self, decoded: DecodedRequest, client: ClientConfig, addr: Any
-    ) -> None:
-        """RFC 5997: an Access-Accept with MA (and echoed Proxy-State), no side effects.
-
-        Not cached: it is idempotent and clients send each probe with a fresh Identifier.
-        """
-        try:
-            reply = encode_reply(decoded, client.secret, ACCESS_ACCEPT)
-        except ValueError as error:  # only with a request stuffed with Proxy-State
-            self.stats.internal_errors += 1
-            self.log.error(
-                "Cannot answer Status-Server from {client}: {error}",
-                client=client.name,
-                error=str(error),
-            )
-            return
-        self.stats.status_server += 1
-        self._write(reply, addr)
-
-    # ---------------------------------------------------------------------------------------
-    # Handing off and replying
-
     def _start(self, job: _Job) -> None:
         self._in_flight += 1
-        job.timer = self._clock.callLater(self._config.request_timeout, self._timed_out, job)
+        job.timer = self.clock.callLater(self.radius_config.request_timeout, self._timed_out, job)
         result = maybeDeferred(self._handler.handle, job.decoded.request)
         result.addCallbacks(self._decided, self._failed, callbackArgs=(job,), errbackArgs=(job,))
         result.addErrback(self._bug, job)
@@ -465,7 +431,7 @@ class RadiusServerProtocol(DatagramProtocol):
             "rejecting (internal_error)",
             id=job.decoded.identifier,
             client=job.client.name,
-            timeout=self._config.request_timeout,
+            timeout=self.radius_config.request_timeout,
         )
         self._reply(job, Decision(Outcome.REJECT, Reason.INTERNAL_ERROR))
 
@@ -473,13 +439,16 @@ class RadiusServerProtocol(DatagramProtocol):
         """Last resort: a bug in our own reply path must not leave the request hanging."""
         self.stats.internal_errors += 1
         self.log.failure("Bug while replying to {client}", failure, client=job.client.name)
-        self.cache.abandon(job.token)
+        self._abandon(job)
+
+    def _abandon(self, job: _Job) -> None:
         self._done(job)
+        job.channel.abandon()
 
     def _reply(self, job: _Job, decision: Decision) -> None:
         if decision.outcome is Outcome.DROP:
             self.stats.dropped += 1
-            if self._quiet.allow(f"decision:{decision.reason.value}", job.client.name):
+            if self.quiet.allow(f"decision:{decision.reason.value}", job.client.name):
                 self.log.info(
                     "Dropped request {id} from {client} by decision ({reason}; not logged "
                     "again for this client for {interval:.0f}s)",
@@ -488,8 +457,7 @@ class RadiusServerProtocol(DatagramProtocol):
                     reason=decision.reason.value,
                     interval=LOG_INTERVAL,
                 )
-            self.cache.abandon(job.token)
-            self._done(job)
+            self._abandon(job)
             return
         try:
             code, reply = self._encode(job, decision)
@@ -507,13 +475,12 @@ class RadiusServerProtocol(DatagramProtocol):
                 code, reply = self._encode(job, Decision(Outcome.REJECT, Reason.INTERNAL_ERROR))
             except ValueError:
                 # Only a request stuffed with Proxy-State can make even this too big.
-                self.cache.abandon(job.token)
-                self._done(job)
+                self._abandon(job)
                 return
         if code == ACCESS_REJECT:
-            delay = job.received_at + self._config.reject_delay - self._clock.seconds()
+            delay = job.received_at + self.radius_config.reject_delay - self.clock.seconds()
             if delay > 0:
-                self._clock.callLater(delay, self._send_safely, job, code, reply)
+                self.clock.callLater(delay, self._send_safely, job, code, reply)
                 return
         self._send(job, code, reply)
 
@@ -550,15 +517,8 @@ class RadiusServerProtocol(DatagramProtocol):
             self._done(job)
 
     def _send(self, job: _Job, code: int, reply: bytes) -> None:
-        current = self.cache.finish(job.token, reply)
         self._done(job)
-        if not current:
-            self.log.info(
-                "Not sending the reply to request {id} from {client}: "
-                "a newer request with the same Identifier replaced it",
-                id=job.decoded.identifier,
-                client=job.client.name,
-            )
+        if not job.channel.deliver(reply):
             return
         if code == ACCESS_ACCEPT:
             self.stats.accepts += 1
@@ -566,23 +526,6 @@ class RadiusServerProtocol(DatagramProtocol):
             self.stats.challenges += 1
         else:
             self.stats.rejects += 1
-        self._write(reply, job.addr)
-
-    def _write(self, data: bytes, addr: Any) -> None:
-        """Send a reply. Straight on the socket when there is one: the address came from
-        recvfrom, so Twisted's per-write address validation (a few microseconds) adds
-        nothing. A full socket buffer drops the reply; the client retransmits (RFC 5080)."""
-        if self.transport is None:
-            return
-        try:
-            if self._socket is not None:
-                self._socket.sendto(data, addr)
-            else:
-                self.transport.write(data, addr)
-        except ConnectionRefusedError:
-            pass  # an ICMP error from an earlier datagram: nothing to do with this one
-        except OSError as error:
-            self.log.warn("Cannot send a reply to {addr!r}: {error}", addr=addr, error=str(error))
 
     def _done(self, job: _Job) -> None:
         self._outstanding.discard(job)
