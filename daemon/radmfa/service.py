@@ -128,6 +128,7 @@ def build_runtime(
                     config.ldap.timeout if config.ldap is not None else 0.0,
                     len(config.ldap.servers) if config.ldap is not None else 1,
                 ),
+                client_modes={c.name: c.mode for c in config.clients if c.mode is not None},
             ),
             directory=directory,
             store=store,

@@ -34,8 +34,10 @@ def daemon(slapd: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
         ou_ldif(GROUPS_DN) + group_ldif("wifi-staff", [f"uid=nobody,{PEOPLE_DN}"], GROUPS_DN)
     )
     config = base_config(slapd)
-    config["clients"] = [{"name": "freeradius", "address": "127.0.0.1/32", "secret": FRONT_SECRET}]
-    config["otp"] = {"mode": "append"}
+    config["clients"] = [
+        {"name": "freeradius", "address": "127.0.0.1/32", "secret": FRONT_SECRET, "mode": "append"}
+    ]
+    config["otp"] = {"mode": "challenge"}  # the VPNs: append is this client's own
     config["lockout"] = {"max_failures": 10, "duration": "5m"}
     config["ldap"] = {
         "servers": [slapd.url],

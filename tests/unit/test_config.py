@@ -1581,3 +1581,11 @@ def test_a_user_filter_with_the_name_in_an_attribute_is_refused(tmp_path: Path, 
 def test_a_user_filter_that_never_compares_the_whole_name_is_a_warning(tmp_path: Path):
     text = SEARCH_BASE + '  user_filter: "(userPrincipalName={username}@example.org)"\n'
     assert_one_warning(tmp_path, text, "user_filter", "ldap.user_filter", "named by the login")
+
+
+def test_a_client_may_set_its_own_mode(tmp_path: Path):
+    text = CLIENT + "    mode: Append\n" + LOCAL
+    assert load(tmp_path, text).clients[0].mode == "append"
+    assert load(tmp_path, BASE).clients[0].mode is None
+    bad = CLIENT + "    mode: sometimes\n" + LOCAL
+    assert_one_problem(tmp_path, bad, "mode:", "clients[0].mode", "must be one of")

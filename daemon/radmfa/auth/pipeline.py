@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred
@@ -97,6 +97,8 @@ class PipelineSettings:
     usernames: UsernamesConfig = field(default_factory=UsernamesConfig)
     #: How long an attempt stays reserved at most (radmfa.auth.ledger.attempt_lease).
     attempt_lease: float = ATTEMPT_LEASE
+    #: ``otp.mode`` per client name, for the clients that set their own.
+    client_modes: Mapping[str, str] = field(default_factory=dict)
 
 
 class Authenticator:
@@ -301,7 +303,7 @@ class Authenticator:
         if not tokens:
             return await self._grace_login(request, user, key, password, view, verdict, entry)
 
-        mode = self.settings.otp.mode
+        mode = self.settings.client_modes.get(request.client_name, self.settings.otp.mode)
         if mode in ("append", "auto"):
             keyword = self._split_keyword(tokens, password)
             if keyword is not None:

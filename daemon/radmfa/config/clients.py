@@ -51,6 +51,10 @@ class ClientConfig:
     #: Set for a RadSec client (RFC 6614): known by its certificate on a ``listen_tls`` port,
     #: never by its address over UDP.
     certificate: CertificateMatch | None = None
+    #: How this client's users give the second factor (``otp.mode``'s choices); None: as
+    #: ``otp.mode`` says. A Wi-Fi front (FreeRADIUS ending EAP-TTLS) needs append: a
+    #: supplicant cannot answer a challenge inside the tunnel.
+    mode: str | None = None
 
 
 CLIENT_KEYS = (
@@ -62,6 +66,7 @@ CLIENT_KEYS = (
     "require_message_authenticator",
     "limit_proxy_state",
     "certificate",
+    "mode",
 )
 CERTIFICATE_KEYS = ("name", "fingerprint", "any")
 #: RFC 6614 section 2.3: the shared secret of RADIUS over TLS (TLS protects the packets).
@@ -129,6 +134,11 @@ def _client(s: Section, seen: _Seen) -> ClientConfig | None:
             "is exposed to BlastRADIUS (CVE-2024-3596) forged replies; "
             "keep limit_proxy_state: true",
         )
+    mode = (
+        s.get_choice("mode", "", ("append", "challenge", "auto"), fold=str.lower)
+        if "mode" in s
+        else None
+    )
     if name is None or secret is None or (certificate is None and (radsec or network is None)):
         return None
     return ClientConfig(
@@ -138,6 +148,7 @@ def _client(s: Section, seen: _Seen) -> ClientConfig | None:
         require_message_authenticator=require_ma,
         limit_proxy_state=limit_proxy_state,
         certificate=certificate,
+        mode=mode or None,
     )
 
 

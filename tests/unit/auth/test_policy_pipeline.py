@@ -629,3 +629,21 @@ def test_accepted_codes_tell_the_drift_watch_their_offset_from_the_servers_clock
     assert watch.users == 2 and watch.leaning == 1
     w.send("bob", f"bob-pw{ahead}")  # a replay is refused and tells nothing
     assert watch.users == 2
+
+
+def test_a_client_with_a_mode_of_its_own_overrides_otp_mode():
+    w = World(mode="challenge")
+    w.auth.settings = PipelineSettings(
+        otp=w.auth.settings.otp,
+        lockout=w.auth.settings.lockout,
+        policy=w.auth.settings.policy,
+        rate_limits=w.auth.settings.rate_limits,
+        client_modes={"pam": "append"},
+    )
+    w.next_code()
+    appended = f"alice-pw{w.code()}"
+    assert w.send("alice", "alice-pw", client="vpn").outcome is Outcome.CHALLENGE  # otp.mode
+    d = w.send("alice", appended, client="pam", source="127.0.0.9")
+    assert d.outcome is Outcome.ACCEPT and d.method == "append"
+    d = w.send("alice", "alice-pw", client="pam", source="127.0.0.9")  # append: no challenge
+    assert summary(d) == ("reject", "bad_otp", "default")
