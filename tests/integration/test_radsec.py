@@ -16,6 +16,7 @@ import pytest
 from radmfa.radius import codec
 from radmfa.radius.codec import ACCESS_ACCEPT, STATUS_SERVER
 from tests.integration.test_daemon import Enrolled, base_config, radclient
+from tests.integration.test_pam_radius import pam_service, pamtester
 from tests.support.certs import ServerCert, TestCA, make_ca, make_server_cert
 from tests.support.daemon import RadmfaDaemon, deadline_poll
 from tests.support.ports import free_port
@@ -25,6 +26,8 @@ from tests.support.slapd import Slapd
 pytestmark = pytest.mark.integration
 
 PROXY_NAME = "radsecproxy.test"
+#: A second radsecproxy, for hosts whose pam_radius (Debian 12's 2.0) signs nothing.
+LEGACY_PROXY_NAME = "legacy-radsecproxy.test"
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class Pki:
     ca: TestCA
     server: ServerCert
     proxy: ServerCert  # the radsecproxy client certificate
+    legacy_proxy: ServerCert  # the one carrying pam_radius 2.0 requests
     stranger: ServerCert  # right CA, no client entry names it
     capped: ServerCert  # a client of its own, for the connection cap
     foreign: ServerCert  # another CA altogether
@@ -47,6 +51,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         ca=ca,
         server=make_server_cert(d, ca, ["127.0.0.1", "localhost"], stem="radmfa"),
         proxy=make_server_cert(d, ca, [PROXY_NAME], stem="proxy", client=True),
+        legacy_proxy=make_server_cert(d, ca, [LEGACY_PROXY_NAME], stem="legacy", client=True),
         stranger=make_server_cert(d, ca, ["stranger.test"], stem="stranger", client=True),
         capped=make_server_cert(d, ca, ["capped.test"], stem="capped", client=True),
         foreign=make_server_cert(d, foreign_ca, [PROXY_NAME], stem="foreign", client=True),
@@ -70,6 +75,13 @@ def radsec_config(slapd: Slapd, pki: Pki, tls_port: int, **listener: object) -> 
     ]
     config["clients"].append({"name": "edge", "certificate": {"name": PROXY_NAME}})
     config["clients"].append({"name": "capped", "certificate": {"name": "capped.test"}})
+    config["clients"].append(
+        {
+            "name": "legacy-edge",
+            "certificate": {"name": LEGACY_PROXY_NAME},
+            "require_message_authenticator": False,
+        }
+    )
     return config
 
 
@@ -183,6 +195,36 @@ def test_a_request_without_message_authenticator_is_dropped_alone(daemon, slapd,
     reply, out = front(proxy, user.name, user.password + user.code())  # the first never ran
     assert reply == "Access-Accept", out
     assert daemon.log().count("RadSec connection from edge (127.0.0.1) open") == opened
+
+
+@pytest.fixture(scope="module")
+def legacy_proxy(
+    daemon: RadmfaDaemon, pki: Pki, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RadsecProxy]:
+    p = RadsecProxy(
+        tmp_path_factory.mktemp("radsecproxy-legacy"),
+        server_port=daemon.tls_port,  # type: ignore[attr-defined]
+        ca_file=pki.ca.cert_path,
+        cert_file=pki.legacy_proxy.cert_path,
+        key_file=pki.legacy_proxy.key_path,
+    )
+    p.start()
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+def test_pam_radius_challenge_round_trip_through_radsecproxy(daemon, slapd, legacy_proxy, tmp_path):
+    """A Linux host's pam_radius_auth (UDP, no Message-Authenticator) -> radsecproxy -> TLS ->
+    radmfa: the password, the Access-Challenge back through both, the code at the prompt."""
+    user = Enrolled(daemon, slapd)
+    for service in pam_service(tmp_path, legacy_proxy.port, FRONT_SECRET, "radsec"):
+        done = pamtester(service, user.name, [user.password, user.code()])
+        out = done.stdout + done.stderr
+        assert done.returncode == 0, out + legacy_proxy.log()
+        assert "Enter your verification code" in out and "successfully authenticated" in out
+    daemon.wait_for_log(f'decision=accept reason=ok user="{user.name}" client=legacy-edge')
 
 
 # -- raw TLS peers ----------------------------------------------------------------------------
