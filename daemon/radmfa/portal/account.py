@@ -17,6 +17,7 @@ from typing import Protocol
 from twisted.internet.defer import DeferredLock
 from twisted.internet.interfaces import IReactorTime
 
+from radmfa.admin.actor import portal_actor
 from radmfa.admin.tokens import (
     DuplicateSecret,
     TokenSpec,
@@ -117,11 +118,7 @@ class Account:
             if password_only and await self.has_factor(user):
                 return Confirmed.HAS_FACTOR
             await parts.store.interaction(
-                enroll_token,
-                token,
-                now=now,
-                actor=actor_of(user),
-                reason="self-service enrolment",
+                enroll_token, portal_actor(user, "self-service enrolment"), token, now=now
             )
         except DuplicateSecret:
             return Confirmed.DUPLICATE
