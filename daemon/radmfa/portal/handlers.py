@@ -349,6 +349,12 @@ class PortalApp:
             log.failure("help-desk group lookup of {user} failed", user=name)
             return False
         if found.outcome is not DirectoryOutcome.OK:
+            log.warn(
+                "help-desk group lookup of {user}: {outcome} {detail}; not a help-desk session",
+                user=name,
+                outcome=found.outcome.value,
+                detail=found.detail,
+            )
             return False
         groups = GroupSet.of(found.groups)
         member = any(groups.has(g if "=" in g else fold_name(g)) for g in wanted)

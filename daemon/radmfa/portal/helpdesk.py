@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from twisted.logger import Logger
 
 from radmfa.auth.identity import NameProblem, check_user, store_key
+from radmfa.auth.stations import device_key
 from radmfa.config import parse_duration
 from radmfa.portal.desk import ACTIONS, DeskError
 from radmfa.portal.sessions import Session
@@ -154,7 +155,9 @@ class HelpDeskPages:
                 if action == "suspend"
                 else None
             )
-            device = form.get("device") or None
+            device = device_key(form.get("device")) if form.get("device") else None
+            if form.get("device") and device is None:
+                raise DeskError("That is not a device.")
             done = await self.desk.act(
                 member.user, subject, action, reason, until=until, device=device
             )

@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from radmfa.admin.factors import ADDRESS_TYPES, FactorAdminError, clean_address
 from radmfa.auth.outofband import can_finish, code_hash_matches, destination_of
 from radmfa.auth.signin import SentCode, Step, code_tokens
+from radmfa.auth.stations import device_key
 from radmfa.factors.outofband import SOURCE_CLI, address_token
 from radmfa.portal.account import Confirmed, Removed
 from radmfa.portal.sessions import STAGE_ENROLL, STAGE_FULL, Session
@@ -195,8 +196,8 @@ class SelfServicePages:
             return checked
         session = checked
         form = self.app.form(request, session, "device")
-        device = form.get("device", "")
-        if not device:
+        device = device_key(form.get("device"))
+        if device is None:
             raise BadRequest("which device?")
         count = await self.account.forget(session.user, device)
         notice = "Device forgotten: it asks for a code again." if count else "No such device."

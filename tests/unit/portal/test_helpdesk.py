@@ -100,7 +100,7 @@ def test_every_action_needs_a_reason():
 
 def test_find_a_user_and_see_status_factors_devices_lock_and_sign_ins():
     world = World()
-    world.store.remember_device("alice", DeviceRef("02-00-00-00-00-01", "vpn"), T0, T0 + 86400)
+    world.store.remember_device("alice", DeviceRef("02:00:00:00:00:01", "vpn"), T0, T0 + 86400)
     world.radius("alice", "wrong" + world.code(), station="02-00-00-00-00-aa")
     world.clock.advance(30)
     browser = member(world)
@@ -108,14 +108,14 @@ def test_find_a_user_and_see_status_factors_devices_lock_and_sign_ins():
     assert b">alice</button>" in found.body
     page = browser.post("/helpdesk/user", {"user": "Alice"})
     assert page.status == 200
-    for text in (b"enabled", b"1 failure(s)", b"Authenticator app", b"02-00-00-00-00-01",
+    for text in (b"enabled", b"1 failure(s)", b"Authenticator app", b"02:00:00:00:00:01",
                  b"bad_password", b"02-00-00-00-00-aa"):  # fmt: skip
         assert text in page.body, text
 
 
 def test_a_helpdesk_reset_is_audited_with_the_member_and_radius_then_asks_to_enroll():
     world = World(grace_days=0)
-    world.store.remember_device("alice", DeviceRef("02-00-00-00-00-01", "vpn"), T0, T0 + 86400)
+    world.store.remember_device("alice", DeviceRef("02:00:00:00:00:01", "vpn"), T0, T0 + 86400)
     browser = member(world)
     page = act(browser, "alice", "reset", reason="lost phone, ticket 42")
     assert page.status == 200 and b"1 factor(s) and 1 trusted device(s) removed" in page.body
@@ -151,10 +151,10 @@ def test_unlock_disable_enable_suspend_resume_and_forget_devices():
     bad = act(browser, "alice", "suspend", until="next tuesday")
     assert bad.status == 400 and b"Until" in bad.body
     act(browser, "alice", "resume")
-    world.store.remember_device("alice", DeviceRef("02-00-00-00-00-01", "vpn"), T0, T0 + 86400)
-    world.store.remember_device("alice", DeviceRef("02-00-00-00-00-02", "vpn"), T0, T0 + 86400)
-    act(browser, "alice", "forget", device="02-00-00-00-00-01")
-    assert [d.device for d in world.store.list_devices("alice", T0)] == ["02-00-00-00-00-02"]
+    world.store.remember_device("alice", DeviceRef("02:00:00:00:00:01", "vpn"), T0, T0 + 86400)
+    world.store.remember_device("alice", DeviceRef("02:00:00:00:00:02", "vpn"), T0, T0 + 86400)
+    act(browser, "alice", "forget", device="02:00:00:00:00:01")
+    assert [d.device for d in world.store.list_devices("alice", T0)] == ["02:00:00:00:00:02"]
     act(browser, "alice", "forget")
     assert world.store.list_devices("alice", T0) == []
     actions = [(r.action, r.actor) for r in admin_rows(world, "alice")]

@@ -111,7 +111,7 @@ CHANGES = [
     ("/backup", {}),
     ("/factors/remove", {"token_id": "tok-a"}),
     ("/prefer", {"factor": "none"}),
-    ("/devices/forget", {"device": "02-00-00-00-00-01"}),
+    ("/devices/forget", {"device": "02:00:00:00:00:01"}),
     ("/devices/forget-all", {}),
     ("/enroll/replace", {"token_id": "tok-a"}),
     ("/address/email", {"address": "mallory@evil.example", "code": "123456"}),
@@ -134,7 +134,7 @@ def test_a_form_naming_another_user_changes_nothing():
     world = World()
     bob_token = TokenRecord("tok-b", "bob", "totp", b"B" * 20, 6, "SHA1", 30, T0)
     world.store.add_token(bob_token)
-    world.store.remember_device("bob", DeviceRef("02-00-00-00-00-0b", "vpn"), T0, T0 + 86400)
+    world.store.remember_device("bob", DeviceRef("02:00:00:00:00:0b", "vpn"), T0, T0 + 86400)
     browser = signed_in(world)
     # no form has a user field: one is refused outright
     for path, fields in CHANGES:
@@ -144,7 +144,7 @@ def test_a_form_naming_another_user_changes_nothing():
     browser.get("/")
     browser.post("/factors/remove", {"token_id": "tok-b"})
     browser.get("/devices")
-    browser.post("/devices/forget", {"device": "02-00-00-00-00-0b"})
+    browser.post("/devices/forget", {"device": "02:00:00:00:00:0b"})
     browser.get("/")
     assert browser.post("/enroll/replace", {"token_id": "tok-b"}).status == 400
     assert world.store.list_tokens("bob") == [bob_token]
@@ -295,14 +295,14 @@ def test_the_preferred_factor_is_one_of_the_users_own():
 
 def test_trusted_devices_are_listed_and_forgotten_one_or_all():
     world = World()
-    for station in ("02-00-00-00-00-01", "02-00-00-00-00-02", "02-00-00-00-00-03"):
+    for station in ("02:00:00:00:00:01", "02:00:00:00:00:02", "02:00:00:00:00:03"):
         world.store.remember_device("alice", DeviceRef(station, "vpn"), T0, T0 + 86400)
     browser = signed_in(world)
     page = browser.get("/devices")
     assert page.body.count(b"Forget</button>") == 3
-    browser.post("/devices/forget", {"device": "02-00-00-00-00-01"})
+    browser.post("/devices/forget", {"device": "02:00:00:00:00:01"})
     page = browser.get("/devices")
-    assert b"Device forgotten" in page.body and b"02-00-00-00-00-01" not in page.body
+    assert b"Device forgotten" in page.body and b"02:00:00:00:00:01" not in page.body
     browser.post("/devices/forget-all", {})
     assert b"2 device(s) forgotten" in browser.get("/devices").body
     assert world.store.list_devices("alice", world.clock.seconds()) == []
@@ -328,7 +328,7 @@ def test_recent_sign_ins_are_the_users_own_with_nas_station_and_outcome():
 def test_a_new_address_is_stored_only_after_another_factor_and_the_code_sent_there():
     world = World()
     world.store.add_token(address_token("email", "alice", "alice@example.org", SOURCE_CLI, T0))
-    world.store.remember_device("alice", DeviceRef("02-00-00-00-00-01", "vpn"), T0, T0 + 9999)
+    world.store.remember_device("alice", DeviceRef("02:00:00:00:00:01", "vpn"), T0, T0 + 9999)
     browser = signed_in(world)
     form = browser.get("/address/email")
     assert b"a***@example.org" in form.body and b'name="code"' in form.body
