@@ -71,8 +71,10 @@ class Runtime:
 
 def build_directory(config: Config, runner: BlockingRunner, clock: Any) -> PasswordChecker:
     if config.ldap is not None:
-        # Group lookups only when a policy rule matches on groups.
-        groups = config.ldap.groups if config.policy.needs_groups else None
+        # Group lookups only when a policy rule matches on groups, or the portal's help-desk
+        # pages are for members of some.
+        helpdesk = config.portal is not None and bool(config.portal.helpdesk_groups)
+        groups = config.ldap.groups if config.policy.needs_groups or helpdesk else None
         try:
             wanted = directory_attributes(config)  # addresses for email / SMS codes
             if config.ldap.engine == "libldap":  # connections are opened on the runner

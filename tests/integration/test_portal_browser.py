@@ -1,13 +1,17 @@
 """The portal in a real headless Chromium against the real daemon and a real slapd: a user in
 the enrolment grace period signs in, enrolls an authenticator app by the QR code (read back
 from a screenshot by zbarimg, so the code itself is proven), confirms it, logs in over
-RADIUS with radclient using the new token, and signs out.
+RADIUS with radclient using the new token, and signs out. A user with a factor makes backup
+codes, forgets a trusted device (RADIUS then asks for the code again) and reads their recent
+sign-ins, and is refused the help-desk pages; a help-desk member (an LDAP group) resets that
+user, who is then back to enrolling over RADIUS, and issues an emergency code that works.
 
 Screenshots of every page: see tests/support/browser.py (``test-artifacts/portal/``).
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
 import random
 import re
@@ -22,25 +26,51 @@ import pytest
 from tests.support.browser import DESKTOP, PHONE, Screenshots, chromium, read_qr, require_browser
 from tests.support.daemon import RadmfaDaemon
 from tests.support.ports import free_port
-from tests.support.slapd import PEOPLE_DN, LdapUser, Slapd
+from tests.support.slapd import (
+    GROUPS_DN,
+    SERVICE_DN,
+    SERVICE_PASSWORD,
+    SUFFIX,
+    LdapUser,
+    Slapd,
+    group_ldif,
+    ou_ldif,
+)
 
 pytestmark = pytest.mark.integration
 
 SECRET = "portal-browser-secret-0123"
 _counter = itertools.count()
+HELPDESK_GROUP = "mfa-helpdesk"
+HANK = LdapUser("hank", "hank-Helpdesk-9")
+STATION = "02-00-00-00-00-01"
+#: As radmfa keeps and shows it.
+DEVICE = "02:00:00:00:00:01"
 
 
 @pytest.fixture(scope="module")
 def portal_daemon(slapd: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RadmfaDaemon]:
     require_browser()
+    slapd.add_users([HANK])
+    slapd.add_ldif(ou_ldif(GROUPS_DN) + group_ldif(HELPDESK_GROUP, [HANK.dn]))
     config = {
         "clients": [{"name": "local", "address": "127.0.0.0/8", "secret": SECRET}],
-        "ldap": {"servers": [slapd.url], "user_dn": f"uid={{username}},{PEOPLE_DN}", "timeout": 5},
+        "ldap": {
+            "servers": [slapd.url],
+            "base_dn": SUFFIX,
+            "bind_dn": SERVICE_DN,
+            "bind_password": SERVICE_PASSWORD,
+            "timeout": 5,
+        },
         "otp": {"mode": "auto", "totp": {"issuer": "Example Corp VPN"}},
         "lockout": {"max_failures": 5, "duration": "5m"},
         "radius": {"reject_delay": 0},
         "policy": {"default": "required", "unenrolled": {"grace_days": 14}},
-        "portal": {"listen": f"127.0.0.1:{free_port('tcp')}"},
+        "trusted_devices": {"days": 1},
+        "portal": {
+            "listen": f"127.0.0.1:{free_port('tcp')}",
+            "helpdesk_groups": [HELPDESK_GROUP],
+        },
     }
     d = RadmfaDaemon(tmp_path_factory.mktemp("radmfa-portal"), config)
     d.start()
@@ -54,9 +84,11 @@ def portal_url(daemon: RadmfaDaemon) -> str:
     return f"http://{daemon.config['portal']['listen']}"
 
 
-def radclient(port: int, user: str, password: str) -> str | None:
+def radclient(port: int, user: str, password: str, station: str | None = None) -> str | None:
     """The real radclient, signing its request; the reply type or None."""
     text = f'User-Name = "{user}"\nUser-Password = "{password}"\nMessage-Authenticator = 0x00\n'
+    if station is not None:
+        text += f'Calling-Station-Id = "{station}"\n'
     done = subprocess.run(
         ["radclient", "-x", "-r", "1", "-t", "3", f"127.0.0.1:{port}", "auth", SECRET],
         input=text,
@@ -170,3 +202,121 @@ def test_sign_in_during_grace_enroll_by_qr_log_in_over_radius_sign_out(
     assert audit.returncode == 0, audit.stderr
     assert '"actor": "' + name + ' (portal)"' in audit.stdout
     assert '"action": "token-add"' in audit.stdout
+
+
+def enroll_by_cli(daemon: RadmfaDaemon, user: str) -> pyotp.TOTP:
+    """A TOTP token for ``user`` through the admin CLI (its secret read from stdin)."""
+    secret = base64.b32encode(random.randbytes(20)).decode()
+    done = daemon.cli("token", "add", user, "--secret", "-", input=secret + "\n")
+    assert done.returncode == 0, done.stderr
+    return pyotp.TOTP(secret)
+
+
+def sign_in(driver, base: str, name: str, password: str, code: str) -> None:
+    driver.get(f"{base}/signin")
+    fill(driver, 'input[autocomplete="username"]', name)
+    fill(driver, 'input[autocomplete="current-password"]', password)
+    submit(driver)
+    assert driver.current_url == f"{base}/signin/code"
+    fill(driver, 'input[autocomplete="one-time-code"]', code)
+    submit(driver)
+    assert driver.current_url == f"{base}/", driver.page_source
+
+
+def test_backup_codes_a_forgotten_device_sign_ins_and_a_help_desk_reset_seen_over_radius(
+    portal_daemon: RadmfaDaemon, slapd: Slapd
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    name = f"self{next(_counter)}x{random.randrange(10**6)}"
+    password = f"pw-{name}-Secret"
+    slapd.add_users([LdapUser(name, password)])
+    totp = enroll_by_cli(portal_daemon, name)
+    hank_totp = enroll_by_cli(portal_daemon, HANK.uid)
+    port = portal_daemon.port
+    # a login with the code from a device remembers it: the password alone works there now
+    assert radclient(port, name, password + totp.now(), STATION) == "Access-Accept"
+    assert radclient(port, name, password, STATION) == "Access-Accept"
+    shots = Screenshots("self-service")
+    base = portal_url(portal_daemon)
+    with chromium(PHONE) as driver:
+        sign_in(driver, base, name, password, totp.at(time.time() + 30))
+        shots.take(driver, "home")
+
+        driver.find_element(By.CSS_SELECTOR, 'a[href="/backup"]').click()
+        shots.take(driver, "backup")
+        submit(driver)
+        codes = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "ol.codes code")]
+        assert len(codes) == 10 and "shown only this once" in driver.page_source
+        shots.take(driver, "backup-codes")
+        driver.get(f"{base}/backup")  # shown once: a second look shows only the count
+        assert codes[0] not in driver.page_source and "10 of 10 codes left" in driver.page_source
+
+        driver.get(f"{base}/devices")
+        assert DEVICE in driver.page_source
+        shots.take(driver, "devices")
+        submit(driver, "form[action='/devices/forget'] button")
+        assert "Device forgotten" in driver.page_source and DEVICE not in driver.page_source
+        shots.take(driver, "devices-forgotten")
+        # the forgotten device must give the code again
+        assert radclient(port, name, password, STATION) == "Access-Challenge"
+
+        driver.get(f"{base}/activity")
+        page = driver.page_source
+        assert (STATION in page or DEVICE in page) and "signed in" in page and "portal" in page
+        shots.take(driver, "activity")
+
+        driver.get(f"{base}/address/email")
+        shots.take(driver, "address")
+
+        driver.get(f"{base}/helpdesk")  # not a member
+        assert "Not allowed" in driver.page_source and "Find a user" not in driver.page_source
+        shots.take(driver, "helpdesk-refused")
+        driver.get(f"{base}/")
+        submit(driver, "form.signout button")
+
+    shots = Screenshots("helpdesk")
+    with chromium(PHONE) as driver:
+        sign_in(driver, base, HANK.uid, HANK.password, hank_totp.now())
+        driver.find_element(By.CSS_SELECTOR, 'a[href="/helpdesk"]').click()
+        shots.take(driver, "find")
+        fill(driver, "input[name=q]", name)
+        submit(driver)
+        submit(driver, "ul.found button")
+        page = driver.page_source
+        assert "Recent sign-ins" in page and (STATION in page or DEVICE in page)
+        shots.take(driver, "user")
+        reset = "form.act:has(input[name=action][value=reset])"
+        fill(driver, f"{reset} input[name=reason]", "lost phone, ticket 4711")
+        submit(driver, f"{reset} button")
+        assert "the next sign-in enrolls afresh" in driver.page_source
+        shots.take(driver, "reset")
+
+        # the old code is gone: RADIUS takes the password alone again, in a new grace period
+        assert radclient(port, name, password + totp.at(time.time() + 60)) == "Access-Reject"
+        assert radclient(port, name, password) == "Access-Accept"
+
+        emergency = "form[action='/helpdesk/emergency']"
+        fill(driver, f"{emergency} input[name=reason]", "no phone until Monday")
+        submit(driver, f"{emergency} button")
+        code = driver.find_element(By.CSS_SELECTOR, ".secret-box code.secret").text
+        shots.take(driver, "emergency-code")
+        assert radclient(port, name, password + code) == "Access-Accept"
+        assert radclient(port, name, password + code) != "Access-Accept"  # once
+
+    with chromium(DESKTOP) as driver:
+        sign_in(driver, base, HANK.uid, HANK.password, hank_totp.at(time.time() + 30))
+        driver.get(f"{base}/helpdesk")
+        fill(driver, "input[name=q]", name)
+        submit(driver)
+        submit(driver, "ul.found button")
+        shots.take(driver, "user-desktop")
+
+    audit = portal_daemon.cli("audit", "--user", name, "--kind", "admin", "--format", "json")
+    assert audit.returncode == 0, audit.stderr
+    assert f'"actor": "{HANK.uid} (portal)"' in audit.stdout
+    for action in ("backup-codes", "device-revoke", "reset", "emergency-code"):
+        assert f'"action": "{action}"' in audit.stdout, action
+    assert "ticket 4711" in audit.stdout
+    log = portal_daemon.log()
+    assert code not in log and password not in log and codes[0] not in log

@@ -1,14 +1,21 @@
-"""Enrolment and help-desk operations for the factors beyond TOTP, shared by the CLI.
+"""Enrolment and help-desk operations for the factors beyond TOTP, shared by the CLI, the
+portal and its help-desk pages.
 
 Everything here takes the store and an explicit ``now``; nothing reads the clock or prints.
+The use cases (:func:`change_address`, :func:`regenerate_backup_codes`,
+:func:`issue_emergency`, :func:`prefer_factor`, :func:`resync`) also take the
+:class:`~radmfa.admin.actor.Actor` and write their admin row; the functions they build on
+(:func:`enroll_address`, :func:`new_backup_codes`, ...) write no row.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
+from radmfa.admin.actor import Actor
 from radmfa.admin.tokens import TokenError, new_token_id
 from radmfa.config import Config
 from radmfa.factors import backup, emergency
@@ -56,19 +63,33 @@ class AddressChange:
     devices_revoked: int = 0
 
 
+def clean_address(token_type: str, address: str) -> str:
+    """The address in canonical form; :class:`FactorAdminError` when it is not one."""
+    cleaned = clean_email(address) if token_type == "email" else clean_number(address)
+    if cleaned is None:
+        what = "email address" if token_type == "email" else "phone number (+4912345678)"
+        raise FactorAdminError(f"{address!r} is not a valid {what}")
+    return cleaned
+
+
 def enroll_address(
-    store: Store, config: Config, token_type: str, user: str, address: str | None, now: float
+    store: Store,
+    config: Config,
+    token_type: str,
+    user: str,
+    address: str | None,
+    now: float,
+    *,
+    confirmed: bool = False,
 ) -> AddressChange:
     """Give ``user`` the email or SMS factor, replacing their earlier one of that type.
 
     Without ``address`` it comes from the LDAP attribute, which needs search-then-bind.
+    ``confirmed``: a code sent to the address came back already (the portal asks for it
+    before storing anything), so it is trusted at once.
     """
     if address is not None:
-        cleaned = clean_email(address) if token_type == "email" else clean_number(address)
-        if cleaned is None:
-            what = "email address" if token_type == "email" else "phone number (+4912345678)"
-            raise FactorAdminError(f"{address!r} is not a valid {what}")
-        source, value = SOURCE_CLI, cleaned
+        source, value = SOURCE_CLI, clean_address(token_type, address)
     else:
         email, sms = config.otp.email, config.otp.sms
         if token_type == "email":
@@ -84,12 +105,14 @@ def enroll_address(
         source, value = SOURCE_DIRECTORY, None
     previous = next((t for t in store.list_tokens(user) if t.type == token_type), None)
     token = address_token(token_type, user, value, source, now, previous)
+    pending = value is not None and token.last_step is None
+    if confirmed and value is not None:
+        token = replace(token, last_step=1)
     store.replace_tokens(user, token_type, [token])
-    changed = value is not None and token.last_step is None
     # Whoever changed the phone number or address must prove it before skipping codes again.
-    revoked = store.revoke_devices(user) if changed else 0
+    revoked = store.revoke_devices(user) if pending else 0
     before = address_of(previous) if previous is not None else None
-    return AddressChange(token, changed, before, revoked)
+    return AddressChange(token, pending and not confirmed, before, revoked)
 
 
 def address_of(token: TokenRecord) -> str:
@@ -98,6 +121,35 @@ def address_of(token: TokenRecord) -> str:
         return "(from the directory, not seen yet)"
     state = "confirmed" if token.last_step is not None else "NOT confirmed"
     return f"{info.address} ({info.source}, {state})"
+
+
+def change_address(
+    store: Store,
+    actor: Actor,
+    config: Config,
+    token_type: str,
+    user: str,
+    address: str | None,
+    *,
+    now: float,
+    confirmed: bool = False,
+) -> AddressChange:
+    """:func:`enroll_address` with its admin row (``email-address``, ``sms-address``)."""
+    change = enroll_address(store, config, token_type, user, address, now, confirmed=confirmed)
+    revoked = change.devices_revoked
+    store.append_audit(
+        [
+            actor.event(
+                now,
+                user,
+                f"{token_type}-address",
+                before=change.previous,
+                after=address_of(change.token)
+                + (f"; {revoked} trusted device(s) revoked" if revoked else ""),
+            )
+        ]
+    )
+    return change
 
 
 # -- backup codes, emergency codes ---------------------------------------------------------------
@@ -114,6 +166,46 @@ def backup_codes_left(tokens: Sequence[TokenRecord]) -> tuple[int, int]:
     """(unused, total) of the user's current set."""
     mine = [t for t in tokens if t.type == "backup"]
     return sum(t.last_step is None for t in mine), len(mine)
+
+
+def regenerate_backup_codes(
+    store: Store, actor: Actor, config: Config, user: str, *, now: float
+) -> list[str]:
+    """:func:`new_backup_codes` with its admin row (how many were left, how many are new)."""
+    left, _total = backup_codes_left(store.list_tokens(user))
+    codes = new_backup_codes(store, config, user, now)
+    store.append_audit(
+        [
+            actor.event(
+                now,
+                user,
+                "backup-codes",
+                before=f"{left} unused code(s)",
+                after=f"{len(codes)} new code(s)",
+            )
+        ]
+    )
+    return codes
+
+
+def issue_emergency(
+    store: Store, actor: Actor, config: Config, user: str, ttl: float | None, *, now: float
+) -> tuple[str, TokenRecord]:
+    """:func:`issue_emergency_code` by ``actor`` (the code names them as its issuer), with
+    its admin row. The code is for showing once; only its hash is stored."""
+    code, token = issue_emergency_code(store, config, user, ttl, actor.name, now)
+    expires = datetime.fromtimestamp(token.created_at + token.period, UTC)
+    store.append_audit(
+        [
+            actor.event(
+                now,
+                user,
+                "emergency-code",
+                after=f"valid until {expires.strftime('%Y-%m-%dT%H:%M:%SZ')}",
+            )
+        ]
+    )
+    return code, token
 
 
 def issue_emergency_code(
@@ -157,6 +249,41 @@ def resync_hotp(
     )
 
 
+def resync(
+    store: Store,
+    actor: Actor,
+    config: Config,
+    user: str,
+    code1: str,
+    code2: str,
+    token_id: str | None,
+    *,
+    now: float,
+) -> tuple[TokenRecord, int]:
+    """:func:`resync_hotp` with its admin row."""
+    token, counter = resync_hotp(store, config, user, code1, code2, token_id)
+    store.append_audit(
+        [
+            actor.event(
+                now, user, "hotp-resync", after=f"hotp {token.token_id} at counter {counter + 1}"
+            )
+        ]
+    )
+    return token, counter
+
+
+def prefer_factor(
+    store: Store, actor: Actor, user: str, factor: str, *, now: float
+) -> tuple[str | None, str | None]:
+    """:func:`set_preferred` with its admin row; (before, after)."""
+    before = store.user_settings(user).preferred
+    chosen = set_preferred(store, user, factor)
+    store.append_audit(
+        [actor.event(now, user, "prefer", before=before or "none", after=chosen or "none")]
+    )
+    return before, chosen
+
+
 def set_preferred(store: Store, user: str, factor: str) -> str | None:
     if factor.lower() in ("none", "-", ""):
         store.set_preferred(user, None)
@@ -195,12 +322,18 @@ __all__ = [
     "TokenError",
     "address_of",
     "backup_codes_left",
+    "change_address",
     "check_type",
+    "clean_address",
     "enroll_address",
     "generic_token",
     "installed_types",
+    "issue_emergency",
     "issue_emergency_code",
     "new_backup_codes",
+    "prefer_factor",
+    "regenerate_backup_codes",
+    "resync",
     "resync_hotp",
     "set_preferred",
 ]

@@ -8,11 +8,13 @@ import base64
 import binascii
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import pyotp
 
-from radmfa.audit import admin_event
+from radmfa.admin.actor import Actor
+from radmfa.auth.outofband import can_finish
 from radmfa.config import TotpConfig
 from radmfa.factors.base import FactorRegistry, MatchKind
 from radmfa.factors.hotp import last_step_for, make_hotp, next_counter
@@ -126,9 +128,7 @@ def secret_base32(token: TokenRecord) -> str:
     return base64.b32encode(token.secret).decode("ascii").rstrip("=")
 
 
-def enroll_token(
-    store: Store, token: TokenRecord, *, now: float, actor: str, reason: str | None = None
-) -> None:
+def enroll_token(store: Store, actor: Actor, token: TokenRecord, *, now: float) -> None:
     """Add ``token`` and its admin row (``token-add``, by ``actor``) to the audit trail.
     Raises :class:`DuplicateSecret` (nothing written) when the user already has its secret."""
     if not store.add_token(token):
@@ -136,17 +136,96 @@ def enroll_token(
             f"{token.user} already has a {token.type} token with this secret; nothing added"
         )
     store.append_audit(
+        [actor.event(now, token.user, "token-add", after=f"{token.type} {token.token_id}")]
+    )
+
+
+class LastFactor(TokenError):
+    """Removing it would leave the user without a second factor (while the policy asks for
+    one): add another first, or replace it in one step."""
+
+
+#: Fallbacks, not factors to stand on: one-time backup codes, a help-desk emergency code.
+FALLBACK_TYPES = ("backup", "emergency")
+
+
+def standing_factors(
+    tokens: Sequence[TokenRecord], factors: FactorRegistry, now: float
+) -> list[TokenRecord]:
+    """The factors a user signs in with on their own: usable now, not a fallback, and not an
+    address still waiting for its confirmation."""
+    return [
+        t
+        for t in tokens
+        if t.type not in FALLBACK_TYPES and factors.usable(t, now) and can_finish(factors, t)
+    ]
+
+
+def remove_tokens(
+    store: Store,
+    actor: Actor,
+    user: str,
+    token_id: str | None,
+    *,
+    now: float,
+    keep_one: FactorRegistry | None = None,
+) -> list[TokenRecord]:
+    """Remove one token of ``user`` (or all with ``token_id`` None) with its admin row; the
+    tokens removed (none: nothing matched). ``keep_one``: refuse (:class:`LastFactor`,
+    nothing removed) when the user would be left without a standing factor."""
+    tokens = store.list_tokens(user)
+    removed = [t for t in tokens if token_id in (None, t.token_id)]
+    if not removed:
+        return []
+    if keep_one is not None:
+        remaining = [t for t in tokens if t not in removed]
+        left = standing_factors(remaining, keep_one, now)
+        if not left and (
+            standing_factors(removed, keep_one, now)
+            or not any(keep_one.usable(t, now) for t in remaining)
+        ):
+            raise LastFactor(
+                "this is your last sign-in method: add another one first, or replace it"
+            )
+    if store.remove_tokens(user, token_id) == 0:
+        return []
+    store.append_audit(
         [
-            admin_event(
+            actor.event(
                 now,
-                token.user,
-                "token-add",
-                actor=actor,
-                after=f"{token.type} {token.token_id}",
-                reason=reason,
+                user,
+                "token-remove",
+                before=", ".join(f"{t.type} {t.token_id}" for t in removed),
+                after="removed",
             )
         ]
     )
+    return removed
+
+
+def replace_token(
+    store: Store, actor: Actor, token: TokenRecord, old_id: str, *, now: float
+) -> bool:
+    """Add ``token`` and remove the user's token ``old_id`` in one step (a new phone for the
+    old one), each with its admin row: the user is never without the factor. False (nothing
+    changed) when ``old_id`` is not the user's; :class:`DuplicateSecret` as for enrolment."""
+    old = next((t for t in store.list_tokens(token.user) if t.token_id == old_id), None)
+    if old is None:
+        return False
+    enroll_token(store, actor, token, now=now)
+    if store.remove_tokens(token.user, old_id):
+        store.append_audit(
+            [
+                actor.event(
+                    now,
+                    token.user,
+                    "token-remove",
+                    before=f"{old.type} {old.token_id}",
+                    after=f"replaced by {token.type} {token.token_id}",
+                )
+            ]
+        )
+    return True
 
 
 def confirm_token(

@@ -1,15 +1,16 @@
 """Help-desk operations on a user's MFA settings, each recorded in the audit trail.
 
-Shared by the CLI; everything takes the store, an explicit ``now`` and the acting operator,
-and nothing prints. Every change writes one admin row (who, whose, what, before, after, why)
-in the same store the daemon reads.
+Shared by the CLI and the portal's help-desk pages; everything takes the store, the
+:class:`~radmfa.admin.actor.Actor`, the subject and an explicit ``now``, and nothing prints.
+Every change writes one admin row (who, whose, what, before, after, why) in the same store
+the daemon reads.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from radmfa.audit import admin_event
+from radmfa.admin.actor import Actor
 from radmfa.store.base import (
     USER_DISABLED,
     USER_ENABLED,
@@ -17,6 +18,7 @@ from radmfa.store.base import (
     Store,
     TrustedDevice,
     UserSettings,
+    user_failures_key,
 )
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "device_place",
     "reset_user",
     "revoke_devices",
+    "unlock_user",
 ]
 
 #: ``radmfa user ACTION``: the status each one sets.
@@ -60,13 +63,12 @@ def describe_status(settings: UserSettings, now: float | None = None) -> str:
 
 def change_status(
     store: Store,
+    actor: Actor,
     user: str,
     action: str,
     *,
     now: float,
-    actor: str,
     until: float | None = None,
-    reason: str | None = None,
 ) -> tuple[UserSettings, UserSettings, int]:
     """``enable``, ``disable``, ``suspend`` (second factor off until ``until``, or until
     resumed) or ``resume``. Disabling also forgets the user's trusted devices. Returns the
@@ -84,46 +86,61 @@ def change_status(
             f"{user} is not suspended ({describe_status(current, now)})"
             + ("; use 'radmfa user enable'" if current.status == USER_DISABLED else "")
         )
-    before = store.set_status(user, status, until if action == "suspend" else None, reason)
+    before = store.set_status(user, status, until if action == "suspend" else None, actor.reason)
     revoked = store.revoke_devices(user) if status == USER_DISABLED else 0
     after = store.user_settings(user)
     note = f"; {revoked} trusted device(s) revoked" if revoked else ""
     store.append_audit(
         [
-            admin_event(
+            actor.event(
                 now,
                 user,
                 action,
-                actor=actor,
                 before=describe_status(before, now),
                 after=describe_status(after, now) + note,
-                reason=reason,
             )
         ]
     )
     return before, after, revoked
 
 
-def reset_user(
-    store: Store, user: str, *, now: float, actor: str, reason: str | None = None
-) -> tuple[int, int]:
+def reset_user(store: Store, actor: Actor, user: str, *, now: float) -> tuple[int, int]:
     """Every token (all factor types) and trusted device gone, so the next login enrolls
     afresh (with the enrolment grace period, if the policy grants one, starting again)."""
     tokens, devices = store.reset_user(user)
     store.append_audit(
         [
-            admin_event(
+            actor.event(
                 now,
                 user,
                 "reset",
-                actor=actor,
                 before=f"{tokens} token(s), {devices} trusted device(s)",
                 after="no tokens, no trusted devices",
-                reason=reason,
             )
         ]
     )
     return tokens, devices
+
+
+def unlock_user(store: Store, actor: Actor, user: str, *, now: float) -> bool:
+    """Lift a lock (and clear the user's throttle window); False when there was none."""
+    before = store.lock_state(user)
+    changed = store.unlock(user)
+    store.clear_failures(user_failures_key(user))  # the throttle's window too
+    if changed:
+        store.append_audit(
+            [
+                actor.event(
+                    now,
+                    user,
+                    "unlock",
+                    before=f"{before.failures} failure(s)"
+                    + (", locked" if before.is_locked(now) else ""),
+                    after="unlocked",
+                )
+            ]
+        )
+    return changed
 
 
 def device_place(device: TrustedDevice) -> str:
@@ -133,13 +150,7 @@ def device_place(device: TrustedDevice) -> str:
 
 
 def revoke_devices(
-    store: Store,
-    user: str,
-    device: str | None,
-    *,
-    now: float,
-    actor: str,
-    reason: str | None = None,
+    store: Store, actor: Actor, user: str, device: str | None, *, now: float
 ) -> list[TrustedDevice]:
     """Forget one remembered station of ``user`` (normalised key), through every client and
     NAS that remembered it, or all of them."""
@@ -148,15 +159,13 @@ def revoke_devices(
     if count:
         store.append_audit(
             [
-                admin_event(
+                actor.event(
                     now,
                     user,
                     "device-revoke",
-                    actor=actor,
                     before=", ".join(f"{d.device} via {device_place(d)}" for d in known)
                     or f"{count} expired device(s)",
                     after="revoked",
-                    reason=reason,
                 )
             ]
         )

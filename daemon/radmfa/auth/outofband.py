@@ -56,14 +56,14 @@ class AuditSink(Protocol):
     def add(self, event: AuditEvent) -> None: ...
 
 
-def _hash_code(code: str, salt: bytes | None = None) -> bytes:
+def hash_code(code: str, salt: bytes | None = None) -> bytes:
     salt = salt if salt is not None else os.urandom(_CODE_SALT_BYTES)
     digest = hmac.new(salt, b"radmfa/oob-code/v1:" + code.encode("utf-8"), hashlib.sha256)
     return salt + digest.digest()
 
 
-def _code_hash_matches(stored: bytes, code: str) -> bool:
-    return hmac.compare_digest(_hash_code(code, stored[:_CODE_SALT_BYTES]), stored)
+def code_hash_matches(stored: bytes, code: str) -> bool:
+    return hmac.compare_digest(hash_code(code, stored[:_CODE_SALT_BYTES]), stored)
 
 
 def destination_of(factors: FactorRegistry, token: TokenRecord) -> Destination | None:
@@ -311,7 +311,7 @@ class OutOfBandCodes:
                 created_at=now,
                 factor=token.type,
                 token_id=token.token_id,
-                code_hash=_hash_code(code),
+                code_hash=hash_code(code),
                 phase=phase,
                 started_at=started_at,
                 rule=rule,
@@ -398,7 +398,7 @@ class OutOfBandCodes:
         assert challenge.code_hash is not None and challenge.factor is not None
         oob = self.factors.out_of_band(challenge.factor)
         typed = oob.normalize(text) if oob is not None else None
-        if oob is None or typed is None or not _code_hash_matches(challenge.code_hash, typed):
+        if oob is None or typed is None or not code_hash_matches(challenge.code_hash, typed):
             return None
         token = next((t for t in view.tokens if t.token_id == challenge.token_id), None)
         if token is None or oob.destination(token) is None:

@@ -8,7 +8,10 @@ audit trail, with the channel as the client name). Only the shape differs: the p
 first, then, when the user has a code factor, the code in a second request.
 
 A right password does not clear the failure counts while a code is still due (it proves
-nothing about the codes an attacker may be guessing); the code step does. A user without a
+nothing about the codes an attacker may be guessing); the code step does. An email or SMS
+code is sent only when asked for (:meth:`SignIn.send`, under the same send limits as
+RADIUS); the caller keeps the :class:`SentCode` (its hash, never the code) and hands it to
+the code step, as a challenge State would. A user without a
 factor is signed in on the password alone only while the policy grants an enrolment grace
 period, and then only to enroll one; otherwise the password step ends with
 :attr:`Step.HELP_DESK`, after the password was checked (so the page says nothing about the
@@ -30,13 +33,27 @@ from radmfa.auth.decisions import reject, ruled, tagged
 from radmfa.auth.identity import NameProblem, check_user, store_key
 from radmfa.auth.ledger import Ledger, UserView, fresh_attempt
 from radmfa.auth.model import AccessRequest, AuthMethod, Decision, Outcome, Reason
+from radmfa.auth.outofband import can_finish, code_hash_matches, destination_of, hash_code
 from radmfa.auth.password import PasswordCheck
 from radmfa.auth.policy import Subject, Verdict, grace_granted, grace_over, subject_address
 from radmfa.auth.verdicts import PolicyCheck, refusal
-from radmfa.factors.base import FactorRegistry, MatchKind
+from radmfa.config import DEFAULT_SENDS_PER_HOUR_TOTAL
+from radmfa.delivery.courier import Courier
+from radmfa.factors.base import Destination, FactorRegistry, MatchKind, SendContext
 from radmfa.store.base import StoreError, TokenRecord, UserSettings
+from radmfa.store.facade import AsyncStore
 
-__all__ = ["CHANNEL_PORTAL", "SignIn", "SignInParts", "SignInResult", "Step"]
+__all__ = [
+    "CHANNEL_PORTAL",
+    "SendOutcome",
+    "SentCode",
+    "SignIn",
+    "SignInParts",
+    "SignInResult",
+    "Step",
+    "code_tokens",
+    "sendable_tokens",
+]
 
 log = Logger(namespace="radmfa.auth")
 
@@ -76,6 +93,31 @@ class SignInResult:
     grace_ends_at: float | None = None
 
 
+@dataclass(frozen=True)
+class SentCode:
+    """A code sent out of band: only its hash, where it went, until when it counts. For a
+    sign-in it names the user's token; for a new address (not stored yet) ``token_id`` is
+    None and ``address`` is the one to store once the code comes back."""
+
+    factor: str
+    token_id: str | None
+    address: str
+    masked: str
+    code_hash: bytes
+    expires_at: float
+    #: Wrong answers so far (the caller bounds them).
+    tries: int = 0
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    """What :meth:`SignIn.send` did: ``sent``, or refused by the send limits for
+    ``retry_after`` seconds (None and 0: the user has no such factor to send to)."""
+
+    sent: SentCode | None
+    retry_after: float = 0.0
+
+
 class SignInParts(Protocol):
     """What a sign-in uses of the running pipeline
     (:class:`~radmfa.auth.pipeline.Authenticator` has every one of these)."""
@@ -85,14 +127,31 @@ class SignInParts(Protocol):
     verdicts: PolicyCheck
     factors: FactorRegistry
     observers: tuple[DecisionObserver, ...]
+    store: AsyncStore
+    courier: Courier
 
 
 def code_tokens(
     factors: FactorRegistry, tokens: Sequence[TokenRecord], now: float
 ) -> list[TokenRecord]:
     """The tokens a typed code can prove (TOTP, HOTP, backup and emergency codes): usable and
-    not delivered out of band (email and SMS codes need a send the portal does not do yet)."""
+    not delivered out of band."""
     return [t for t in tokens if factors.usable(t, now) and factors.out_of_band(t.type) is None]
+
+
+def sendable_tokens(
+    factors: FactorRegistry, tokens: Sequence[TokenRecord], now: float
+) -> list[TokenRecord]:
+    """The email and SMS tokens a code may be sent to for a sign-in: usable, with a confirmed
+    address (a changed one must be confirmed first, never by itself)."""
+    return [
+        t
+        for t in tokens
+        if factors.out_of_band(t.type) is not None
+        and factors.usable(t, now)
+        and destination_of(factors, t) is not None
+        and can_finish(factors, t)
+    ]
 
 
 class SignIn:
@@ -116,13 +175,81 @@ class SignIn:
         self._observe(name, address, result, started)
         return result
 
-    async def code(self, user: str, code: str, address: str) -> SignInResult:
+    async def code(
+        self, user: str, code: str, address: str, sent: SentCode | None = None
+    ) -> SignInResult:
         """Step two, for the user whose password step said :attr:`Step.CODE_DUE` (the caller
-        keeps that user; nothing typed names it)."""
+        keeps that user; nothing typed names it). ``sent``: the code sent on request for
+        this sign-in, which the typed code may be."""
         started = self._now()
-        result = await self._step(self._code(user, code, address))
+        result = await self._step(self._code(user, code, address, sent))
         self._observe(user, address, result, started)
         return result
+
+    async def send(self, key: str, user: str, token_type: str) -> SendOutcome:
+        """Send a code to the user's confirmed ``token_type`` address (asked for on the code
+        page), under the factor's cooldown and hourly caps shared with RADIUS."""
+        tokens = await self.parts.store.list_tokens(key)
+        token = next(
+            (
+                t
+                for t in sendable_tokens(self.parts.factors, tokens, self._now())
+                if t.type == token_type
+            ),
+            None,
+        )
+        destination = destination_of(self.parts.factors, token) if token is not None else None
+        if token is None or destination is None:
+            return SendOutcome(None)
+        return await self.send_to(key, user, token_type, destination, token.token_id)
+
+    async def send_to(
+        self,
+        key: str,
+        user: str,
+        token_type: str,
+        destination: Destination,
+        token_id: str | None = None,
+    ) -> SendOutcome:
+        """Send a fresh code to ``destination`` (a new address to confirm, when ``token_id``
+        is None), in the background; the :class:`SentCode` to check the answer against."""
+        oob = self.parts.factors.out_of_band(token_type)
+        if oob is None:
+            return SendOutcome(None)
+        now = self._now()
+        total = getattr(oob, "max_per_hour_total", DEFAULT_SENDS_PER_HOUR_TOTAL)
+        grant = await self.parts.store.reserve_send(
+            key, token_type, now, oob.cooldown, oob.max_per_hour, total
+        )
+        if not grant.granted:
+            log.info(
+                "{user}: {factor} code not sent from the {channel}, rate limit "
+                "(retry in {secs:.0f}s)",
+                user=user,
+                factor=token_type,
+                channel=self.channel,
+                secs=grant.retry_after,
+            )
+            return SendOutcome(None, max(grant.retry_after, 1.0))
+        code = oob.new_code()
+        expires_at = now + oob.code_ttl
+        context = SendContext(
+            user=user,
+            client=self.channel,
+            service=self.channel,
+            expires_at=expires_at,
+            ttl=oob.code_ttl,
+        )
+        self.parts.courier.dispatch(key, oob, destination, code, context)
+        sent = SentCode(
+            factor=token_type,
+            token_id=token_id,
+            address=destination.address,
+            masked=destination.masked,
+            code_hash=hash_code(code),
+            expires_at=expires_at,
+        )
+        return SendOutcome(sent)
 
     async def _step(self, work: Coroutine[Any, Any, SignInResult]) -> SignInResult:
         try:
@@ -202,11 +329,10 @@ class SignIn:
                 )
             if usable:
                 # Not a success yet: the counts are cleared by the code step.
-                step = (
-                    Step.CODE_DUE
-                    if code_tokens(self.parts.factors, usable, now)
-                    else Step.HELP_DESK
+                provable = code_tokens(self.parts.factors, usable, now) or sendable_tokens(
+                    self.parts.factors, usable, now
                 )
+                step = Step.CODE_DUE if provable else Step.HELP_DESK
                 outcome, reason = (
                     (Outcome.CHALLENGE, Reason.CHALLENGE_ISSUED)
                     if step is Step.CODE_DUE
@@ -242,7 +368,26 @@ class SignIn:
         finally:
             await ledger.release(view)  # a no-op when the step already ended it
 
-    async def _code(self, user: str, code: str, address: str) -> SignInResult:
+    def _sent_token(
+        self, sent: SentCode | None, code: str, tokens: Sequence[TokenRecord], now: float
+    ) -> TokenRecord | None:
+        """The token a code sent for this sign-in went to, when ``code`` is that code, it is
+        still in time, and the token still has the address it went to, confirmed."""
+        if sent is None or sent.token_id is None or now >= sent.expires_at:
+            return None
+        oob = self.parts.factors.out_of_band(sent.factor)
+        typed = oob.normalize(code) if oob is not None else None
+        if typed is None or not code_hash_matches(sent.code_hash, typed):
+            return None
+        token = next((t for t in tokens if t.token_id == sent.token_id), None)
+        if token is None or token not in sendable_tokens(self.parts.factors, [token], now):
+            return None
+        destination = destination_of(self.parts.factors, token)
+        return token if destination is not None and destination.address == sent.address else None
+
+    async def _code(
+        self, user: str, code: str, address: str, sent: SentCode | None = None
+    ) -> SignInResult:
         begun = await self._begin(user, address)
         if isinstance(begun, SignInResult):
             return begun
@@ -254,6 +399,18 @@ class SignIn:
             if isinstance(verdict, Decision):
                 return SignInResult(Step.REFUSED, user, key, tagged(verdict, method=METHOD_FORM))
             now = self._now()
+            by_send = self._sent_token(sent, code, view.tokens, now)
+            if by_send is not None:
+                await ledger.succeed(view)
+                decision = Decision(
+                    Outcome.ACCEPT,
+                    Reason.OK,
+                    user=user,
+                    method=METHOD_FORM,
+                    factor=by_send.type,
+                    rule=verdict.rule,
+                )
+                return SignInResult(Step.SIGNED_IN, user, key, decision)
             candidates = code_tokens(factors, view.tokens, now)
             token, match = factors.verify(candidates, code.strip(), now)
             factor = token.type if token is not None else None

@@ -115,20 +115,3 @@ def parse_time(text: str, option: str, *, now: float, direction: int) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
-
-
-def record_change(
-    store: Store,
-    user: str,
-    action: str,
-    *,
-    before: str | None = None,
-    after: str | None = None,
-    reason: str | None = None,
-) -> None:
-    """One admin row in the audit trail: this OS account (and sudo's) changed ``user``."""
-    from radmfa.audit import admin_event
-
-    store.append_audit(
-        [admin_event(now(), user, action, before=before, after=after, reason=reason)]
-    )

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from radmfa.admin.actor import cli_actor
 from radmfa.admin.users import revoke_devices
-from radmfa.audit import operator
 from radmfa.auth.stations import device_key
 from radmfa.cli.common import config_from, now, store_from, user_arg
 from radmfa.cli.main import CommandFailed, UsageError
@@ -68,7 +68,7 @@ def run_revoke(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.device!r} is not a device")
     store = store_from(config)
     try:
-        known = revoke_devices(store, user, device, now=now(), actor=operator(), reason=args.reason)
+        known = revoke_devices(store, cli_actor(args.reason), user, device, now=now())
     finally:
         store.close()
     if not known:

@@ -7,15 +7,15 @@ import json
 import sys
 import syslog
 
+from radmfa.admin.actor import cli_actor
 from radmfa.admin.factors import (
     FactorAdminError,
-    issue_emergency_code,
-    new_backup_codes,
-    resync_hotp,
-    set_preferred,
+    issue_emergency,
+    prefer_factor,
+    regenerate_backup_codes,
+    resync,
 )
-from radmfa.audit import operator
-from radmfa.cli.common import config_from, now, record_change, store_from, user_arg
+from radmfa.cli.common import config_from, now, store_from, user_arg
 from radmfa.cli.main import CommandFailed, UsageError
 from radmfa.cli.tokens import _iso
 from radmfa.config import parse_duration
@@ -26,13 +26,15 @@ def run_resync(args: argparse.Namespace) -> int:
     user = user_arg(args.user, config)
     store = store_from(config)
     try:
-        token, counter = resync_hotp(store, config, user, args.code1, args.code2, args.token_id)
-        record_change(
+        token, counter = resync(
             store,
+            cli_actor(args.reason),
+            config,
             user,
-            "hotp-resync",
-            after=f"hotp {token.token_id} at counter {counter + 1}",
-            reason=args.reason,
+            args.code1,
+            args.code2,
+            args.token_id,
+            now=now(),
         )
     except FactorAdminError as e:
         raise CommandFailed(str(e)) from None
@@ -47,16 +49,7 @@ def run_backup_codes(args: argparse.Namespace) -> int:
     user = user_arg(args.user, config)
     store = store_from(config)
     try:
-        left = sum(t.type == "backup" and t.last_step is None for t in store.list_tokens(user))
-        codes = new_backup_codes(store, config, user, now())
-        record_change(
-            store,
-            user,
-            "backup-codes",
-            before=f"{left} unused code(s)",
-            after=f"{len(codes)} new code(s)",
-            reason=args.reason,
-        )
+        codes = regenerate_backup_codes(store, cli_actor(args.reason), config, user, now=now())
     finally:
         store.close()
     if args.json:
@@ -77,17 +70,11 @@ def run_emergency_code(args: argparse.Namespace) -> int:
         ttl = parse_duration(args.ttl) if args.ttl is not None else None
     except ValueError as e:
         raise UsageError(f"--ttl: {e}") from None
-    issuer = _operator()
+    actor = cli_actor(args.reason)
+    issuer = actor.name
     store = store_from(config)
     try:
-        code, token = issue_emergency_code(store, config, user, ttl, issuer, now())
-        record_change(
-            store,
-            user,
-            "emergency-code",
-            after=f"valid until {_iso(token.created_at + token.period)}",
-            reason=args.reason,
-        )
+        code, token = issue_emergency(store, actor, config, user, ttl, now=now())
     except FactorAdminError as e:
         raise UsageError(str(e)) from None
     finally:
@@ -107,27 +94,13 @@ def run_prefer(args: argparse.Namespace) -> int:
     user = user_arg(args.user, config)
     store = store_from(config)
     try:
-        before = store.user_settings(user).preferred
-        chosen = set_preferred(store, user, args.factor)
-        record_change(
-            store,
-            user,
-            "prefer",
-            before=before or "none",
-            after=chosen or "none",
-            reason=args.reason,
-        )
+        _before, chosen = prefer_factor(store, cli_actor(args.reason), user, args.factor, now=now())
     except FactorAdminError as e:
         raise CommandFailed(str(e)) from None
     finally:
         store.close()
     print(f"{user} prefers {chosen}" if chosen else f"{user} has no preferred factor")
     return 0
-
-
-def _operator() -> str:
-    """Who runs the command: the account behind sudo when there is one."""
-    return operator()
 
 
 def _audit(line: str) -> None:

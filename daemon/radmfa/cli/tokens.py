@@ -10,12 +10,13 @@ from pathlib import Path
 
 import segno
 
+from radmfa.admin.actor import cli_actor
 from radmfa.admin.factors import (
     ADDRESS_TYPES,
     FactorAdminError,
     address_of,
+    change_address,
     check_type,
-    enroll_address,
     generic_token,
 )
 from radmfa.admin.importer import ImportError_, build_rows, read_rows, skipped_rows
@@ -28,13 +29,13 @@ from radmfa.admin.tokens import (
     enroll_token,
     parse_base32_secret,
     provisioning_uri,
+    remove_tokens,
     secret_base32,
 )
-from radmfa.audit import admin_event, operator
+from radmfa.audit import admin_event
 from radmfa.cli.common import (
     config_from,
     now,
-    record_change,
     secret_arg,
     secret_file,
     store_from,
@@ -107,7 +108,7 @@ def _store_new_token(config: Config, token: TokenRecord, reason: str | None) -> 
     secret: a second token with one secret would accept every code twice."""
     store = store_from(config)
     try:
-        enroll_token(store, token, now=now(), actor=operator(), reason=reason)
+        enroll_token(store, cli_actor(reason), token, now=now())
     except DuplicateSecret as e:
         raise CommandFailed(str(e)) from None
     finally:
@@ -117,19 +118,8 @@ def _store_new_token(config: Config, token: TokenRecord, reason: str | None) -> 
 def _add_address(args: argparse.Namespace, config: Config, user: str) -> int:
     store = store_from(config)
     try:
-        change = enroll_address(store, config, args.type, user, args.address, now())
-        record_change(
-            store,
-            user,
-            f"{args.type}-address",
-            before=change.previous,
-            after=address_of(change.token)
-            + (
-                f"; {change.devices_revoked} trusted device(s) revoked"
-                if change.devices_revoked
-                else ""
-            ),
-            reason=args.reason,
+        change = change_address(
+            store, cli_actor(args.reason), config, args.type, user, args.address, now=now()
         )
     except FactorAdminError as e:
         raise UsageError(str(e)) from None
@@ -247,17 +237,7 @@ def run_remove(args: argparse.Namespace) -> int:
     user = user_arg(args.user, config)
     store = store_from(config)
     try:
-        before = [t for t in store.list_tokens(user) if args.token_id in (None, t.token_id)]
-        removed = store.remove_tokens(user, args.token_id)
-        if removed:
-            record_change(
-                store,
-                user,
-                "token-remove",
-                before=", ".join(f"{t.type} {t.token_id}" for t in before),
-                after="removed",
-                reason=args.reason,
-            )
+        removed = len(remove_tokens(store, cli_actor(args.reason), user, args.token_id, now=now()))
     finally:
         store.close()
     if removed == 0:

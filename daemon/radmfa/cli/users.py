@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from radmfa.admin.actor import cli_actor
 from radmfa.admin.factors import backup_codes_left
 from radmfa.admin.users import (
     UserAdminError,
@@ -12,12 +13,11 @@ from radmfa.admin.users import (
     describe_status,
     device_place,
     reset_user,
+    unlock_user,
 )
-from radmfa.audit import admin_event, operator
 from radmfa.cli.common import config_from, now, parse_time, store_from, user_arg
 from radmfa.cli.main import CommandFailed, UsageError
 from radmfa.cli.tokens import _iso, token_description, token_summary
-from radmfa.store.base import user_failures_key
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -117,7 +117,7 @@ def run_status(args: argparse.Namespace) -> int:
     store = store_from(config)
     try:
         before, after, revoked = change_status(
-            store, user, args.action, now=at, actor=operator(), until=until, reason=args.reason
+            store, cli_actor(args.reason), user, args.action, now=at, until=until
         )
     except UserAdminError as e:
         raise UsageError(str(e)) from None
@@ -134,7 +134,7 @@ def run_reset(args: argparse.Namespace) -> int:
     user = user_arg(args.user, config)
     store = store_from(config)
     try:
-        tokens, devices = reset_user(store, user, now=now(), actor=operator(), reason=args.reason)
+        tokens, devices = reset_user(store, cli_actor(args.reason), user, now=now())
     finally:
         store.close()
     print(
@@ -149,23 +149,7 @@ def run_unlock(args: argparse.Namespace) -> int:
     user = user_arg(args.user, config)
     store = store_from(config)
     try:
-        before = store.lock_state(user)
-        changed = store.unlock(user)
-        store.clear_failures(user_failures_key(user))  # the throttle's window too
-        if changed:
-            store.append_audit(
-                [
-                    admin_event(
-                        now(),
-                        user,
-                        "unlock",
-                        before=f"{before.failures} failure(s)"
-                        + (", locked" if before.is_locked(now()) else ""),
-                        after="unlocked",
-                        reason=args.reason,
-                    )
-                ]
-            )
+        changed = unlock_user(store, cli_actor(args.reason), user, now=now())
     finally:
         store.close()
     print(f"{user} unlocked" if changed else f"{user} was not locked")

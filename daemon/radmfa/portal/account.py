@@ -1,36 +1,69 @@
-"""What the portal reads and changes in the store, in one place: a user's factors, and the
-enrolment of an authenticator app (through the admin use cases the CLI runs too).
+"""What the portal reads and changes in the store for the signed-in user, in one place.
 
-Every call goes through the pipeline's store runner, off the reactor. A token is stored only
-when its confirmation code is right (:func:`radmfa.admin.tokens.confirm_token`), with its
-admin row in the audit trail naming the user and the portal as the actor.
+Every change is an admin use case (:mod:`radmfa.admin`) run through the pipeline's store
+runner with the user as the actor on the portal (``alice (portal)``), so the audit trail
+has the same rows the CLI writes. A token is stored only when its confirmation code is
+right (:func:`radmfa.admin.tokens.confirm_token`); an email or SMS address only when the
+code sent to it came back.
+
+Changes of one user run one at a time in this process (:class:`UserLocks`, shared with the
+help-desk pages): "is this the last factor" and "remove it", or "has no factor yet" and
+"add one", cannot interleave between two tabs.
 """
 
 from __future__ import annotations
 
 import enum
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from twisted.internet.defer import DeferredLock
 from twisted.internet.interfaces import IReactorTime
 
+from radmfa.admin.actor import CHANNEL_PORTAL, portal_actor
+from radmfa.admin.factors import (
+    FactorAdminError,
+    backup_codes_left,
+    change_address,
+    prefer_factor,
+    regenerate_backup_codes,
+)
 from radmfa.admin.tokens import (
     DuplicateSecret,
+    LastFactor,
     TokenSpec,
     build_token,
     confirm_token,
     enroll_token,
+    remove_tokens,
+    replace_token,
 )
-from radmfa.auth.signin import CHANNEL_PORTAL
-from radmfa.config import TotpConfig
+from radmfa.admin.users import revoke_devices
+from radmfa.auth.outofband import destination_of
+from radmfa.auth.policy import NEEDS_GROUPS, GroupSet, Policy, Subject, Verdict
+from radmfa.config import Config, TotpConfig
+from radmfa.directory.base import DirectoryOutcome, GroupResolver
 from radmfa.factors.base import FactorRegistry
-from radmfa.store.base import TokenRecord
+from radmfa.store.base import AUDIT_AUTH, AuditEvent, AuditQuery, TokenRecord, TrustedDevice
 from radmfa.store.facade import AsyncStore
 
-__all__ = ["Account", "AccountParts", "Confirmed", "FactorView", "actor_of"]
+__all__ = [
+    "Account",
+    "AccountParts",
+    "Confirmed",
+    "FactorView",
+    "Overview",
+    "Removed",
+    "UserLocks",
+    "actor_of",
+]
+
+T = TypeVar("T")
+
+#: Sign-ins a user's own page lists, newest first.
+RECENT_SIGN_INS = 20
 
 
 def actor_of(user: str) -> str:
@@ -48,6 +81,14 @@ class Confirmed(enum.Enum):
     DUPLICATE = "duplicate"
 
 
+class Removed(enum.Enum):
+    REMOVED = "removed"
+    #: The user's last standing factor, and the policy asks for one: refused.
+    LAST = "last"
+    #: Not (or no longer) the user's token.
+    GONE = "gone"
+
+
 @dataclass(frozen=True)
 class FactorView:
     """One factor as the user's own page lists it."""
@@ -57,6 +98,20 @@ class FactorView:
     label: str
     created_at: float
     description: str
+    #: The masked address of an email/SMS factor, and whether it still waits to be confirmed.
+    address: str | None = None
+    pending: bool = False
+
+
+@dataclass(frozen=True)
+class Overview:
+    """The user's home page: factors (backup codes counted, not listed), the preferred one."""
+
+    factors: list[FactorView]
+    backup_left: int
+    backup_total: int
+    preferred: str | None
+    devices: int
 
 
 class AccountParts(Protocol):
@@ -64,27 +119,77 @@ class AccountParts(Protocol):
 
     store: AsyncStore
     factors: FactorRegistry
+    policy: Policy
+    groups: GroupResolver | None
+
+
+def factor_views(factors: FactorRegistry, tokens: Sequence[TokenRecord]) -> list[FactorView]:
+    """The factors a page lists (backup codes are counted, not listed)."""
+    views = []
+    for t in tokens:
+        if t.type not in factors or t.type == "backup":
+            continue
+        destination = destination_of(factors, t)
+        views.append(
+            FactorView(
+                t.token_id,
+                t.type,
+                factors.label(t.type),
+                t.created_at,
+                t.description,
+                destination.masked if destination is not None else None,
+                destination is not None and not destination.confirmed,
+            )
+        )
+    return views
+
+
+class UserLocks:
+    """One :class:`DeferredLock` per user with a change in progress in this process."""
+
+    def __init__(self) -> None:
+        self._locks: defaultdict[str, DeferredLock] = defaultdict(DeferredLock)
+
+    async def run(self, user: str, work: Callable[[], Awaitable[T]]) -> T:
+        lock = self._locks[user]
+        await lock.acquire()
+        try:
+            return await work()
+        finally:
+            lock.release()
+            if not lock.locked and not lock.waiting:
+                self._locks.pop(user, None)
 
 
 class Account:
-    """A user's factors through the store runner; enrolments of one user one at a time.
-    ``current`` gives the running pipeline's parts (a reload may replace the factors)."""
+    """A user's factors, devices and history through the store runner. ``current`` gives the
+    running pipeline's parts (a reload may replace the factors)."""
 
-    def __init__(self, current: Callable[[], AccountParts], clock: IReactorTime) -> None:
+    def __init__(
+        self,
+        current: Callable[[], AccountParts],
+        clock: IReactorTime,
+        locks: UserLocks | None = None,
+    ) -> None:
         self.current = current
         self.clock = clock
-        #: Confirmations of one user wait for each other in this process (the portal runs in
-        #: one): "has no factor yet" and "add one" then cannot interleave.
-        self._locks: defaultdict[str, DeferredLock] = defaultdict(DeferredLock)
+        self.locks = locks if locks is not None else UserLocks()
+
+    # -- reading --------------------------------------------------------------------------------
 
     async def factors_of(self, user: str) -> list[FactorView]:
         parts = self.current()
+        return factor_views(parts.factors, await parts.store.list_tokens(user))
+
+    async def overview(self, user: str) -> Overview:
+        parts = self.current()
         tokens = await parts.store.list_tokens(user)
-        return [
-            FactorView(t.token_id, t.type, parts.factors.label(t.type), t.created_at, t.description)
-            for t in tokens
-            if t.type in parts.factors
-        ]
+        settings = await parts.store.user_settings(user)
+        devices = await parts.store.list_devices(user, self.clock.seconds())
+        left, total = backup_codes_left(tokens)
+        return Overview(
+            factor_views(parts.factors, tokens), left, total, settings.preferred, len(devices)
+        )
 
     async def has_factor(self, user: str) -> bool:
         """Whether the user has any factor that can prove something now."""
@@ -93,17 +198,58 @@ class Account:
         now = self.clock.seconds()
         return any(parts.factors.usable(t, now) for t in tokens)
 
+    async def devices(self, user: str) -> list[TrustedDevice]:
+        return await self.current().store.list_devices(user, self.clock.seconds())
+
+    async def recent(self, user: str, limit: int = RECENT_SIGN_INS) -> list[AuditEvent]:
+        """The user's own sign-ins (RADIUS and portal), newest first."""
+        rows = await self.current().store.query_audit(
+            AuditQuery(user=user, kind=AUDIT_AUTH, limit=limit)
+        )
+        return list(reversed(rows))
+
+    async def mfa_required(self, name: str, user: str, clients: Sequence[str]) -> bool:
+        """Whether the policy asks ``user`` for a second factor through any client (or the
+        portal). Groups are looked up when a group rule could decide; a failed lookup counts
+        as "required" (removing the last factor is refused rather than allowed blind)."""
+        parts = self.current()
+        groups: GroupSet | None = None
+        for client in (*clients, CHANNEL_PORTAL):
+            verdict = parts.policy.evaluate(Subject(user, client))
+            if verdict is NEEDS_GROUPS:
+                if groups is None:
+                    if parts.groups is None:
+                        return True
+                    found = await parts.groups.user_groups(name)
+                    if found.outcome is not DirectoryOutcome.OK:
+                        return True
+                    groups = GroupSet.of(found.groups)
+                verdict = parts.policy.evaluate(Subject(user, client, groups=groups))
+            assert isinstance(verdict, Verdict)
+            if not verdict.deny and verdict.mfa == "required":
+                return True
+        return False
+
+    # -- enrolment ------------------------------------------------------------------------------
+
     def new_app_token(self, user: str, totp: TotpConfig, description: str) -> TokenRecord:
         """A fresh TOTP token under the configured defaults; not stored (see :meth:`confirm`)."""
         spec = TokenSpec.from_defaults(totp, type="totp", description=description)
         return build_token(user, spec, self.clock.seconds())
 
     async def confirm(
-        self, user: str, pending: TokenRecord, code: str, *, password_only: bool
+        self,
+        user: str,
+        pending: TokenRecord,
+        code: str,
+        *,
+        password_only: bool,
+        replacing: str | None = None,
     ) -> Confirmed:
-        """Store ``pending`` if ``code`` is a fresh code of it. ``password_only``: the session
-        never proved a factor, so the enrolment is only for a user who still has none (a
-        password alone must not add a factor next to one the user already has)."""
+        """Store ``pending`` if ``code`` is a fresh code of it (in place of the user's token
+        ``replacing``, in one step). ``password_only``: the session never proved a factor,
+        so the enrolment is only for a user who still has none (a password alone must not
+        add a factor next to one the user already has)."""
         if pending.user != user:  # a session's token is always its own user's
             return Confirmed.WRONG_CODE
         parts = self.current()
@@ -111,22 +257,123 @@ class Account:
         token = confirm_token(pending, code, now, parts.factors)
         if token is None:
             return Confirmed.WRONG_CODE
-        lock = self._locks[user]
-        await lock.acquire()
-        try:
+        confirmed = token
+
+        async def store() -> Confirmed:
             if password_only and await self.has_factor(user):
                 return Confirmed.HAS_FACTOR
-            await parts.store.interaction(
-                enroll_token,
-                token,
-                now=now,
-                actor=actor_of(user),
-                reason="self-service enrolment",
-            )
-        except DuplicateSecret:
-            return Confirmed.DUPLICATE
-        finally:
-            lock.release()
-            if not lock.locked and not lock.waiting:
-                self._locks.pop(user, None)
-        return Confirmed.ADDED
+            actor = portal_actor(user, "self-service enrolment")
+            try:
+                if replacing is not None and await parts.store.interaction(
+                    replace_token, actor, confirmed, replacing, now=now
+                ):
+                    return Confirmed.ADDED
+                await parts.store.interaction(enroll_token, actor, confirmed, now=now)
+            except DuplicateSecret:
+                return Confirmed.DUPLICATE
+            return Confirmed.ADDED
+
+        return await self.locks.run(user, store)
+
+    async def save_address(
+        self, user: str, config: Config, token_type: str, address: str, *, password_only: bool
+    ) -> Confirmed:
+        """Store a new email address or phone number whose code came back (so confirmed);
+        the earlier one of that type goes, and with it the user's trusted devices."""
+        parts = self.current()
+
+        async def store() -> Confirmed:
+            if password_only and await self.has_factor(user):
+                return Confirmed.HAS_FACTOR
+            try:
+                await parts.store.interaction(
+                    change_address,
+                    portal_actor(user, "self-service, confirmed by a code sent there"),
+                    config,
+                    token_type,
+                    user,
+                    address,
+                    now=self.clock.seconds(),
+                    confirmed=True,
+                )
+            except FactorAdminError:
+                return Confirmed.WRONG_CODE
+            return Confirmed.ADDED
+
+        return await self.locks.run(user, store)
+
+    # -- changes --------------------------------------------------------------------------------
+
+    async def backup_codes(self, user: str, config: Config) -> list[str]:
+        """A new set of backup codes (the old set dies); shown once, never kept here."""
+        parts = self.current()
+        return await self.locks.run(
+            user,
+            lambda: parts.store.interaction(
+                regenerate_backup_codes,
+                portal_actor(user, "self-service"),
+                config,
+                user,
+                now=self.clock.seconds(),
+            ),
+        )
+
+    async def remove(self, user: str, token_id: str, *, keep_one: bool) -> Removed:
+        """Remove one of the user's tokens (never a backup code: those are regenerated);
+        ``keep_one``: not the last standing factor."""
+        parts = self.current()
+
+        async def work() -> Removed:
+            tokens = await parts.store.list_tokens(user)
+            if not any(t.token_id == token_id and t.type != "backup" for t in tokens):
+                return Removed.GONE
+            try:
+                removed = await parts.store.interaction(
+                    remove_tokens,
+                    portal_actor(user, "self-service"),
+                    user,
+                    token_id,
+                    now=self.clock.seconds(),
+                    keep_one=parts.factors if keep_one else None,
+                )
+            except LastFactor:
+                return Removed.LAST
+            return Removed.REMOVED if removed else Removed.GONE
+
+        return await self.locks.run(user, work)
+
+    async def prefer(self, user: str, factor: str) -> bool:
+        """Set the preferred factor (``none``: no preference); False when the user has no
+        factor of that type."""
+        parts = self.current()
+
+        async def work() -> bool:
+            try:
+                await parts.store.interaction(
+                    prefer_factor,
+                    portal_actor(user, "self-service"),
+                    user,
+                    factor,
+                    now=self.clock.seconds(),
+                )
+            except FactorAdminError:
+                return False
+            return True
+
+        return await self.locks.run(user, work)
+
+    async def forget(self, user: str, device: str | None) -> int:
+        """Forget one of the user's trusted devices (through every client), or all; how many
+        stations were forgotten."""
+        parts = self.current()
+        known = await self.locks.run(
+            user,
+            lambda: parts.store.interaction(
+                revoke_devices,
+                portal_actor(user, "self-service"),
+                user,
+                device,
+                now=self.clock.seconds(),
+            ),
+        )
+        return len({d.device for d in known})

@@ -1,15 +1,20 @@
-"""The portal's pages: sign-in (password, then the code), the user's own page, enrolling an
-authenticator app, sign-out.
+"""The portal's pages: sign-in (password, then a code typed or sent on request), enrolling
+an authenticator app, sign-out; the user's own pages (:mod:`~radmfa.portal.selfservice`) and
+the help-desk pages (:mod:`~radmfa.portal.helpdesk`) register their routes here.
 
 Every POST carries a form token, compared in constant time: before sign-in the value of a
 ``pre`` cookie (double submit: a page of another site can neither read it nor, with
 SameSite=Strict and a ``__Host-`` name over https, send it), after sign-in the session's
 own token. Every change acts on the session's user; no form field names a user, except the
-user name typed into the sign-in form.
+user name typed into the sign-in form and the subject of a help-desk action.
+
+Every ``/helpdesk`` URL answers 403 before anything else is read unless the session is a
+full one whose user was a member of ``portal.helpdesk_groups`` at sign-in.
 """
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -20,9 +25,19 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from radmfa.admin.tokens import provisioning_uri, secret_base32
-from radmfa.auth.signin import CHANNEL_PORTAL, SignIn, SignInParts, SignInResult, Step
-from radmfa.config import Config, PortalConfig
+from radmfa.auth.policy import GroupSet
+from radmfa.auth.signin import (
+    CHANNEL_PORTAL,
+    SignIn,
+    SignInParts,
+    SignInResult,
+    Step,
+    sendable_tokens,
+)
+from radmfa.config import Config, PortalConfig, fold_name
+from radmfa.directory.base import DirectoryOutcome
 from radmfa.portal.account import Account, AccountParts, Confirmed
+from radmfa.portal.desk import HelpDesk
 from radmfa.portal.pages import STYLESHEET, Pages, qr_svg
 from radmfa.portal.sessions import (
     STAGE_CODE,
@@ -49,6 +64,7 @@ SESSION_COOKIE = "radmfa-session"
 PRE_COOKIE = "radmfa-pre"
 SIGNIN_FAILED = "Sign-in failed. Check your user name and password, and try again."
 CODE_FAILED = "That code did not work. Type the current code from your app, or a backup code."
+SENT_FAILED = "That code did not work. Type the code we sent, or ask for a new one."
 
 
 class PortalBackend(Protocol):
@@ -66,6 +82,11 @@ class _Parts(SignInParts, AccountParts, Protocol):
 
 
 Handler = Callable[[WebRequest, Session | None], Awaitable[WebResponse]]
+
+#: Token types an authenticator app holds (what "replace" may swap).
+APP_TYPES = ("totp", "hotp")
+#: Where the help-desk pages live (every URL under it is theirs).
+HELPDESK = "/helpdesk"
 
 
 class PortalApp:
@@ -86,16 +107,23 @@ class PortalApp:
         self.clock = clock
         self.pages = pages or Pages()
         self.account = Account(lambda: self.backend().authenticator, clock)
+        self.desk = HelpDesk(self.account)
         self.routes: dict[tuple[str, str], Handler] = {
-            ("GET", "/"): self.home,
             ("GET", "/signin"): self.signin_form,
             ("POST", "/signin"): self.signin,
             ("GET", "/signin/code"): self.code_form,
             ("POST", "/signin/code"): self.code,
+            ("POST", "/signin/send"): self.send_code,
             ("GET", "/enroll/app"): self.enroll_form,
             ("POST", "/enroll/app"): self.enroll,
+            ("POST", "/enroll/replace"): self.enroll_replace,
             ("POST", "/signout"): self.signout,
         }
+        from radmfa.portal.helpdesk import HelpDeskPages
+        from radmfa.portal.selfservice import SelfServicePages
+
+        self.routes.update(SelfServicePages(self).routes())
+        self.routes.update(HelpDeskPages(self).routes())
 
     # -- dispatch ----------------------------------------------------------------------------
 
@@ -107,31 +135,52 @@ class PortalApp:
         handler = self.routes.get((method, request.path))
         if handler is None:
             if any(path == request.path for _method, path in self.routes):
-                return self._page("error.html", status=405, title="Not allowed")
-            return self._page("error.html", status=404, title="Not found")
+                return self.page("error.html", status=405, title="Not allowed")
+            return self.page("error.html", status=404, title="Not found")
         try:
             session = await self.sessions.find(request.cookies.get(self._cookie(request)))
+            if request.path == HELPDESK or request.path.startswith(HELPDESK + "/"):
+                refused = self._helpdesk_refusal(session)
+                if refused is not None:
+                    return refused
             return await handler(request, session)
         except BadRequest as e:
-            return self._page("error.html", status=400, title="Bad request", message=str(e))
+            return self.page("error.html", status=400, title="Bad request", message=str(e))
+
+    def _helpdesk_refusal(self, session: Session | None) -> WebResponse | None:
+        """None for a help-desk member's full session; else where to go, or 403."""
+        if session is None:
+            return WebResponse.redirect("/signin")
+        if session.stage == STAGE_CODE:
+            return WebResponse.redirect("/signin/code")
+        if session.stage == STAGE_FULL and session.helpdesk:
+            return None
+        return self.page(
+            "error.html",
+            status=403,
+            title="Not allowed",
+            message="These pages are for the help desk.",
+            csrf=session.csrf,
+            signed_in=session.name,
+        )
 
     def _cookie(self, request: WebRequest, base: str = SESSION_COOKIE) -> str:
         return cookie_name(base, request.secure)
 
-    def _page(self, template: str, *, status: int = 200, **values: object) -> WebResponse:
+    def page(self, template: str, *, status: int = 200, **values: object) -> WebResponse:
         return WebResponse(status=status, body=self.pages.render(template, **values))
 
-    def _session_cookie(self, request: WebRequest, session_id: str) -> Cookie:
+    def session_cookie(self, request: WebRequest, session_id: str) -> Cookie:
         return Cookie(self._cookie(request), session_id)
 
-    def _form(self, request: WebRequest, session: Session, *fields: str) -> dict[str, str]:
+    def form(self, request: WebRequest, session: Session, *fields: str) -> dict[str, str]:
         """The form of a signed-in page, once its token is checked."""
         form = parse_form(request, ("csrf", *fields))
         if not same_token(session.csrf, form.get("csrf")):
             raise BadRequest("the form expired or came from another site; reload the page")
         return form
 
-    def _signin(self) -> SignIn:
+    def sign_in(self) -> SignIn:
         backend = self.backend()
         return SignIn(
             backend.authenticator,
@@ -140,7 +189,7 @@ class PortalApp:
             channel=CHANNEL_PORTAL,
         )
 
-    async def _after_failure(self, started: float) -> None:
+    async def after_failure(self, started: float) -> None:
         """Failed sign-ins answer no sooner than ``radius.reject_delay`` after they came in:
         the time taken says nothing about which check failed, and guessing is slower."""
         delay = self.backend().config.radius.reject_delay
@@ -164,7 +213,7 @@ class PortalApp:
         fresh = not token or len(token) > 64
         if fresh:
             token = secrets.token_urlsafe(32)
-        response = self._page("signin.html", csrf=token, error=error, username=name)
+        response = self.page("signin.html", csrf=token, error=error, username=name)
         if fresh:
             response.cookies.append(Cookie(cookie, token))
         return response
@@ -177,21 +226,27 @@ class PortalApp:
         ):
             raise BadRequest("the form expired or came from another site; reload the page")
         name = form.get("username", "").strip()
-        result = await self._signin().password(name, form.get("password", ""), request.client)
+        result = await self.sign_in().password(name, form.get("password", ""), request.client)
         if session is not None:  # whatever it was, it is not this sign-in's
             await self.sessions.end(session)
         if result.step is Step.REFUSED:
-            await self._after_failure(started)
+            await self.after_failure(started)
             return self._signin_page(request, error=SIGNIN_FAILED, name=name)
         if result.step is Step.UNAVAILABLE:
-            return self._unavailable(request)
+            return self.unavailable(request)
         if result.step is Step.HELP_DESK:
-            return self._page("helpdesk.html", name=result.user)
+            return self.page("helpdesk.html", name=result.user)
         stage = STAGE_CODE if result.step is Step.CODE_DUE else STAGE_ENROLL
         return await self._start(request, result, stage, None)
 
     async def _start(
-        self, request: WebRequest, result: SignInResult, stage: str, replacing: Session | None
+        self,
+        request: WebRequest,
+        result: SignInResult,
+        stage: str,
+        replacing: Session | None,
+        *,
+        helpdesk: bool = False,
     ) -> WebResponse:
         assert result.user is not None and result.key is not None
         session_id, _session = await self.sessions.start(
@@ -200,13 +255,14 @@ class PortalApp:
             stage,
             replacing=replacing,
             grace_ends_at=result.grace_ends_at,
+            helpdesk=helpdesk,
         )
         response = WebResponse.redirect("/signin/code" if stage == STAGE_CODE else "/")
-        response.cookies.append(self._session_cookie(request, session_id))
+        response.cookies.append(self.session_cookie(request, session_id))
         return response
 
-    def _unavailable(self, request: WebRequest) -> WebResponse:
-        return self._page(
+    def unavailable(self, request: WebRequest) -> WebResponse:
+        return self.page(
             "error.html",
             status=503,
             title="Try again in a moment",
@@ -216,66 +272,131 @@ class PortalApp:
     async def code_form(self, request: WebRequest, session: Session | None) -> WebResponse:
         if session is None or session.stage != STAGE_CODE:
             return WebResponse.redirect("/" if session is not None else "/signin")
-        return self._page("code.html", csrf=session.csrf, name=session.name)
+        return await self._code_page(session)
+
+    async def _code_page(
+        self, session: Session, *, error: str | None = None, notice: str | None = None
+    ) -> WebResponse:
+        """The code form, with a "send me a code" button per confirmed email/SMS address."""
+        parts = self.backend().authenticator
+        tokens = await parts.store.list_tokens(session.user)
+        sendable = [
+            (t.type, parts.factors.label(t.type), d.masked)
+            for t in sendable_tokens(parts.factors, tokens, self.clock.seconds())
+            if (d := parts.factors.out_of_band(t.type)) is not None
+            and (d := d.destination(t)) is not None
+        ]
+        sent = session.sent
+        return self.page(
+            "code.html",
+            csrf=session.csrf,
+            name=session.name,
+            sendable=sendable,
+            sent=sent.masked if sent is not None else None,
+            error=error,
+            notice=notice,
+        )
 
     async def code(self, request: WebRequest, session: Session | None) -> WebResponse:
         started = self.clock.seconds()
         if session is None or session.stage != STAGE_CODE:
             return WebResponse.redirect("/" if session is not None else "/signin")
-        form = self._form(request, session, "code")
-        result = await self._signin().code(session.name, form.get("code", ""), request.client)
+        form = self.form(request, session, "code")
+        result = await self.sign_in().code(
+            session.name, form.get("code", ""), request.client, session.sent
+        )
         if result.step is Step.SIGNED_IN:
-            return await self._start(request, result, STAGE_FULL, session)
+            helpdesk = await self._helpdesk_member(session.name)
+            return await self._start(request, result, STAGE_FULL, session, helpdesk=helpdesk)
         if result.step is Step.UNAVAILABLE:
-            return self._unavailable(request)
-        await self._after_failure(started)
-        return self._page("code.html", csrf=session.csrf, name=session.name, error=CODE_FAILED)
+            return self.unavailable(request)
+        await self.after_failure(started)
+        failed = SENT_FAILED if session.sent is not None else CODE_FAILED
+        return await self._code_page(session, error=failed)
+
+    async def send_code(self, request: WebRequest, session: Session | None) -> WebResponse:
+        """ "Send me a code": to the user's confirmed address of the chosen type, under the
+        same cooldown and hourly caps as RADIUS."""
+        if session is None or session.stage != STAGE_CODE:
+            return WebResponse.redirect("/" if session is not None else "/signin")
+        form = self.form(request, session, "factor")
+        outcome = await self.sign_in().send(session.user, session.name, form.get("factor", ""))
+        if outcome.sent is None:
+            if outcome.retry_after:
+                wait = math.ceil(outcome.retry_after)
+                error = f"Please wait {wait} seconds before asking for another code."
+            else:
+                error = "There is no such address to send a code to."
+            return await self._code_page(session, error=error)
+        session = replace(session, sent=outcome.sent)
+        await self.sessions.update(session)
+        minutes = max(1, math.ceil((outcome.sent.expires_at - self.clock.seconds()) / 60))
+        return await self._code_page(
+            session,
+            notice=f"We sent a code to {outcome.sent.masked}. It works for {minutes} minutes.",
+        )
+
+    async def _helpdesk_member(self, name: str) -> bool:
+        """Whether ``name`` is in one of ``portal.helpdesk_groups`` (the directory's group
+        lookup, on the service connection). Any failure: not a member."""
+        wanted = self.settings.helpdesk_groups
+        resolver = self.backend().authenticator.groups
+        if not wanted or resolver is None:
+            return False
+        try:
+            found = await resolver.user_groups(name)
+        except Exception:
+            log.failure("help-desk group lookup of {user} failed", user=name)
+            return False
+        if found.outcome is not DirectoryOutcome.OK:
+            log.warn(
+                "help-desk group lookup of {user}: {outcome} {detail}; not a help-desk session",
+                user=name,
+                outcome=found.outcome.value,
+                detail=found.detail,
+            )
+            return False
+        groups = GroupSet.of(found.groups)
+        member = any(groups.has(g if "=" in g else fold_name(g)) for g in wanted)
+        if member:
+            log.info("{user} signed in to the portal as a help-desk member", user=name)
+        return member
 
     async def signout(self, request: WebRequest, session: Session | None) -> WebResponse:
         if session is None:
             return WebResponse.redirect("/signin")
-        self._form(request, session)
+        self.form(request, session)
         await self.sessions.end(session)
         log.info("{user} signed out of the portal", user=session.user)
-        response = self._page("signedout.html")
+        response = self.page("signedout.html")
         response.cookies.append(Cookie(self._cookie(request), "", max_age=0))
         return response
 
     # -- signed in ---------------------------------------------------------------------------
 
-    def _signed_in(self, session: Session | None) -> WebResponse | Session:
-        """The session when it may use the account pages, else where to go instead."""
+    def signed_in(self, session: Session | None) -> WebResponse | Session:
+        """The session when it may use the enrolment pages, else where to go instead."""
         if session is None:
             return WebResponse.redirect("/signin")
         if session.stage == STAGE_CODE:
             return WebResponse.redirect("/signin/code")
         return session
 
-    async def home(self, request: WebRequest, session: Session | None) -> WebResponse:
-        checked = self._signed_in(session)
-        if isinstance(checked, WebResponse):
-            return checked
-        session = checked
-        if session.notice is not None:
-            await self.sessions.update(replace(session, notice=None))
-        factors = await self.account.factors_of(session.user)
-        return self._page(
-            "home.html",
-            csrf=session.csrf,
-            signed_in=session.name,
-            notice=session.notice,
-            factors=factors,
-            enroll_only=session.stage == STAGE_ENROLL,
-            grace_ends_at=session.grace_ends_at,
-        )
+    def full(self, session: Session | None) -> WebResponse | Session:
+        """The session when a second factor was proven (every page that changes more than
+        "add a first factor"), else where to go instead."""
+        checked = self.signed_in(session)
+        if isinstance(checked, Session) and checked.stage != STAGE_FULL:
+            return WebResponse.redirect("/")
+        return checked
 
     async def enroll_form(self, request: WebRequest, session: Session | None) -> WebResponse:
-        checked = self._signed_in(session)
+        checked = self.signed_in(session)
         if isinstance(checked, WebResponse):
             return checked
         session = checked
         if session.stage == STAGE_ENROLL and await self.account.has_factor(session.user):
-            return await self._has_factor(request, session)
+            return await self.has_factor(request, session)
         if session.pending is None:
             totp = self.backend().config.otp.totp
             pending = self.account.new_app_token(session.user, totp, "added in the portal")
@@ -291,7 +412,7 @@ class PortalApp:
         issuer = self.backend().config.otp.totp.issuer
         uri = provisioning_uri(token, issuer)
         secret = secret_base32(token)
-        return self._page(
+        return self.page(
             "enroll.html",
             csrf=session.csrf,
             signed_in=session.name,
@@ -302,15 +423,16 @@ class PortalApp:
             digits=token.digits,
             period=token.period,
             algorithm=token.algorithm,
+            replacing=session.replacing,
             error=error,
         )
 
     async def enroll(self, request: WebRequest, session: Session | None) -> WebResponse:
-        checked = self._signed_in(session)
+        checked = self.signed_in(session)
         if isinstance(checked, WebResponse):
             return checked
         session = checked
-        form = self._form(request, session, "code")
+        form = self.form(request, session, "code")
         pending = await self.sessions.take_pending(session)
         if pending is None:  # confirmed meanwhile (a second submit), or never started
             return WebResponse.redirect("/")
@@ -320,6 +442,7 @@ class PortalApp:
             pending,
             form.get("code", ""),
             password_only=session.stage == STAGE_ENROLL,
+            replacing=session.replacing,
         )
         if outcome is Confirmed.WRONG_CODE:
             session = replace(session, pending=pending)
@@ -330,23 +453,56 @@ class PortalApp:
                 error="That code did not match. Type the code your app shows now.",
             )
         if outcome is Confirmed.HAS_FACTOR:
-            return await self._has_factor(request, session)
+            return await self.has_factor(request, session)
         log.info("{user} enrolled an authenticator app in the portal", user=session.user)
-        if session.stage == STAGE_ENROLL:  # the new factor was just proven: a full session
+        notice = (
+            "Authenticator app added."
+            if session.replacing is None
+            else ("Authenticator app replaced: the old one no longer works.")
+        )
+        return await self.proven(request, replace(session, replacing=None), notice)
+
+    async def proven(self, request: WebRequest, session: Session, notice: str) -> WebResponse:
+        """A factor was just added and proven: to the home page with ``notice``; a
+        password-only session becomes a full one (with a new id)."""
+        if session.stage == STAGE_ENROLL:
             session_id, fresh = await self.sessions.start(
                 session.user, session.name, STAGE_FULL, replacing=session
             )
-            await self.sessions.update(replace(fresh, notice="Authenticator app added."))
+            await self.sessions.update(replace(fresh, notice=notice))
             response = WebResponse.redirect("/")
-            response.cookies.append(self._session_cookie(request, session_id))
+            response.cookies.append(self.session_cookie(request, session_id))
             return response
-        await self.sessions.update(replace(session, notice="Authenticator app added."))
+        await self.sessions.update(replace(session, notice=notice))
         return WebResponse.redirect("/")
 
-    async def _has_factor(self, request: WebRequest, session: Session) -> WebResponse:
+    async def enroll_replace(self, request: WebRequest, session: Session | None) -> WebResponse:
+        """A new phone: enroll a new app in place of one of the user's TOTP/HOTP tokens;
+        the old one goes when the new one is confirmed, in the same step."""
+        checked = self.full(session)
+        if isinstance(checked, WebResponse):
+            return checked
+        session = checked
+        form = self.form(request, session, "token_id")
+        if not form.get("token_id"):  # "keep the old one too": a plain enrolment
+            await self.sessions.update(replace(session, replacing=None))
+            return WebResponse.redirect("/enroll/app")
+        factors = await self.account.factors_of(session.user)
+        target = next(
+            (f for f in factors if f.token_id == form.get("token_id") and f.type in APP_TYPES),
+            None,
+        )
+        if target is None:
+            raise BadRequest("that authenticator app is not one of yours")
+        totp = self.backend().config.otp.totp
+        pending = self.account.new_app_token(session.user, totp, "added in the portal")
+        await self.sessions.update(replace(session, pending=pending, replacing=target.token_id))
+        return WebResponse.redirect("/enroll/app")
+
+    async def has_factor(self, request: WebRequest, session: Session) -> WebResponse:
         """A password-only session of a user who has a factor by now: it ends here."""
         await self.sessions.end(session)
-        response = self._page(
+        response = self.page(
             "error.html",
             status=403,
             title="Sign in again",

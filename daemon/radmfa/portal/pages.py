@@ -8,6 +8,7 @@ besides what the URI encodes, and that is percent-encoded).
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from importlib.resources import files
 from typing import Any
@@ -38,7 +39,7 @@ def qr_svg(uri: str) -> Markup:
 
 
 def _when(ts: float | None) -> str:
-    if ts is None:
+    if ts is None or not math.isfinite(ts):
         return ""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
 

@@ -22,6 +22,7 @@ from typing import Protocol
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 
+from radmfa.auth.signin import SentCode
 from radmfa.store.base import TokenRecord
 
 __all__ = [
@@ -71,6 +72,13 @@ class Session:
     notice: str | None = None
     #: When the enrolment grace period ends, for ``STAGE_ENROLL`` pages (None: unknown).
     grace_ends_at: float | None = None
+    #: The token id the pending enrolment replaces (a new phone for the old one).
+    replacing: str | None = None
+    #: A member of ``portal.helpdesk_groups``, checked at sign-in (full sessions only).
+    helpdesk: bool = False
+    #: An email/SMS code sent for this sign-in (``STAGE_CODE``), or to a new address being
+    #: registered (its hash only).
+    sent: SentCode | None = None
 
 
 class SessionStore(Protocol):
@@ -175,6 +183,7 @@ class SessionManager:
         *,
         replacing: Session | None = None,
         grace_ends_at: float | None = None,
+        helpdesk: bool = False,
     ) -> tuple[str, Session]:
         """A new session (and the cookie value that names it) for a sign-in step; the one
         it replaces ends. The absolute timeout counts from the first step of the sign-in."""
@@ -192,6 +201,7 @@ class SessionManager:
             created_at=created,
             last_seen=now,
             grace_ends_at=grace_ends_at,
+            helpdesk=helpdesk and stage == STAGE_FULL,
         )
         await self.store.put(session)
         return session_id, session

@@ -20,9 +20,12 @@ from radmfa.audit import AuditRecorder
 from radmfa.auth.model import AccessRequest, AuthMethod, Decision
 from radmfa.auth.pipeline import Authenticator, PipelineSettings
 from radmfa.auth.policy import Policy
-from radmfa.config import Config, parse_config
+from radmfa.config import CodeDelivery, Config, EmailConfig, SmsConfig, SmtpConfig, parse_config
 from radmfa.factors.backup import BackupCodeFactor
 from radmfa.factors.base import FactorRegistry
+from radmfa.factors.email import EmailFactor
+from radmfa.factors.emergency import EmergencyCodeFactor
+from radmfa.factors.sms import SmsFactor
 from radmfa.factors.totp import TotpFactor
 from radmfa.portal.handlers import PortalApp
 from radmfa.portal.server import PortalResource, PortalSite
@@ -31,10 +34,11 @@ from radmfa.portal.web import WebRequest, WebResponse
 from radmfa.store.base import TokenRecord
 from radmfa.store.facade import AsyncStore
 from radmfa.store.memory import MemoryStore
-from radmfa.testing import FakeDirectory, InlineRunner
+from radmfa.testing import FakeDirectory, InlineRunner, RecordingMailer, RecordingSms
 
 T0 = 1_800_000_000.0
 ALICE_SECRET = b"0123456789abcdefghij"
+HANK_SECRET = b"hank-hank-hank-hank!"
 
 CONFIG = """\
 clients:
@@ -46,13 +50,22 @@ radius: {{reject_delay: {reject_delay}}}
 lockout: {{max_failures: 3, duration: 5m}}
 otp: {{totp: {{issuer: "Example Corp"}}}}
 policy:
-  default: required
+  default: {default}
   unenrolled: {{grace_days: {grace_days}}}
 portal:
   trusted_proxies: [10.0.0.1/32]
   session_idle: 10m
   session_max: 1h
+  helpdesk_groups: [mfa-helpdesk]
 """
+
+HELPDESK_GROUP = "cn=mfa-helpdesk,ou=groups,dc=example,dc=org"
+EMAIL = EmailConfig(
+    smtp=SmtpConfig(host="127.0.0.1"),
+    sender="mfa@example.org",
+    delivery=CodeDelivery(keyword="email", cooldown=60, max_per_hour=5),
+)
+SMS = SmsConfig(provider="command", message="{code} is your {service} code")
 
 
 def totp_code(secret: bytes, at: float) -> str:
@@ -68,16 +81,32 @@ class Backend:
 
 
 class World:
-    def __init__(self, *, grace_days: int = 14, reject_delay: float = 0, db: Any = None) -> None:
+    def __init__(
+        self,
+        *,
+        grace_days: int = 14,
+        reject_delay: float = 0,
+        db: Any = None,
+        default: str = "required",
+    ) -> None:
         self.clock = Clock()
         self.clock.advance(T0)
         self.store = MemoryStore()
         self.db = db if db is not None else InlineRunner()
         self.directory = FakeDirectory(
-            users={"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}
+            users={
+                "alice": "alice-pw",
+                "bob": "bob-pw",
+                "carol": "carol-pw",
+                "hank": "hank-pw",
+            },
+            groups={"hank": [HELPDESK_GROUP]},
         )
+        self.mailer = RecordingMailer()
+        self.sms = RecordingSms()
         self.config = parse_config(
-            CONFIG.format(grace_days=grace_days, reject_delay=reject_delay), source="test.yaml"
+            CONFIG.format(grace_days=grace_days, reject_delay=reject_delay, default=default),
+            source="test.yaml",
         )
         self.recorder = AuditRecorder(
             AsyncStore(self.store, InlineRunner()), self.clock, batch_size=1
@@ -91,7 +120,15 @@ class World:
             ),
             directory=self.directory,
             store=AsyncStore(self.store, self.db),
-            factors=FactorRegistry([TotpFactor(skew=1), BackupCodeFactor()]),
+            factors=FactorRegistry(
+                [
+                    TotpFactor(skew=1),
+                    BackupCodeFactor(),
+                    EmergencyCodeFactor(),
+                    EmailFactor(EMAIL, self.mailer, None),  # type: ignore[arg-type]
+                    SmsFactor(SMS, self.sms, None),  # type: ignore[arg-type]
+                ]
+            ),
             clock=self.clock,
             observers=[self.recorder],
             audit=self.recorder,
@@ -112,6 +149,9 @@ class World:
         )
         self.store.add_token(
             TokenRecord("tok-a", "alice", "totp", ALICE_SECRET, 6, "SHA1", 30, T0 - 1000)
+        )
+        self.store.add_token(
+            TokenRecord("tok-h", "hank", "totp", HANK_SECRET, 6, "SHA1", 30, T0 - 1000)
         )
 
     def code(self, secret: bytes = ALICE_SECRET, steps: int = 0) -> str:
@@ -134,7 +174,8 @@ class World:
         """The audit rows so far (decisions are queued, then written)."""
         from radmfa.store.base import AuditQuery
 
-        done(self.recorder.flush())
+        while self.recorder.queued:  # one row per batch here
+            done(self.recorder.flush())
         return self.store.query_audit(AuditQuery(**query))
 
     def site(self) -> PortalSite:
