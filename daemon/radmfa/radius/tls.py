@@ -140,8 +140,7 @@ class RadsecConnection(Protocol):
         der = crypto.dump_certificate(crypto.FILETYPE_ASN1, peer)
         client = factory.server.current_clients().lookup_certificate(der, self.source)
         if client is None:
-            names = certificate_names(peer.to_cryptography())
-            self._refuse(f"no client entry matches its certificate (names {names!r})")
+            self._refuse(f"no client entry matches its certificate (names {_shown(peer)})")
             return
         if not factory.connection_opened(client, self):
             self._refuse(
@@ -326,6 +325,21 @@ class RadsecConnection(Protocol):
     @property
     def in_flight(self) -> int:
         return len(self._in_flight)
+
+
+#: How much of a refused certificate's names a log line shows: the peer chose them.
+SHOWN_NAMES, SHOWN_NAME_LENGTH = 4, 64
+
+
+def _shown(peer: crypto.X509) -> str:
+    """A refused certificate's names for the log: a few, each cut short, escaped by repr."""
+    try:
+        names = certificate_names(peer.to_cryptography())
+    except ValueError:
+        return "unreadable"
+    shown = [n if len(n) <= SHOWN_NAME_LENGTH else n[:SHOWN_NAME_LENGTH] + "..." for n in names]
+    more = len(names) - SHOWN_NAMES
+    return repr(shown[:SHOWN_NAMES]) + (f" and {more} more" if more > 0 else "")
 
 
 class RadsecFactory(Factory):

@@ -19,7 +19,7 @@ from OpenSSL import crypto
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.logger import LogEvent, globalLogPublisher
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 from radmfa.auth.model import AccessRequest, Decision, Outcome, Reason
@@ -29,7 +29,7 @@ from radmfa.radius.clients import ClientTable
 from radmfa.radius.codec import ACCESS_ACCEPT, ACCESS_CHALLENGE, ACCOUNTING_REQUEST, STATUS_SERVER
 from radmfa.radius.server import RadiusServer, RadiusStats
 from radmfa.radius.tls import FrameError, PacketFramer, RadsecConnection, RadsecFactory
-from tests.support.certs import make_ca, make_server_cert
+from tests.support.certs import TestCA, make_ca, make_server_cert
 
 ACCEPT = Decision(Outcome.ACCEPT, Reason.OK, user="alice")
 UDP_SECRET = b"udp-secret-of-the-nas-long-enough"
@@ -100,6 +100,7 @@ class Certs:
     dns_nas_x509: crypto.X509
     other_x509: crypto.X509
     dir: Path
+    ca: TestCA
 
 
 def _der(path: Path) -> tuple[bytes, crypto.X509]:
@@ -120,7 +121,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     other = make_server_cert(directory, ca, ["other.example.org"], stem="other", client=True)
     nas_der, nas_x509 = _der(nas.cert_path)
     other_der, other_x509 = _der(other.cert_path)
-    return Certs(nas_der, _der(edge.cert_path)[0], other_der, nas_x509, other_x509, directory)
+    return Certs(nas_der, _der(edge.cert_path)[0], other_der, nas_x509, other_x509, directory, ca)
 
 
 def radsec(
@@ -470,3 +471,22 @@ def test_after_drain_no_request_starts(h: Harness) -> None:
     h.server.drain()
     conn.dataReceived(packet(1))
     assert h.handler.requests == []
+
+
+# -- what a peer can put in the log ------------------------------------------------------------
+
+
+def test_a_refused_certificate_cannot_fill_the_log_with_its_names(
+    h: Harness, events: list[LogEvent]
+) -> None:
+    """Its subjectAltNames are the peer's choice (within what the CA signs): the refusal
+    shows a few of them, cut short, never the whole list."""
+    names = [f"{i:03d}-" + "x" * 200 + ".example.org" for i in range(300)]
+    flood = make_server_cert(
+        h.certs.dir, h.certs.ca, names, stem="flood", common_name="flood", client=True
+    )
+    _conn, transport = h.connect(_der(flood.cert_path)[1])
+    assert transport.closed is not None
+    lines = [formatEvent(e) for e in events if "Refused a RadSec" in e.get("log_format", "")]
+    assert len(lines) == 1 and "000-xxx" in lines[0] and "296 more" in lines[0]
+    assert len(lines[0]) < 1000
