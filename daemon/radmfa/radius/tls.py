@@ -216,7 +216,7 @@ class RadsecConnection(Protocol):
         self._refuse("no TLS handshake within the handshake_timeout", abort=True)
 
     def _touch(self) -> None:
-        """Restart the idle timer: something was received or answered."""
+        """Restart the idle timer: a whole packet was received, or a reply sent."""
         self._cancel_timer()
         if not self.closed:
             self._timer = self.factory.clock.callLater(
@@ -252,7 +252,8 @@ class RadsecConnection(Protocol):
             self.factory.server.stats.malformed += 1
             self._abort(f"malformed stream: {error}")
             return
-        self._touch()
+        if packets:  # a byte now and then of a packet never finished keeps nothing alive
+            self._touch()
         for packet in packets:
             if self.closed:
                 return

@@ -490,3 +490,21 @@ def test_a_refused_certificate_cannot_fill_the_log_with_its_names(
     lines = [formatEvent(e) for e in events if "Refused a RadSec" in e.get("log_format", "")]
     assert len(lines) == 1 and "000-xxx" in lines[0] and "296 more" in lines[0]
     assert len(lines[0]) < 1000
+
+
+# -- resource use -----------------------------------------------------------------------------
+
+
+def test_a_packet_trickling_in_a_byte_at_a_time_does_not_hold_the_connection(h: Harness) -> None:
+    """Slowloris: one byte every 50 s (under the 60 s idle_timeout) of a packet that is
+    never finished must not keep the connection, and its slot of the client, forever."""
+    conn, transport = h.connect()
+    whole = packet(1)
+    for byte in whole[:-1]:
+        if transport.closed is not None:
+            break
+        conn.dataReceived(bytes((byte,)))
+        h.clock.advance(50)
+    assert transport.closed is not None
+    assert h.handler.requests == []
+    assert h.factory.open_connections("nas") == 0
