@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from OpenSSL import crypto
-from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener
+from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener, IPushProducer
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -43,6 +43,9 @@ from radmfa.radius.tlscontext import ReloadableServerTls
 #: Connections from one address still in their handshake; more are closed at once, so one
 #: host cannot hold every descriptor with half-open handshakes.
 MAX_HANDSHAKES_PER_SOURCE = 32
+#: Seconds a polite close (TLS close_notify, then the unsent replies) may take before the
+#: connection is cut: a peer that reads nothing would otherwise hold it open for ever.
+CLOSE_GRACE = 10.0
 
 
 class FrameError(ValueError):
@@ -97,9 +100,14 @@ class _TlsReply:
         self.connection.forget(self.identifier)
 
 
-@implementer(IHandshakeListener)
+@implementer(IHandshakeListener, IPushProducer)
 class RadsecConnection(Protocol):
-    """One RadSec connection, under Twisted's TLS layer (``self.transport`` is TLS)."""
+    """One RadSec connection, under Twisted's TLS layer (``self.transport`` is TLS).
+
+    Once open it is also the producer of its transport: while the socket's send buffer is
+    full (a peer that does not read its replies) it stops reading the peer's requests, so
+    what is held for one connection stays bounded.
+    """
 
     log = Logger(namespace="radmfa.radius.tls")
 
@@ -114,6 +122,12 @@ class RadsecConnection(Protocol):
         self._timer: IDelayedCall | None = None
         #: Already counted and logged as refused (its close is not a failed handshake).
         self._refused = False
+        #: Registered as the transport's producer (unregistered before closing).
+        self._producing = False
+        #: connectionLost came: the descriptor is gone.
+        self._lost = False
+        #: Cuts a polite close that the peer keeps from finishing.
+        self._reaper: IDelayedCall | None = None
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -149,6 +163,8 @@ class RadsecConnection(Protocol):
             )
             return
         self.client = client
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        self._producing = True
         self.log.info(
             "RadSec connection from {client} ({source}) open",
             client=client.name,
@@ -158,7 +174,13 @@ class RadsecConnection(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         was_open = self.client is not None
+        self._lost = True
+        if self._reaper is not None and self._reaper.active():
+            self._reaper.cancel()
+        self._reaper = None
         self._close_state()
+        if self.client is not None:  # its slot is free only now that the descriptor is
+            self.factory.connection_closed(self.client, self)
         if was_open:
             lost = len(self._in_flight)
             self.log.info(
@@ -178,8 +200,6 @@ class RadsecConnection(Protocol):
         self.closed = True
         self._cancel_timer()
         self.factory.handshake_ended(self)
-        if self.client is not None:
-            self.factory.connection_closed(self.client, self)
 
     def _refuse(self, why: str, *, abort: bool = False) -> None:
         """Count, log (once a minute per source) and close; no packet was read."""
@@ -187,11 +207,7 @@ class RadsecConnection(Protocol):
         self.factory.refused += 1
         self.factory.log_refusal(self.source, why)
         self._close_state()
-        if self.transport is not None:
-            if abort:
-                self.transport.abortConnection()  # type: ignore[attr-defined]
-            else:
-                self.transport.loseConnection()
+        self._hang_up(abort=abort)
 
     def _abort(self, why: str) -> None:
         """The peer broke the protocol: close now (RFC 6614 section 2.6), dropping its buffer."""
@@ -201,8 +217,42 @@ class RadsecConnection(Protocol):
                 "tls_close", client, self.source, f"{why}; connection closed"
             )
         self._close_state()
-        if self.transport is not None:
+        self._hang_up(abort=True)
+
+    def _hang_up(self, *, abort: bool = False) -> None:
+        """Close the transport: politely (TLS close_notify after the replies still queued),
+        and for good after :data:`CLOSE_GRACE` if the peer keeps that from finishing."""
+        transport = self.transport
+        if transport is None or self._lost:
+            return
+        if self._producing:
+            self._producing = False
+            transport.unregisterProducer()  # else Twisted's TLS layer waits for it to close
+        if abort:
+            transport.abortConnection()  # type: ignore[attr-defined]
+            return
+        transport.loseConnection()
+        if not self._lost and self._reaper is None:
+            self._reaper = self.factory.clock.callLater(CLOSE_GRACE, self._reap)
+
+    def _reap(self) -> None:
+        self._reaper = None
+        if not self._lost and self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    # -- flow control (IPushProducer) ---------------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        """The socket's send buffer is full: read no more requests until it drains."""
+        if not self.closed and self.transport is not None:
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
+
+    def resumeProducing(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
+
+    def stopProducing(self) -> None:
+        """The transport is going away; :meth:`connectionLost` follows."""
 
     # -- timers --------------------------------------------------------------------------------
 
@@ -234,8 +284,7 @@ class RadsecConnection(Protocol):
             source=self.source,
         )
         self._close_state()
-        if self.transport is not None:
-            self.transport.loseConnection()
+        self._hang_up()
 
     # -- receiving -----------------------------------------------------------------------------
 
@@ -420,6 +469,6 @@ class RadsecFactory(Factory):
 
 def radsec_factory(creator: ReloadableServerTls, factory: RadsecFactory) -> TLSMemoryBIOFactory:
     """The factory to listen with: Twisted's TLS layer around ``factory``'s connections."""
-    wrapped = TLSMemoryBIOFactory(creator, False, factory)
+    wrapped = TLSMemoryBIOFactory(creator, False, factory, factory.clock)
     wrapped.noisy = False
     return wrapped

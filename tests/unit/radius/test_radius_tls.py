@@ -28,7 +28,13 @@ from radmfa.radius import codec
 from radmfa.radius.clients import ClientTable
 from radmfa.radius.codec import ACCESS_ACCEPT, ACCESS_CHALLENGE, ACCOUNTING_REQUEST, STATUS_SERVER
 from radmfa.radius.server import RadiusServer, RadiusStats
-from radmfa.radius.tls import FrameError, PacketFramer, RadsecConnection, RadsecFactory
+from radmfa.radius.tls import (
+    CLOSE_GRACE,
+    FrameError,
+    PacketFramer,
+    RadsecConnection,
+    RadsecFactory,
+)
 from tests.support.certs import TestCA, make_ca, make_server_cert
 
 ACCEPT = Decision(Outcome.ACCEPT, Reason.OK, user="alice")
@@ -217,9 +223,28 @@ class FakeTlsTransport:
     writes: list[bytes] = field(default_factory=list)
     closed: str | None = None
     protocol: RadsecConnection | None = None
+    producer: object | None = None
+    reading: bool = True
+    #: A peer that reads nothing: a polite close never completes (connectionLost never comes).
+    stuck: bool = False
+    closing: bool = False
 
     def getPeerCertificate(self) -> crypto.X509 | None:
         return self.peer
+
+    def registerProducer(self, producer: object, streaming: bool) -> None:
+        assert self.producer is None and streaming
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        assert self.producer is not None
+        self.producer = None
+
+    def pauseProducing(self) -> None:
+        self.reading = False
+
+    def resumeProducing(self) -> None:
+        self.reading = True
 
     def write(self, data: bytes) -> None:
         assert self.closed is None, "write after close"
@@ -232,6 +257,9 @@ class FakeTlsTransport:
                 self.protocol.connectionLost(Failure(ConnectionError(how)))
 
     def loseConnection(self) -> None:
+        if self.stuck:
+            self.closing = True
+            return
         self._close("lose")
 
     def abortConnection(self) -> None:
@@ -508,3 +536,31 @@ def test_a_packet_trickling_in_a_byte_at_a_time_does_not_hold_the_connection(h: 
     assert transport.closed is not None
     assert h.handler.requests == []
     assert h.factory.open_connections("nas") == 0
+
+
+def test_a_peer_that_reads_nothing_is_cut_off_after_a_polite_close(h: Harness) -> None:
+    """A polite close waits for the queued replies to go out; a peer that never reads keeps
+    that from finishing. Its connection (and descriptor) must go anyway, and keep its slot of
+    the client's cap until it has: else close, reconnect, repeat leaks descriptors."""
+    _conn, transport = h.connect()
+    transport.stuck = True
+    h.clock.advance(61)  # idle: closed politely
+    assert transport.closing and transport.closed is None
+    assert h.factory.open_connections("nas") == 1
+    h.clock.advance(CLOSE_GRACE)
+    assert transport.closed == "abort"
+    assert h.factory.open_connections("nas") == 0
+
+
+def test_an_open_connection_stops_reading_while_its_replies_are_not_read(h: Harness) -> None:
+    """The socket calls pauseProducing when its send buffer is full: the peer is not reading
+    its replies. Reading its requests stops until resumeProducing, so the replies waiting for
+    it stay bounded (about one read's worth)."""
+    conn, transport = h.connect()
+    assert transport.producer is conn
+    conn.pauseProducing()
+    assert not transport.reading
+    conn.resumeProducing()
+    assert transport.reading
+    h.clock.advance(61)  # idle
+    assert transport.closed == "lose" and transport.producer is None  # unregistered first
