@@ -18,6 +18,7 @@ after it only holds its own connection, until the handshake or idle timeout clos
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from OpenSSL import crypto
@@ -29,7 +30,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from radmfa.config import ClientConfig, TlsListener
-from radmfa.radius.clients import certificate_names, source_address
+from radmfa.radius.clients import certificate_names, normalise_address, source_address
 from radmfa.radius.codec import (
     ACCOUNTING_REQUEST,
     HEADER_LENGTH,
@@ -40,9 +41,13 @@ from radmfa.radius.codec import (
 from radmfa.radius.server import LOG_INTERVAL, RadiusServer, Refusal
 from radmfa.radius.tlscontext import ReloadableServerTls
 
-#: Connections from one address still in their handshake; more are closed at once, so one
-#: host cannot hold every descriptor with half-open handshakes.
+#: Connections from one address (an IPv6 /64) still in their handshake; more are closed at
+#: once, so one host cannot hold every descriptor with half-open handshakes.
 MAX_HANDSHAKES_PER_SOURCE = 32
+#: Connections still in their handshake from everywhere together: each holds a descriptor
+#: (systemd's default soft limit is 1024 per process, shared with LDAP, the store, UDP), and
+#: many addresses need not belong to many hosts.
+MAX_HANDSHAKES = 256
 #: Seconds a polite close (TLS close_notify, then the unsent replies) may take before the
 #: connection is cut: a peer that reads nothing would otherwise hold it open for ever.
 CLOSE_GRACE = 10.0
@@ -377,6 +382,15 @@ class RadsecConnection(Protocol):
         return len(self._in_flight)
 
 
+def _handshake_key(source: str) -> str:
+    """What the per-source handshake cap counts by: the address, or for IPv6 its /64 (one
+    host commonly holds a whole /64 and can use any address in it)."""
+    ip = normalise_address(source)
+    if isinstance(ip, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return source
+
+
 #: How much of a refused certificate's names a log line shows: the peer chose them.
 SHOWN_NAMES, SHOWN_NAME_LENGTH = 4, 64
 
@@ -408,7 +422,9 @@ class RadsecFactory(Factory):
         self.listener = listener
         #: Connections refused (handshake failed or timed out, no matching client, over a cap).
         self.refused = 0
+        #: Handshakes in progress by :func:`_handshake_key`, and their number.
         self._handshaking: dict[str, set[RadsecConnection]] = {}
+        self._handshakes = 0
         self._open: dict[str, set[RadsecConnection]] = {}
 
     def buildProtocol(self, addr: IAddress) -> RadsecConnection:
@@ -418,20 +434,27 @@ class RadsecFactory(Factory):
     # -- accounting of connections ------------------------------------------------------------
 
     def handshake_started(self, connection: RadsecConnection) -> bool:
-        pending = self._handshaking.setdefault(connection.source, set())
+        """Whether another handshake may start: under the cap of its source and in all."""
+        if self.handshaking >= MAX_HANDSHAKES:
+            return False
+        key = _handshake_key(connection.source)
+        pending = self._handshaking.setdefault(key, set())
         if len(pending) >= MAX_HANDSHAKES_PER_SOURCE:
             if not pending:
-                del self._handshaking[connection.source]
+                del self._handshaking[key]
             return False
         pending.add(connection)
+        self._handshakes += 1
         return True
 
     def handshake_ended(self, connection: RadsecConnection) -> None:
-        pending = self._handshaking.get(connection.source)
-        if pending is not None:
+        key = _handshake_key(connection.source)
+        pending = self._handshaking.get(key)
+        if pending is not None and connection in pending:
             pending.discard(connection)
+            self._handshakes -= 1
             if not pending:
-                del self._handshaking[connection.source]
+                del self._handshaking[key]
 
     def connection_opened(self, client: ClientConfig, connection: RadsecConnection) -> bool:
         held = self._open.setdefault(client.name, set())
@@ -454,7 +477,7 @@ class RadsecFactory(Factory):
 
     @property
     def handshaking(self) -> int:
-        return sum(len(pending) for pending in self._handshaking.values())
+        return self._handshakes
 
     def log_refusal(self, source: str, why: str) -> None:
         if self.server.quiet.allow(f"tls_refused:{why[:40]}", source):

@@ -564,3 +564,32 @@ def test_an_open_connection_stops_reading_while_its_replies_are_not_read(h: Harn
     assert transport.reading
     h.clock.advance(61)  # idle
     assert transport.closed == "lose" and transport.producer is None  # unregistered first
+
+
+def test_ipv6_handshakes_are_capped_per_slash_64(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One host holds a whole /64: a fresh address per connection must not lift the cap."""
+    monkeypatch.setattr("radmfa.radius.tls.MAX_HANDSHAKES_PER_SOURCE", 3)
+    stalled = [h.connect(source=f"2001:db8::{i + 1:x}", handshake=False)[1] for i in range(3)]
+    _, refused = h.connect(source="2001:db8::ffff:1", handshake=False)
+    assert refused.closed == "abort"
+    assert all(t.closed is None for t in stalled)
+    _, elsewhere = h.connect(source="2001:db8:0:1::1", handshake=False)  # the next /64
+    assert elsewhere.closed is None
+
+
+def test_handshakes_in_progress_are_capped_in_all(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many addresses, a few stalled handshakes each: together they must not take every
+    descriptor of the process (LDAP, the store and UDP share them)."""
+    monkeypatch.setattr("radmfa.radius.tls.MAX_HANDSHAKES", 5)
+    stalled = [h.connect(source=f"192.0.2.{i + 1}", handshake=False)[1] for i in range(5)]
+    _, refused = h.connect(source="198.51.100.1", handshake=False)
+    assert refused.closed == "abort"
+    assert all(t.closed is None for t in stalled)
+    h.clock.advance(6)  # the stalled ones time out: room again
+    _, later = h.connect(source="198.51.100.1", handshake=False)
+    assert later.closed is None
+    assert h.factory.handshaking == 1
