@@ -30,7 +30,12 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from radmfa.config import ClientConfig, TlsListener
-from radmfa.radius.clients import certificate_names, normalise_address, source_address
+from radmfa.radius.clients import (
+    ClientTable,
+    certificate_names,
+    normalise_address,
+    source_address,
+)
 from radmfa.radius.codec import (
     ACCOUNTING_REQUEST,
     HEADER_LENGTH,
@@ -133,6 +138,10 @@ class RadsecConnection(Protocol):
         self._lost = False
         #: Cuts a polite close that the peer keeps from finishing.
         self._reaper: IDelayedCall | None = None
+        #: The peer certificate (DER) and the client table that found ``client``: a reload
+        #: brings a new table, and the certificate is looked up in it again.
+        self._certificate = b""
+        self._table: ClientTable | None = None
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -157,7 +166,8 @@ class RadsecConnection(Protocol):
             self._refuse("no client certificate")
             return
         der = crypto.dump_certificate(crypto.FILETYPE_ASN1, peer)
-        client = factory.server.current_clients().lookup_certificate(der, self.source)
+        table = factory.server.current_clients()
+        client = table.lookup_certificate(der, self.source)
         if client is None:
             self._refuse(f"no client entry matches its certificate (names {_shown(peer)})")
             return
@@ -167,7 +177,7 @@ class RadsecConnection(Protocol):
                 f"{factory.listener.max_connections_per_client} connections"
             )
             return
-        self.client = client
+        self.client, self._certificate, self._table = client, der, table
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         self._producing = True
         self.log.info(
@@ -213,6 +223,36 @@ class RadsecConnection(Protocol):
         self.factory.log_refusal(self.source, why)
         self._close_state()
         self._hang_up(abort=abort)
+
+    def close(self, why: str) -> None:
+        """Close this connection for a reason of the server's (a reload), politely."""
+        if self.closed:
+            return
+        self.log.info(
+            "RadSec connection from {client} ({source}) closed: {why}",
+            client=self.client.name if self.client else "?",
+            source=self.source,
+            why=why,
+        )
+        self._refused = True  # not a failed handshake either
+        self._close_state()
+        self._hang_up()
+
+    def _still_the_client(self) -> bool:
+        """Whether the certificate still belongs to the same client entry after a reload.
+
+        The entry may have been removed, or its fingerprint, names or address changed: the
+        connection is closed then, as a new one would be refused. Otherwise it takes the
+        entry's new settings (Message-Authenticator rules, mode)."""
+        table = self.factory.server.current_clients()
+        if table is self._table:
+            return True
+        client = table.lookup_certificate(self._certificate, self.source)
+        if client is None or self.client is None or client.name != self.client.name:
+            self.close("its certificate no longer matches its client entry after a reload")
+            return False
+        self.client, self._table = client, table
+        return True
 
     def _abort(self, why: str) -> None:
         """The peer broke the protocol: close now (RFC 6614 section 2.6), dropping its buffer."""
@@ -298,6 +338,8 @@ class RadsecConnection(Protocol):
             return
         if self.client is None:  # the TLS layer delivers data only after the handshake
             self._refuse("data before the handshake completed", abort=True)
+            return
+        if not self._still_the_client():
             return
         try:
             packets = self._framer.feed(data)
@@ -471,6 +513,14 @@ class RadsecFactory(Factory):
             held.discard(connection)
             if not held:
                 del self._open[client.name]
+
+    def close_all(self, why: str) -> None:
+        """Close every connection, open or in its handshake (a reload that removed the
+        listener or changed what a client certificate must chain to)."""
+        every = [c for held in self._open.values() for c in held]
+        every += [c for pending in self._handshaking.values() for c in pending]
+        for connection in every:
+            connection.close(why)
 
     def open_connections(self, client_name: str) -> int:
         return len(self._open.get(client_name, ()))

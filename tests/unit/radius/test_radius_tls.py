@@ -286,6 +286,8 @@ class Harness:
     clock: Clock
     stats: RadiusStats
     certs: Certs
+    #: The client tables in turn; the last is current (append one to "reload").
+    tables: list[ClientTable]
 
     def connect(
         self, peer: crypto.X509 | None = None, source: str = "192.0.2.50", *, handshake: bool = True
@@ -330,10 +332,11 @@ def h(certs: Certs, events: list[LogEvent]) -> Harness:
             radsec("nas", names=("nas1.example.org",)),
         ]
     )
+    tables = [table]
     server = RadiusServer(
-        table, handler, clock, RadiusConfig(reject_delay=0, request_timeout=120), stats
+        lambda: tables[-1], handler, clock, RadiusConfig(reject_delay=0, request_timeout=120), stats
     )
-    return Harness(RadsecFactory(server, LISTENER), server, handler, clock, stats, certs)
+    return Harness(RadsecFactory(server, LISTENER), server, handler, clock, stats, certs, tables)
 
 
 def test_requests_are_identified_by_certificate_and_answered_in_any_order(h: Harness) -> None:
@@ -593,3 +596,64 @@ def test_handshakes_in_progress_are_capped_in_all(
     _, later = h.connect(source="198.51.100.1", handshake=False)
     assert later.closed is None
     assert h.factory.handshaking == 1
+
+
+# -- reload -----------------------------------------------------------------------------------
+
+
+def test_a_client_entry_removed_by_a_reload_takes_no_more_requests(h: Harness) -> None:
+    """Its connection was opened before the reload; a removed entry (a NAS retired, a key
+    stolen) must not keep working over it until the peer hangs up."""
+    conn, transport = h.connect()
+    conn.dataReceived(packet(1))
+    h.tables.append(ClientTable([radsec("other", names=("other.example.org",))]))
+    conn.dataReceived(packet(2))
+    assert [r.packet_id for r in h.handler.requests] == [1]
+    assert transport.closed is not None and conn.closed
+
+
+def test_a_fingerprint_changed_by_a_reload_closes_the_old_certificates_connection(
+    h: Harness,
+) -> None:
+    conn, transport = h.connect()
+    pinned_elsewhere = radsec(
+        "nas", names=("nas1.example.org",), fingerprints=(sha256(h.certs.other),)
+    )
+    h.tables.append(ClientTable([pinned_elsewhere]))
+    conn.dataReceived(packet(1))
+    assert h.handler.requests == [] and transport.closed is not None
+
+
+def test_an_address_condition_added_by_a_reload_applies_to_open_connections(
+    h: Harness,
+) -> None:
+    conn, transport = h.connect(source="192.0.2.50")
+    h.tables.append(ClientTable([radsec("nas", names=("nas1.example.org",), network="10.0.0.0/8")]))
+    conn.dataReceived(packet(1))
+    assert h.handler.requests == [] and transport.closed is not None
+
+
+def test_an_entry_still_matching_after_a_reload_keeps_its_connection_with_new_settings(
+    h: Harness,
+) -> None:
+    conn, transport = h.connect()
+    unsigned = codec.encode_request(RADSEC_SECRET, identifier=1, user_name="a", password="b")
+    conn.dataReceived(unsigned)
+    assert h.handler.requests == []  # the entry requires a Message-Authenticator
+    h.tables.append(
+        ClientTable(
+            [radsec("nas", names=("nas1.example.org",), require_message_authenticator=False)]
+        )
+    )
+    conn.dataReceived(unsigned)
+    assert [r.packet_id for r in h.handler.requests] == [1]
+    assert transport.closed is None
+
+
+def test_close_all_closes_open_and_handshaking_connections(h: Harness) -> None:
+    _, opened = h.connect()
+    _, handshaking = h.connect(source="192.0.2.77", handshake=False)
+    h.factory.close_all("its listen_tls entry was removed")
+    assert opened.closed is not None and handshaking.closed is not None
+    assert h.factory.handshaking == 0 and h.factory.open_connections("nas") == 0
+    assert h.factory.refused == 0  # closed by the server, not refused peers
