@@ -420,6 +420,13 @@ def test_an_identifier_in_flight_on_the_connection_is_a_duplicate(h: Harness) ->
     assert transport.closed is None
 
 
+def _relength(whole: bytes, change: int, tail: bytes) -> bytes:
+    """``whole`` with its Length field off by ``change`` (cut or padded with ``tail``)."""
+    length = len(whole) + change
+    body = whole[:length] if change < 0 else whole + tail
+    return body[:2] + length.to_bytes(2, "big") + body[4:]
+
+
 @pytest.mark.parametrize(
     "bad",
     [
@@ -427,6 +434,8 @@ def test_an_identifier_in_flight_on_the_connection_is_a_duplicate(h: Harness) ->
         pytest.param(lambda: bytes((1, 1, 0x10, 0x01)), id="length-above-4096"),
         pytest.param(lambda: packet(1, secret=b"not-radsec"), id="bad-message-authenticator"),
         pytest.param(lambda: packet(1, code=ACCESS_ACCEPT), id="a-reply-code"),
+        pytest.param(lambda: _relength(packet(1), +4, b"\0" * 4), id="length-past-attributes"),
+        pytest.param(lambda: _relength(packet(1), -3, b""), id="length-inside-an-attribute"),
     ],
 )
 def test_a_bad_packet_closes_the_connection_before_the_pipeline(h: Harness, bad: Any) -> None:
