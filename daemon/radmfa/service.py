@@ -42,7 +42,12 @@ from radmfa.portal.service import PortalService
 from radmfa.radius.clients import ClientTable
 from radmfa.radius.server import RadiusServer, RadiusStats
 from radmfa.radius.tls import RadsecFactory, radsec_factory
-from radmfa.radius.tlscontext import ReloadableServerTls, TlsSetupError, build_context
+from radmfa.radius.tlscontext import (
+    ReloadableServerTls,
+    ServerContext,
+    TlsSetupError,
+    build_context,
+)
 from radmfa.radius.udp import RadiusDatagramProtocol
 from radmfa.store import describe as describe_store
 from radmfa.store import open_store
@@ -424,18 +429,22 @@ class Daemon:
                 except Exception as e:
                     log.error("cannot listen on {addr}: {err}", addr=_fmt(address), err=str(e))
 
-    def _rebind_tls(self, config: Config, contexts: dict[ListenAddress, Any]) -> None:
+    def _rebind_tls(self, config: Config, contexts: dict[ListenAddress, ServerContext]) -> None:
         wanted = {_tls_address(t): t for t in config.listen_tls}
         for address in list(self.tls_ports):
             if address not in wanted:
-                port, _, _ = self.tls_ports.pop(address)
+                port, _, factory = self.tls_ports.pop(address)
                 port.stopListening()
+                factory.close_all("its listen_tls entry was removed")
                 log.info("stopped listening on {addr} (RadSec)", addr=_fmt(address))
         for address, listener in wanted.items():
             if address in self.tls_ports:
                 _, creator, factory = self.tls_ports[address]
+                trust = creator.trust
                 creator.swap(listener, contexts[address])
                 factory.listener = listener
+                if creator.trust != trust:  # verified against a CA no longer trusted
+                    factory.close_all("the listener's ca_file or tls13_only changed")
                 continue
             try:
                 self._listen_tls(listener)

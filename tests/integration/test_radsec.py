@@ -365,3 +365,53 @@ def test_radsec_entries_never_answer_over_udp(daemon):
         retries=1,
     )
     assert reply is None
+
+
+def reload_with(daemon: RadmfaDaemon, config: dict) -> None:
+    count = daemon.log().count("configuration reloaded")
+    daemon.write_config(config)
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for_log("configuration reloaded", count=count + 1)
+
+
+def test_a_client_entry_removed_by_reload_is_served_no_more_on_its_open_connection(daemon, pki):
+    """Retiring a NAS (or a stolen key) in the config and reloading must not leave the
+    connection it already holds answering."""
+    old = daemon.config
+    config = dict(old)
+    config["clients"] = [c for c in old["clients"] if c["name"] != "capped"]
+    with tls_client(daemon, pki, pki.capped) as sock:
+        sock.sendall(status_server(60))
+        assert read_packet(sock) is not None
+        try:
+            reload_with(daemon, config)
+            sock.sendall(status_server(61))
+            assert read_packet(sock) is None
+            daemon.wait_for_log("its certificate no longer matches its client entry")
+        finally:
+            reload_with(daemon, old)
+
+
+def test_a_reload_that_changes_the_ca_closes_connections_verified_under_the_old_one(
+    daemon, pki, tmp_path
+):
+    """A CA dropped from ca_file (compromised, retired) must not stay trusted on the
+    connections its certificates opened. Here another CA is added: the old certificates
+    verify again when they reconnect, yet every connection is verified anew."""
+    bundle = tmp_path / "ca-bundle.pem"
+    bundle.write_bytes(pki.ca.cert_path.read_bytes() + pki.foreign_ca.cert_path.read_bytes())
+    old = daemon.config
+    config = dict(old)
+    config["listen_tls"] = [{**old["listen_tls"][0], "ca_file": str(bundle)}]
+    with tls_client(daemon, pki, pki.capped) as sock:
+        sock.sendall(status_server(62))
+        assert read_packet(sock) is not None
+        try:
+            reload_with(daemon, config)
+            assert closed_by_server(sock, 5)
+            daemon.wait_for_log("the listener's ca_file or tls13_only changed")
+            with tls_client(daemon, pki, pki.capped) as again:  # verified anew: welcome
+                again.sendall(status_server(63))
+                assert read_packet(again) is not None
+        finally:
+            reload_with(daemon, old)

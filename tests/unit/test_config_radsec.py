@@ -160,3 +160,13 @@ def test_a_udp_client_still_needs_its_address_and_secret(tmp_path: Path) -> None
     found = problems(tmp_path, "clients:\n  - name: vpn\n" + LOCAL)
     assert any("clients[0].address" in p for p in found)
     assert any("clients[0].secret" in p for p in found)
+
+
+def test_a_certificate_name_that_is_not_ascii_is_refused(
+    tmp_path: Path, files: dict[str, Path]
+) -> None:
+    """A Kelvin sign lower-cases to an ASCII k; names are compared as certificates carry
+    them, in their A-label form."""
+    client = "clients:\n  - name: a\n    certificate: {name: \u212aiosk.example}\n"
+    text = listen_tls(files) + client
+    assert_one_problem(tmp_path, text + LOCAL, "iosk", "clients[0].certificate.name", "A-label")

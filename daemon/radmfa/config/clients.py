@@ -195,6 +195,12 @@ def _certificate(s: Section, seen: _Seen, where: str) -> CertificateMatch | None
         if not folded or any(c.isspace() or not c.isprintable() for c in folded):
             item.error(f"{text!r} is not a certificate name (a DNS name, e.g. nas1.example.org)")
             ok = False
+        elif not text.strip().isascii():
+            item.error(
+                f"{text!r} is not plain ASCII: write an internationalised name in its A-label "
+                "form (xn--...), as certificates carry it"
+            )
+            ok = False
         elif folded in seen.certificate_names:
             item.error(
                 f"{text!r} is already the certificate name of {seen.certificate_names[folded]}"

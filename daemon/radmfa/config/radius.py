@@ -182,7 +182,7 @@ class TlsListener:
     tls13_only: bool = False
     #: A connection that has not finished its handshake by then is closed.
     handshake_timeout: float = 5.0
-    #: A connection with nothing received and nothing in flight for this long is closed.
+    #: A connection with no whole packet received and nothing in flight for this long is closed.
     idle_timeout: float = 120.0
     #: Connections one client entry may hold open at once; more are closed after the handshake.
     max_connections_per_client: int = 16

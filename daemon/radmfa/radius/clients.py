@@ -124,25 +124,28 @@ class ClientTable:
         return None
 
     def _add_radsec(self, client: ClientConfig) -> None:
-        """Index a RadSec entry at its most specific criterion (the config refuses repeats;
-        if some slipped through, the first entry keeps the slot)."""
+        """Index a RadSec entry under each fingerprint and name it gives, so that any entry
+        pointing at a certificate claims it (the config refuses repeats; if some slipped
+        through, the first entry keeps the slot)."""
         match = client.certificate
         assert match is not None
-        if match.fingerprints:
-            for digest in match.fingerprints:
-                self._by_fingerprint.setdefault(digest, client)
-        elif match.names:
-            for name in match.names:
-                self._by_name.setdefault(name, client)
-        elif self._catch_all is None:
+        for digest in match.fingerprints:
+            self._by_fingerprint.setdefault(digest, client)
+        for name in match.names:
+            self._by_name.setdefault(name, client)
+        if match.catch_all and self._catch_all is None:
             self._catch_all = client
 
     def lookup_certificate(self, der: bytes, address: str) -> ClientConfig | None:
         """The RadSec client a verified peer certificate (DER) from ``address`` belongs to.
 
-        Most specific first: a fingerprint, then a certificate name, then the entry taking
-        any certificate. An entry matches only if every criterion it gives holds, its
-        ``address`` included. Call it only after the TLS handshake verified the chain.
+        The most specific kind of entry that claims the certificate decides: one listing its
+        fingerprint, else one naming it, else the entry taking any certificate. That entry
+        matches only if every criterion it gives holds, its ``address`` included; when one
+        fails the answer is None, never a looser entry (a named certificate used from outside
+        its address must not come in as ``any``). A certificate whose names point at two
+        entries is ambiguous and refused. Call it only after the TLS handshake verified the
+        chain.
         """
         try:
             certificate = x509.load_der_x509_certificate(der)
@@ -150,15 +153,14 @@ class ClientTable:
             return None
         digest = hashlib.sha256(der).digest()
         names = certificate_names(certificate)
-        candidates: list[ClientConfig] = []
-        if digest in self._by_fingerprint:
-            candidates.append(self._by_fingerprint[digest])
-        candidates.extend(self._by_name[name] for name in names if name in self._by_name)
-        if self._catch_all is not None:
-            candidates.append(self._catch_all)
-        for client in candidates:
-            if _certificate_matches(client, digest, names, address):
-                return client
+        claimant = self._by_fingerprint.get(digest)
+        if claimant is None:
+            named = {id(c): c for c in (self._by_name.get(name) for name in names) if c}
+            if len(named) > 1:
+                return None
+            claimant = next(iter(named.values()), None) or self._catch_all
+        if claimant is not None and _certificate_matches(claimant, digest, names, address):
+            return claimant
         return None
 
     def __len__(self) -> int:
@@ -170,19 +172,34 @@ class ClientTable:
 
 def certificate_names(certificate: x509.Certificate) -> list[str]:
     """The names a client certificate claims, lower case: its DNS subjectAltNames, or the
-    subject CNs when it has none (RFC 6614 section 2.3)."""
+    subject CNs when it has no subjectAltName extension at all (RFC 6614 section 2.3; a CN
+    never counts beside a subjectAltName, RFC 6125 section 6.4.4, as in
+    :mod:`radmfa.directory.tlsnames`).
+
+    Fails closed: unreadable extensions give no names rather than the CN, and a name that is
+    not plain ASCII (an A-label is) is left out, since ``str.lower`` folds lookalikes such
+    as the Kelvin sign into ASCII letters.
+    """
     try:
         extension = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-        dns = extension.value.get_values_for_type(x509.DNSName)
-    except (x509.ExtensionNotFound, ValueError):
-        dns = []
-    if dns:
-        return [name.lower() for name in dns]
-    try:
-        attributes = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except x509.ExtensionNotFound:
+        extension = None
     except ValueError:
         return []
-    return [str(a.value).lower() for a in attributes if isinstance(a.value, str)]
+    if extension is not None:
+        claimed: list[object] = list(extension.value.get_values_for_type(x509.DNSName))
+    else:
+        try:
+            attributes = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        except ValueError:
+            return []
+        claimed = [a.value for a in attributes]
+    return [name.lower() for name in claimed if isinstance(name, str) and _plain(name)]
+
+
+def _plain(name: str) -> bool:
+    """Printable ASCII without blanks: what a DNS name (or its A-label form) is made of."""
+    return bool(name) and name.isascii() and name.isprintable() and " " not in name
 
 
 def _certificate_matches(

@@ -18,10 +18,11 @@ after it only holds its own connection, until the handshake or idle timeout clos
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from OpenSSL import crypto
-from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener
+from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener, IPushProducer
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -29,7 +30,12 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from radmfa.config import ClientConfig, TlsListener
-from radmfa.radius.clients import certificate_names, source_address
+from radmfa.radius.clients import (
+    ClientTable,
+    certificate_names,
+    normalise_address,
+    source_address,
+)
 from radmfa.radius.codec import (
     ACCOUNTING_REQUEST,
     HEADER_LENGTH,
@@ -40,9 +46,16 @@ from radmfa.radius.codec import (
 from radmfa.radius.server import LOG_INTERVAL, RadiusServer, Refusal
 from radmfa.radius.tlscontext import ReloadableServerTls
 
-#: Connections from one address still in their handshake; more are closed at once, so one
-#: host cannot hold every descriptor with half-open handshakes.
+#: Connections from one address (an IPv6 /64) still in their handshake; more are closed at
+#: once, so one host cannot hold every descriptor with half-open handshakes.
 MAX_HANDSHAKES_PER_SOURCE = 32
+#: Connections still in their handshake from everywhere together: each holds a descriptor
+#: (systemd's default soft limit is 1024 per process, shared with LDAP, the store, UDP), and
+#: many addresses need not belong to many hosts.
+MAX_HANDSHAKES = 256
+#: Seconds a polite close (TLS close_notify, then the unsent replies) may take before the
+#: connection is cut: a peer that reads nothing would otherwise hold it open for ever.
+CLOSE_GRACE = 10.0
 
 
 class FrameError(ValueError):
@@ -97,9 +110,14 @@ class _TlsReply:
         self.connection.forget(self.identifier)
 
 
-@implementer(IHandshakeListener)
+@implementer(IHandshakeListener, IPushProducer)
 class RadsecConnection(Protocol):
-    """One RadSec connection, under Twisted's TLS layer (``self.transport`` is TLS)."""
+    """One RadSec connection, under Twisted's TLS layer (``self.transport`` is TLS).
+
+    Once open it is also the producer of its transport: while the socket's send buffer is
+    full (a peer that does not read its replies) it stops reading the peer's requests, so
+    what is held for one connection stays bounded.
+    """
 
     log = Logger(namespace="radmfa.radius.tls")
 
@@ -114,6 +132,16 @@ class RadsecConnection(Protocol):
         self._timer: IDelayedCall | None = None
         #: Already counted and logged as refused (its close is not a failed handshake).
         self._refused = False
+        #: Registered as the transport's producer (unregistered before closing).
+        self._producing = False
+        #: connectionLost came: the descriptor is gone.
+        self._lost = False
+        #: Cuts a polite close that the peer keeps from finishing.
+        self._reaper: IDelayedCall | None = None
+        #: The peer certificate (DER) and the client table that found ``client``: a reload
+        #: brings a new table, and the certificate is looked up in it again.
+        self._certificate = b""
+        self._table: ClientTable | None = None
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -138,10 +166,10 @@ class RadsecConnection(Protocol):
             self._refuse("no client certificate")
             return
         der = crypto.dump_certificate(crypto.FILETYPE_ASN1, peer)
-        client = factory.server.current_clients().lookup_certificate(der, self.source)
+        table = factory.server.current_clients()
+        client = table.lookup_certificate(der, self.source)
         if client is None:
-            names = certificate_names(peer.to_cryptography())
-            self._refuse(f"no client entry matches its certificate (names {names!r})")
+            self._refuse(f"no client entry matches its certificate (names {_shown(peer)})")
             return
         if not factory.connection_opened(client, self):
             self._refuse(
@@ -149,7 +177,9 @@ class RadsecConnection(Protocol):
                 f"{factory.listener.max_connections_per_client} connections"
             )
             return
-        self.client = client
+        self.client, self._certificate, self._table = client, der, table
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        self._producing = True
         self.log.info(
             "RadSec connection from {client} ({source}) open",
             client=client.name,
@@ -159,7 +189,13 @@ class RadsecConnection(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         was_open = self.client is not None
+        self._lost = True
+        if self._reaper is not None and self._reaper.active():
+            self._reaper.cancel()
+        self._reaper = None
         self._close_state()
+        if self.client is not None:  # its slot is free only now that the descriptor is
+            self.factory.connection_closed(self.client, self)
         if was_open:
             lost = len(self._in_flight)
             self.log.info(
@@ -179,8 +215,6 @@ class RadsecConnection(Protocol):
         self.closed = True
         self._cancel_timer()
         self.factory.handshake_ended(self)
-        if self.client is not None:
-            self.factory.connection_closed(self.client, self)
 
     def _refuse(self, why: str, *, abort: bool = False) -> None:
         """Count, log (once a minute per source) and close; no packet was read."""
@@ -188,11 +222,37 @@ class RadsecConnection(Protocol):
         self.factory.refused += 1
         self.factory.log_refusal(self.source, why)
         self._close_state()
-        if self.transport is not None:
-            if abort:
-                self.transport.abortConnection()  # type: ignore[attr-defined]
-            else:
-                self.transport.loseConnection()
+        self._hang_up(abort=abort)
+
+    def close(self, why: str) -> None:
+        """Close this connection for a reason of the server's (a reload), politely."""
+        if self.closed:
+            return
+        self.log.info(
+            "RadSec connection from {client} ({source}) closed: {why}",
+            client=self.client.name if self.client else "?",
+            source=self.source,
+            why=why,
+        )
+        self._refused = True  # not a failed handshake either
+        self._close_state()
+        self._hang_up()
+
+    def _still_the_client(self) -> bool:
+        """Whether the certificate still belongs to the same client entry after a reload.
+
+        The entry may have been removed, or its fingerprint, names or address changed: the
+        connection is closed then, as a new one would be refused. Otherwise it takes the
+        entry's new settings (Message-Authenticator rules, mode)."""
+        table = self.factory.server.current_clients()
+        if table is self._table:
+            return True
+        client = table.lookup_certificate(self._certificate, self.source)
+        if client is None or self.client is None or client.name != self.client.name:
+            self.close("its certificate no longer matches its client entry after a reload")
+            return False
+        self.client, self._table = client, table
+        return True
 
     def _abort(self, why: str) -> None:
         """The peer broke the protocol: close now (RFC 6614 section 2.6), dropping its buffer."""
@@ -202,8 +262,42 @@ class RadsecConnection(Protocol):
                 "tls_close", client, self.source, f"{why}; connection closed"
             )
         self._close_state()
-        if self.transport is not None:
+        self._hang_up(abort=True)
+
+    def _hang_up(self, *, abort: bool = False) -> None:
+        """Close the transport: politely (TLS close_notify after the replies still queued),
+        and for good after :data:`CLOSE_GRACE` if the peer keeps that from finishing."""
+        transport = self.transport
+        if transport is None or self._lost:
+            return
+        if self._producing:
+            self._producing = False
+            transport.unregisterProducer()  # else Twisted's TLS layer waits for it to close
+        if abort:
+            transport.abortConnection()  # type: ignore[attr-defined]
+            return
+        transport.loseConnection()
+        if not self._lost and self._reaper is None:
+            self._reaper = self.factory.clock.callLater(CLOSE_GRACE, self._reap)
+
+    def _reap(self) -> None:
+        self._reaper = None
+        if not self._lost and self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    # -- flow control (IPushProducer) ---------------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        """The socket's send buffer is full: read no more requests until it drains."""
+        if not self.closed and self.transport is not None:
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
+
+    def resumeProducing(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
+
+    def stopProducing(self) -> None:
+        """The transport is going away; :meth:`connectionLost` follows."""
 
     # -- timers --------------------------------------------------------------------------------
 
@@ -217,7 +311,7 @@ class RadsecConnection(Protocol):
         self._refuse("no TLS handshake within the handshake_timeout", abort=True)
 
     def _touch(self) -> None:
-        """Restart the idle timer: something was received or answered."""
+        """Restart the idle timer: a whole packet was received, or a reply sent."""
         self._cancel_timer()
         if not self.closed:
             self._timer = self.factory.clock.callLater(
@@ -235,8 +329,7 @@ class RadsecConnection(Protocol):
             source=self.source,
         )
         self._close_state()
-        if self.transport is not None:
-            self.transport.loseConnection()
+        self._hang_up()
 
     # -- receiving -----------------------------------------------------------------------------
 
@@ -246,6 +339,8 @@ class RadsecConnection(Protocol):
         if self.client is None:  # the TLS layer delivers data only after the handshake
             self._refuse("data before the handshake completed", abort=True)
             return
+        if not self._still_the_client():
+            return
         try:
             packets = self._framer.feed(data)
         except FrameError as error:
@@ -253,7 +348,8 @@ class RadsecConnection(Protocol):
             self.factory.server.stats.malformed += 1
             self._abort(f"malformed stream: {error}")
             return
-        self._touch()
+        if packets:  # a byte now and then of a packet never finished keeps nothing alive
+            self._touch()
         for packet in packets:
             if self.closed:
                 return
@@ -328,6 +424,30 @@ class RadsecConnection(Protocol):
         return len(self._in_flight)
 
 
+def _handshake_key(source: str) -> str:
+    """What the per-source handshake cap counts by: the address, or for IPv6 its /64 (one
+    host commonly holds a whole /64 and can use any address in it)."""
+    ip = normalise_address(source)
+    if isinstance(ip, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return source
+
+
+#: How much of a refused certificate's names a log line shows: the peer chose them.
+SHOWN_NAMES, SHOWN_NAME_LENGTH = 4, 64
+
+
+def _shown(peer: crypto.X509) -> str:
+    """A refused certificate's names for the log: a few, each cut short, escaped by repr."""
+    try:
+        names = certificate_names(peer.to_cryptography())
+    except ValueError:
+        return "unreadable"
+    shown = [n if len(n) <= SHOWN_NAME_LENGTH else n[:SHOWN_NAME_LENGTH] + "..." for n in names]
+    more = len(names) - SHOWN_NAMES
+    return repr(shown[:SHOWN_NAMES]) + (f" and {more} more" if more > 0 else "")
+
+
 class RadsecFactory(Factory):
     """One RadSec listener: builds connections and keeps the per-client and per-source counts.
 
@@ -344,7 +464,9 @@ class RadsecFactory(Factory):
         self.listener = listener
         #: Connections refused (handshake failed or timed out, no matching client, over a cap).
         self.refused = 0
+        #: Handshakes in progress by :func:`_handshake_key`, and their number.
         self._handshaking: dict[str, set[RadsecConnection]] = {}
+        self._handshakes = 0
         self._open: dict[str, set[RadsecConnection]] = {}
 
     def buildProtocol(self, addr: IAddress) -> RadsecConnection:
@@ -354,20 +476,27 @@ class RadsecFactory(Factory):
     # -- accounting of connections ------------------------------------------------------------
 
     def handshake_started(self, connection: RadsecConnection) -> bool:
-        pending = self._handshaking.setdefault(connection.source, set())
+        """Whether another handshake may start: under the cap of its source and in all."""
+        if self.handshaking >= MAX_HANDSHAKES:
+            return False
+        key = _handshake_key(connection.source)
+        pending = self._handshaking.setdefault(key, set())
         if len(pending) >= MAX_HANDSHAKES_PER_SOURCE:
             if not pending:
-                del self._handshaking[connection.source]
+                del self._handshaking[key]
             return False
         pending.add(connection)
+        self._handshakes += 1
         return True
 
     def handshake_ended(self, connection: RadsecConnection) -> None:
-        pending = self._handshaking.get(connection.source)
-        if pending is not None:
+        key = _handshake_key(connection.source)
+        pending = self._handshaking.get(key)
+        if pending is not None and connection in pending:
             pending.discard(connection)
+            self._handshakes -= 1
             if not pending:
-                del self._handshaking[connection.source]
+                del self._handshaking[key]
 
     def connection_opened(self, client: ClientConfig, connection: RadsecConnection) -> bool:
         held = self._open.setdefault(client.name, set())
@@ -385,12 +514,20 @@ class RadsecFactory(Factory):
             if not held:
                 del self._open[client.name]
 
+    def close_all(self, why: str) -> None:
+        """Close every connection, open or in its handshake (a reload that removed the
+        listener or changed what a client certificate must chain to)."""
+        every = [c for held in self._open.values() for c in held]
+        every += [c for pending in self._handshaking.values() for c in pending]
+        for connection in every:
+            connection.close(why)
+
     def open_connections(self, client_name: str) -> int:
         return len(self._open.get(client_name, ()))
 
     @property
     def handshaking(self) -> int:
-        return sum(len(pending) for pending in self._handshaking.values())
+        return self._handshakes
 
     def log_refusal(self, source: str, why: str) -> None:
         if self.server.quiet.allow(f"tls_refused:{why[:40]}", source):
@@ -405,6 +542,6 @@ class RadsecFactory(Factory):
 
 def radsec_factory(creator: ReloadableServerTls, factory: RadsecFactory) -> TLSMemoryBIOFactory:
     """The factory to listen with: Twisted's TLS layer around ``factory``'s connections."""
-    wrapped = TLSMemoryBIOFactory(creator, False, factory)
+    wrapped = TLSMemoryBIOFactory(creator, False, factory, factory.clock)
     wrapped.noisy = False
     return wrapped

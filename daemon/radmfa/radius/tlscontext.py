@@ -5,14 +5,17 @@ must show one that chains to ``ca_file`` (OpenSSL checks the chain, dates and th
 purpose), TLS 1.2 at least (1.3 only with ``tls13_only``), no compression, no renegotiation,
 no session tickets. :class:`ReloadableServerTls` hands every new connection the context built
 last, so a reload that renews the certificate applies to the next handshake while open
-connections keep theirs.
+connections keep theirs; a reload that changes what a client must show (the CA certificates,
+the TLS floor) closes the open ones too (:attr:`ServerContext.trust`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from OpenSSL import SSL, crypto
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
@@ -26,7 +29,17 @@ class TlsSetupError(Exception):
     """The listener's certificate, key or CA cannot be used; the message names the file."""
 
 
-def build_context(listener: TlsListener) -> SSL.Context:
+@dataclass(frozen=True)
+class ServerContext:
+    """A listener's OpenSSL context, and what its handshakes demand of a client."""
+
+    context: SSL.Context
+    #: The CA certificates (DER) a client certificate must chain to, and whether TLS 1.3 is
+    #: the floor: connections verified under other ones must not outlive a reload.
+    trust: tuple[frozenset[bytes], bool]
+
+
+def build_context(listener: TlsListener) -> ServerContext:
     """A server context for ``listener``'s files; raises :class:`TlsSetupError`."""
     problem = check_tls_files(listener.cert_file, listener.key_file, listener.ca_file)
     if problem is not None:
@@ -54,7 +67,8 @@ def build_context(listener: TlsListener) -> SSL.Context:
     # Not left to library defaults: the floor, and no renegotiation (TLS 1.2 only has it).
     context.set_min_proto_version(SSL.TLS1_3_VERSION if listener.tls13_only else SSL.TLS1_2_VERSION)
     context.set_options(SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION)
-    return context
+    anchors = frozenset(c.public_bytes(serialization.Encoding.DER) for c in authorities)
+    return ServerContext(context, (anchors, listener.tls13_only))
 
 
 @implementer(IOpenSSLServerConnectionCreator)
@@ -63,12 +77,17 @@ class ReloadableServerTls:
 
     def __init__(self, listener: TlsListener) -> None:
         self.listener = listener
-        self._context = build_context(listener)
+        self._built = build_context(listener)
 
-    def swap(self, listener: TlsListener, context: SSL.Context) -> None:
-        """Serve new connections with ``context`` (built by :func:`build_context` for a reload,
+    @property
+    def trust(self) -> tuple[frozenset[bytes], bool]:
+        """What new connections are verified against (see :attr:`ServerContext.trust`)."""
+        return self._built.trust
+
+    def swap(self, listener: TlsListener, built: ServerContext) -> None:
+        """Serve new connections with ``built`` (by :func:`build_context` for a reload,
         before anything else was changed, so a bad file refuses the whole reload)."""
-        self.listener, self._context = listener, context
+        self.listener, self._built = listener, built
 
     def serverConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
-        return SSL.Connection(self._context, None)
+        return SSL.Connection(self._built.context, None)

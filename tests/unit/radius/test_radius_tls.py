@@ -19,7 +19,7 @@ from OpenSSL import crypto
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.logger import LogEvent, globalLogPublisher
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 from radmfa.auth.model import AccessRequest, Decision, Outcome, Reason
@@ -28,8 +28,14 @@ from radmfa.radius import codec
 from radmfa.radius.clients import ClientTable
 from radmfa.radius.codec import ACCESS_ACCEPT, ACCESS_CHALLENGE, ACCOUNTING_REQUEST, STATUS_SERVER
 from radmfa.radius.server import RadiusServer, RadiusStats
-from radmfa.radius.tls import FrameError, PacketFramer, RadsecConnection, RadsecFactory
-from tests.support.certs import make_ca, make_server_cert
+from radmfa.radius.tls import (
+    CLOSE_GRACE,
+    FrameError,
+    PacketFramer,
+    RadsecConnection,
+    RadsecFactory,
+)
+from tests.support.certs import TestCA, make_ca, make_server_cert
 
 ACCEPT = Decision(Outcome.ACCEPT, Reason.OK, user="alice")
 UDP_SECRET = b"udp-secret-of-the-nas-long-enough"
@@ -100,6 +106,7 @@ class Certs:
     dns_nas_x509: crypto.X509
     other_x509: crypto.X509
     dir: Path
+    ca: TestCA
 
 
 def _der(path: Path) -> tuple[bytes, crypto.X509]:
@@ -120,7 +127,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     other = make_server_cert(directory, ca, ["other.example.org"], stem="other", client=True)
     nas_der, nas_x509 = _der(nas.cert_path)
     other_der, other_x509 = _der(other.cert_path)
-    return Certs(nas_der, _der(edge.cert_path)[0], other_der, nas_x509, other_x509, directory)
+    return Certs(nas_der, _der(edge.cert_path)[0], other_der, nas_x509, other_x509, directory, ca)
 
 
 def radsec(
@@ -216,9 +223,28 @@ class FakeTlsTransport:
     writes: list[bytes] = field(default_factory=list)
     closed: str | None = None
     protocol: RadsecConnection | None = None
+    producer: object | None = None
+    reading: bool = True
+    #: A peer that reads nothing: a polite close never completes (connectionLost never comes).
+    stuck: bool = False
+    closing: bool = False
 
     def getPeerCertificate(self) -> crypto.X509 | None:
         return self.peer
+
+    def registerProducer(self, producer: object, streaming: bool) -> None:
+        assert self.producer is None and streaming
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        assert self.producer is not None
+        self.producer = None
+
+    def pauseProducing(self) -> None:
+        self.reading = False
+
+    def resumeProducing(self) -> None:
+        self.reading = True
 
     def write(self, data: bytes) -> None:
         assert self.closed is None, "write after close"
@@ -231,6 +257,9 @@ class FakeTlsTransport:
                 self.protocol.connectionLost(Failure(ConnectionError(how)))
 
     def loseConnection(self) -> None:
+        if self.stuck:
+            self.closing = True
+            return
         self._close("lose")
 
     def abortConnection(self) -> None:
@@ -257,6 +286,8 @@ class Harness:
     clock: Clock
     stats: RadiusStats
     certs: Certs
+    #: The client tables in turn; the last is current (append one to "reload").
+    tables: list[ClientTable]
 
     def connect(
         self, peer: crypto.X509 | None = None, source: str = "192.0.2.50", *, handshake: bool = True
@@ -301,10 +332,11 @@ def h(certs: Certs, events: list[LogEvent]) -> Harness:
             radsec("nas", names=("nas1.example.org",)),
         ]
     )
+    tables = [table]
     server = RadiusServer(
-        table, handler, clock, RadiusConfig(reject_delay=0, request_timeout=120), stats
+        lambda: tables[-1], handler, clock, RadiusConfig(reject_delay=0, request_timeout=120), stats
     )
-    return Harness(RadsecFactory(server, LISTENER), server, handler, clock, stats, certs)
+    return Harness(RadsecFactory(server, LISTENER), server, handler, clock, stats, certs, tables)
 
 
 def test_requests_are_identified_by_certificate_and_answered_in_any_order(h: Harness) -> None:
@@ -388,6 +420,13 @@ def test_an_identifier_in_flight_on_the_connection_is_a_duplicate(h: Harness) ->
     assert transport.closed is None
 
 
+def _relength(whole: bytes, change: int, tail: bytes) -> bytes:
+    """``whole`` with its Length field off by ``change`` (cut or padded with ``tail``)."""
+    length = len(whole) + change
+    body = whole[:length] if change < 0 else whole + tail
+    return body[:2] + length.to_bytes(2, "big") + body[4:]
+
+
 @pytest.mark.parametrize(
     "bad",
     [
@@ -395,6 +434,8 @@ def test_an_identifier_in_flight_on_the_connection_is_a_duplicate(h: Harness) ->
         pytest.param(lambda: bytes((1, 1, 0x10, 0x01)), id="length-above-4096"),
         pytest.param(lambda: packet(1, secret=b"not-radsec"), id="bad-message-authenticator"),
         pytest.param(lambda: packet(1, code=ACCESS_ACCEPT), id="a-reply-code"),
+        pytest.param(lambda: _relength(packet(1), +4, b"\0" * 4), id="length-past-attributes"),
+        pytest.param(lambda: _relength(packet(1), -3, b""), id="length-inside-an-attribute"),
     ],
 )
 def test_a_bad_packet_closes_the_connection_before_the_pipeline(h: Harness, bad: Any) -> None:
@@ -470,3 +511,158 @@ def test_after_drain_no_request_starts(h: Harness) -> None:
     h.server.drain()
     conn.dataReceived(packet(1))
     assert h.handler.requests == []
+
+
+# -- what a peer can put in the log ------------------------------------------------------------
+
+
+def test_a_refused_certificate_cannot_fill_the_log_with_its_names(
+    h: Harness, events: list[LogEvent]
+) -> None:
+    """Its subjectAltNames are the peer's choice (within what the CA signs): the refusal
+    shows a few of them, cut short, never the whole list."""
+    names = [f"{i:03d}-" + "x" * 200 + ".example.org" for i in range(300)]
+    flood = make_server_cert(
+        h.certs.dir, h.certs.ca, names, stem="flood", common_name="flood", client=True
+    )
+    _conn, transport = h.connect(_der(flood.cert_path)[1])
+    assert transport.closed is not None
+    lines = [formatEvent(e) for e in events if "Refused a RadSec" in e.get("log_format", "")]
+    assert len(lines) == 1 and "000-xxx" in lines[0] and "296 more" in lines[0]
+    assert len(lines[0]) < 1000
+
+
+# -- resource use -----------------------------------------------------------------------------
+
+
+def test_a_packet_trickling_in_a_byte_at_a_time_does_not_hold_the_connection(h: Harness) -> None:
+    """Slowloris: one byte every 50 s (under the 60 s idle_timeout) of a packet that is
+    never finished must not keep the connection, and its slot of the client, forever."""
+    conn, transport = h.connect()
+    whole = packet(1)
+    for byte in whole[:-1]:
+        if transport.closed is not None:
+            break
+        conn.dataReceived(bytes((byte,)))
+        h.clock.advance(50)
+    assert transport.closed is not None
+    assert h.handler.requests == []
+    assert h.factory.open_connections("nas") == 0
+
+
+def test_a_peer_that_reads_nothing_is_cut_off_after_a_polite_close(h: Harness) -> None:
+    """A polite close waits for the queued replies to go out; a peer that never reads keeps
+    that from finishing. Its connection (and descriptor) must go anyway, and keep its slot of
+    the client's cap until it has: else close, reconnect, repeat leaks descriptors."""
+    _conn, transport = h.connect()
+    transport.stuck = True
+    h.clock.advance(61)  # idle: closed politely
+    assert transport.closing and transport.closed is None
+    assert h.factory.open_connections("nas") == 1
+    h.clock.advance(CLOSE_GRACE)
+    assert transport.closed == "abort"
+    assert h.factory.open_connections("nas") == 0
+
+
+def test_an_open_connection_stops_reading_while_its_replies_are_not_read(h: Harness) -> None:
+    """The socket calls pauseProducing when its send buffer is full: the peer is not reading
+    its replies. Reading its requests stops until resumeProducing, so the replies waiting for
+    it stay bounded (about one read's worth)."""
+    conn, transport = h.connect()
+    assert transport.producer is conn
+    conn.pauseProducing()
+    assert not transport.reading
+    conn.resumeProducing()
+    assert transport.reading
+    h.clock.advance(61)  # idle
+    assert transport.closed == "lose" and transport.producer is None  # unregistered first
+
+
+def test_ipv6_handshakes_are_capped_per_slash_64(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One host holds a whole /64: a fresh address per connection must not lift the cap."""
+    monkeypatch.setattr("radmfa.radius.tls.MAX_HANDSHAKES_PER_SOURCE", 3)
+    stalled = [h.connect(source=f"2001:db8::{i + 1:x}", handshake=False)[1] for i in range(3)]
+    _, refused = h.connect(source="2001:db8::ffff:1", handshake=False)
+    assert refused.closed == "abort"
+    assert all(t.closed is None for t in stalled)
+    _, elsewhere = h.connect(source="2001:db8:0:1::1", handshake=False)  # the next /64
+    assert elsewhere.closed is None
+
+
+def test_handshakes_in_progress_are_capped_in_all(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many addresses, a few stalled handshakes each: together they must not take every
+    descriptor of the process (LDAP, the store and UDP share them)."""
+    monkeypatch.setattr("radmfa.radius.tls.MAX_HANDSHAKES", 5)
+    stalled = [h.connect(source=f"192.0.2.{i + 1}", handshake=False)[1] for i in range(5)]
+    _, refused = h.connect(source="198.51.100.1", handshake=False)
+    assert refused.closed == "abort"
+    assert all(t.closed is None for t in stalled)
+    h.clock.advance(6)  # the stalled ones time out: room again
+    _, later = h.connect(source="198.51.100.1", handshake=False)
+    assert later.closed is None
+    assert h.factory.handshaking == 1
+
+
+# -- reload -----------------------------------------------------------------------------------
+
+
+def test_a_client_entry_removed_by_a_reload_takes_no_more_requests(h: Harness) -> None:
+    """Its connection was opened before the reload; a removed entry (a NAS retired, a key
+    stolen) must not keep working over it until the peer hangs up."""
+    conn, transport = h.connect()
+    conn.dataReceived(packet(1))
+    h.tables.append(ClientTable([radsec("other", names=("other.example.org",))]))
+    conn.dataReceived(packet(2))
+    assert [r.packet_id for r in h.handler.requests] == [1]
+    assert transport.closed is not None and conn.closed
+
+
+def test_a_fingerprint_changed_by_a_reload_closes_the_old_certificates_connection(
+    h: Harness,
+) -> None:
+    conn, transport = h.connect()
+    pinned_elsewhere = radsec(
+        "nas", names=("nas1.example.org",), fingerprints=(sha256(h.certs.other),)
+    )
+    h.tables.append(ClientTable([pinned_elsewhere]))
+    conn.dataReceived(packet(1))
+    assert h.handler.requests == [] and transport.closed is not None
+
+
+def test_an_address_condition_added_by_a_reload_applies_to_open_connections(
+    h: Harness,
+) -> None:
+    conn, transport = h.connect(source="192.0.2.50")
+    h.tables.append(ClientTable([radsec("nas", names=("nas1.example.org",), network="10.0.0.0/8")]))
+    conn.dataReceived(packet(1))
+    assert h.handler.requests == [] and transport.closed is not None
+
+
+def test_an_entry_still_matching_after_a_reload_keeps_its_connection_with_new_settings(
+    h: Harness,
+) -> None:
+    conn, transport = h.connect()
+    unsigned = codec.encode_request(RADSEC_SECRET, identifier=1, user_name="a", password="b")
+    conn.dataReceived(unsigned)
+    assert h.handler.requests == []  # the entry requires a Message-Authenticator
+    h.tables.append(
+        ClientTable(
+            [radsec("nas", names=("nas1.example.org",), require_message_authenticator=False)]
+        )
+    )
+    conn.dataReceived(unsigned)
+    assert [r.packet_id for r in h.handler.requests] == [1]
+    assert transport.closed is None
+
+
+def test_close_all_closes_open_and_handshaking_connections(h: Harness) -> None:
+    _, opened = h.connect()
+    _, handshaking = h.connect(source="192.0.2.77", handshake=False)
+    h.factory.close_all("its listen_tls entry was removed")
+    assert opened.closed is not None and handshaking.closed is not None
+    assert h.factory.handshaking == 0 and h.factory.open_connections("nas") == 0
+    assert h.factory.refused == 0  # closed by the server, not refused peers
