@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from radmfa.store.base import AuditEvent, StoreError, TokenRecord
+from radmfa.store.model import AuditEvent, StoreError, TokenRecord
 from radmfa.store.snapshot import Snapshot, SnapshotCounts, StoreNotEmpty, UserRow
 
 __all__ = ["fill"]

@@ -17,7 +17,8 @@ import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
-from radmfa.store.base import (
+from radmfa.store.crypto import SecretBox, SecretBoxError, token_secret_aad
+from radmfa.store.model import (
     AuditEvent,
     LockState,
     StoreError,
@@ -25,7 +26,6 @@ from radmfa.store.base import (
     TrustedDevice,
     UserSettings,
 )
-from radmfa.store.crypto import SecretBox, SecretBoxError, token_secret_aad
 from radmfa.store.snapshot import FailureRecord, SendRecord, Snapshot, SnapshotCounts, UserRow
 from radmfa.store.sqlite import SCHEMA_VERSION
 

@@ -19,9 +19,9 @@ import pytest
 
 from radmfa.config import StoreConfig
 from radmfa.store import open_store
-from radmfa.store.base import ChallengeRecord, DeviceRef, StoreError, TokenRecord
 from radmfa.store.busy import PatientConnection
 from radmfa.store.crypto import KeyFileError, SecretBox, SecretBoxError
+from radmfa.store.model import ChallengeRecord, DeviceRef, StoreError, TokenRecord
 from radmfa.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore
 
 NOW = 1_800_000_000.0
