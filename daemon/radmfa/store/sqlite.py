@@ -51,181 +51,20 @@ from radmfa.store.base import (
 )
 from radmfa.store.busy import PatientConnection
 from radmfa.store.crypto import SecretBox, SecretBoxError, token_secret_aad
+from radmfa.store.schema.sqlite import MIGRATIONS, SCHEMA_VERSION
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStore", "next_failure_state"]
 
 BUSY_TIMEOUT_MS = 5000
 
-#: Ordered schema migrations; entry N-1 brings the schema from version N-1 to N.
-#: Append only: never edit a migration that has shipped.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    # 1: initial schema
-    (
-        """
-        CREATE TABLE tokens (
-            token_id    TEXT PRIMARY KEY,
-            user        TEXT NOT NULL,
-            type        TEXT NOT NULL,
-            secret_blob BLOB NOT NULL,
-            digits      INTEGER NOT NULL,
-            algorithm   TEXT NOT NULL,
-            period      INTEGER NOT NULL,
-            created_at  REAL NOT NULL,
-            last_step   INTEGER,
-            description TEXT NOT NULL DEFAULT ''
-        )
-        """,
-        "CREATE INDEX tokens_by_user ON tokens (user)",
-        """
-        CREATE TABLE users (
-            user            TEXT PRIMARY KEY,
-            failures        INTEGER NOT NULL DEFAULT 0,
-            locked_until    REAL,
-            last_failure_at REAL,
-            last_success_at REAL
-        )
-        """,
-        """
-        CREATE TABLE challenges (
-            state_id       BLOB PRIMARY KEY,
-            user           TEXT NOT NULL,
-            client_name    TEXT NOT NULL,
-            client_address TEXT NOT NULL,
-            created_at     REAL NOT NULL,
-            expires_at     REAL NOT NULL
-        )
-        """,
-        "CREATE INDEX challenges_by_expiry ON challenges (expires_at)",
-    ),
-    # 2: second factors: out-of-band codes bound to a State, follow-up challenge rounds,
-    #    preferred factor and delivery notices per user, send records for rate limits.
-    (
-        "ALTER TABLE challenges ADD COLUMN factor TEXT",
-        "ALTER TABLE challenges ADD COLUMN token_id TEXT",
-        "ALTER TABLE challenges ADD COLUMN code_hash BLOB",
-        "ALTER TABLE challenges ADD COLUMN phase TEXT NOT NULL DEFAULT 'code'",
-        "ALTER TABLE challenges ADD COLUMN started_at REAL",
-        "ALTER TABLE users ADD COLUMN preferred TEXT",
-        "ALTER TABLE users ADD COLUMN notice TEXT",
-        """
-        CREATE TABLE sends (
-            user    TEXT NOT NULL,
-            channel TEXT NOT NULL,
-            sent_at REAL NOT NULL
-        )
-        """,
-        "CREATE INDEX sends_by_user ON sends (user, channel, sent_at)",
-        "CREATE INDEX tokens_by_user_type ON tokens (user, type)",
-    ),
-    # 3: policy, trusted devices and audit: admin status and enrolment grace per user, the
-    #    rule that decided a challenge, remembered devices, sliding-window failure records,
-    #    the audit trail (authentications and admin changes).
-    (
-        "ALTER TABLE users ADD COLUMN status TEXT NOT NULL DEFAULT 'enabled'",
-        "ALTER TABLE users ADD COLUMN status_until REAL",
-        "ALTER TABLE users ADD COLUMN status_reason TEXT",
-        "ALTER TABLE users ADD COLUMN first_seen_at REAL",
-        "ALTER TABLE users ADD COLUMN grace_logins INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE challenges ADD COLUMN rule TEXT",
-        """
-        CREATE TABLE devices (
-            user          TEXT NOT NULL,
-            device        TEXT NOT NULL,
-            remembered_at REAL NOT NULL,
-            expires_at    REAL NOT NULL,
-            PRIMARY KEY (user, device)
-        )
-        """,
-        "CREATE INDEX devices_by_expiry ON devices (expires_at)",
-        """
-        CREATE TABLE failures (
-            key TEXT NOT NULL,
-            at  REAL NOT NULL
-        )
-        """,
-        "CREATE INDEX failures_by_key ON failures (key, at)",
-        "CREATE INDEX failures_by_time ON failures (at)",
-        """
-        CREATE TABLE audit (
-            id             INTEGER PRIMARY KEY,
-            at             REAL NOT NULL,
-            kind           TEXT NOT NULL,
-            user           TEXT,
-            reason         TEXT,
-            outcome        TEXT,
-            client         TEXT,
-            src            TEXT,
-            nas_id         TEXT,
-            station        TEXT,
-            method         TEXT,
-            factor         TEXT,
-            trusted_device INTEGER NOT NULL DEFAULT 0,
-            rule           TEXT,
-            latency_ms     REAL,
-            actor          TEXT,
-            action         TEXT,
-            before         TEXT,
-            after          TEXT
-        )
-        """,
-        "CREATE INDEX audit_by_time ON audit (at)",
-        "CREATE INDEX audit_by_user ON audit (user, at)",
-    ),
-    # 4: attempts reserved before any bind or code check (one atomic "may this user try now
-    #    and count the try"), the consecutive-failure total across lock expiries.
-    (
-        """
-        CREATE TABLE attempts (
-            user       TEXT NOT NULL,
-            attempt_id BLOB NOT NULL,
-            source     TEXT,
-            expires_at REAL NOT NULL,
-            failed     INTEGER NOT NULL DEFAULT 0,
-            PRIMARY KEY (user, attempt_id)
-        ) WITHOUT ROWID
-        """,
-        # Clustered on the user: a reservation and its end touch one B-tree, plus this
-        # index only when the request has a station.
-        "CREATE INDEX attempts_by_source ON attempts (source) WHERE source IS NOT NULL",
-        "ALTER TABLE users ADD COLUMN total_failures INTEGER NOT NULL DEFAULT 0",
-    ),
-    # 5: a trusted device is remembered with the client entry and NAS-Identifier that
-    #    reported its station, and counts only for requests from them. Devices remembered
-    #    before (the station alone) are forgotten: nobody knows through which client.
-    (
-        "DROP TABLE devices",
-        """
-        CREATE TABLE devices (
-            user          TEXT NOT NULL,
-            device        TEXT NOT NULL,
-            client        TEXT NOT NULL,
-            nas_id        TEXT NOT NULL,
-            remembered_at REAL NOT NULL,
-            expires_at    REAL NOT NULL,
-            PRIMARY KEY (user, device, client, nas_id)
-        )
-        """,
-        "CREATE INDEX devices_by_expiry ON devices (expires_at)",
-    ),
-    # 6: caps on open challenge States per
-    #    user and on sends per channel for all users, each counted by an index.
-    (
-        "CREATE INDEX challenges_by_user ON challenges (user, created_at)",
-        "CREATE INDEX sends_by_channel ON sends (channel, sent_at)",
-    ),
-)
-
-#: The schema version this code writes and understands.
-SCHEMA_VERSION = len(MIGRATIONS)
-
 # Statements spelled out in full (no string building), so every query is a reviewable literal.
 _INSERT_TOKEN = (
-    "INSERT INTO tokens (token_id, user, type, secret_blob, digits, algorithm, period, "
+    "INSERT INTO tokens (token_id, username, type, secret_blob, digits, algorithm, period, "
     "created_at, last_step, description) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _SELECT_ALL_TOKENS = (
-    "SELECT token_id, user, type, secret_blob, digits, algorithm, period, created_at, "
-    "last_step, description FROM tokens ORDER BY user, created_at, token_id"
+    "SELECT token_id, username, type, secret_blob, digits, algorithm, period, created_at, "
+    "last_step, description FROM tokens ORDER BY username, created_at, token_id"
 )
 #: Decrypted secrets kept at most, for the users seen most recently (~300 bytes each with the
 #: key), so memory does not grow with the number of enrolled users.
@@ -249,76 +88,78 @@ _ADVANCE_STEP = (
     "UPDATE tokens SET last_step = ? WHERE token_id = ? AND (last_step IS NULL OR last_step < ?)"
 )
 _SELECT_USER_TOKENS = (
-    "SELECT token_id, user, type, secret_blob, digits, algorithm, period, created_at, "
-    "last_step, description FROM tokens WHERE user = ? ORDER BY created_at, token_id"
+    "SELECT token_id, username, type, secret_blob, digits, algorithm, period, created_at, "
+    "last_step, description FROM tokens WHERE username = ? ORDER BY created_at, token_id"
 )
 _SELECT_USER_TYPE_TOKENS = (
-    "SELECT token_id, user, type, secret_blob, digits, algorithm, period, created_at, "
-    "last_step, description FROM tokens WHERE user = ? AND type = ?"
+    "SELECT token_id, username, type, secret_blob, digits, algorithm, period, created_at, "
+    "last_step, description FROM tokens WHERE username = ? AND type = ?"
 )
 _SELECT_LOCK = (
-    "SELECT user, failures, locked_until, last_failure_at, last_success_at, total_failures "
-    "FROM users WHERE user = ?"
+    "SELECT username, failures, locked_until, last_failure_at, last_success_at, total_failures "
+    "FROM users WHERE username = ?"
 )
 _UPSERT_FAILURE = (
-    "INSERT INTO users (user, failures, locked_until, last_failure_at, total_failures) "
+    "INSERT INTO users (username, failures, locked_until, last_failure_at, total_failures) "
     "VALUES (?, ?, ?, ?, ?) "
-    "ON CONFLICT (user) DO UPDATE SET failures = excluded.failures, "
+    "ON CONFLICT (username) DO UPDATE SET failures = excluded.failures, "
     "locked_until = excluded.locked_until, last_failure_at = excluded.last_failure_at, "
     "total_failures = excluded.total_failures"
 )
 _UPSERT_SUCCESS = (
-    "INSERT INTO users (user, failures, locked_until, last_success_at) "
+    "INSERT INTO users (username, failures, locked_until, last_success_at) "
     "VALUES (?, 0, NULL, ?) "
-    "ON CONFLICT (user) DO UPDATE SET failures = 0, locked_until = NULL, total_failures = 0, "
+    "ON CONFLICT (username) DO UPDATE SET failures = 0, locked_until = NULL, total_failures = 0, "
     "last_success_at = excluded.last_success_at"
 )
 #: A success ends an attempt: clears failure counts that exist (no row for a user who never
 #: failed, so a login's success writes nothing to users in the common case).
 _CLEAR_FAILURES = (
     "UPDATE users SET failures = 0, locked_until = NULL, total_failures = 0, "
-    "last_success_at = ? WHERE user = ? AND (failures > 0 OR total_failures > 0 "
+    "last_success_at = ? WHERE username = ? AND (failures > 0 OR total_failures > 0 "
     "OR locked_until IS NOT NULL)"
 )
 #: Whether this very request is known (its failed flag), and the attempts pending for the
 #: user and for the source, in one statement.
 _ATTEMPTS_NOW = (
-    "SELECT (SELECT failed FROM attempts WHERE user = :user AND attempt_id = :id "
+    "SELECT (SELECT failed FROM attempts WHERE username = :user AND attempt_id = :id "
     "        AND expires_at > :now), "
-    "       (SELECT COUNT(*) FROM attempts WHERE user = :user AND failed = 0 "
+    "       (SELECT COUNT(*) FROM attempts WHERE username = :user AND failed = 0 "
     "        AND expires_at > :now), "
     "       (SELECT COUNT(*) FROM attempts WHERE source = :source AND failed = 0 "
     "        AND expires_at > :now)"
 )
 _RESERVE_ATTEMPT = (
-    "INSERT OR REPLACE INTO attempts (user, attempt_id, source, expires_at, failed) "
+    "INSERT OR REPLACE INTO attempts (username, attempt_id, source, expires_at, failed) "
     "VALUES (?, ?, ?, ?, 0)"
 )
-_FAIL_ATTEMPT = "UPDATE attempts SET failed = 1, expires_at = ? WHERE user = ? AND attempt_id = ?"
-_FORGET_ATTEMPT = "DELETE FROM attempts WHERE user = ? AND attempt_id = ?"
+_FAIL_ATTEMPT = (
+    "UPDATE attempts SET failed = 1, expires_at = ? WHERE username = ? AND attempt_id = ?"
+)
+_FORGET_ATTEMPT = "DELETE FROM attempts WHERE username = ? AND attempt_id = ?"
 _PURGE_ATTEMPTS = (
-    "DELETE FROM attempts WHERE (user, attempt_id) IN "
-    "(SELECT user, attempt_id FROM attempts WHERE expires_at <= ? LIMIT ?)"
+    "DELETE FROM attempts WHERE (username, attempt_id) IN "
+    "(SELECT username, attempt_id FROM attempts WHERE expires_at <= ? LIMIT ?)"
 )
 #: Attempt rows past their lease deleted per transaction.
 ATTEMPTS_PURGE_BATCH = 2000
 _INSERT_CHALLENGE = (
-    "INSERT INTO challenges (state_id, user, client_name, client_address, expires_at, "
+    "INSERT INTO challenges (state_id, username, client_name, client_address, expires_at, "
     "created_at, factor, token_id, code_hash, phase, started_at, rule) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _TAKE_CHALLENGE = (
     "DELETE FROM challenges WHERE state_id = ? "
-    "RETURNING state_id, user, client_name, client_address, expires_at, created_at, "
+    "RETURNING state_id, username, client_name, client_address, expires_at, created_at, "
     "factor, token_id, code_hash, phase, started_at, rule"
 )
 _SELECT_CHALLENGE = (
-    "SELECT state_id, user, client_name, client_address, expires_at, created_at, "
+    "SELECT state_id, username, client_name, client_address, expires_at, created_at, "
     "factor, token_id, code_hash, phase, started_at, rule FROM challenges WHERE state_id = ?"
 )
 _SELECT_SETTINGS = (
     "SELECT preferred, notice, status, status_until, status_reason, first_seen_at, "
-    "grace_logins FROM users WHERE user = ?"
+    "grace_logins FROM users WHERE username = ?"
 )
 #: Store.login_state in one statement: the users row (if any) and four indexed subqueries.
 #: A key that cannot exist ("", or NULL) switches a part off.
@@ -332,8 +173,8 @@ _LOGIN_STATE = (
     "(SELECT MAX(at) FROM failures WHERE key = :skey AND at >= :ssince), "
     "d.remembered_at, d.expires_at "
     "FROM (SELECT 1) "
-    "LEFT JOIN users u ON u.user = :user "
-    "LEFT JOIN devices d ON d.user = :user AND d.device = :device AND d.client = :dclient "
+    "LEFT JOIN users u ON u.username = :user "
+    "LEFT JOIN devices d ON d.username = :user AND d.device = :device AND d.client = :dclient "
     "AND d.nas_id = :dnas AND d.expires_at > :now"
 )
 _AUDIT_COLUMNS = (
@@ -341,15 +182,15 @@ _AUDIT_COLUMNS = (
     "trusted_device, rule, latency_ms, actor, action, before, after"
 )
 _INSERT_AUDIT = (
-    "INSERT INTO audit (at, kind, user, reason, outcome, client, src, nas_id, station, method, "
+    "INSERT INTO audit (at, kind, username, reason, outcome, client, src, nas_id, station, method, "
     "factor, trusted_device, rule, latency_ms, actor, action, before, after) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 #: Every filter is in the statement; a None parameter switches its condition off.
 _QUERY_AUDIT = (
-    "SELECT id, at, kind, user, reason, outcome, client, src, nas_id, station, method, factor, "
+    "SELECT id, at, kind, username, reason, outcome, client, src, nas_id, station, method, factor, "
     "trusted_device, rule, latency_ms, actor, action, before, after FROM audit "
-    "WHERE (:user IS NULL OR user = :user) "
+    "WHERE (:user IS NULL OR username = :user) "
     "AND (:since IS NULL OR at >= :since) "
     "AND (:until IS NULL OR at < :until) "
     "AND (:kind IS NULL OR kind = :kind) "
@@ -361,16 +202,18 @@ _QUERY_AUDIT = (
 _COUNT_LOCKED = "SELECT COUNT(*) FROM users WHERE locked_until > ?"
 #: Users rows that hold nothing (:func:`radmfa.store.base.idle_user`), a batch at a time.
 _DELETE_IDLE_USERS = (
-    "DELETE FROM users WHERE user IN (SELECT u.user FROM users u "
+    "DELETE FROM users WHERE username IN (SELECT u.username FROM users u "
     "WHERE ((u.failures = 0 AND u.total_failures = 0 AND u.locked_until IS NULL) "
     "       OR (u.last_success_at IS NULL AND u.last_failure_at < :stale "
     "           AND (u.locked_until IS NULL OR u.locked_until <= :now))) "
     "AND u.status = 'enabled' "
     "AND u.status_until IS NULL AND u.status_reason IS NULL AND u.preferred IS NULL "
     "AND u.notice IS NULL AND u.first_seen_at IS NULL AND u.grace_logins = 0 "
-    "AND NOT EXISTS (SELECT 1 FROM tokens t WHERE t.user = u.user) LIMIT :batch)"
+    "AND NOT EXISTS (SELECT 1 FROM tokens t WHERE t.username = u.username) LIMIT :batch)"
 )
-_SELECT_RECENT_SENDS = "SELECT sent_at FROM sends WHERE user = ? AND channel = ? AND sent_at > ?"
+_SELECT_RECENT_SENDS = (
+    "SELECT sent_at FROM sends WHERE username = ? AND channel = ? AND sent_at > ?"
+)
 #: The n-th most recent send of a channel within the window (OFFSET n - 1), for the total cap.
 _SELECT_NTH_SEND = (
     "SELECT sent_at FROM sends WHERE channel = ? AND sent_at > ? "
@@ -378,7 +221,7 @@ _SELECT_NTH_SEND = (
 )
 #: A user's challenges beyond the newest ``max_open`` (by created_at, then the order stored).
 _DROP_OLDEST_CHALLENGES = (
-    "DELETE FROM challenges WHERE rowid IN (SELECT rowid FROM challenges WHERE user = ? "
+    "DELETE FROM challenges WHERE rowid IN (SELECT rowid FROM challenges WHERE username = ? "
     "ORDER BY created_at DESC, rowid DESC LIMIT -1 OFFSET ?)"
 )
 
@@ -636,10 +479,10 @@ class SqliteStore:
     def remove_tokens(self, user: str, token_id: str | None = None) -> int:
         with self._write(f"removing tokens of {user!r}") as conn:
             if token_id is None:
-                cur = conn.execute("DELETE FROM tokens WHERE user = ?", (user,))
+                cur = conn.execute("DELETE FROM tokens WHERE username = ?", (user,))
             else:
                 cur = conn.execute(
-                    "DELETE FROM tokens WHERE user = ? AND token_id = ?", (user, token_id)
+                    "DELETE FROM tokens WHERE username = ? AND token_id = ?", (user, token_id)
                 )
             return cur.rowcount
 
@@ -661,7 +504,7 @@ class SqliteStore:
         try:
             with self._write(what) as conn:
                 removed = conn.execute(
-                    "DELETE FROM tokens WHERE user = ? AND type = ?", (user, type)
+                    "DELETE FROM tokens WHERE username = ? AND type = ?", (user, type)
                 ).rowcount
                 conn.executemany(_INSERT_TOKEN, rows)
         except StoreError as e:
@@ -712,7 +555,7 @@ class SqliteStore:
         with self._write(f"unlocking {user!r}") as conn:
             cur = conn.execute(
                 "UPDATE users SET failures = 0, locked_until = NULL, total_failures = 0 "
-                "WHERE user = ? AND (failures > 0 OR locked_until IS NOT NULL "
+                "WHERE username = ? AND (failures > 0 OR locked_until IS NOT NULL "
                 "OR total_failures > 0)",
                 (user,),
             )
@@ -721,7 +564,7 @@ class SqliteStore:
     def known_users(self) -> list[str]:
         with self._read("listing users") as conn:
             rows = conn.execute(
-                "SELECT user FROM tokens UNION SELECT user FROM users ORDER BY user"
+                "SELECT username FROM tokens UNION SELECT username FROM users ORDER BY username"
             ).fetchall()
         return [row[0] for row in rows]
 
@@ -735,25 +578,25 @@ class SqliteStore:
     def set_preferred(self, user: str, factor: str | None) -> None:
         with self._write(f"setting the preferred factor of {user!r}") as conn:
             conn.execute(
-                "INSERT INTO users (user, preferred) VALUES (?, ?) "
-                "ON CONFLICT (user) DO UPDATE SET preferred = excluded.preferred",
+                "INSERT INTO users (username, preferred) VALUES (?, ?) "
+                "ON CONFLICT (username) DO UPDATE SET preferred = excluded.preferred",
                 (user, factor),
             )
 
     def set_notice(self, user: str, notice: str | None) -> None:
         with self._write(f"setting a notice for {user!r}") as conn:
             conn.execute(
-                "INSERT INTO users (user, notice) VALUES (?, ?) "
-                "ON CONFLICT (user) DO UPDATE SET notice = excluded.notice",
+                "INSERT INTO users (username, notice) VALUES (?, ?) "
+                "ON CONFLICT (username) DO UPDATE SET notice = excluded.notice",
                 (user, notice),
             )
 
     def take_notice(self, user: str) -> str | None:
         with self._write(f"taking the notice of {user!r}") as conn:
-            row = conn.execute("SELECT notice FROM users WHERE user = ?", (user,)).fetchone()
+            row = conn.execute("SELECT notice FROM users WHERE username = ?", (user,)).fetchone()
             if row is None or row[0] is None:
                 return None
-            conn.execute("UPDATE users SET notice = NULL WHERE user = ?", (user,))
+            conn.execute("UPDATE users SET notice = NULL WHERE username = ?", (user,))
             return str(row[0])
 
     def set_status(
@@ -764,8 +607,8 @@ class SqliteStore:
         with self._write(f"setting the status of {user!r}") as conn:
             row = conn.execute(_SELECT_SETTINGS, (user,)).fetchone()
             conn.execute(
-                "INSERT INTO users (user, status, status_until, status_reason) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (user) DO UPDATE SET "
+                "INSERT INTO users (username, status, status_until, status_reason) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (username) DO UPDATE SET "
                 "status = excluded.status, status_until = excluded.status_until, "
                 "status_reason = excluded.status_reason",
                 (user, status, until, reason),
@@ -775,8 +618,8 @@ class SqliteStore:
     def note_grace_login(self, user: str, now: float) -> UserSettings:
         with self._write(f"counting a grace-period login of {user!r}") as conn:
             conn.execute(
-                "INSERT INTO users (user, first_seen_at, grace_logins) VALUES (?, ?, 1) "
-                "ON CONFLICT (user) DO UPDATE SET "
+                "INSERT INTO users (username, first_seen_at, grace_logins) VALUES (?, ?, 1) "
+                "ON CONFLICT (username) DO UPDATE SET "
                 "first_seen_at = coalesce(first_seen_at, excluded.first_seen_at), "
                 "grace_logins = grace_logins + 1",
                 (user, now),
@@ -786,11 +629,11 @@ class SqliteStore:
 
     def reset_user(self, user: str) -> tuple[int, int]:
         with self._write(f"resetting {user!r}") as conn:
-            tokens = conn.execute("DELETE FROM tokens WHERE user = ?", (user,)).rowcount
-            devices = conn.execute("DELETE FROM devices WHERE user = ?", (user,)).rowcount
+            tokens = conn.execute("DELETE FROM tokens WHERE username = ?", (user,)).rowcount
+            devices = conn.execute("DELETE FROM devices WHERE username = ?", (user,)).rowcount
             conn.execute(
                 "UPDATE users SET preferred = NULL, first_seen_at = NULL, grace_logins = 0 "
-                "WHERE user = ?",
+                "WHERE username = ?",
                 (user,),
             )
         return tokens, devices
@@ -888,8 +731,8 @@ class SqliteStore:
     def remember_device(self, user: str, device: DeviceRef, now: float, expires_at: float) -> None:
         with self._read(f"remembering a device of {user!r}") as conn:
             conn.execute(
-                "INSERT INTO devices (user, device, client, nas_id, remembered_at, expires_at) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user, device, client, nas_id) "
+                "INSERT INTO devices (username, device, client, nas_id, remembered_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (username, device, client, nas_id) "
                 "DO UPDATE SET remembered_at = excluded.remembered_at, "
                 "expires_at = excluded.expires_at",
                 (user, device.station, device.client, device.nas_id, now, expires_at),
@@ -898,7 +741,7 @@ class SqliteStore:
     def trusted_device(self, user: str, device: DeviceRef, now: float) -> TrustedDevice | None:
         with self._read(f"reading a device of {user!r}") as conn:
             row = conn.execute(
-                "SELECT remembered_at, expires_at FROM devices WHERE user = ? AND device = ? "
+                "SELECT remembered_at, expires_at FROM devices WHERE username = ? AND device = ? "
                 "AND client = ? AND nas_id = ? AND expires_at > ?",
                 (user, device.station, device.client, device.nas_id, now),
             ).fetchone()
@@ -909,9 +752,9 @@ class SqliteStore:
     def list_devices(self, user: str | None, now: float) -> list[TrustedDevice]:
         with self._read("listing devices") as conn:
             rows = conn.execute(
-                "SELECT user, device, client, nas_id, remembered_at, expires_at FROM devices "
-                "WHERE (? IS NULL OR user = ?) AND expires_at > ? "
-                "ORDER BY user, device, client, nas_id",
+                "SELECT username, device, client, nas_id, remembered_at, expires_at FROM devices "
+                "WHERE (? IS NULL OR username = ?) AND expires_at > ? "
+                "ORDER BY username, device, client, nas_id",
                 (user, user, now),
             ).fetchall()
         return [TrustedDevice(*row) for row in rows]
@@ -919,7 +762,7 @@ class SqliteStore:
     def revoke_devices(self, user: str, device: str | None = None) -> int:
         with self._read(f"revoking devices of {user!r}") as conn:
             cur = conn.execute(
-                "DELETE FROM devices WHERE user = ? AND (? IS NULL OR device = ?)",
+                "DELETE FROM devices WHERE username = ? AND (? IS NULL OR device = ?)",
                 (user, device, device),
             )
         return cur.rowcount
@@ -1011,7 +854,7 @@ class SqliteStore:
                 grant = total_verdict(float(row[0]) if row is not None else None, now)
             if grant.granted:
                 conn.execute(
-                    "INSERT INTO sends (user, channel, sent_at) VALUES (?, ?, ?)",
+                    "INSERT INTO sends (username, channel, sent_at) VALUES (?, ?, ?)",
                     (user, channel, now),
                 )
         return grant

@@ -26,8 +26,8 @@ from radmfa.store.model import (
     TrustedDevice,
     UserSettings,
 )
+from radmfa.store.schema.sqlite import SCHEMA_VERSION
 from radmfa.store.snapshot import FailureRecord, SendRecord, Snapshot, SnapshotCounts, UserRow
-from radmfa.store.sqlite import SCHEMA_VERSION
 
 __all__ = ["read_sqlite_snapshot"]
 
@@ -43,22 +43,22 @@ _COUNTS = (
     "(SELECT COUNT(*) FROM challenges), (SELECT COUNT(*) FROM attempts)"
 )
 _USERS = (
-    "SELECT user, failures, locked_until, last_failure_at, last_success_at, total_failures, "
+    "SELECT username, failures, locked_until, last_failure_at, last_success_at, total_failures, "
     "preferred, notice, status, status_until, status_reason, first_seen_at, grace_logins "
-    "FROM users ORDER BY user"
+    "FROM users ORDER BY username"
 )
 _TOKENS = (
-    "SELECT token_id, user, type, secret_blob, digits, algorithm, period, created_at, "
-    "last_step, description FROM tokens ORDER BY user, created_at, token_id"
+    "SELECT token_id, username, type, secret_blob, digits, algorithm, period, created_at, "
+    "last_step, description FROM tokens ORDER BY username, created_at, token_id"
 )
 _DEVICES = (
-    "SELECT user, device, client, nas_id, remembered_at, expires_at FROM devices "
-    "ORDER BY user, device, client, nas_id"
+    "SELECT username, device, client, nas_id, remembered_at, expires_at FROM devices "
+    "ORDER BY username, device, client, nas_id"
 )
 _FAILURES = "SELECT key, at FROM failures ORDER BY at, rowid"
-_SENDS = "SELECT user, channel, sent_at FROM sends ORDER BY sent_at, rowid"
+_SENDS = "SELECT username, channel, sent_at FROM sends ORDER BY sent_at, rowid"
 _AUDIT = (
-    "SELECT id, at, kind, user, reason, outcome, client, src, nas_id, station, method, factor, "
+    "SELECT id, at, kind, username, reason, outcome, client, src, nas_id, station, method, factor, "
     "trusted_device, rule, latency_ms, actor, action, before, after FROM audit ORDER BY id"
 )
 
