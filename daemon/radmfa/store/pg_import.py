@@ -22,7 +22,7 @@ __all__ = ["fill"]
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
-#: Every table of pg_schema.DATA_TABLES (a unit test holds the two together).
+#: Every table of schema.postgres.DATA_TABLES (a unit test holds the two together).
 _LOCK_DATA_TABLES = (
     "LOCK TABLE tokens, users, challenges, sends, devices, failures, audit, attempts "
     "IN EXCLUSIVE MODE"

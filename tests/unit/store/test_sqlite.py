@@ -189,7 +189,7 @@ def test_tampering_is_caught_after_the_secret_was_read_once(
 def test_opened_secrets_are_kept_for_recent_tokens_only(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from radmfa.store import sqlite as sqlite_store
+    from radmfa.store.queries import tokens as sqlite_store
 
     monkeypatch.setattr(sqlite_store, "_MAX_OPENED", 3)
     for i in range(5):
@@ -432,6 +432,24 @@ def test_take_challenge_without_returning_is_still_single_use(store: SqliteStore
     for t in threads:
         t.join()
     assert [r for r in results if r is not None] == [c]
+
+
+def test_grace_logins_without_returning_are_each_counted_once(store: SqliteStore) -> None:
+    store._use_returning = False  # the path for SQLite < 3.35
+    barrier = threading.Barrier(8)
+    counts: list[int] = []
+
+    def note() -> None:
+        barrier.wait()
+        counts.append(store.note_grace_login("alice", NOW).grace_logins)
+
+    threads = [threading.Thread(target=note) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(counts) == list(range(1, 9))
+    assert store.user_settings("alice").first_seen_at == NOW
 
 
 WORKER = """
