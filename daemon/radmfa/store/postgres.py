@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from radmfa.store import pg_import
 from radmfa.store.crypto import SecretBox
 from radmfa.store.engines.postgres import (
+    PoolSettings,
     PostgresEngine,
     PostgresTransaction,
     _connection_settings,
@@ -48,9 +49,7 @@ class PostgresStore(SqlStore):
         password: str | None = None,
         connect_timeout: float = 5.0,
     ) -> None:
-        engine = PostgresEngine(
-            dsn, box, pool_size=pool_size, password=password, connect_timeout=connect_timeout
-        )
+        engine = PostgresEngine(dsn, box, PoolSettings(pool_size, connect_timeout), password)
         super().__init__(engine, box)
         self._postgres = engine
         self.name = engine.name

@@ -24,8 +24,9 @@ from radmfa.store.model import (
     StoreError,
     TokenRecord,
     TrustedDevice,
-    UserSettings,
 )
+from radmfa.store.queries.tokens import token_record
+from radmfa.store.queries.users import settings_from_row
 from radmfa.store.schema.sqlite import SCHEMA_VERSION
 from radmfa.store.snapshot import FailureRecord, SendRecord, Snapshot, SnapshotCounts, UserRow
 
@@ -144,24 +145,14 @@ def _rows(conn: sqlite3.Connection, path: str, sql: str) -> Iterator[Any]:
 
 def _user(row: tuple[Any, ...]) -> UserRow:
     user, failures, locked_until, last_failure, last_success, total = row[:6]
-    preferred, notice, status, until, reason, first_seen_at, grace_logins = row[6:]
     return UserRow(
         LockState(user, failures, locked_until, last_failure, last_success, int(total or 0)),
-        UserSettings(
-            user,
-            preferred,
-            notice,
-            status=status,
-            status_until=until,
-            status_reason=reason,
-            first_seen_at=first_seen_at,
-            grace_logins=int(grace_logins or 0),
-        ),
+        settings_from_row(user, row[6:]),
     )
 
 
 def _token(box: SecretBox, path: str, row: tuple[Any, ...]) -> TokenRecord:
-    token_id, user, type_, blob, digits, algorithm, period, created_at, last_step, desc = row
+    token_id, user, blob = row[0], row[1], row[3]
     try:
         if not isinstance(blob, bytes):  # SQLite keeps any type in any column
             raise SecretBoxError(f"the sealed secret is stored as {type(blob).__name__}")
@@ -170,18 +161,7 @@ def _token(box: SecretBox, path: str, row: tuple[Any, ...]) -> TokenRecord:
         raise StoreError(
             f"cannot decrypt the secret of token {token_id!r} of user {user!r} in {path}: {e}"
         ) from e
-    return TokenRecord(
-        token_id=token_id,
-        user=user,
-        type=type_,
-        secret=secret,
-        digits=digits,
-        algorithm=algorithm,
-        period=period,
-        created_at=created_at,
-        last_step=last_step,
-        description=desc,
-    )
+    return token_record(row, secret)
 
 
 def _event(row: tuple[Any, ...]) -> AuditEvent:

@@ -58,6 +58,18 @@ def _raw(db_path: Path) -> sqlite3.Connection:
     return sqlite3.connect(db_path, isolation_level=None)
 
 
+def _at_version(db_path: Path, version: int) -> sqlite3.Connection:
+    """A new database file migrated to ``version`` only, as an older radmfa left it."""
+    db_path.parent.mkdir(parents=True)
+    conn = _raw(db_path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY)")
+    for number, statements in enumerate(MIGRATIONS[:version], start=1):
+        for statement in statements:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
+    return conn
+
+
 # -- files and modes -----------------------------------------------------------------------
 
 
@@ -253,13 +265,7 @@ def test_devices_remembered_by_station_alone_are_forgotten_by_the_upgrade(
 ) -> None:
     """Schema 3 kept (user, station) only: nobody knows through which client such a device
     was remembered, so none of them may skip a code after the upgrade."""
-    db_path.parent.mkdir(parents=True)
-    conn = _raw(db_path)
-    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY)")
-    for version, statements in enumerate(MIGRATIONS[:3], start=1):
-        for statement in statements:
-            conn.execute(statement)
-        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+    conn = _at_version(db_path, 3)
     conn.execute(
         "INSERT INTO devices (user, device, remembered_at, expires_at) VALUES (?, ?, ?, ?)",
         ("alice", "02:00:5e:10:00:01", NOW, NOW + 86400),
@@ -286,13 +292,7 @@ def test_a_version_6_file_with_data_in_every_table_is_readable_after_the_upgrade
     """Version 7 renames the ``user`` columns to ``username``: every row written before (by
     the statements of version 6) must read back the same afterwards."""
     box = SecretBox.from_key_file(key_file)
-    db_path.parent.mkdir(parents=True)
-    conn = _raw(db_path)
-    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY)")
-    for version, statements in enumerate(MIGRATIONS[:6], start=1):
-        for statement in statements:
-            conn.execute(statement)
-        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+    conn = _at_version(db_path, 6)
     blob = box.seal(SECRET_A, token_secret_aad("alice", "t1"))
     conn.execute(
         "INSERT INTO tokens (token_id, user, type, secret_blob, digits, algorithm, period, "

@@ -33,6 +33,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
@@ -48,6 +49,7 @@ from radmfa.store.schema.postgres import MIGRATIONS, SCHEMA_VERSION
 
 __all__ = [
     "MIGRATION_LOCK",
+    "PoolSettings",
     "PostgresEngine",
     "PostgresTransaction",
     "describe_dsn",
@@ -131,13 +133,27 @@ class PostgresTransaction:
         self.connection.execute(_LOCKS, (sorted({lock_number(*key) for key in keys}),))
 
 
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    """The connections of this process: at most ``size``; ``connect_timeout`` bounds both
+    connecting and waiting for a pooled connection (a database that is down fails a call
+    after that long)."""
+
+    size: int = 8
+    connect_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise StoreError(f"a PostgreSQL store needs pool_size >= 1, got {self.size}")
+        if not self.connect_timeout > 0:
+            raise StoreError(f"connect_timeout must be positive, got {self.connect_timeout}")
+
+
 class PostgresEngine:
     """A PostgreSQL database through a bounded pool of this process's connections.
 
     ``dsn`` is a libpq connection string or URI; ``password``, when given, is used instead of
-    one in ``dsn``. ``pool_size`` bounds the connections of this process; ``connect_timeout``
-    bounds both connecting and waiting for a pooled connection: a database that is down fails
-    a call after that long with a :class:`StoreError`.
+    one in ``dsn``.
 
     Opening connects, creates or upgrades the schema (refusing one newer than this code) and
     checks the key: a database written with another key file than ``box``'s is refused.
@@ -146,21 +162,9 @@ class PostgresEngine:
     duplicate_key: tuple[type[BaseException], ...] = (pg_errors.UniqueViolation,)
     returning = True
 
-    def __init__(
-        self,
-        dsn: str,
-        box: SecretBox,
-        *,
-        pool_size: int = 8,
-        password: str | None = None,
-        connect_timeout: float = 5.0,
-    ) -> None:
-        if pool_size < 1:
-            raise StoreError(f"a PostgreSQL store needs pool_size >= 1, got {pool_size}")
-        if not connect_timeout > 0:
-            raise StoreError(f"connect_timeout must be positive, got {connect_timeout}")
+    def __init__(self, dsn: str, box: SecretBox, pool: PoolSettings, password: str | None) -> None:
         self._box = box
-        self._timeout = float(connect_timeout)
+        self._timeout = float(pool.connect_timeout)
         self._kwargs, self.name = _connection_settings(dsn, password, self._timeout)
         self._forks = forks_seen()
         self._pid = os.getpid()
@@ -174,7 +178,7 @@ class PostgresEngine:
         self._pool: ConnectionPool[Conn] = ConnectionPool(
             kwargs=self._kwargs,
             min_size=1,
-            max_size=pool_size,
+            max_size=pool.size,
             open=True,
             timeout=self._timeout,
             # The pool's reconnection attempts back off from 1 s, doubling; giving up after

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from radmfa.store.engines.base import Row, Transaction
 from radmfa.store.engines.dialect import Statement
-from radmfa.store.model import ChallengeRecord, StoreError
+from radmfa.store.model import ChallengeRecord
 from radmfa.store.queries.base import Queries
 
 __all__ = ["ChallengeQueries"]
@@ -60,12 +60,8 @@ class ChallengeQueries(Queries):
             if max_open is not None:
                 tx.execute(DROP_OLDEST_CHALLENGES, (challenge.user, max(1, max_open)))
 
-        try:
-            self._engine.transaction(f"storing a challenge for {challenge.user!r}", work)
-        except StoreError as e:
-            if self._is_duplicate(e):
-                raise StoreError("a challenge with this state id already exists") from e.__cause__
-            raise
+        what = f"storing a challenge for {challenge.user!r}"
+        self._inserting(what, work, "a challenge with this state id already exists")
 
     def take_challenge(self, state_id: bytes) -> ChallengeRecord | None:
         if self._use_returning:

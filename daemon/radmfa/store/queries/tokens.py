@@ -13,7 +13,7 @@ from radmfa.store.model import StoreError, TokenRecord
 from radmfa.store.queries.base import Queries
 from radmfa.store.rules import split_known_secrets
 
-__all__ = ["DELETE_USER_TOKENS", "TokenQueries"]
+__all__ = ["DELETE_USER_TOKENS", "TokenQueries", "token_record"]
 
 # Statements spelled out in full (no string building), so every query is a reviewable literal.
 INSERT_TOKEN = Statement(
@@ -44,6 +44,23 @@ ADVANCE_STEP = Statement(
 #: Decrypted secrets kept at most, for the users seen most recently (~300 bytes each with the
 #: key), so memory does not grow with the number of enrolled users.
 _MAX_OPENED = 10_000
+
+
+def token_record(row: Row, secret: bytes) -> TokenRecord:
+    """A row of the tokens table (the columns of SELECT_ALL_TOKENS) with its secret opened."""
+    token_id, user, type_, _, digits, algorithm, period, created_at, last_step, desc = row
+    return TokenRecord(
+        token_id=token_id,
+        user=user,
+        type=type_,
+        secret=secret,
+        digits=digits,
+        algorithm=algorithm,
+        period=period,
+        created_at=created_at,
+        last_step=last_step,
+        description=desc,
+    )
 
 
 class TokenQueries(Queries):
@@ -91,12 +108,7 @@ class TokenQueries(Queries):
                 tx.many(INSERT_TOKEN, self._token_rows(new))
             return skipped
 
-        try:
-            return self._engine.transaction(what, work)
-        except StoreError as e:
-            if self._is_duplicate(e):
-                raise StoreError(f"{what}: a token id already exists") from e.__cause__
-            raise
+        return self._inserting(what, work, f"{what}: a token id already exists")
 
     def list_tokens(self, user: str | None = None) -> list[TokenRecord]:
         if user is None:
@@ -106,7 +118,7 @@ class TokenQueries(Queries):
         return [self._token_from_row(row) for row in rows]
 
     def _token_from_row(self, row: Row) -> TokenRecord:
-        token_id, user, type_, blob, digits, algorithm, period, created_at, last_step, desc = row
+        token_id, user, blob = row[0], row[1], row[3]
         sealed = bytes(blob)
         secret = self._opened.get((token_id, user, sealed))
         if secret is None:
@@ -121,18 +133,7 @@ class TokenQueries(Queries):
                 with contextlib.suppress(StopIteration, KeyError, RuntimeError):  # other threads
                     del self._opened[next(iter(self._opened))]  # the oldest insertion
             self._opened[(token_id, user, sealed)] = secret
-        return TokenRecord(
-            token_id=token_id,
-            user=user,
-            type=type_,
-            secret=secret,
-            digits=digits,
-            algorithm=algorithm,
-            period=period,
-            created_at=created_at,
-            last_step=last_step,
-            description=desc,
-        )
+        return token_record(row, secret)
 
     def remove_tokens(self, user: str, token_id: str | None = None) -> int:
         what = f"removing tokens of {user!r}"
@@ -157,9 +158,4 @@ class TokenQueries(Queries):
                 tx.many(INSERT_TOKEN, rows)
             return removed
 
-        try:
-            return self._engine.transaction(what, work)
-        except StoreError as e:
-            if self._is_duplicate(e):
-                raise StoreError(f"{what}: a token id already exists") from e.__cause__
-            raise
+        return self._inserting(what, work, f"{what}: a token id already exists")
