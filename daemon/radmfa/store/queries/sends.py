@@ -35,7 +35,7 @@ class SendQueries(Queries):
         def work(tx: Transaction) -> SendGrant:
             # This user's sends of this channel, and with a total cap every send of the
             # channel, wait for each other: the counts read stay true until the insert.
-            keys = [("send", user, channel)]
+            keys: list[tuple[str, ...]] = [("send", user, channel)]
             if total_per_hour is not None:
                 keys.append(("send-channel", channel))
             tx.lock(*keys)
