@@ -1,5 +1,5 @@
 """The SQLite schema: numbered migrations, applied in one transaction when a store is opened
-(:meth:`radmfa.store.engines.sqlite.SqliteEngine.migrate`).
+(:class:`radmfa.store.engines.sqlite.SqliteEngine`).
 
 Append only: never edit a migration that has shipped. A store file records the versions it
 went through in ``schema_version``; a file newer than this code is refused, not touched.
