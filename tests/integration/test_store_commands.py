@@ -340,7 +340,7 @@ def test_a_copy_that_fails_midway_leaves_the_destination_empty(
     source = str(tmp_path / "old" / "radmfa.sqlite3")
     populate(source, key_file)
     with sqlite3.connect(source) as conn:
-        conn.execute(f"UPDATE tokens SET secret_blob = {damage} WHERE user = 'carol'")
+        conn.execute(f"UPDATE tokens SET secret_blob = {damage} WHERE username = 'carol'")
     code, _, err = radmfa(capsys, "-c", pg_config, "store", "copy", "--from", source)
     assert code == 1
     assert "nothing copied: cannot decrypt the secret of token 'b-carol-1' of user 'carol'" in err

@@ -1,350 +1,109 @@
-"""The state that must survive restarts and be shared by workers, behind one interface.
+"""The store contract: what every engine (SQLite, PostgreSQL, the memory fake) promises.
 
 Every method is blocking and atomic on its own; the daemon calls them through a
 :class:`radmfa.threads.BlockingRunner`, the CLI calls them directly. Engines: SQLite (default);
 PostgreSQL follows the same contract and the same test suite.
+
+The records and constants live in :mod:`radmfa.store.model`, the pure rules in
+:mod:`radmfa.store.rules`; both are re-exported here, where callers have always found them.
 """
 
 from __future__ import annotations
 
-import hmac
-import math
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
-
-class StoreError(Exception):
-    """The store could not complete an operation (I/O, corruption, lock timeout)."""
-
-
-@dataclass(frozen=True, slots=True)
-class TokenRecord:
-    """A second-factor credential. ``secret`` is plaintext only in memory, never at rest."""
-
-    token_id: str
-    user: str
-    #: The factor that reads it: "totp", "hotp", "backup", "emergency", "email", "sms", or a
-    #: plugin's type. What ``secret``, ``digits`` and ``period`` mean is the factor's business.
-    type: str
-    secret: bytes
-    digits: int
-    algorithm: str  # SHA1 | SHA256 | SHA512 for OTP tokens
-    #: TOTP: seconds per step. Emergency codes: lifetime in seconds. Unused (0) by others.
-    period: int
-    created_at: float
-    #: The highest step used so far, moved only forward by ``Store.advance_step``: the TOTP
-    #: time step, the HOTP counter last accepted, 1 once a single-use code is spent (backup,
-    #: emergency) or an out-of-band address is confirmed (email, sms).
-    last_step: int | None = None
-    description: str = ""
-
-
-#: ``LockState.locked_until`` of a lock that only an admin (``radmfa user unlock``) lifts.
-LOCKED_FOR_GOOD = math.inf
-
-
-@dataclass(frozen=True, slots=True)
-class LockState:
-    user: str
-    #: Consecutive failures since the last lock expired (what ``max_failures`` counts).
-    failures: int = 0
-    locked_until: float | None = None
-    last_failure_at: float | None = None
-    last_success_at: float | None = None
-    #: Consecutive failures since the last success or unlock, across lock expiries (what
-    #: ``lockout.max_total_failures`` counts: NIST SP 800-63B 5.2.2).
-    total_failures: int = 0
-
-    def is_locked(self, now: float) -> bool:
-        return self.locked_until is not None and now < self.locked_until
-
-    @property
-    def locked_for_good(self) -> bool:
-        return self.locked_until == LOCKED_FOR_GOOD
-
-
-@dataclass(frozen=True, slots=True)
-class LockoutRule:
-    """How failures lock an account (``lockout`` in the config)."""
-
-    max_failures: int
-    lock_seconds: float
-    #: Consecutive failures across lock expiries after which only an admin unlocks; 0: off.
-    max_total: int = 0
-
-    def __post_init__(self) -> None:
-        if self.max_failures < 1:
-            raise ValueError(f"max_failures must be at least 1, got {self.max_failures}")
-
-
-@dataclass(frozen=True, slots=True)
-class ChallengeRecord:
-    """Server-side half of an Access-Challenge: the State is only a random handle to this."""
-
-    state_id: bytes
-    user: str
-    client_name: str
-    client_address: str
-    expires_at: float
-    created_at: float
-    #: An out-of-band code sent for this State: the factor type, the token (address) it went
-    #: to, and its hash (never the code). A code works only with the State it was sent for.
-    factor: str | None = None
-    token_id: str | None = None
-    code_hash: bytes | None = field(default=None, repr=False)
-    #: "code": any code or keyword; "confirm": the code confirms a new address;
-    #: "another": an address was just confirmed, now a different factor must follow.
-    phase: str = "code"
-    #: When the first challenge of this login went out; follow-up States keep it, so a login
-    #: cannot be stretched forever by asking for new codes.
-    started_at: float | None = None
-    #: The policy rule that decided round one (the audit trail and trusted devices need it).
-    rule: str | None = None
-
-
-#: ``UserSettings.status`` values, set with ``radmfa user enable|disable|suspend|resume``.
-USER_ENABLED = "enabled"
-#: Refused outright, before any directory traffic.
-USER_DISABLED = "disabled"
-#: Second factor suspended (a lost phone): the password alone until ``status_until``.
-USER_SUSPENDED = "suspended"
-USER_STATUSES = (USER_ENABLED, USER_DISABLED, USER_SUSPENDED)
-
-
-@dataclass(frozen=True, slots=True)
-class UserSettings:
-    """Per-user choices, messages and admin state that are not credentials."""
-
-    user: str
-    #: The factor type to use first (``radmfa user prefer``); email/sms are sent at once.
-    preferred: str | None = None
-    #: A message for the next prompt (a code that could not be delivered).
-    notice: str | None = None
-    #: One of :data:`USER_STATUSES`.
-    status: str = USER_ENABLED
-    #: Suspended until then (None: until ``radmfa user resume``).
-    status_until: float | None = None
-    #: Why the admin set the status (also in the audit trail).
-    status_reason: str | None = None
-    #: First login on the password alone during an enrolment grace period.
-    first_seen_at: float | None = None
-    #: Logins on the password alone so far during the grace period.
-    grace_logins: int = 0
-
-    @property
-    def disabled(self) -> bool:
-        return self.status == USER_DISABLED
-
-    def mfa_suspended(self, now: float) -> bool:
-        """Suspended and not yet past ``status_until``."""
-        return self.status == USER_SUSPENDED and (
-            self.status_until is None or now < self.status_until
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceRef:
-    """A device as one NAS reports it. A Calling-Station-Id is whatever the NAS says (a MAC
-    anyone can set, an address a NAT shares): it identifies a device only together with the
-    RADIUS client entry and NAS-Identifier that reported it, so a remembered device counts
-    only for requests from those."""
-
-    #: The normalised Calling-Station-Id (see :func:`radmfa.auth.stations.device_key`).
-    station: str
-    #: The name of the client entry (``clients[].name``) the request came from.
-    client: str
-    #: The NAS-Identifier as received; "" without one.
-    nas_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class TrustedDevice:
-    """A (user, device) pair remembered after a login with a second factor."""
-
-    user: str
-    #: The normalised Calling-Station-Id (see :func:`radmfa.auth.stations.device_key`).
-    device: str
-    #: Where it was remembered: the client entry and NAS-Identifier ("" without one).
-    client: str
-    nas_id: str
-    #: The login with a second factor that (last) remembered it.
-    remembered_at: float
-    expires_at: float
-
-    def valid(self, now: float) -> bool:
-        return now < self.expires_at
-
-    @property
-    def ref(self) -> DeviceRef:
-        return DeviceRef(self.device, self.client, self.nas_id)
-
-
-@dataclass(frozen=True, slots=True)
-class FailureWindow:
-    """Failures recorded under one key since a point in time (sliding-window throttles)."""
-
-    count: int = 0
-    last_at: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class LoginState:
-    """What a login needs to know about a user besides the tokens (``Store.login_state``)."""
-
-    lock: LockState
-    settings: UserSettings
-    #: Failures under the user's key since ``user_since`` (empty when not asked).
-    user_window: FailureWindow
-    #: Failures under the source's key since ``source_since`` (empty when not asked).
-    source_window: FailureWindow
-    #: The request's device, when remembered for this user and not expired.
-    device: TrustedDevice | None = None
-    #: Attempts of this user, and from this source, reserved and not yet finished
-    #: (``Store.begin_attempt``); 0 when read by ``login_state``.
-    pending_user: int = 0
-    pending_source: int = 0
-
-
-#: How long an attempt reservation lives at least. A request that never finishes (its process
-#: died) counts as a pending failure until then; the daemon makes it longer than the longest
-#: a request can take (:func:`radmfa.auth.ledger.attempt_lease`).
-ATTEMPT_LEASE = 60.0
-#: How long a failed attempt is remembered: a retransmission of it that reaches another
-#: worker or daemon within this time (RFC 5080 keeps duplicates 5-30 s) is answered with a
-#: reject at once, without a second bind and without being counted again.
-FAILED_ATTEMPT_MEMORY = 30.0
-
-#: ``Store.finish_attempt`` results.
-ATTEMPT_FAILED = "failed"
-ATTEMPT_SUCCEEDED = "succeeded"
-#: Neither: a refusal that is not a guess (policy, directory down, the account refused by the
-#: directory, a challenge issued): only the reservation ends.
-ATTEMPT_NEUTRAL = "neutral"
-
-#: ``AttemptStart.duplicate``: the same request is being decided by another process ...
-DUPLICATE_IN_FLIGHT = "in_flight"
-#: ... or was, and failed.
-DUPLICATE_FAILED = "failed"
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptEnd:
-    """An attempt that ended without a failure (``Store.end_attempts``): a success clears
-    the user's failure counts and the windows under ``clear_keys``; any other end only
-    releases the reservation."""
-
-    attempt_id: bytes
-    user: str
-    succeeded: bool = False
-    clear_keys: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptStart:
-    """The answer of ``Store.begin_attempt``."""
-
-    #: The login state the judgement saw (None for a duplicate).
-    state: LoginState | None
-    #: What ``judge`` returned: None when the attempt was reserved.
-    refusal: object | None = None
-    #: This very request (the same attempt id) is already reserved by another worker or
-    #: daemon (:data:`DUPLICATE_IN_FLIGHT`), or failed lately (:data:`DUPLICATE_FAILED`).
-    duplicate: str | None = None
-
-    @property
-    def reserved(self) -> bool:
-        return self.state is not None and self.refusal is None and self.duplicate is None
-
-
-def user_failures_key(user: str) -> str:
-    """The ``failures`` key of a user's sliding window (rate_limits.user)."""
-    return f"user:{user}"
-
-
-def source_failures_key(source: str) -> str:
-    """The ``failures`` key of a station or packet source (rate_limits.source)."""
-    return f"source:{source}"
-
-
-#: ``AuditEvent.kind``: an Access-Request decision, or a change made by an administrator.
-AUDIT_AUTH = "auth"
-AUDIT_ADMIN = "admin"
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEvent:
-    """One row of the audit trail. Authentication rows fill the request fields, admin rows
-    ``actor``, ``action``, ``before``, ``after``; ``reason`` is the reason code of a decision
-    or the text an admin gave. ``event_id`` is set by the store (insertion order)."""
-
-    at: float
-    kind: str
-    user: str | None
-    reason: str | None = None
-    # authentication
-    outcome: str | None = None
-    client: str | None = None
-    src: str | None = None
-    nas_id: str | None = None
-    station: str | None = None
-    method: str | None = None
-    factor: str | None = None
-    trusted_device: bool = False
-    rule: str | None = None
-    latency_ms: float | None = None
-    # admin changes
-    actor: str | None = None
-    action: str | None = None
-    before: str | None = None
-    after: str | None = None
-    event_id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AuditQuery:
-    """Filters of ``Store.query_audit``; None means "any". Rows come oldest first."""
-
-    user: str | None = None
-    since: float | None = None
-    #: Exclusive upper bound.
-    until: float | None = None
-    #: accept / reject / challenge: authentication rows with that outcome only.
-    outcome: str | None = None
-    #: A decision's reason code (exact), or a word in an admin change's reason.
-    reason: str | None = None
-    kind: str | None = None
-    #: The newest ``limit`` rows matching (still returned oldest first).
-    limit: int | None = None
-
-
-def audit_matches(event: AuditEvent, query: AuditQuery) -> bool:
-    """The filter every engine applies (the SQL of the SQLite engine says the same)."""
-    if query.user is not None and event.user != query.user:
-        return False
-    if query.since is not None and event.at < query.since:
-        return False
-    if query.until is not None and event.at >= query.until:
-        return False
-    if query.kind is not None and event.kind != query.kind:
-        return False
-    if query.outcome is not None and (event.kind != AUDIT_AUTH or event.outcome != query.outcome):
-        return False
-    if query.reason is not None:
-        if event.kind == AUDIT_AUTH:
-            return event.reason == query.reason
-        return query.reason.casefold() in (event.reason or "").casefold()
-    return True
-
-
-@dataclass(frozen=True, slots=True)
-class SendGrant:
-    """The answer of ``Store.reserve_send``: may a code be sent now, else how long to wait."""
-
-    granted: bool
-    retry_after: float = 0.0
-    #: "cooldown", "hourly_cap" (this user) or "total_cap" (all users) when refused.
-    limit: str | None = None
+from radmfa.store.model import (
+    ATTEMPT_FAILED,
+    ATTEMPT_LEASE,
+    ATTEMPT_NEUTRAL,
+    ATTEMPT_SUCCEEDED,
+    AUDIT_ADMIN,
+    AUDIT_AUTH,
+    DUPLICATE_FAILED,
+    DUPLICATE_IN_FLIGHT,
+    FAILED_ATTEMPT_MEMORY,
+    IDLE_USERS_BATCH,
+    LOCKED_FOR_GOOD,
+    SEND_WINDOW,
+    STALE_FAILURES,
+    USER_DISABLED,
+    USER_ENABLED,
+    USER_STATUSES,
+    USER_SUSPENDED,
+    AttemptEnd,
+    AttemptStart,
+    AuditEvent,
+    AuditQuery,
+    ChallengeRecord,
+    DeviceRef,
+    FailureWindow,
+    LockoutRule,
+    LockState,
+    LoginState,
+    SendGrant,
+    StoreError,
+    TokenRecord,
+    TrustedDevice,
+    UserSettings,
+)
+from radmfa.store.rules import (
+    audit_matches,
+    check_finish,
+    idle_user,
+    next_failure_state,
+    send_verdict,
+    source_failures_key,
+    split_known_secrets,
+    total_verdict,
+    user_failures_key,
+)
+
+__all__ = [
+    "ATTEMPT_FAILED",
+    "ATTEMPT_LEASE",
+    "ATTEMPT_NEUTRAL",
+    "ATTEMPT_SUCCEEDED",
+    "AUDIT_ADMIN",
+    "AUDIT_AUTH",
+    "DUPLICATE_FAILED",
+    "DUPLICATE_IN_FLIGHT",
+    "FAILED_ATTEMPT_MEMORY",
+    "IDLE_USERS_BATCH",
+    "LOCKED_FOR_GOOD",
+    "SEND_WINDOW",
+    "STALE_FAILURES",
+    "USER_DISABLED",
+    "USER_ENABLED",
+    "USER_STATUSES",
+    "USER_SUSPENDED",
+    "AttemptEnd",
+    "AttemptStart",
+    "AuditEvent",
+    "AuditQuery",
+    "ChallengeRecord",
+    "DeviceRef",
+    "FailureWindow",
+    "LockState",
+    "LockoutRule",
+    "LoginState",
+    "SendGrant",
+    "Store",
+    "StoreError",
+    "TokenRecord",
+    "TrustedDevice",
+    "UserSettings",
+    "VersionedStore",
+    "audit_matches",
+    "check_finish",
+    "idle_user",
+    "next_failure_state",
+    "send_verdict",
+    "source_failures_key",
+    "split_known_secrets",
+    "total_verdict",
+    "user_failures_key",
+]
 
 
 @runtime_checkable
@@ -577,131 +336,3 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def check_finish(result: str, lockout: LockoutRule | None) -> None:
-    """The arguments every engine's ``finish_attempt`` refuses (ValueError)."""
-    if result == ATTEMPT_FAILED:
-        if lockout is None:
-            raise ValueError("a failed attempt needs the lockout rule")
-    elif result not in (ATTEMPT_SUCCEEDED, ATTEMPT_NEUTRAL):
-        raise ValueError(f"unknown attempt result {result!r}")
-
-
-def next_failure_state(state: LockState, now: float, rule: LockoutRule) -> LockState:
-    """The lock state after one more failure; ``state`` itself when locked (never extended).
-
-    Shared by every engine so they count identically: an expired lock starts a fresh count
-    towards ``max_failures``, which locks until ``now + lock_seconds``; the total across
-    expiries only a success or an admin resets, and at ``max_total`` the lock is for good.
-    """
-    if state.is_locked(now):
-        return state
-    failures = 0 if state.locked_until is not None else state.failures
-    failures += 1
-    total = state.total_failures + 1
-    locked_until = None
-    if rule.max_total and total >= rule.max_total:
-        locked_until = LOCKED_FOR_GOOD
-    elif failures >= rule.max_failures:
-        locked_until = now + rule.lock_seconds
-    return LockState(
-        user=state.user,
-        failures=failures,
-        locked_until=locked_until,
-        last_failure_at=now,
-        last_success_at=state.last_success_at,
-        total_failures=total,
-    )
-
-
-#: Idle users rows :meth:`Store.purge_expired` deletes at most per call (it runs every
-#: minute), so one purge never holds the write lock for long.
-IDLE_USERS_BATCH = 500
-
-
-#: Failures of a name that never logged in, has no token and no admin state are forgotten
-#: this long after the last one: user names sprayed at the server must not grow the store
-#: for ever (and a guesser who waits a week between guesses is no threat to the total cap).
-STALE_FAILURES = 7 * 86400.0
-
-
-def idle_user(lock: LockState, settings: UserSettings, has_tokens: bool, now: float) -> bool:
-    """True when a user's row holds nothing a default row would not: the default status
-    (without a reason), no preferred factor, no notice, no grace-period record, no tokens,
-    and either no failures and no lock, or only failures of a name that never logged in, none
-    for :data:`STALE_FAILURES` and no lock now. Such rows (a name that once logged in with
-    the password alone, an unlocked user, a reset, a sprayed name) are deleted by
-    ``purge_expired``: the answer for that name is the same without them."""
-    if has_tokens or settings != UserSettings(settings.user):
-        return False
-    if lock.failures == 0 and lock.total_failures == 0 and lock.locked_until is None:
-        return True
-    return (
-        lock.last_success_at is None
-        and lock.last_failure_at is not None
-        and lock.last_failure_at < now - STALE_FAILURES
-        and not lock.is_locked(now)
-    )
-
-
-def split_known_secrets(
-    existing: Iterable[TokenRecord], tokens: Sequence[TokenRecord]
-) -> tuple[list[TokenRecord], list[TokenRecord]]:
-    """``tokens`` split into (new, skipped): a token is skipped when its user already has a
-    token of its type with the same secret, in ``existing`` or earlier in ``tokens``.
-
-    Two tokens with one secret would accept every code twice (replay protection is per
-    token), so re-running an import or ``token add --secret`` must not add one. Secrets are
-    compared in constant time, as HMAC keys: trailing zero bytes are no part of one (HMAC pads
-    a short key with them, so ``K`` and ``K + b"\\0"`` give the same codes). Shared by every
-    engine, which calls it inside the transaction that inserts, with ``existing`` = the stored
-    tokens of those users and types.
-    """
-    seen: dict[tuple[str, str], list[bytes]] = {}
-    for token in existing:
-        seen.setdefault((token.user, token.type), []).append(_as_key(token.secret))
-    new: list[TokenRecord] = []
-    skipped: list[TokenRecord] = []
-    for token in tokens:
-        secrets = seen.setdefault((token.user, token.type), [])
-        wanted = _as_key(token.secret)
-        known = False
-        for secret in secrets:  # no early exit: every comparison is made
-            known |= hmac.compare_digest(secret, wanted)
-        (skipped if known else new).append(token)
-        if not known:
-            secrets.append(wanted)
-    return new, skipped
-
-
-def _as_key(secret: bytes) -> bytes:
-    """A secret as the HMAC key it is, without the zero padding HMAC would add itself."""
-    return secret.rstrip(b"\x00")
-
-
-#: Send records older than this no longer count towards ``reserve_send``'s hourly cap.
-SEND_WINDOW = 3600.0
-
-
-def send_verdict(recent: Sequence[float], now: float, cooldown: float, per_hour: int) -> SendGrant:
-    """Shared by every engine so they limit identically: ``recent`` are the send times of the
-    last :data:`SEND_WINDOW` seconds for one user and channel."""
-    if recent:
-        last = max(recent)
-        if now - last < cooldown:
-            return SendGrant(False, last + cooldown - now, "cooldown")
-    in_window = sorted(t for t in recent if now - t < SEND_WINDOW)
-    if len(in_window) >= per_hour:
-        oldest = in_window[len(in_window) - per_hour]
-        return SendGrant(False, oldest + SEND_WINDOW - now, "hourly_cap")
-    return SendGrant(True)
-
-
-def total_verdict(nth_newest: float | None, now: float) -> SendGrant:
-    """The cap for all users of a channel: ``nth_newest`` is the time of the
-    ``total_per_hour``-th most recent send of the last :data:`SEND_WINDOW` seconds (None when
-    there were fewer): while it is in the window, the cap is reached."""
-    if nth_newest is not None and now - nth_newest < SEND_WINDOW:
-        return SendGrant(False, nth_newest + SEND_WINDOW - now, "total_cap")
-    return SendGrant(True)

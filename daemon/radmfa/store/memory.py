@@ -11,7 +11,7 @@ import dataclasses
 import threading
 from collections.abc import Callable, Sequence
 
-from radmfa.store.base import (
+from radmfa.store.model import (
     ATTEMPT_FAILED,
     ATTEMPT_LEASE,
     ATTEMPT_NEUTRAL,
@@ -37,6 +37,8 @@ from radmfa.store.base import (
     TokenRecord,
     TrustedDevice,
     UserSettings,
+)
+from radmfa.store.rules import (
     audit_matches,
     check_finish,
     idle_user,

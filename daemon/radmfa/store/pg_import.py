@@ -15,14 +15,14 @@ from typing import Any
 
 import psycopg
 
-from radmfa.store.base import AuditEvent, StoreError, TokenRecord
+from radmfa.store.model import AuditEvent, StoreError, TokenRecord
 from radmfa.store.snapshot import Snapshot, SnapshotCounts, StoreNotEmpty, UserRow
 
 __all__ = ["fill"]
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
-#: Every table of pg_schema.DATA_TABLES (a unit test holds the two together).
+#: Every table of schema.postgres.DATA_TABLES (a unit test holds the two together).
 _LOCK_DATA_TABLES = (
     "LOCK TABLE tokens, users, challenges, sends, devices, failures, audit, attempts "
     "IN EXCLUSIVE MODE"

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 
-from radmfa.store.base import (
+from radmfa.store.model import (
     AuditEvent,
     LockState,
     StoreError,

@@ -17,17 +17,18 @@ import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
-from radmfa.store.base import (
+from radmfa.store.crypto import SecretBox, SecretBoxError, token_secret_aad
+from radmfa.store.model import (
     AuditEvent,
     LockState,
     StoreError,
     TokenRecord,
     TrustedDevice,
-    UserSettings,
 )
-from radmfa.store.crypto import SecretBox, SecretBoxError, token_secret_aad
+from radmfa.store.queries.tokens import token_record
+from radmfa.store.queries.users import settings_from_row
+from radmfa.store.schema.sqlite import SCHEMA_VERSION
 from radmfa.store.snapshot import FailureRecord, SendRecord, Snapshot, SnapshotCounts, UserRow
-from radmfa.store.sqlite import SCHEMA_VERSION
 
 __all__ = ["read_sqlite_snapshot"]
 
@@ -43,22 +44,22 @@ _COUNTS = (
     "(SELECT COUNT(*) FROM challenges), (SELECT COUNT(*) FROM attempts)"
 )
 _USERS = (
-    "SELECT user, failures, locked_until, last_failure_at, last_success_at, total_failures, "
+    "SELECT username, failures, locked_until, last_failure_at, last_success_at, total_failures, "
     "preferred, notice, status, status_until, status_reason, first_seen_at, grace_logins "
-    "FROM users ORDER BY user"
+    "FROM users ORDER BY username"
 )
 _TOKENS = (
-    "SELECT token_id, user, type, secret_blob, digits, algorithm, period, created_at, "
-    "last_step, description FROM tokens ORDER BY user, created_at, token_id"
+    "SELECT token_id, username, type, secret_blob, digits, algorithm, period, created_at, "
+    "last_step, description FROM tokens ORDER BY username, created_at, token_id"
 )
 _DEVICES = (
-    "SELECT user, device, client, nas_id, remembered_at, expires_at FROM devices "
-    "ORDER BY user, device, client, nas_id"
+    "SELECT username, device, client, nas_id, remembered_at, expires_at FROM devices "
+    "ORDER BY username, device, client, nas_id"
 )
 _FAILURES = "SELECT key, at FROM failures ORDER BY at, rowid"
-_SENDS = "SELECT user, channel, sent_at FROM sends ORDER BY sent_at, rowid"
+_SENDS = "SELECT username, channel, sent_at FROM sends ORDER BY sent_at, rowid"
 _AUDIT = (
-    "SELECT id, at, kind, user, reason, outcome, client, src, nas_id, station, method, factor, "
+    "SELECT id, at, kind, username, reason, outcome, client, src, nas_id, station, method, factor, "
     "trusted_device, rule, latency_ms, actor, action, before, after FROM audit ORDER BY id"
 )
 
@@ -144,24 +145,14 @@ def _rows(conn: sqlite3.Connection, path: str, sql: str) -> Iterator[Any]:
 
 def _user(row: tuple[Any, ...]) -> UserRow:
     user, failures, locked_until, last_failure, last_success, total = row[:6]
-    preferred, notice, status, until, reason, first_seen_at, grace_logins = row[6:]
     return UserRow(
         LockState(user, failures, locked_until, last_failure, last_success, int(total or 0)),
-        UserSettings(
-            user,
-            preferred,
-            notice,
-            status=status,
-            status_until=until,
-            status_reason=reason,
-            first_seen_at=first_seen_at,
-            grace_logins=int(grace_logins or 0),
-        ),
+        settings_from_row(user, row[6:]),
     )
 
 
 def _token(box: SecretBox, path: str, row: tuple[Any, ...]) -> TokenRecord:
-    token_id, user, type_, blob, digits, algorithm, period, created_at, last_step, desc = row
+    token_id, user, blob = row[0], row[1], row[3]
     try:
         if not isinstance(blob, bytes):  # SQLite keeps any type in any column
             raise SecretBoxError(f"the sealed secret is stored as {type(blob).__name__}")
@@ -170,18 +161,7 @@ def _token(box: SecretBox, path: str, row: tuple[Any, ...]) -> TokenRecord:
         raise StoreError(
             f"cannot decrypt the secret of token {token_id!r} of user {user!r} in {path}: {e}"
         ) from e
-    return TokenRecord(
-        token_id=token_id,
-        user=user,
-        type=type_,
-        secret=secret,
-        digits=digits,
-        algorithm=algorithm,
-        period=period,
-        created_at=created_at,
-        last_step=last_step,
-        description=desc,
-    )
+    return token_record(row, secret)
 
 
 def _event(row: tuple[Any, ...]) -> AuditEvent:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from radmfa.store.base import StoreError
+from radmfa.store.model import StoreError
 from radmfa.store.postgres import _connection_settings, lock_number
 
 

@@ -19,9 +19,9 @@ import pytest
 
 from radmfa.config import StoreConfig
 from radmfa.store import open_store
-from radmfa.store.base import ChallengeRecord, DeviceRef, StoreError, TokenRecord
 from radmfa.store.busy import PatientConnection
-from radmfa.store.crypto import KeyFileError, SecretBox, SecretBoxError
+from radmfa.store.crypto import KeyFileError, SecretBox, SecretBoxError, token_secret_aad
+from radmfa.store.model import AuditQuery, ChallengeRecord, DeviceRef, StoreError, TokenRecord
 from radmfa.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore
 
 NOW = 1_800_000_000.0
@@ -56,6 +56,18 @@ def store(db_path: Path, key_file: Path):
 
 def _raw(db_path: Path) -> sqlite3.Connection:
     return sqlite3.connect(db_path, isolation_level=None)
+
+
+def _at_version(db_path: Path, version: int) -> sqlite3.Connection:
+    """A new database file migrated to ``version`` only, as an older radmfa left it."""
+    db_path.parent.mkdir(parents=True)
+    conn = _raw(db_path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY)")
+    for number, statements in enumerate(MIGRATIONS[:version], start=1):
+        for statement in statements:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
+    return conn
 
 
 # -- files and modes -----------------------------------------------------------------------
@@ -162,7 +174,7 @@ def test_swapped_secret_blobs_fail_to_decrypt(store: SqliteStore, db_path: Path)
 def test_moving_a_token_to_another_user_fails_to_decrypt(store: SqliteStore, db_path: Path) -> None:
     store.add_token(_token("t1", "alice", SECRET_A))
     conn = _raw(db_path)
-    conn.execute("UPDATE tokens SET user='mallory' WHERE token_id='t1'")
+    conn.execute("UPDATE tokens SET username='mallory' WHERE token_id='t1'")
     conn.close()
     with pytest.raises(StoreError, match="mallory"):
         store.list_tokens()
@@ -178,7 +190,7 @@ def test_tampering_is_caught_after_the_secret_was_read_once(
     conn = _raw(db_path)
     (blob_b,) = conn.execute("SELECT secret_blob FROM tokens WHERE token_id='t2'").fetchone()
     conn.execute("UPDATE tokens SET secret_blob=? WHERE token_id='t1'", (blob_b,))
-    conn.execute("UPDATE tokens SET user='mallory' WHERE token_id='t2'")
+    conn.execute("UPDATE tokens SET username='mallory' WHERE token_id='t2'")
     conn.close()
     with pytest.raises(StoreError, match="token 't1' of user 'alice'"):
         store.list_tokens("alice")
@@ -189,7 +201,7 @@ def test_tampering_is_caught_after_the_secret_was_read_once(
 def test_opened_secrets_are_kept_for_recent_tokens_only(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from radmfa.store import sqlite as sqlite_store
+    from radmfa.store.queries import tokens as sqlite_store
 
     monkeypatch.setattr(sqlite_store, "_MAX_OPENED", 3)
     for i in range(5):
@@ -253,13 +265,7 @@ def test_devices_remembered_by_station_alone_are_forgotten_by_the_upgrade(
 ) -> None:
     """Schema 3 kept (user, station) only: nobody knows through which client such a device
     was remembered, so none of them may skip a code after the upgrade."""
-    db_path.parent.mkdir(parents=True)
-    conn = _raw(db_path)
-    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY)")
-    for version, statements in enumerate(MIGRATIONS[:3], start=1):
-        for statement in statements:
-            conn.execute(statement)
-        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+    conn = _at_version(db_path, 3)
     conn.execute(
         "INSERT INTO devices (user, device, remembered_at, expires_at) VALUES (?, ?, ?, ?)",
         ("alice", "02:00:5e:10:00:01", NOW, NOW + 86400),
@@ -276,6 +282,80 @@ def test_devices_remembered_by_station_alone_are_forgotten_by_the_upgrade(
         device = DeviceRef("02:00:5e:10:00:01", "vpn", "nas-1")
         store.remember_device("alice", device, NOW, NOW + 60)  # remembering works afresh
         assert [d.ref for d in store.list_devices("alice", NOW)] == [device]
+    finally:
+        store.close()
+
+
+def test_a_version_6_file_with_data_in_every_table_is_readable_after_the_upgrade(
+    db_path: Path, key_file: Path
+) -> None:
+    """Version 7 renames the ``user`` columns to ``username``: every row written before (by
+    the statements of version 6) must read back the same afterwards."""
+    box = SecretBox.from_key_file(key_file)
+    conn = _at_version(db_path, 6)
+    blob = box.seal(SECRET_A, token_secret_aad("alice", "t1"))
+    conn.execute(
+        "INSERT INTO tokens (token_id, user, type, secret_blob, digits, algorithm, period, "
+        "created_at, last_step, description) VALUES ('t1', 'alice', 'totp', ?, 6, 'SHA1', 30, "
+        "?, 7, 'phone')",
+        (blob, NOW),
+    )
+    conn.execute(
+        "INSERT INTO users (user, failures, locked_until, last_failure_at, total_failures, "
+        "preferred, notice, status, status_reason, grace_logins) "
+        "VALUES ('alice', 2, NULL, ?, 4, 'totp', 'hello', 'suspended', 'lost phone', 1)",
+        (NOW - 5,),
+    )
+    conn.execute(
+        "INSERT INTO challenges (state_id, user, client_name, client_address, created_at, "
+        "expires_at, phase, rule) VALUES (?, 'alice', 'vpn', '192.0.2.1', ?, ?, 'code', 'r1')",
+        (b"s" * 16, NOW, NOW + 60),
+    )
+    conn.execute("INSERT INTO sends (user, channel, sent_at) VALUES ('alice', 'sms', ?)", (NOW,))
+    conn.execute(
+        "INSERT INTO devices (user, device, client, nas_id, remembered_at, expires_at) "
+        "VALUES ('alice', 'aa:bb', 'vpn', 'nas-1', ?, ?)",
+        (NOW, NOW + 3600),
+    )
+    conn.execute("INSERT INTO failures (key, at) VALUES ('user:alice', ?)", (NOW - 5,))
+    conn.execute(
+        "INSERT INTO audit (at, kind, user, reason, outcome) "
+        "VALUES (?, 'auth', 'alice', 'ok', 'accept')",
+        (NOW,),
+    )
+    conn.execute(
+        "INSERT INTO attempts (user, attempt_id, source, expires_at, failed) "
+        "VALUES ('alice', ?, NULL, ?, 1)",
+        (b"a1", NOW + 30),
+    )
+    conn.close()
+
+    store = SqliteStore(str(db_path), box)
+    try:
+        assert store.schema_at_open == 6 and store.schema_version() == SCHEMA_VERSION
+        assert store.list_tokens("alice") == [
+            TokenRecord("t1", "alice", "totp", SECRET_A, 6, "SHA1", 30, NOW, 7, "phone")
+        ]
+        assert store.known_users() == ["alice"]
+        lock = store.lock_state("alice")
+        assert (lock.failures, lock.total_failures, lock.last_failure_at) == (2, 4, NOW - 5)
+        settings = store.user_settings("alice")
+        assert (settings.preferred, settings.notice, settings.status) == (
+            "totp",
+            "hello",
+            "suspended",
+        )
+        assert (settings.status_reason, settings.grace_logins) == ("lost phone", 1)
+        device = DeviceRef("aa:bb", "vpn", "nas-1")
+        assert store.trusted_device("alice", device, NOW) is not None
+        assert store.failure_window("user:alice", NOW - 60).count == 1
+        assert [(e.user, e.reason) for e in store.query_audit(AuditQuery())] == [("alice", "ok")]
+        # The send record still counts (cooldown), the failed attempt is still known.
+        assert store.reserve_send("alice", "sms", NOW + 1, 60, 5).limit == "cooldown"
+        again = store.begin_attempt(b"a1", "alice", NOW + 1, lambda state: None)
+        assert again.duplicate == "failed"
+        taken = store.take_challenge(b"s" * 16)
+        assert taken is not None and (taken.user, taken.rule) == ("alice", "r1")
     finally:
         store.close()
 
@@ -352,6 +432,24 @@ def test_take_challenge_without_returning_is_still_single_use(store: SqliteStore
     for t in threads:
         t.join()
     assert [r for r in results if r is not None] == [c]
+
+
+def test_grace_logins_without_returning_are_each_counted_once(store: SqliteStore) -> None:
+    store._use_returning = False  # the path for SQLite < 3.35
+    barrier = threading.Barrier(8)
+    counts: list[int] = []
+
+    def note() -> None:
+        barrier.wait()
+        counts.append(store.note_grace_login("alice", NOW).grace_logins)
+
+    threads = [threading.Thread(target=note) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(counts) == list(range(1, 9))
+    assert store.user_settings("alice").first_seen_at == NOW
 
 
 WORKER = """

@@ -18,7 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from radmfa.store.base import (
+from radmfa.store.base import Store
+from radmfa.store.crypto import SecretBox
+from radmfa.store.memory import MemoryStore
+from radmfa.store.model import (
     ATTEMPT_FAILED,
     ATTEMPT_LEASE,
     ATTEMPT_NEUTRAL,
@@ -36,17 +39,14 @@ from radmfa.store.base import (
     LockoutRule,
     LockState,
     LoginState,
-    Store,
     StoreError,
     TokenRecord,
     TrustedDevice,
     UserSettings,
-    next_failure_state,
 )
-from radmfa.store.crypto import SecretBox
-from radmfa.store.memory import MemoryStore
 from radmfa.store.pg_schema import DATA_TABLES
 from radmfa.store.postgres import PostgresStore
+from radmfa.store.rules import next_failure_state
 from radmfa.store.sqlite import SqliteStore
 from tests.support.postgres import Postgres
 
