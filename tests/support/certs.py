@@ -16,6 +16,8 @@ from cryptography.x509.oid import NameOID
 
 @dataclass(frozen=True)
 class TestCA:
+    __test__ = False  # a CA for tests, not a test class
+
     cert_path: Path
     cert: x509.Certificate
     key: ec.EllipticCurvePrivateKey
