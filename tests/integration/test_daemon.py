@@ -528,3 +528,18 @@ def test_workers_share_the_port_replay_and_lockout(slapd, tmp_path):
     finally:
         assert d.stop() == 0
     assert "radmfa worker 0 stopped" in d.log() and "radmfa worker 1 stopped" in d.log()
+
+
+def test_user_show_tells_how_far_a_phones_clock_is_off(daemon, slapd, strict_client):
+    """A code a step ahead of the server's clock is accepted (window 1), and `user show`
+    says so: the admin sees a drifting phone (or, for many users, a drifting server)."""
+    user = Enrolled(daemon, slapd)
+    while 30 - time.time() % 30 < 2:  # not across a step boundary: the offset would be 0
+        time.sleep(0.1)
+    reply = strict_client.auth(user.name, user.password + user.code(1))
+    assert reply is not None and reply.code == ACCEPT
+    shown = json.loads(daemon.cli("user", "show", user.name, "--json").stdout)
+    (totp,) = [t for t in shown["tokens"] if t["type"] == "totp"]
+    assert totp["drift_steps"] == 1
+    text = daemon.cli("user", "show", user.name).stdout
+    assert "last code +1 step (30 s ahead of this server's clock)" in text, text

@@ -425,10 +425,12 @@ class Ledger:
         """Make a matched code stick (atomic in the store); False: someone used it first."""
         if match.step is None:  # a factor whose codes are not single-use
             return True
-        used = await self.store.advance_step(token.token_id, match.step)
-        if used and self.drift is not None and token.type == "totp" and token.period > 0:
-            now_step = int(self.clock.seconds() // token.period)
-            self.drift.record(token.user, match.step - now_step)
+        offset = None
+        if token.type == "totp" and token.period > 0:
+            offset = match.step - int(self.clock.seconds() // token.period)
+        used = await self.store.advance_step(token.token_id, match.step, offset)
+        if used and offset is not None and self.drift is not None:
+            self.drift.record(token.user, offset)
         return used
 
     def log_use(self, user: str, token: TokenRecord) -> None:

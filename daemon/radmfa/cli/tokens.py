@@ -249,7 +249,7 @@ def run_remove(args: argparse.Namespace) -> int:
 
 def token_description(t: TokenRecord) -> str:
     if t.type == "totp":
-        return f"{t.digits} digits, {t.algorithm}, {t.period}s"
+        return f"{t.digits} digits, {t.algorithm}, {t.period}s{_drift(t)}"
     if t.type == "hotp":
         return f"{t.digits} digits, {t.algorithm}, next counter {next_counter(t)}"
     if t.type in ADDRESS_TYPES:
@@ -260,6 +260,15 @@ def token_description(t: TokenRecord) -> str:
         state = "used" if t.last_step is not None else f"until {_iso(t.created_at + t.period)}"
         return f"{t.description}, {state}"
     return t.description or t.type
+
+
+def _drift(t: TokenRecord) -> str:
+    """The last accepted code's offset from the server's clock, when one was seen off it."""
+    if not t.drift:
+        return ""
+    seconds = abs(t.drift) * t.period
+    way = "ahead of" if t.drift > 0 else "behind"
+    return f", last code {t.drift:+d} step ({seconds} s {way} this server's clock)"
 
 
 def token_summary(t: TokenRecord) -> dict[str, object]:
@@ -274,8 +283,11 @@ def token_summary(t: TokenRecord) -> dict[str, object]:
         "last_used_at": None,
         "description": t.description,
     }
-    if t.type == "totp" and t.last_step is not None:
-        summary["last_used_at"] = _iso(t.last_step * t.period)
+    if t.type == "totp":
+        # The step a code matched, less the drift it showed: when it was typed.
+        if t.last_step is not None:
+            summary["last_used_at"] = _iso((t.last_step - (t.drift or 0)) * t.period)
+        summary["drift_steps"] = t.drift
     elif t.type == "hotp":
         summary["counter"] = next_counter(t)
     elif t.type in ADDRESS_TYPES:

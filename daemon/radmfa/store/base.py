@@ -134,8 +134,9 @@ class Store(Protocol):
 
     def list_tokens(self, user: str | None = None) -> list[TokenRecord]: ...
     def remove_tokens(self, user: str, token_id: str | None = None) -> int: ...
-    def advance_step(self, token_id: str, step: int) -> bool:
+    def advance_step(self, token_id: str, step: int, drift: int | None = None) -> bool:
         """Atomically raise ``last_step`` to ``step`` if it is higher; True when it was.
+        ``drift`` (when given) is recorded with it: the TOTP step offset of the code.
 
         This compare-and-set is the replay protection: two concurrent requests (threads,
         processes, or daemons on one database) with the same code get exactly one True.

@@ -87,8 +87,8 @@ class AsyncStore:
     def remove_tokens(self, user: str, token_id: str | None = None) -> Deferred[int]:
         return self._call(self.store.remove_tokens, user, token_id)
 
-    def advance_step(self, token_id: str, step: int) -> Deferred[bool]:
-        return self._call(self.store.advance_step, token_id, step)
+    def advance_step(self, token_id: str, step: int, drift: int | None = None) -> Deferred[bool]:
+        return self._call(self.store.advance_step, token_id, step, drift)
 
     def replace_tokens(self, user: str, type: str, tokens: Sequence[TokenRecord]) -> Deferred[int]:
         return self._call(self.store.replace_tokens, user, type, tokens)

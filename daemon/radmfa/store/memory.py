@@ -109,13 +109,14 @@ class MemoryStore:
                 del self._tokens[tid]
             return len(doomed)
 
-    def advance_step(self, token_id: str, step: int) -> bool:
+    def advance_step(self, token_id: str, step: int, drift: int | None = None) -> bool:
         with self._lock:
             self._check_open()
             token = self._tokens.get(token_id)
             if token is None or (token.last_step is not None and token.last_step >= step):
                 return False
-            self._tokens[token_id] = dataclasses.replace(token, last_step=step)
+            kept = token.drift if drift is None else drift
+            self._tokens[token_id] = dataclasses.replace(token, last_step=step, drift=kept)
             return True
 
     def replace_tokens(self, user: str, type: str, tokens: Sequence[TokenRecord]) -> int:

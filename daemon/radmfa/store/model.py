@@ -35,6 +35,9 @@ class TokenRecord:
     #: emergency) or an out-of-band address is confirmed (email, sms).
     last_step: int | None = None
     description: str = ""
+    #: TOTP: how many steps the last accepted code sat from the server's clock (+1: the
+    #: phone runs ahead); None until a code is accepted. ``radmfa user show`` shows it.
+    drift: int | None = None
 
 
 #: ``LockState.locked_until`` of a lock that only an admin (``radmfa user unlock``) lifts.

@@ -40,7 +40,7 @@ _COPY_USERS = (
 )
 _COPY_TOKENS = (
     "COPY tokens (token_id, username, type, secret_blob, digits, algorithm, period, "
-    "created_at, last_step, description) FROM STDIN"
+    "created_at, last_step, description, drift) FROM STDIN"
 )
 _COPY_DEVICES = (
     "COPY devices (username, device, client, nas_id, remembered_at, expires_at) FROM STDIN"

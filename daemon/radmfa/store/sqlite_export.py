@@ -50,7 +50,7 @@ _USERS = (
 )
 _TOKENS = (
     "SELECT token_id, username, type, secret_blob, digits, algorithm, period, created_at, "
-    "last_step, description FROM tokens ORDER BY username, created_at, token_id"
+    "last_step, description, drift FROM tokens ORDER BY username, created_at, token_id"
 )
 _DEVICES = (
     "SELECT username, device, client, nas_id, remembered_at, expires_at FROM devices "

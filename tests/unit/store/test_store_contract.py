@@ -247,6 +247,17 @@ def test_advance_step_respects_a_stored_last_step(store: Store) -> None:
     assert store.advance_step("t1", 51) is True
 
 
+def test_advance_step_records_the_drift_it_is_given_and_keeps_it_otherwise(store: Store) -> None:
+    store.add_token(token())
+    assert store.advance_step("t1", 10, drift=1) is True
+    assert store.list_tokens("alice")[0].drift == 1
+    assert store.advance_step("t1", 10, drift=-1) is False  # a replay changes nothing
+    assert store.advance_step("t1", 11) is True  # no drift given: the last one stays
+    assert store.list_tokens("alice")[0].drift == 1
+    assert store.advance_step("t1", 12, drift=0) is True
+    assert store.list_tokens("alice")[0].drift == 0
+
+
 def test_advance_step_is_per_token(store: Store) -> None:
     store.add_token(token("t1"))
     store.add_token(token("t2"))

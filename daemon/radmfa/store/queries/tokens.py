@@ -18,27 +18,29 @@ __all__ = ["DELETE_USER_TOKENS", "TokenQueries", "token_record"]
 # Statements spelled out in full (no string building), so every query is a reviewable literal.
 INSERT_TOKEN = Statement(
     "INSERT INTO tokens (token_id, username, type, secret_blob, digits, algorithm, period, "
-    "created_at, last_step, description) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "created_at, last_step, description, drift) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 SELECT_ALL_TOKENS = Statement(
     "SELECT token_id, username, type, secret_blob, digits, algorithm, period, created_at, "
-    "last_step, description FROM tokens ORDER BY username, created_at, token_id"
+    "last_step, description, drift FROM tokens ORDER BY username, created_at, token_id"
 )
 SELECT_USER_TOKENS = Statement(
     "SELECT token_id, username, type, secret_blob, digits, algorithm, period, created_at, "
-    "last_step, description FROM tokens WHERE username = ? ORDER BY created_at, token_id"
+    "last_step, description, drift FROM tokens WHERE username = ? ORDER BY created_at, token_id"
 )
 SELECT_USER_TYPE_TOKENS = Statement(
     "SELECT token_id, username, type, secret_blob, digits, algorithm, period, created_at, "
-    "last_step, description FROM tokens WHERE username = ? AND type = ?"
+    "last_step, description, drift FROM tokens WHERE username = ? AND type = ?"
 )
 DELETE_USER_TOKENS = Statement("DELETE FROM tokens WHERE username = ?")
 DELETE_TOKEN = Statement("DELETE FROM tokens WHERE username = ? AND token_id = ?")
 DELETE_USER_TYPE_TOKENS = Statement("DELETE FROM tokens WHERE username = ? AND type = ?")
 #: The replay check: one conditional statement, atomic on its own. Of two concurrent updates
-#: the second waits for the first and then finds last_step no longer below ``step``.
+#: the second waits for the first and then finds last_step no longer below ``step``. The
+#: observed drift rides along (kept when none is given).
 ADVANCE_STEP = Statement(
-    "UPDATE tokens SET last_step = ? WHERE token_id = ? AND (last_step IS NULL OR last_step < ?)"
+    "UPDATE tokens SET last_step = ?, drift = coalesce(?, drift) "
+    "WHERE token_id = ? AND (last_step IS NULL OR last_step < ?)"
 )
 
 #: Decrypted secrets kept at most, for the users seen most recently (~300 bytes each with the
@@ -48,7 +50,7 @@ _MAX_OPENED = 10_000
 
 def token_record(row: Row, secret: bytes) -> TokenRecord:
     """A row of the tokens table (the columns of SELECT_ALL_TOKENS) with its secret opened."""
-    token_id, user, type_, _, digits, algorithm, period, created_at, last_step, desc = row
+    token_id, user, type_, _, digits, algorithm, period, created_at, last_step, desc, drift = row
     return TokenRecord(
         token_id=token_id,
         user=user,
@@ -60,6 +62,7 @@ def token_record(row: Row, secret: bytes) -> TokenRecord:
         created_at=created_at,
         last_step=last_step,
         description=desc,
+        drift=drift,
     )
 
 
@@ -86,6 +89,7 @@ class TokenQueries(Queries):
                 token.created_at,
                 token.last_step,
                 token.description,
+                token.drift,
             )
             for token in tokens
         ]
@@ -141,11 +145,11 @@ class TokenQueries(Queries):
             return self._engine.write(what, DELETE_USER_TOKENS, (user,))
         return self._engine.write(what, DELETE_TOKEN, (user, token_id))
 
-    def advance_step(self, token_id: str, step: int) -> bool:
+    def advance_step(self, token_id: str, step: int, drift: int | None = None) -> bool:
         # Retrying it after a lost connection can only answer False (fail closed), never
         # accept twice.
         what = f"advancing the step of token {token_id!r}"
-        return self._engine.write(what, ADVANCE_STEP, (step, token_id, step)) == 1
+        return self._engine.write(what, ADVANCE_STEP, (step, drift, token_id, step)) == 1
 
     def replace_tokens(self, user: str, type: str, tokens: Sequence[TokenRecord]) -> int:
         rows = self._token_rows(tokens)

@@ -148,6 +148,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX attempts_by_user ON attempts (username, failed, expires_at)",
         "CREATE INDEX attempts_by_source ON attempts (source, failed, expires_at)",
     ),
+    # 2: the step offset of a TOTP token's last accepted code (SQLite version 8).
+    ("ALTER TABLE tokens ADD COLUMN drift integer",),
 )
 
 #: The schema version this code writes and understands.

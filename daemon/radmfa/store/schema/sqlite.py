@@ -177,6 +177,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE audit RENAME COLUMN user TO username",
         "ALTER TABLE attempts RENAME COLUMN user TO username",
     ),
+    # 8: the step offset of a TOTP token's last accepted code (``radmfa user show``: a phone
+    #    whose clock drifts).
+    ("ALTER TABLE tokens ADD COLUMN drift INTEGER",),
 )
 
 #: The schema version this code writes and understands.
