@@ -171,7 +171,12 @@ class AuditRecorder:
     @staticmethod
     def _chain(d: Deferred[Any]) -> Deferred[None]:
         waiter: Deferred[None] = Deferred()
-        d.addBoth(lambda result: (waiter.callback(None), result)[1])
+
+        def settle(result: object) -> object:
+            waiter.callback(None)
+            return result
+
+        d.addBoth(settle)
         return waiter
 
     def _written(self, _result: object, rows: Sequence[AuditEvent]) -> None:

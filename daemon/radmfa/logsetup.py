@@ -35,12 +35,14 @@ from typing import IO, Any
 from twisted.internet.task import LoopingCall
 from twisted.logger import (
     FilteringLogObserver,
+    ILogObserver,
     Logger,
     LogLevel,
     LogLevelFilterPredicate,
     formatEvent,
     globalLogBeginner,
 )
+from zope.interface import implementer
 
 from radmfa.textescape import escape_unprintable
 
@@ -201,6 +203,7 @@ class _Output:
             self.buffering = False
 
 
+@implementer(ILogObserver)
 class LineObserver(_Output):
     def __init__(self, stream: IO[str], timestamps: bool, tag: str = "") -> None:
         super().__init__(stream)
@@ -224,6 +227,7 @@ class LineObserver(_Output):
         self._emit(prefix + text.replace("\n", "\n    ") + "\n", event)
 
 
+@implementer(ILogObserver)
 class JsonObserver(_Output):
     """One JSON object per line: time (unless journald stamps it), level, namespace, message,
     worker (in worker processes), traceback (for failures) and a decision's fields."""

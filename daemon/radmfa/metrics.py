@@ -33,6 +33,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
@@ -277,8 +278,8 @@ class MetricsService:
     def refresh_locked_users(self) -> Deferred[None] | None:
         if self.store is None:
             return None
-        d = self.store.count_locked(self.clock.seconds())  # one query
-        d.addCallback(self.metrics.locked_users.set)
+        counted = self.store.count_locked(self.clock.seconds())  # one query
+        d = counted.addCallback(self.metrics.locked_users.set)
         d.addErrback(
             lambda f: log.warn("cannot count locked users: {err}", err=f.getErrorMessage())
         )
@@ -315,7 +316,7 @@ class _QuietSite(Site):
 
     noisy = False
 
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         pass
 
 

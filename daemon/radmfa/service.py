@@ -25,7 +25,7 @@ from radmfa.auth.pipeline import Authenticator, PipelineSettings
 from radmfa.auth.policy import Policy
 from radmfa.clocktrust import CLOCK_UNSYNCHRONISED, DriftWatch, kernel_clock_synchronised
 from radmfa.config import Config, ConfigError, ListenAddress, TlsListener, load_config
-from radmfa.directory.base import GroupFinder, PasswordChecker
+from radmfa.directory.base import GroupFinder, PasswordChecker, finds_groups, resolves_groups
 from radmfa.directory.ldap import LdapPasswordChecker
 from radmfa.directory.ldap_libldap import LibldapPasswordChecker
 from radmfa.directory.local import LocalUsersChecker, UsersFileError
@@ -110,8 +110,8 @@ def build_runtime(
     drift: DriftWatch | None = None,
 ) -> Runtime:
     directory = build_directory(config, directory_runner, clock)
-    groups = directory if hasattr(directory, "user_groups") else None
-    finder = directory if config.policy.needs_groups and hasattr(directory, "find_groups") else None
+    groups = directory if resolves_groups(directory) else None
+    finder = directory if config.policy.needs_groups and finds_groups(directory) else None
     try:
         factors = build_factors(config, clock)
     except FactorLoadError as e:
@@ -142,7 +142,7 @@ def build_runtime(
             factors=factors,
             clock=clock,
             observers=observers,
-            groups=groups,  # type: ignore[arg-type]
+            groups=groups,
             audit=recorder,
             drift=drift,
         )
@@ -153,7 +153,7 @@ def build_runtime(
         ClientTable(config.clients),
         directory,
         authenticator,
-        group_finder=finder,  # type: ignore[arg-type]
+        group_finder=finder,
     )
 
 

@@ -44,7 +44,7 @@ class ThreadPoolRunner:
         self.pool.stop()
 
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
-        return deferToThreadPool(self._reactor, self.pool, fn, *args, **kwargs)  # type: ignore[arg-type]
+        return deferToThreadPool(self._reactor, self.pool, fn, *args, **kwargs)
 
 
 class PooledRunner(ThreadPoolRunner):

@@ -19,8 +19,12 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -63,7 +67,7 @@ def require_browser() -> None:
 
 
 @contextmanager
-def chromium(size: tuple[int, int] = PHONE) -> Iterator[object]:
+def chromium(size: tuple[int, int] = PHONE) -> Iterator[WebDriver]:
     """A headless Chromium with a fresh profile, closed (and its profile removed) after."""
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
@@ -94,22 +98,20 @@ class Screenshots:
         self.test_name = test_name
         self.count = 0
 
-    def take(self, driver: object, page: str) -> Path:
+    def take(self, driver: WebDriver, page: str) -> Path:
         self.count += 1
         path = self.directory / f"{self.test_name}-{self.count:02d}-{page}.png"
         full_page(driver)
-        driver.save_screenshot(str(path))  # type: ignore[attr-defined]
+        driver.save_screenshot(str(path))
         return path
 
 
-def full_page(driver: object) -> None:
+def full_page(driver: WebDriver) -> None:
     """Grow the window to the page's height, so a screenshot shows all of it."""
-    width = driver.get_window_size()["width"]  # type: ignore[attr-defined]
-    height = driver.execute_script(  # type: ignore[attr-defined]
-        "return document.documentElement.scrollHeight"
-    )
-    driver.set_window_size(width, max(int(height), 600))  # type: ignore[attr-defined]
-    driver.execute_script("window.scrollTo(0, 0)")  # type: ignore[attr-defined]
+    width = driver.get_window_size()["width"]
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(width, max(int(height), 600))
+    driver.execute_script("window.scrollTo(0, 0)")
 
 
 def read_qr(png: Path) -> str:

@@ -6,8 +6,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -16,8 +17,15 @@ from tests.support.processes import terminate
 
 READY_LINE = "radmfa ready"
 
+T = TypeVar("T")
 
-def deadline_poll(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
+
+def deadline_poll(
+    predicate: Callable[[], T | None],
+    timeout: float,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> T:
     """Poll ``predicate`` until it returns a truthy value or the deadline passes."""
     end = time.monotonic() + timeout
     while True:

@@ -105,8 +105,9 @@ def blackhole() -> Iterator[Blackhole]:
 @pytest.fixture
 def ldap_runner() -> Iterator[ThreadPoolRunner]:
     from twisted.internet import reactor
+    from twisted.internet.interfaces import IReactorFromThreads
 
-    runner = ThreadPoolRunner(reactor, "ldap-test", LDAP_TEST_THREADS)
+    runner = ThreadPoolRunner(IReactorFromThreads(reactor), "ldap-test", LDAP_TEST_THREADS)
     runner.start()
     try:
         yield runner

@@ -60,12 +60,13 @@ class NotifySocket:
 
     def wait_for(self, item: str, timeout: float = 15.0, count: int = 1) -> Notification:
         """The ``count``-th message containing ``item`` (``KEY=VALUE`` or ``KEY``)."""
+
+        def counted() -> Notification | None:
+            found = [n for n in self.poll() if item in n]
+            return found[count - 1] if len(found) >= count else None
+
         return deadline_poll(
-            lambda: (
-                (found := [n for n in self.poll() if item in n])
-                and len(found) >= count
-                and found[count - 1]
-            ),
+            counted,
             timeout,
             interval=0.02,
             what=f"{item} (#{count}) on the notify socket",

@@ -28,6 +28,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import psycopg
 from psycopg import sql
@@ -88,7 +89,7 @@ class Postgres:
         self.data_dir = self.dir / "data"
         self.log_path = self.dir / "postgres.log"
         self._proc: subprocess.Popen[bytes] | None = None
-        self._log_file: object | None = None
+        self._log_file: BinaryIO | None = None
         self._provisioned = False
         self._initdb()
 
@@ -284,7 +285,7 @@ class Postgres:
         self._proc = None
         log, self._log_file = self._log_file, None
         if log is not None:
-            log.close()  # type: ignore[attr-defined]
+            log.close()
 
     def log_tail(self, lines: int = 40) -> str:
         try:

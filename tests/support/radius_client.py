@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pyrad import packet as rp
 from pyrad.dictionary import Dictionary
@@ -115,6 +116,7 @@ class RadiusTestClient:
         return Reply(reply.code, data, reply)
 
     def auth(
-        self, user: str | bytes, password: str | bytes, *, timeout: float = 5.0, **kw: object
+        self, user: str | bytes, password: str | bytes, *, timeout: float = 5.0, **kw: Any
     ) -> Reply | None:
-        return self.exchange(build_request(self.secret, user, password, **kw), timeout)  # type: ignore[arg-type]
+        """``kw``: :func:`build_request`'s keyword arguments."""
+        return self.exchange(build_request(self.secret, user, password, **kw), timeout)

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 from ldap3.utils.dn import escape_rdn
 
@@ -332,7 +333,7 @@ class Slapd:
         self.data_dir = self.workdir / "data"
         self.log_path = self.workdir / "slapd.log"
         self._proc: subprocess.Popen[bytes] | None = None
-        self._log_file = None
+        self._log_file: BinaryIO | None = None
         self.data_dir.mkdir(exist_ok=True)
         overlays = tuple(overlays)
         overlay_lines = []

@@ -14,6 +14,7 @@ import selectors
 import socket
 import threading
 from types import TracebackType
+from typing import cast
 
 
 class UdpRelay:
@@ -40,7 +41,7 @@ class UdpRelay:
     def _loop(self) -> None:
         while not self._closed.is_set():
             for key, _ in self._selector.select(timeout=0.05):
-                sock: socket.socket = key.fileobj  # type: ignore[assignment]
+                sock = cast(socket.socket, key.fileobj)  # only sockets are registered
                 try:
                     data, source = sock.recvfrom(65535)
                 except OSError:  # e.g. ICMP port unreachable from a stopped server

@@ -76,6 +76,8 @@ class TokenSpec:
             "period": totp.period,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
+        # Overrides are this class's field names with values of any type (the CLI, an import
+        # row, the portal): validate() below is what checks them, not the type checker.
         spec = cls(**values)  # type: ignore[arg-type]
         spec.validate()
         return spec

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from radmfa.auth import prompts
 from radmfa.auth.challenge import MAX_EXCHANGE_SECONDS, PHASE_CODE, ChallengeIssuer
@@ -60,6 +61,7 @@ from radmfa.auth.verdicts import PolicyCheck, refusal
 from radmfa.clocktrust import DriftWatch
 from radmfa.config import (
     LockoutConfig,
+    Mfa,
     OtpConfig,
     PolicyConfig,
     RateLimitsConfig,
@@ -67,7 +69,7 @@ from radmfa.config import (
     UsernamesConfig,
 )
 from radmfa.delivery.courier import Courier
-from radmfa.directory.base import GroupResolver, PasswordChecker, UserEntry
+from radmfa.directory.base import GroupResolver, PasswordChecker, UserEntry, resolves_groups
 from radmfa.factors.base import CodeMatch, FactorRegistry, MatchKind
 from radmfa.outage import Outage
 from radmfa.store.base import ATTEMPT_LEASE, StoreError, TokenRecord
@@ -124,12 +126,12 @@ class Authenticator:
         if settings.policy is not None:
             self.policy = settings.policy
         else:
-            mfa = "optional" if settings.otp.allow_password_only else "required"
-            self.policy = Policy(PolicyConfig(default=RuleOutcome(mfa=mfa)))  # type: ignore[arg-type]
+            mfa: Mfa = "optional" if settings.otp.allow_password_only else "required"
+            self.policy = Policy(PolicyConfig(default=RuleOutcome(mfa=mfa)))
         #: Where group rules get their groups; the directory itself when it can tell.
         self.groups: GroupResolver | None = groups
-        if groups is None and hasattr(directory, "user_groups"):
-            self.groups = directory  # type: ignore[assignment]
+        if groups is None and resolves_groups(directory):
+            self.groups = directory
         if self.policy.needs_groups and self.groups is None:
             raise ValueError("the policy has group rules, but the directory cannot list groups")
         #: Whether any rule may trust devices (else their lookup is skipped).
@@ -203,8 +205,8 @@ class Authenticator:
         started = self.clock.seconds()
         d = Deferred.fromCoroutine(self._decide(request))
 
-        def failed(failure: object) -> Decision:
-            log.failure("authentication pipeline error", failure)  # type: ignore[arg-type]
+        def failed(failure: Failure) -> Decision:
+            log.failure("authentication pipeline error", failure)
             return reject(Reason.INTERNAL_ERROR)
 
         d.addErrback(failed)

@@ -55,13 +55,15 @@ def menu(
             choices.append((oob.keyword, destination.masked))
     if not choices:
         return fit(otp.challenge_prompt)
-    for detailed in (True, False):
+
+    def listing(detailed: bool) -> str:
         words = [f"{w} ({m})" if detailed else w for w, m in choices]
         listed = " or ".join(words)
         if has_codes:
-            text = otp.choice_prompt.format(choices=listed)
-        else:
-            text = f"Type {listed} to get a verification code: "
-        if len(text.encode()) <= MAX_REPLY_MESSAGE:
-            return text
-    return fit(text)
+            return otp.choice_prompt.format(choices=listed)
+        return f"Type {listed} to get a verification code: "
+
+    text = listing(detailed=True)
+    if len(text.encode()) <= MAX_REPLY_MESSAGE:
+        return text
+    return fit(listing(detailed=False))

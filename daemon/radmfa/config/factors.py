@@ -496,11 +496,13 @@ def _plain(value: Value) -> Any:
             _plain(Value(value.doc, v, f"{value.path}[{i}]", v.start_mark.line + 1))
             for i, v in enumerate(node.value)
         ]
-    try:
-        return value.doc.construct(node)
-    except yaml.YAMLError:
-        value.error(f"unsupported YAML tag {node.tag}")
-        return None
+    if isinstance(node, yaml.ScalarNode):  # composing makes no other kind of node
+        try:
+            return value.doc.construct(node)
+        except yaml.YAMLError:
+            pass
+    value.error(f"unsupported YAML tag {node.tag}")
+    return None
 
 
 def _is_loopback(host: str) -> bool:

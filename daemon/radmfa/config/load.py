@@ -21,6 +21,8 @@ from typing import TypeVar
 import yaml
 
 T = TypeVar("T")
+R = TypeVar("R")  # what a reader reads
+D = TypeVar("D")  # the default when there is nothing to read
 
 DURATION_FORMS = 'seconds (90 or 1.5) or a number with a unit: "90s", "15m", "12h", "30d"'
 _DURATION_RE = re.compile(r"([-+]?[0-9]+(?:\.[0-9]+)?)\s*([smhd]?)", re.IGNORECASE)
@@ -131,9 +133,12 @@ class _Loader(yaml.SafeLoader):
             raise _limit(f"nested more than {MAX_DEPTH} levels deep", event)
         self._depth += 1
         try:
-            node = super().compose_node(parent, index)
+            # The stub says index is an int: PyYAML also passes a mapping's key node.
+            node = super().compose_node(parent, index)  # type: ignore[arg-type]
         finally:
             self._depth -= 1
+        if node is None:  # the stub allows it; PyYAML returns a node or raises
+            raise _limit("no value where one was expected", event)
         if isinstance(event, yaml.AliasEvent):
             extent = self._extent.get(id(node))
             if extent is None:  # the anchor's node is still open: it would contain itself
@@ -173,7 +178,9 @@ class _Loader(yaml.SafeLoader):
 
 
 def _limit(problem: str, event: yaml.Event) -> yaml.composer.ComposerError:
-    return yaml.composer.ComposerError(None, None, problem, event.start_mark)
+    # The pure-Python composer (SafeLoader) marks events with yaml.error.Mark, never libyaml's.
+    mark = event.start_mark if isinstance(event.start_mark, yaml.error.Mark) else None
+    return yaml.composer.ComposerError(None, None, problem, mark)
 
 
 class Document:
@@ -607,7 +614,7 @@ class Section:
             return Section(self.doc, None, self.child_path(key), keys, self.key_line(key))
         return section
 
-    def _read_value(self, key: str, default: T, reader: Callable[[Value], T | None]) -> T:
+    def _read_value(self, key: str, default: D, reader: Callable[[Value], R | None]) -> R | D:
         value = self._values.get(key)
         if value is None:
             return default

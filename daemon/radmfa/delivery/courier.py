@@ -63,7 +63,7 @@ class Courier:
             why = (
                 failure.getErrorMessage()
                 if failure.check(DeliveryError)
-                else f"{failure.type.__name__}: {failure.getErrorMessage()}"
+                else f"{type(failure.value).__name__}: {failure.getErrorMessage()}"
             )
             log.error(
                 "{factor} code for {user} to {destination} was not delivered: {why}",

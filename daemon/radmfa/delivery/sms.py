@@ -80,13 +80,12 @@ class WebhookProvider:
             if response.code not in self.config.success_codes:
                 raise DeliveryError(f"SMS webhook answered HTTP {response.code}")
 
-        body.addCallback(done)
-        return body
+        return body.addCallback(done)
 
     def _explain(self, failure: Failure) -> Failure:
         if failure.check(DeliveryError):
             return failure
-        why = failure.getErrorMessage() or failure.type.__name__
+        why = failure.getErrorMessage() or type(failure.value).__name__
         if failure.check(internet_error.TimeoutError, CancelledError):
             why = f"no answer within {self.config.timeout:g}s"
         return Failure(DeliveryError(f"SMS webhook {self.config.method} failed: {why}"))

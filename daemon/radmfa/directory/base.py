@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeGuard
 
 from twisted.internet.defer import Deferred
 
@@ -113,3 +113,14 @@ class GroupFinder(Protocol):
         """``names``: folded group names (a cn, a users-file name) or DNs. The result's
         ``groups``: the matching groups found, as the directory spells them (DNs or names)."""
         ...
+
+
+def resolves_groups(checker: object) -> TypeGuard[GroupResolver]:
+    """Whether a password checker has the :class:`GroupResolver` capability (checkers
+    declare none: having the method is the capability)."""
+    return hasattr(checker, "user_groups")
+
+
+def finds_groups(checker: object) -> TypeGuard[GroupFinder]:
+    """Whether a password checker has the :class:`GroupFinder` capability."""
+    return hasattr(checker, "find_groups")

@@ -62,5 +62,5 @@ class ServerHealth(Generic[T]):
                     seconds=self._retry_after,
                 )
             self._down_until[url] = now + self._retry_after
-        if answered_by is not None and self._down_until.pop(answered_by, None):
+        if answered_by is not None and self._down_until.pop(answered_by, None) is not None:
             log.info("LDAP server {url} answers again", url=answered_by)

@@ -36,7 +36,7 @@ import ssl
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import ldap3
 from cryptography import x509
@@ -129,7 +129,16 @@ class LdapConnection(Protocol):
     def open(self, read_server_info: bool = ...) -> Any: ...
     def start_tls(self, read_server_info: bool = ...) -> Any: ...
     def bind(self, read_server_info: bool = ..., controls: Any = ...) -> Any: ...
-    def search(self, search_base: str, search_filter: str, **kwargs: Any) -> Any: ...
+    def search(
+        self,
+        search_base: str,
+        search_filter: str,
+        *,
+        search_scope: Literal["BASE", "LEVEL", "SUBTREE"] = ...,
+        attributes: Any = ...,
+        size_limit: int = ...,
+        time_limit: int = ...,
+    ) -> Any: ...
     def unbind(self, controls: Any = ...) -> Any: ...
 
 
@@ -172,7 +181,9 @@ class Ldap3Connector:
         conn: LdapConnection = ldap3.Connection(
             ldap_server,
             user=user,
-            password=password,
+            # ldap3 binds bytes as they are (the password with surrogateescape); its stub
+            # says str.
+            password=password,  # type: ignore[arg-type]
             authentication=ldap3.SIMPLE if user is not None else ldap3.ANONYMOUS,
             client_strategy=ldap3.SAFE_SYNC,
             auto_bind=ldap3.AUTO_BIND_NONE,

@@ -30,6 +30,7 @@ import fcntl
 import os
 import re
 import socket
+import ssl
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -614,8 +615,14 @@ def _chain_problem(certificate: x509.Certificate, ca_file: str | None) -> str | 
     store = crypto.X509Store()
     if ca_file is not None:
         store.load_locations(ca_file)
-    else:
-        store.set_default_paths()
+    else:  # the system's trust store (pyOpenSSL's X509Store has no set_default_paths)
+        paths = ssl.get_default_verify_paths()
+        if paths.cafile is None and paths.capath is None:
+            return None  # no trust store here to judge the chain with
+        try:
+            store.load_locations(paths.cafile, paths.capath)
+        except crypto.Error:
+            return None
     context = crypto.X509StoreContext(store, crypto.X509.from_cryptography(certificate))
     try:
         context.verify_certificate()

@@ -110,9 +110,14 @@ def username_problem(username: object) -> str | None:
     return None
 
 
-def refuse_before_ldap(username: str, password: str, *, closed: bool) -> bytes | DirectoryResult:
+def refuse_before_ldap(
+    username: object, password: object, *, closed: bool
+) -> bytes | DirectoryResult:
     """The checks both engines make before any LDAP traffic: the password as bytes to bind
-    with, or the result to answer at once (never an empty-password bind, L-01)."""
+    with, or the result to answer at once (never an empty-password bind, L-01).
+
+    Both are typed ``object``: a checker never raises, so a caller's wrong type is refused
+    here rather than trusted."""
     if closed:
         return unavailable("LDAP checker is closed")
     if not isinstance(password, str) or password == "":

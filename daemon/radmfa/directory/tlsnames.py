@@ -20,7 +20,7 @@ from __future__ import annotations
 import ipaddress
 
 from cryptography import x509
-from cryptography.x509.oid import ExtensionOID, NameOID
+from cryptography.x509.oid import NameOID
 from service_identity import CertificateError, VerificationError
 from service_identity.hazmat import (
     DNS_ID,
@@ -131,9 +131,7 @@ def _subject_alt_names(
     certificate for it.
     """
     try:
-        extension = certificate.extensions.get_extension_for_oid(
-            ExtensionOID.SUBJECT_ALTERNATIVE_NAME
-        )
+        extension = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except x509.ExtensionNotFound:
         return [], [], False
     patterns: list[CertificatePattern] = []

@@ -184,7 +184,10 @@ class FactorRegistry:
 
     def out_of_band(self, token_type: str) -> OutOfBandFactor | None:
         factor = self._by_type.get(token_type)
-        return factor if isinstance(factor, OutOfBandFactor) else None
+        # None first: mypy cannot narrow an Optional protocol to another protocol at once.
+        if factor is None or not isinstance(factor, OutOfBandFactor):
+            return None
+        return factor
 
     def usable(self, token: TokenRecord, now: float) -> bool:
         """The factor is loaded and says the token can be used (plugins may omit ``usable``)."""

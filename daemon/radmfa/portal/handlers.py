@@ -283,8 +283,8 @@ class PortalApp:
         sendable = [
             (t.type, parts.factors.label(t.type), d.masked)
             for t in sendable_tokens(parts.factors, tokens, self.clock.seconds())
-            if (d := parts.factors.out_of_band(t.type)) is not None
-            and (d := d.destination(t)) is not None
+            if (oob := parts.factors.out_of_band(t.type)) is not None
+            and (d := oob.destination(t)) is not None
         ]
         sent = session.sent
         return self.page(

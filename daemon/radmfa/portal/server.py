@@ -18,6 +18,7 @@ from twisted.internet import ssl
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
@@ -148,7 +149,7 @@ class PortalSite(Site):
         super().__init__(resource, reactor=reactor)
         self.noisy = False
 
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         pass
 
 
@@ -161,10 +162,12 @@ def tls_options(cert_file: str, key_file: str) -> ssl.CertificateOptions:
     )
     certificates = [x509.load_pem_x509_certificate(pem) for pem in chain]
     key = serialization.load_pem_private_key(Path(key_file).read_bytes(), password=None)
+    # Twisted annotates these as pyOpenSSL's PKey and X509; pyOpenSSL, which gets them, takes
+    # cryptography's objects and deprecates its own.
     return ssl.CertificateOptions(
-        privateKey=key,
-        certificate=certificates[0],
-        extraCertChain=certificates[1:],
+        privateKey=key,  # type: ignore[arg-type]
+        certificate=certificates[0],  # type: ignore[arg-type]
+        extraCertChain=certificates[1:],  # type: ignore[arg-type]
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
     )
 

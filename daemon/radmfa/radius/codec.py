@@ -230,16 +230,17 @@ def verify_message_authenticator(packet: bytes | ValidPacket, secret: bytes) -> 
     wrong, short or repeated one. Compared in constant time. Raw bytes are walked here (and
     may raise :class:`MalformedPacket`); a :class:`ValidPacket` reuses its walk.
     """
+    attributes: Sequence[Attribute]
     if isinstance(packet, ValidPacket):
-        packet, attributes = packet.packet, packet.attributes
+        raw, attributes = packet.packet, packet.attributes
     else:
-        packet, attributes = _parse(packet, None)
+        raw, attributes = _parse(packet, None)
     found = [a for a in attributes if a.type == _MA_TYPE]
     if not found:
         return None
     if len(found) > 1 or len(found[0].value) != 16:
         return False
-    expected = _hmac_md5(secret, _zero_ma(packet, found[0].offset))
+    expected = _hmac_md5(secret, _zero_ma(raw, found[0].offset))
     return hmac.compare_digest(expected, found[0].value)
 
 
@@ -377,13 +378,13 @@ def decode_request(
     attributes: Sequence[Attribute]
     if isinstance(packet, ValidPacket):
         # validate_packet applied the content rules to every code accepted here.
-        packet, attributes = packet.packet, packet.attributes
-        if packet[0] not in AUTH_PORT_CODES:
-            raise MalformedPacket(f"packet code {packet[0]} is not accepted on this port")
+        raw, attributes = packet.packet, packet.attributes
+        if raw[0] not in AUTH_PORT_CODES:
+            raise MalformedPacket(f"packet code {raw[0]} is not accepted on this port")
     else:
-        packet, attributes = _parse(packet, AUTH_PORT_CODES)
+        raw, attributes = _parse(packet, AUTH_PORT_CODES)
         _check_request_rules(attributes)
-    authenticator = packet[4:20]
+    authenticator = raw[4:20]
     user_name: bytes | None = None
     password: bytes | None = None
     password_invalid = False
@@ -443,12 +444,12 @@ def decode_request(
         nas_identifier=nas_identifier,
         nas_ip_address=nas_ipv4 if nas_ipv4 is not None else nas_ipv6,
         calling_station_id=calling_station_id,
-        packet_id=packet[1],
+        packet_id=raw[1],
         authenticator=authenticator,
     )
     return DecodedRequest(
-        code=packet[0],
-        identifier=packet[1],
+        code=raw[0],
+        identifier=raw[1],
         authenticator=authenticator,
         proxy_states=tuple(proxy_states),
         message_authenticator=Attr.MESSAGE_AUTHENTICATOR in seen,

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import Protocol as Interface
+from typing import cast
 
 from OpenSSL import crypto
 from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener, IPushProducer
@@ -110,6 +112,20 @@ class _TlsReply:
         self.connection.forget(self.identifier)
 
 
+class _TlsTransport(Interface):
+    """What a connection uses of its transport, Twisted's ``TLSMemoryBIOProtocol``: the TLS
+    layer's own methods, and pause/resume, which it passes on to the TCP transport."""
+
+    def write(self, data: bytes) -> None: ...
+    def loseConnection(self) -> None: ...
+    def abortConnection(self) -> None: ...
+    def getPeerCertificate(self) -> crypto.X509 | None: ...
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None: ...
+    def unregisterProducer(self) -> None: ...
+    def pauseProducing(self) -> None: ...
+    def resumeProducing(self) -> None: ...
+
+
 @implementer(IHandshakeListener, IPushProducer)
 class RadsecConnection(Protocol):
     """One RadSec connection, under Twisted's TLS layer (``self.transport`` is TLS).
@@ -143,6 +159,12 @@ class RadsecConnection(Protocol):
         self._certificate = b""
         self._table: ClientTable | None = None
 
+    @property
+    def _tls(self) -> _TlsTransport | None:
+        """``transport`` as what it is: this protocol only runs wrapped by
+        :class:`TLSMemoryBIOFactory` (see :func:`radsec_factory`)."""
+        return cast("_TlsTransport | None", self.transport)
+
     # -- life cycle ----------------------------------------------------------------------------
 
     def connectionMade(self) -> None:
@@ -161,8 +183,9 @@ class RadsecConnection(Protocol):
         self._cancel_timer()
         if self.closed:
             return
-        peer = self.transport.getPeerCertificate() if self.transport is not None else None  # type: ignore[attr-defined]
-        if peer is None:  # cannot happen with requireCertificate; refuse rather than guess
+        tls = self._tls
+        peer = tls.getPeerCertificate() if tls is not None else None
+        if tls is None or peer is None:  # cannot happen with requireCertificate; refuse
             self._refuse("no client certificate")
             return
         der = crypto.dump_certificate(crypto.FILETYPE_ASN1, peer)
@@ -178,7 +201,7 @@ class RadsecConnection(Protocol):
             )
             return
         self.client, self._certificate, self._table = client, der, table
-        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        tls.registerProducer(self, True)
         self._producing = True
         self.log.info(
             "RadSec connection from {client} ({source}) open",
@@ -267,14 +290,14 @@ class RadsecConnection(Protocol):
     def _hang_up(self, *, abort: bool = False) -> None:
         """Close the transport: politely (TLS close_notify after the replies still queued),
         and for good after :data:`CLOSE_GRACE` if the peer keeps that from finishing."""
-        transport = self.transport
+        transport = self._tls
         if transport is None or self._lost:
             return
         if self._producing:
             self._producing = False
             transport.unregisterProducer()  # else Twisted's TLS layer waits for it to close
         if abort:
-            transport.abortConnection()  # type: ignore[attr-defined]
+            transport.abortConnection()
             return
         transport.loseConnection()
         if not self._lost and self._reaper is None:
@@ -282,19 +305,22 @@ class RadsecConnection(Protocol):
 
     def _reap(self) -> None:
         self._reaper = None
-        if not self._lost and self.transport is not None:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
+        transport = self._tls
+        if not self._lost and transport is not None:
+            transport.abortConnection()
 
     # -- flow control (IPushProducer) ---------------------------------------------------------
 
     def pauseProducing(self) -> None:
         """The socket's send buffer is full: read no more requests until it drains."""
-        if not self.closed and self.transport is not None:
-            self.transport.pauseProducing()  # type: ignore[attr-defined]
+        transport = self._tls
+        if not self.closed and transport is not None:
+            transport.pauseProducing()
 
     def resumeProducing(self) -> None:
-        if not self.closed and self.transport is not None:
-            self.transport.resumeProducing()  # type: ignore[attr-defined]
+        transport = self._tls
+        if not self.closed and transport is not None:
+            transport.resumeProducing()
 
     def stopProducing(self) -> None:
         """The transport is going away; :meth:`connectionLost` follows."""
@@ -384,8 +410,9 @@ class RadsecConnection(Protocol):
             return  # refused by a rule (logged): the connection stays, others share it
         if decoded.code == STATUS_SERVER:
             reply = server.status_reply(decoded, client)
-            if reply is not None:
-                self.transport.write(reply)  # type: ignore[union-attr]
+            transport = self._tls
+            if reply is not None and transport is not None:
+                transport.write(reply)
             return
         identifier = decoded.identifier
         if identifier in self._in_flight:
@@ -469,7 +496,7 @@ class RadsecFactory(Factory):
         self._handshakes = 0
         self._open: dict[str, set[RadsecConnection]] = {}
 
-    def buildProtocol(self, addr: IAddress) -> RadsecConnection:
+    def buildProtocol(self, addr: IAddress | None) -> RadsecConnection:
         host = getattr(addr, "host", None)
         return RadsecConnection(self, source_address(str(host)))
 

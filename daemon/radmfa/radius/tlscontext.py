@@ -49,6 +49,8 @@ def build_context(listener: TlsListener) -> ServerContext:
         key = load_pem_private_key(Path(listener.key_file).read_bytes(), password=None)
         authorities = x509.load_pem_x509_certificates(Path(listener.ca_file).read_bytes())
         options = CertificateOptions(
+            # A key that cannot sign (DH, X25519: outside pyOpenSSL's key union) raises
+            # TypeError here, handled below like any unusable file.
             privateKey=crypto.PKey.from_cryptography_key(key),  # type: ignore[arg-type]
             certificate=crypto.X509.from_cryptography(chain[0]),
             extraCertChain=[crypto.X509.from_cryptography(c) for c in chain[1:]],

@@ -333,9 +333,9 @@ class MemoryStore:
                 self._users[user] = state
                 return state
             if result == ATTEMPT_SUCCEEDED:
-                state = self._users.get(user)
-                if state is not None and (
-                    state.failures or state.total_failures or state.locked_until is not None
+                current = self._users.get(user)
+                if current is not None and (
+                    current.failures or current.total_failures or current.locked_until is not None
                 ):
                     self.record_success(user, now)
                 for key in clear_keys:
@@ -495,23 +495,23 @@ class MemoryStore:
             expired = [s for s, c in self._challenges.items() if c.expires_at <= now]
             for state_id in expired:
                 del self._challenges[state_id]
-            for key in [k for k, d in self._devices.items() if not d.valid(now)]:
-                del self._devices[key]
+            for device in [k for k, d in self._devices.items() if not d.valid(now)]:
+                del self._devices[device]
             for attempt in [a for a, v in self._attempts.items() if v[2] <= now]:
                 del self._attempts[attempt]
             if failures_before is not None:
-                for key, times in list(self._failures.items()):
+                for failure_key, times in list(self._failures.items()):
                     kept = [t for t in times if t >= failures_before]
                     if kept:
-                        self._failures[key] = kept
+                        self._failures[failure_key] = kept
                     else:
-                        del self._failures[key]
-            for key, times in list(self._sends.items()):
+                        del self._failures[failure_key]
+            for send_key, times in list(self._sends.items()):
                 kept = [t for t in times if t > now - SEND_WINDOW]
                 if kept:
-                    self._sends[key] = kept
+                    self._sends[send_key] = kept
                 else:
-                    del self._sends[key]
+                    del self._sends[send_key]
             self._prune_idle_users(now)
             return len(expired)
 

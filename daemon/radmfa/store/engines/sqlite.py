@@ -136,7 +136,7 @@ class SqliteEngine:
         except sqlite3.Error as e:
             raise StoreError(f"cannot open database {self.path}: {e}") from e
         try:
-            conn.patience = BUSY_TIMEOUT_MS / 1000  # type: ignore[attr-defined]
+            conn.patience = BUSY_TIMEOUT_MS / 1000
             conn.execute("PRAGMA busy_timeout = 0")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
