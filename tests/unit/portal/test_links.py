@@ -179,3 +179,12 @@ def test_the_help_desk_creates_a_link_with_a_reason_shown_once():
     assert b"Create an enrolment link" not in hank.last.body  # type: ignore[union-attr]
     page = hank.post("/helpdesk/link", {"user": "alice", "reason": "asked"})
     assert page.status == 400 and b"has a second factor already" in page.body
+
+
+def test_the_radius_grace_message_says_where_to_enroll():
+    world = World()
+    decision = world.radius("bob", "bob-pw")
+    assert decision.reason is Reason.GRACE_PERIOD
+    assert decision.reply_message is not None
+    assert "at https://mfa.example.org/:" in decision.reply_message
+    assert len(decision.reply_message.encode()) <= 253
