@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -186,7 +186,8 @@ def listen_portal(
     factory: Any = site
     if settings.tls is not None:
         options = tls_options(settings.tls.cert_file, settings.tls.key_file)
-        factory = TLSMemoryBIOFactory(options, False, site)
+        # what listenSSL does, spelled out so that a shared port can carry it too
+        factory = TLSMemoryBIOFactory(cast(Any, options), False, cast(Any, site))
     address = settings.listen
     if shared is not None:
         return shared(reactor, address, factory)

@@ -543,10 +543,10 @@ class MemoryStore:
                 del self._devices[key]
             for attempt in [a for a, v in self._attempts.items() if v[2] <= now]:
                 del self._attempts[attempt]
-            for key in [k for k, p in self._portal.items() if p.expired(now)]:
-                del self._portal[key]
-            for key in [k for k, link in self._links.items() if link.expires_at <= now]:
-                del self._links[key]
+            for session_key in [k for k, p in self._portal.items() if p.expired(now)]:
+                del self._portal[session_key]
+            for link_key in [k for k, link in self._links.items() if link.expires_at <= now]:
+                del self._links[link_key]
             if failures_before is not None:
                 for key, times in list(self._failures.items()):
                     kept = [t for t in times if t >= failures_before]

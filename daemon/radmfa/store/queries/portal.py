@@ -11,6 +11,7 @@ out of band) is a read and a delete in one write transaction: of two takers, one
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from radmfa.store.crypto import SecretBoxError, pending_secret_aad
 from radmfa.store.engines.base import Row, Transaction
@@ -98,11 +99,11 @@ class PortalQueries(Queries):
         meta = _describe(pending)
         return meta, self._box.seal(pending.token.secret, pending_secret_aad(key, meta))
 
-    def _pending_from(self, key: bytes, meta: str | None, blob: object) -> PendingEnrolment | None:
+    def _pending_from(self, key: bytes, meta: str | None, blob: Any) -> PendingEnrolment | None:
         if meta is None or blob is None:
             return None
         try:
-            secret = self._box.open(bytes(blob), pending_secret_aad(key, meta))  # type: ignore[arg-type]
+            secret = self._box.open(bytes(blob), pending_secret_aad(key, meta))
             fields = json.loads(meta)
             replacing = fields.pop("replacing")
             return PendingEnrolment(TokenRecord(secret=secret, **fields), replacing)
@@ -216,7 +217,7 @@ class PortalQueries(Queries):
         return self._engine.transaction("offering a pending enrolment", work)
 
     def take_portal_pending(self, key: bytes) -> PendingEnrolment | None:
-        def work(tx: Transaction) -> tuple[str | None, object]:
+        def work(tx: Transaction) -> tuple[str | None, Any]:
             row = tx.one(SELECT_PENDING, (key,))
             if row is None or row[0] is None:
                 return None, None
