@@ -310,12 +310,17 @@ class Daemon:
         self.metrics_service = service
 
     def _start_portal(self) -> None:
-        """Sessions live in this process's memory for now, so one process serves the portal:
-        the only one, or worker 0 (see radmfa.portal)."""
+        """Every worker serves the portal on one shared port: sessions live in the store."""
         settings = self.config.portal
-        if settings is None or self.worker not in (None, 0):
+        if settings is None:
             return
-        portal = PortalService(settings, self._current_runtime, self.reactor)
+        portal = PortalService(
+            settings,
+            self._current_runtime,
+            self.reactor,
+            sessions=self.logins,
+            shared=listen_reuseport_tcp if self.worker is not None else None,
+        )
         try:
             portal.start()
         except Exception as e:

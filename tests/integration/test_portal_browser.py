@@ -5,6 +5,12 @@ RADIUS with radclient using the new token, and signs out. A user with a factor m
 codes, forgets a trusted device (RADIUS then asks for the code again) and reads their recent
 sign-ins, and is refused the help-desk pages; a help-desk member (an LDAP group) resets that
 user, who is then back to enrolling over RADIUS, and issues an emergency code that works.
+A user without a grace period gets an enrolment link by mail (``radmfa enroll-link --email``
+through a real SMTP server), opens it in the browser, signs in and enrolls; the link then
+works no more.
+
+The daemon runs two workers (``radius.workers: 2``) sharing the portal's port: sessions live
+in the store, so every page works whichever worker a connection reaches.
 
 Screenshots of every page: see tests/support/browser.py (``test-artifacts/portal/``).
 """
@@ -36,6 +42,7 @@ from tests.support.slapd import (
     group_ldif,
     ou_ldif,
 )
+from tests.support.smtpd import SmtpServer
 
 pytestmark = pytest.mark.integration
 
@@ -49,10 +56,22 @@ DEVICE = "02:00:00:00:00:01"
 
 
 @pytest.fixture(scope="module")
-def portal_daemon(slapd: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RadmfaDaemon]:
+def smtp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpServer]:
+    server = SmtpServer(tmp_path_factory.mktemp("smtp"), security="starttls").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def portal_daemon(
+    slapd: Slapd, smtp: SmtpServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RadmfaDaemon]:
     require_browser()
     slapd.add_users([HANK])
     slapd.add_ldif(ou_ldif(GROUPS_DN) + group_ldif(HELPDESK_GROUP, [HANK.dn]))
+    listen = f"127.0.0.1:{free_port('tcp')}"
     config = {
         "clients": [{"name": "local", "address": "127.0.0.0/8", "secret": SECRET}],
         "ldap": {
@@ -62,13 +81,26 @@ def portal_daemon(slapd: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Ite
             "bind_password": SERVICE_PASSWORD,
             "timeout": 5,
         },
-        "otp": {"mode": "auto", "totp": {"issuer": "Example Corp VPN"}},
+        "otp": {
+            "mode": "auto",
+            "totp": {"issuer": "Example Corp VPN"},
+            "email": {
+                "smtp": smtp.config(),
+                "from": "radmfa <mfa@example.org>",
+                "address_attribute": "mail",
+            },
+        },
         "lockout": {"max_failures": 5, "duration": "5m"},
-        "radius": {"reject_delay": 0},
-        "policy": {"default": "required", "unenrolled": {"grace_days": 14}},
+        "radius": {"reject_delay": 0, "workers": 2},
+        "policy": {
+            "default": "required",
+            "unenrolled": {"grace_days": 14},
+            "rules": [{"name": "no-grace", "users": ["link*"], "mfa": "required", "grace_days": 0}],
+        },
         "trusted_devices": {"days": 1},
         "portal": {
-            "listen": f"127.0.0.1:{free_port('tcp')}",
+            "listen": listen,
+            "public_url": f"http://{listen}/",
             "helpdesk_groups": [HELPDESK_GROUP],
         },
     }
@@ -320,3 +352,90 @@ def test_backup_codes_a_forgotten_device_sign_ins_and_a_help_desk_reset_seen_ove
     assert "ticket 4711" in audit.stdout
     log = portal_daemon.log()
     assert code not in log and password not in log and codes[0] not in log
+
+
+def test_two_workers_serve_every_connection_of_a_session(portal_daemon: RadmfaDaemon) -> None:
+    """Signed in once, then many fresh connections (new source ports: the kernel spreads them
+    over both workers' sockets): every one finds the session."""
+    import http.client
+
+    log = portal_daemon.log()
+    assert set(re.findall(r"radmfa worker (\d) ready", log)) == {"0", "1"}
+    assert log.count("portal: serving") == 2
+    host, port = portal_daemon.config["portal"]["listen"].rsplit(":", 1)
+
+    def request(method: str, path: str, cookies: dict[str, str], body: str = "") -> tuple:
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)  # a new connection
+        try:
+            headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())}
+            if body:
+                headers["Content-Type"] = "application/x-www-form-urlencoded"
+            conn.request(method, path, body=body, headers=headers)
+            response = conn.getresponse()
+            for value in response.headers.get_all("Set-Cookie") or []:
+                name, _, rest = value.partition("=")
+                cookies[name] = rest.split(";", 1)[0]
+            return response.status, response.getheader("Location"), response.read()
+        finally:
+            conn.close()
+
+    cookies: dict[str, str] = {}
+    status, _, page = request("GET", "/signin", cookies)
+    csrf = re.search(rb'name="csrf" value="([^"]+)"', page).group(1).decode()  # type: ignore[union-attr]
+    from urllib.parse import urlencode
+
+    form = urlencode({"csrf": csrf, "username": HANK.uid, "password": HANK.password})
+    status, location, _ = request("POST", "/signin", cookies, form)
+    assert (status, location) == (303, "/signin/code") and "radmfa-session" in cookies
+    for _ in range(40):
+        status, location, page = request("GET", "/signin/code", cookies)
+        assert status == 200 and b'autocomplete="one-time-code"' in page, (status, location)
+
+
+def test_an_enrolment_link_by_mail_opened_in_the_browser_enrolls_once(
+    portal_daemon: RadmfaDaemon, slapd: Slapd, smtp: SmtpServer
+) -> None:
+
+    name = f"link{next(_counter)}x{random.randrange(10**6)}"
+    password = f"pw-{name}-Secret"
+    address = f"{name}@example.org"
+    slapd.add_users([LdapUser(name, password, mail=address)])
+    port = portal_daemon.port
+    # no grace period for this user: the password alone does nothing
+    assert radclient(port, name, password) == "Access-Reject"
+    made = portal_daemon.cli("enroll-link", name, "--email", "--reason", "new starter")
+    assert made.returncode == 0, made.stderr
+    assert address in made.stdout and "/link/" not in made.stdout  # mailed, not printed
+    mail = smtp.wait_for(address)
+    body = mail.get_content()
+    found = re.search(r"http://\S+/link/[A-Za-z0-9_-]{43}", body)
+    assert found is not None, body
+    link = found.group(0)
+    base = portal_url(portal_daemon)
+    assert link.startswith(f"{base}/link/")
+    shots = Screenshots("link")
+    with chromium(PHONE) as driver:
+        driver.get(link)
+        assert "set up two-factor authentication" in driver.page_source
+        shots.take(driver, "signin")
+        fill(driver, 'input[autocomplete="username"]', name)
+        fill(driver, 'input[autocomplete="current-password"]', password)
+        submit(driver)
+        assert driver.current_url == f"{base}/", driver.page_source
+        driver.get(f"{base}/enroll/app")
+        uri = read_qr(shots.take(driver, "enroll"))
+        totp = pyotp.TOTP(parse_qs(urlsplit(uri).query)["secret"][0])
+        fill(driver, 'input[autocomplete="one-time-code"]', totp.now())
+        submit(driver)
+        assert "Authenticator app added." in driver.page_source
+        shots.take(driver, "home")
+        assert radclient(port, name, password + totp.at(time.time() + 30)) == "Access-Accept"
+        driver.get(link)  # spent
+        assert "does not work any more" in driver.page_source
+        shots.take(driver, "spent")
+    audit = portal_daemon.cli("audit", "--user", name, "--kind", "admin", "--format", "json")
+    assert audit.returncode == 0, audit.stderr
+    for action in ("enroll-link", "token-add", "enroll-link-use"):
+        assert f'"action": "{action}"' in audit.stdout, action
+    assert "new starter" in audit.stdout
+    assert link.rsplit("/", 1)[1] not in portal_daemon.log()

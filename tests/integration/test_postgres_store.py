@@ -124,6 +124,14 @@ def test_processes_racing_for_one_state_have_exactly_one_winner(
     assert [sum(r) for r in rounds] == [1] * ROUNDS, rounds
 
 
+def test_processes_racing_to_enroll_a_first_factor_add_exactly_one(
+    store: PostgresStore, pg_dsn: str
+) -> None:
+    rounds = _race(pg_dsn, "first")
+    assert [sum(r) for r in rounds] == [1] * ROUNDS, rounds
+    assert all(len(store.list_tokens(f"first{n}")) == 1 for n in range(ROUNDS))
+
+
 def test_batches_naming_users_in_opposite_orders_never_deadlock(store: PostgresStore) -> None:
     ids = iter(range(10_000))
     lock = threading.Lock()

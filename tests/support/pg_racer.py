@@ -8,7 +8,9 @@ nodes) asking for the same thing at the same moment:
 - ``step``: ``advance_step("t1", 1000 + round)``, the replay check of one code;
 - ``attempt``: ``begin_attempt`` for user ``racer<round>`` with a judge that allows one
   attempt in flight;
-- ``state``: ``take_challenge`` of the State ``bytes([round]) * 16``.
+- ``state``: ``take_challenge`` of the State ``bytes([round]) * 16``;
+- ``first``: ``change_tokens`` adding a token of its own to user ``first<round>`` only while
+  that user has none (a first enrolment, as a password-only portal session makes it).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import os
 import sys
 
-from radmfa.store.base import LoginState
+from radmfa.store.base import LoginState, TokenChange, TokenRecord
 from radmfa.store.crypto import SecretBox
 from radmfa.store.postgres import PostgresStore
 
@@ -42,6 +44,14 @@ def main(op: str) -> int:
                 ).reserved
             elif op == "state":
                 won = store.take_challenge(bytes([round_no]) * 16) is not None
+            elif op == "first":
+                user = f"first{round_no}"
+                token = TokenRecord(
+                    f"{os.getpid()}-{round_no}", user, "totp", os.urandom(20), 6, "SHA1", 30, NOW
+                )
+                won = store.change_tokens(
+                    TokenChange(user, add=(token,)), lambda mine, _doomed: "has" if mine else None
+                ).done
             else:
                 raise SystemExit(f"unknown race {op!r}")
             print(int(won), flush=True)

@@ -176,3 +176,42 @@ def test_tls_files_that_cannot_be_used_are_named(tmp_path):
     assert "is not the private key of the certificate" in found
     (found,) = problems(write(tmp_path, f"portal:\n  tls: {{cert_file: {cert}}}\n"))
     assert "portal.tls.key_file: missing" in found
+
+
+# -- the grace Reply-Message points at the portal ------------------------------------------------
+
+PORTAL_URL = 'portal: {public_url: "https://mfa.example.org/"}\n'
+
+
+def test_the_default_grace_message_names_the_portal_when_it_has_an_address(tmp_path):
+    with_url = load_config(write(tmp_path, PORTAL_URL)).policy.unenrolled.message
+    assert with_url.format(left="13 days") == (
+        "Please set up two-factor authentication now at https://mfa.example.org/: 13 days left."
+    )
+    without = load_config(write(tmp_path, "portal: {}\n")).policy.unenrolled.message
+    assert "{url}" not in without and "http" not in without.format(left="1 day")
+
+
+def test_url_in_a_grace_message_is_the_public_url(tmp_path):
+    text = PORTAL_URL + 'policy: {unenrolled: {message: "Enroll at {url} ({left} left)"}}\n'
+    message = load_config(write(tmp_path, text)).policy.unenrolled.message
+    assert message.format(left="2 logins") == "Enroll at https://mfa.example.org/ (2 logins left)"
+
+
+def test_url_in_a_grace_message_needs_a_public_url(tmp_path):
+    text = 'policy: {unenrolled: {message: "Enroll at {url}"}}\n'
+    (problem,) = problems(write(tmp_path, text))
+    assert "radmfa.yaml:8: policy.unenrolled.message: uses {url}: set portal.public_url" in problem
+
+
+def test_a_grace_message_too_long_with_the_url_is_refused(tmp_path):
+    long_url = "https://mfa.example.org/" + "x" * 150 + "/"
+    text = (
+        f'portal: {{public_url: "{long_url}"}}\n'
+        'policy: {unenrolled: {message: "Please set up two-factor authentication at {url}"}}\n'
+    )
+    (problem,) = problems(write(tmp_path, text))
+    assert "it must stay under 213" in problem
+    # the default message leaves a long address out rather than cut it
+    message = load_config(write(tmp_path, f'portal: {{public_url: "{long_url}"}}\n'))
+    assert "x" * 150 not in message.policy.unenrolled.message

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from radmfa.admin.actor import Actor
-from radmfa.admin.tokens import TokenError, new_token_id
+from radmfa.admin.tokens import Judge, TokenError, new_token_id
 from radmfa.config import Config
 from radmfa.factors import backup, emergency
 from radmfa.factors.email import clean_email
@@ -24,11 +24,20 @@ from radmfa.factors.hotp import HotpFactor
 from radmfa.factors.outofband import SOURCE_CLI, SOURCE_DIRECTORY, address_token, read_info
 from radmfa.factors.plugins import directory_attributes, factor_entry_points
 from radmfa.factors.sms import clean_number
-from radmfa.store.base import Store, TokenRecord
+from radmfa.store.base import Store, TokenChange, TokenRecord
 
 ADDRESS_TYPES = ("email", "sms")
 #: Types with their own commands instead of ``token add``.
 ISSUED_TYPES = {"backup": "radmfa backup-codes USER", "emergency": "radmfa emergency-code USER"}
+
+
+class ChangeRefused(Exception):
+    """A judged change was refused (``refusal``: what the judge or the store said);
+    nothing was written."""
+
+    def __init__(self, refusal: object) -> None:
+        super().__init__(f"refused: {refusal}")
+        self.refusal = refusal
 
 
 class FactorAdminError(ValueError):
@@ -81,12 +90,16 @@ def enroll_address(
     now: float,
     *,
     confirmed: bool = False,
+    judge: Judge | None = None,
+    link: bytes | None = None,
 ) -> AddressChange:
     """Give ``user`` the email or SMS factor, replacing their earlier one of that type.
 
     Without ``address`` it comes from the LDAP attribute, which needs search-then-bind.
     ``confirmed``: a code sent to the address came back already (the portal asks for it
-    before storing anything), so it is trusted at once.
+    before storing anything), so it is trusted at once. ``judge`` and ``link``: the change
+    is judged and the enrolment link spent in its transaction
+    (:meth:`~radmfa.store.base.Store.change_tokens`); :class:`ChangeRefused` when refused.
     """
     if address is not None:
         source, value = SOURCE_CLI, clean_address(token_type, address)
@@ -108,7 +121,13 @@ def enroll_address(
     pending = value is not None and token.last_step is None
     if confirmed and value is not None:
         token = replace(token, last_step=1)
-    store.replace_tokens(user, token_type, [token])
+    if judge is None and link is None:
+        store.replace_tokens(user, token_type, [token])
+    else:
+        change = TokenChange(user, add=(token,), remove_types=(token_type,), link=link, now=now)
+        result = store.change_tokens(change, judge or (lambda _tokens, _doomed: None))
+        if not result.done:
+            raise ChangeRefused(result.refusal)
     # Whoever changed the phone number or address must prove it before skipping codes again.
     revoked = store.revoke_devices(user) if pending else 0
     before = address_of(previous) if previous is not None else None
@@ -133,22 +152,28 @@ def change_address(
     *,
     now: float,
     confirmed: bool = False,
+    judge: Judge | None = None,
+    link: bytes | None = None,
 ) -> AddressChange:
-    """:func:`enroll_address` with its admin row (``email-address``, ``sms-address``)."""
-    change = enroll_address(store, config, token_type, user, address, now, confirmed=confirmed)
-    revoked = change.devices_revoked
-    store.append_audit(
-        [
-            actor.event(
-                now,
-                user,
-                f"{token_type}-address",
-                before=change.previous,
-                after=address_of(change.token)
-                + (f"; {revoked} trusted device(s) revoked" if revoked else ""),
-            )
-        ]
+    """:func:`enroll_address` with its admin row (``email-address``, ``sms-address``; and
+    ``enroll-link-use`` when it spent an enrolment link)."""
+    change = enroll_address(
+        store, config, token_type, user, address, now, confirmed=confirmed, judge=judge, link=link
     )
+    revoked = change.devices_revoked
+    rows = [
+        actor.event(
+            now,
+            user,
+            f"{token_type}-address",
+            before=change.previous,
+            after=address_of(change.token)
+            + (f"; {revoked} trusted device(s) revoked" if revoked else ""),
+        )
+    ]
+    if link is not None:
+        rows.append(actor.event(now, user, "enroll-link-use", after="spent"))
+    store.append_audit(rows)
     return change
 
 

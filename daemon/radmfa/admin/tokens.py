@@ -8,7 +8,7 @@ import base64
 import binascii
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import pyotp
@@ -19,7 +19,7 @@ from radmfa.config import TotpConfig
 from radmfa.factors.base import FactorRegistry, MatchKind
 from radmfa.factors.hotp import last_step_for, make_hotp, next_counter
 from radmfa.factors.totp import make_otp
-from radmfa.store.base import Store, TokenRecord
+from radmfa.store.base import Store, TokenChange, TokenChanged, TokenRecord
 
 #: RFC 4226 asks for 160-bit secrets; pyotp refuses fewer than 112 bits.
 SECRET_BYTES = 20
@@ -163,6 +163,55 @@ def standing_factors(
     ]
 
 
+#: What a judge of :meth:`~radmfa.store.base.Store.change_tokens` sees and answers.
+Judge = Callable[[list[TokenRecord], list[TokenRecord]], object | None]
+#: Refusals of the judges below.
+HAS_FACTOR = "has_factor"
+LAST = "last"
+GONE = "gone"
+
+
+def leaves_none(
+    tokens: Sequence[TokenRecord],
+    doomed: Sequence[TokenRecord],
+    factors: FactorRegistry,
+    now: float,
+) -> bool:
+    """Whether removing ``doomed`` leaves the user without a standing factor (removing only
+    fallbacks while no standing factor is left counts too: a user with backup codes alone
+    keeps them)."""
+    remaining = [t for t in tokens if t not in doomed]
+    if standing_factors(remaining, factors, now):
+        return False
+    return bool(standing_factors(doomed, factors, now)) or not any(
+        factors.usable(t, now) for t in remaining
+    )
+
+
+def only_first_factor(factors: FactorRegistry, now: float) -> Judge:
+    """ "Add this factor only while the user has none that works": the rule for a session
+    that proved no factor (a password alone must not add one next to the user's own)."""
+
+    def judge(tokens: list[TokenRecord], doomed: list[TokenRecord]) -> object | None:
+        return HAS_FACTOR if any(factors.usable(t, now) for t in tokens) else None
+
+    return judge
+
+
+def keeping_one(factors: FactorRegistry | None, now: float) -> Judge:
+    """ "Remove this factor only if another standing factor remains" (``factors`` None: any
+    removal); :data:`GONE` when nothing matched."""
+
+    def judge(tokens: list[TokenRecord], doomed: list[TokenRecord]) -> object | None:
+        if not doomed:
+            return GONE
+        if factors is not None and leaves_none(tokens, doomed, factors, now):
+            return LAST
+        return None
+
+    return judge
+
+
 def remove_tokens(
     store: Store,
     actor: Actor,
@@ -174,23 +223,18 @@ def remove_tokens(
 ) -> list[TokenRecord]:
     """Remove one token of ``user`` (or all with ``token_id`` None) with its admin row; the
     tokens removed (none: nothing matched). ``keep_one``: refuse (:class:`LastFactor`,
-    nothing removed) when the user would be left without a standing factor."""
-    tokens = store.list_tokens(user)
-    removed = [t for t in tokens if token_id in (None, t.token_id)]
-    if not removed:
+    nothing removed) when the user would be left without a standing factor, judged in the
+    same transaction as the removal (two removals at once cannot both pass)."""
+    if token_id is None:
+        change = TokenChange(user, remove_types=tuple({t.type for t in store.list_tokens(user)}))
+    else:
+        change = TokenChange(user, remove_ids=(token_id,))
+    result = store.change_tokens(change, keeping_one(keep_one, now))
+    if result.refusal == LAST:
+        raise LastFactor("this is your last sign-in method: add another one first, or replace it")
+    if not result.done or not result.removed:
         return []
-    if keep_one is not None:
-        remaining = [t for t in tokens if t not in removed]
-        left = standing_factors(remaining, keep_one, now)
-        if not left and (
-            standing_factors(removed, keep_one, now)
-            or not any(keep_one.usable(t, now) for t in remaining)
-        ):
-            raise LastFactor(
-                "this is your last sign-in method: add another one first, or replace it"
-            )
-    if store.remove_tokens(user, token_id) == 0:
-        return []
+    removed = list(result.removed)
     store.append_audit(
         [
             actor.event(
@@ -205,27 +249,65 @@ def remove_tokens(
     return removed
 
 
+def enroll_judged(
+    store: Store,
+    actor: Actor,
+    token: TokenRecord,
+    *,
+    now: float,
+    judge: Judge | None = None,
+    replacing: str | None = None,
+    link: bytes | None = None,
+) -> TokenChanged:
+    """Add ``token`` (in place of the user's token ``replacing``: :data:`GONE` when it is
+    not there) if ``judge`` approves, spending the enrolment ``link`` with it, in one
+    transaction; then the admin rows (``token-add``, ``token-remove``,
+    ``enroll-link-use``). Nothing is written on a refusal."""
+
+    def rule(tokens: list[TokenRecord], doomed: list[TokenRecord]) -> object | None:
+        if replacing is not None and not doomed:
+            return GONE
+        return judge(tokens, doomed) if judge is not None else None
+
+    change = TokenChange(
+        token.user,
+        add=(token,),
+        remove_ids=(replacing,) if replacing is not None else (),
+        link=link,
+        now=now,
+    )
+    result = store.change_tokens(change, rule)
+    if not result.done:
+        return result
+    rows = [actor.event(now, token.user, "token-add", after=f"{token.type} {token.token_id}")]
+    rows += [
+        actor.event(
+            now,
+            token.user,
+            "token-remove",
+            before=f"{old.type} {old.token_id}",
+            after=f"replaced by {token.type} {token.token_id}",
+        )
+        for old in result.removed
+    ]
+    if link is not None:
+        rows.append(actor.event(now, token.user, "enroll-link-use", after="spent"))
+    store.append_audit(rows)
+    return result
+
+
 def replace_token(
     store: Store, actor: Actor, token: TokenRecord, old_id: str, *, now: float
 ) -> bool:
     """Add ``token`` and remove the user's token ``old_id`` in one step (a new phone for the
     old one), each with its admin row: the user is never without the factor. False (nothing
     changed) when ``old_id`` is not the user's; :class:`DuplicateSecret` as for enrolment."""
-    old = next((t for t in store.list_tokens(token.user) if t.token_id == old_id), None)
-    if old is None:
+    result = enroll_judged(store, actor, token, now=now, replacing=old_id)
+    if result.refusal == GONE:
         return False
-    enroll_token(store, actor, token, now=now)
-    if store.remove_tokens(token.user, old_id):
-        store.append_audit(
-            [
-                actor.event(
-                    now,
-                    token.user,
-                    "token-remove",
-                    before=f"{old.type} {old.token_id}",
-                    after=f"replaced by {token.type} {token.token_id}",
-                )
-            ]
+    if not result.done:
+        raise DuplicateSecret(
+            f"{token.user} already has a {token.type} token with this secret; nothing added"
         )
     return True
 

@@ -89,6 +89,8 @@ class Reason(enum.Enum):
     TRUSTED_DEVICE = "trusted_device"
     #: ... or the user has no factor yet and is inside the enrolment grace period.
     GRACE_PERIOD = "grace_period"
+    #: ... or (the portal) it has an enrolment link of its own (``radmfa enroll-link``).
+    ENROLL_LINK = "enroll_link"
     #: No factor and the grace period is over.
     GRACE_EXPIRED = "grace_expired"
     #: radmfa user disable: refused before any directory traffic.

@@ -13,9 +13,9 @@ code is sent only when asked for (:meth:`SignIn.send`, under the same send limit
 RADIUS); the caller keeps the :class:`SentCode` (its hash, never the code) and hands it to
 the code step, as a challenge State would. A user without a
 factor is signed in on the password alone only while the policy grants an enrolment grace
-period, and then only to enroll one; otherwise the password step ends with
-:attr:`Step.HELP_DESK`, after the password was checked (so the page says nothing about the
-account to someone without the password).
+period or with an enrolment link of their own, and then only to enroll one; otherwise the
+password step ends with :attr:`Step.HELP_DESK`, after the password was checked (so the page
+says nothing about the account to someone without the password).
 """
 
 from __future__ import annotations
@@ -91,6 +91,8 @@ class SignInResult:
     decision: Decision | None = None
     #: When the enrolment grace period ends (None: not started, or counted in logins only).
     grace_ends_at: float | None = None
+    #: The enrolment link that let a user without a factor in (:attr:`Step.ENROLL_ONLY`).
+    link: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -168,10 +170,15 @@ class SignIn:
     def _now(self) -> float:
         return self.clock.seconds()
 
-    async def password(self, name: str, password: str, address: str) -> SignInResult:
-        """Step one: the user name and password typed into the form, from ``address``."""
+    async def password(
+        self, name: str, password: str, address: str, *, link: bytes | None = None
+    ) -> SignInResult:
+        """Step one: the user name and password typed into the form, from ``address``.
+        ``link``: the hash of an enrolment link the browser came with; it lets this user
+        enroll without a grace period when it is theirs, unused and unexpired, and the user
+        has no factor."""
         started = self._now()
-        result = await self._step(self._password(name, password, address))
+        result = await self._step(self._password(name, password, address, link))
         self._observe(name, address, result, started)
         return result
 
@@ -306,7 +313,9 @@ class SignIn:
         refused = refusal(verdict, user)
         return ruled(refused, verdict.rule) if refused is not None else verdict
 
-    async def _password(self, name: str, password: str, address: str) -> SignInResult:
+    async def _password(
+        self, name: str, password: str, address: str, link: bytes | None = None
+    ) -> SignInResult:
         if not password:
             return SignInResult(
                 Step.REFUSED, decision=reject(Reason.EMPTY_PASSWORD, method=METHOD_FORM)
@@ -342,6 +351,18 @@ class SignIn:
                     outcome, reason, user=user, method=METHOD_FORM, rule=verdict.rule
                 )
                 return SignInResult(step, user, key, decision)
+            if link is not None:
+                found = await self.parts.store.enrol_link(link)
+                if found is not None and found.usable(key, now):
+                    await ledger.succeed(view)
+                    decision = Decision(
+                        Outcome.ACCEPT,
+                        Reason.ENROLL_LINK,
+                        user=user,
+                        method=METHOD_FORM,
+                        rule=verdict.rule,
+                    )
+                    return SignInResult(Step.ENROLL_ONLY, user, key, decision, link=link)
             if grace_granted(verdict.grace) and not grace_over(verdict.grace, view.settings, now):
                 await ledger.succeed(view)
                 decision = Decision(

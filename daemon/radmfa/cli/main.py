@@ -177,6 +177,21 @@ def build_parser() -> argparse.ArgumentParser:
     _reason(emergency)
     emergency.set_defaults(run="radmfa.cli.factors:run_emergency_code")
 
+    link = sub.add_parser(
+        "enroll-link",
+        help="a one-time portal link for a user without a factor to enroll (--email: mail it)",
+    )
+    link.add_argument("user")
+    link.add_argument("--ttl", default="7d", help="how long it works, e.g. 2d (default: 7d)")
+    link.add_argument(
+        "--email",
+        action="store_true",
+        help="mail it to the user's directory address (otp.email.address_attribute)",
+    )
+    link.add_argument("--json", action="store_true")
+    _reason(link)
+    link.set_defaults(run="radmfa.cli.links:run_enroll_link")
+
     user = sub.add_parser("user", help="inspect, unlock, enable, disable, suspend, reset users")
     usub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
     show = usub.add_parser("show", help="tokens, status, devices, failure count and lock state")

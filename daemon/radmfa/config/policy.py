@@ -93,6 +93,10 @@ class PolicyRule:
     outcome: RuleOutcome = field(default_factory=RuleOutcome)
 
 
+#: ``policy.unenrolled.message`` when the portal has a ``public_url`` and none is given.
+GRACE_MESSAGE_WITH_URL = "Please set up two-factor authentication now at {url}: {left} left."
+
+
 @dataclass(frozen=True)
 class GraceConfig:
     """Users under ``mfa: required`` with no second factor yet: 0/0 rejects them."""
@@ -177,9 +181,11 @@ def parse_policy(
     groups_problem: str | None,
     password_only: Value | None,
     dictionary: Dictionaries = lambda: None,
+    public_url: str | None = None,
 ) -> PolicyConfig:
     """``policy``; ``groups_problem`` says why rules cannot use groups (None: they can);
-    ``password_only`` is the deprecated ``otp.allow_password_only`` when it is true."""
+    ``password_only`` is the deprecated ``otp.allow_password_only`` when it is true;
+    ``public_url`` the portal's address, for ``{url}`` in the grace message."""
     s = root.section("policy", POLICY_KEYS)
     default = RuleOutcome()
     default_value = s.get("default")
@@ -197,7 +203,9 @@ def parse_policy(
         default = RuleOutcome(mfa="optional")
     rules = _rules(s, client_names, groups_problem, dictionary)
     return PolicyConfig(
-        default=default, rules=rules, unenrolled=_grace(s.section("unenrolled", GRACE_KEYS))
+        default=default,
+        rules=rules,
+        unenrolled=_grace(s.section("unenrolled", GRACE_KEYS), public_url),
     )
 
 
@@ -385,16 +393,38 @@ def _networks(value: Value | None) -> tuple[Network, ...]:
     return tuple(found)
 
 
-def _grace(s: Section) -> GraceConfig:
+def _grace(s: Section, public_url: str | None = None) -> GraceConfig:
+    """``{url}`` is filled in here with the portal's ``public_url`` (and the default message
+    names it when there is one); ``{left}`` at each login."""
     d = GraceConfig()
+    given = s.get("message")
     message = s.get_str("message", d.message)
     try:
-        unknown = placeholders(message) - {"left"}
+        unknown = placeholders(message) - {"left", "url"}
     except ValueError:
         unknown = {"?"}
     if unknown or len(message.encode()) > _MAX_REPLY_MESSAGE - 40:
-        s.error("message", "may use only {left} and must stay under 213 bytes")
+        s.error("message", "may use only {left} and {url} and must stay under 213 bytes")
         message = d.message
+    if given is None and public_url is not None:
+        message = GRACE_MESSAGE_WITH_URL
+    if "{url}" in message:
+        if public_url is None:
+            s.error("message", "uses {url}: set portal.public_url (the portal's address)")
+            message = d.message
+        else:
+            filled = message.replace("{url}", public_url.replace("{", "{{").replace("}", "}}"))
+            if len(filled.format(left="").encode()) <= _MAX_REPLY_MESSAGE - 40:
+                message = filled
+            elif given is None:  # the default, with a very long address: without it
+                message = d.message
+            else:
+                s.error(
+                    "message",
+                    f"with portal.public_url filled in it is "
+                    f"{len(filled.format(left='').encode())} bytes; it must stay under 213",
+                )
+                message = d.message
     return GraceConfig(
         seconds=s.get_days("grace_days", d.seconds, _MAX_GRACE_DAYS),
         logins=s.get_int("grace_logins", d.logins, 0, 1000),

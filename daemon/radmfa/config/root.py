@@ -172,6 +172,7 @@ def parse_config(
     if readable_by_others is not None and doc.inline_secrets:
         _warn_inline_secrets(doc.inline_secrets, source, readable_by_others)
     dictionaries = _Dictionaries(root)
+    portal = parse_portal(root)
     config = Config(
         source=source,
         listen=listen,
@@ -184,7 +185,7 @@ def parse_config(
         radius=parse_radius(root.section("radius", RADIUS_KEYS)),
         logging=parse_logging(root.section("logging", LOGGING_KEYS)),
         metrics=parse_metrics(root),  # before warnings: it may add one
-        policy=_policy(root, clients, ldap, password_only, dictionaries),  # may warn
+        policy=_policy(root, clients, ldap, password_only, dictionaries, portal),  # may warn
         trusted_devices=parse_trusted_devices(
             root.section("trusted_devices", TRUSTED_DEVICES_KEYS)
         ),
@@ -192,7 +193,7 @@ def parse_config(
         audit=parse_audit(root.section("audit", AUDIT_KEYS)),
         usernames=parse_usernames(root.section("usernames", USERNAMES_KEYS)),
         dictionary=dictionaries.paths,
-        portal=parse_portal(root),
+        portal=portal,
         warnings=tuple(doc.report.warnings),
         listen_tls=listen_tls,
     )
@@ -303,6 +304,7 @@ def _policy(
     ldap: LdapConfig | None,
     password_only: Value | None,
     dictionaries: _Dictionaries,
+    portal: PortalConfig | None,
 ) -> PolicyConfig:
     """``policy``; ``password_only`` is ``otp.allow_password_only`` when it is set true."""
     groups_problem = None
@@ -317,6 +319,7 @@ def _policy(
         groups_problem=groups_problem,
         password_only=password_only,
         dictionary=dictionaries,
+        public_url=portal.public_url if portal is not None else None,
     )
 
 

@@ -5,7 +5,7 @@ Layout, one job per module:
 
 - :mod:`~radmfa.portal.web`: HTTP as plain values, the security headers, the client's
   address behind trusted proxies, strict form decoding;
-- :mod:`~radmfa.portal.sessions`: sessions behind a small storage protocol (in memory now);
+- :mod:`~radmfa.portal.sessions`: sessions in the store, changed field by field;
 - :mod:`~radmfa.portal.account` and :mod:`~radmfa.portal.desk`: the only places the portal
   reads or changes the store, the user's own account and the help desk's view of others,
   through the admin use cases (besides the sign-in, which is :mod:`radmfa.auth.signin`,
@@ -17,11 +17,12 @@ Layout, one job per module:
 - :mod:`~radmfa.portal.server`: twisted.web on the daemon's reactor, TCP or TLS;
 - :mod:`~radmfa.portal.service`: its life cycle inside the daemon.
 
-**One process.** Sessions live in this process's memory (:class:`~radmfa.portal.sessions.
-MemorySessionStore`), so with ``radius.workers > 1`` the portal is served by worker 0 only:
-a browser's requests must all reach the process holding its session, and a second worker
-bound to the same port with SO_REUSEPORT would get some of them. Changes of one user are
-also serialised in that process (:class:`~radmfa.portal.account.UserLocks`). Once sessions
-are kept in the store (a ``SessionStore`` behind the store runner), every worker, and every
-node, can serve the portal (and those checks need a lock in the store).
+**Every worker, every node.** Sessions live in the store (:class:`~radmfa.portal.sessions.
+SessionManager` over the store's portal calls), so with ``radius.workers > 1`` every worker
+binds the portal's port with SO_REUSEPORT, and every node on one PostgreSQL store serves
+any browser. The rules two requests at once must not get around are the store's, in one
+transaction each: a pending enrolment or a sent code is taken once, a sign-in step rotates
+the session once, "add only while the user has none" and "remove only if another remains"
+are judged where the change is made (:meth:`~radmfa.store.base.Store.change_tokens`), and
+an enrolment link is spent with the factor it adds (:mod:`radmfa.admin.links`).
 """

@@ -6,24 +6,25 @@ has the same rows the CLI writes. A token is stored only when its confirmation c
 right (:func:`radmfa.admin.tokens.confirm_token`); an email or SMS address only when the
 code sent to it came back.
 
-Changes of one user run one at a time in this process (:class:`UserLocks`, shared with the
-help-desk pages): "is this the last factor" and "remove it", or "has no factor yet" and
-"add one", cannot interleave between two tabs.
+The rules that must hold against two tabs (or two workers, or two nodes) at once are
+judged by the store in the transaction that makes the change
+(:meth:`~radmfa.store.base.Store.change_tokens`): "add this factor only while the user has
+none" for a session that proved no factor, and "remove this factor only if another
+standing factor remains"; an enrolment link is spent in the same transaction.
 """
 
 from __future__ import annotations
 
 import enum
-from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol
 
-from twisted.internet.defer import DeferredLock
 from twisted.internet.interfaces import IReactorTime
 
 from radmfa.admin.actor import CHANNEL_PORTAL, portal_actor
 from radmfa.admin.factors import (
+    ChangeRefused,
     FactorAdminError,
     backup_codes_left,
     change_address,
@@ -31,14 +32,15 @@ from radmfa.admin.factors import (
     regenerate_backup_codes,
 )
 from radmfa.admin.tokens import (
-    DuplicateSecret,
+    GONE,
+    HAS_FACTOR,
     LastFactor,
     TokenSpec,
     build_token,
     confirm_token,
-    enroll_token,
+    enroll_judged,
+    only_first_factor,
     remove_tokens,
-    replace_token,
 )
 from radmfa.admin.users import revoke_devices
 from radmfa.auth.outofband import destination_of
@@ -46,7 +48,15 @@ from radmfa.auth.policy import NEEDS_GROUPS, GroupSet, Policy, Subject, Verdict
 from radmfa.config import Config, TotpConfig
 from radmfa.directory.base import DirectoryOutcome, GroupResolver
 from radmfa.factors.base import FactorRegistry
-from radmfa.store.base import AUDIT_AUTH, AuditEvent, AuditQuery, TokenRecord, TrustedDevice
+from radmfa.store.base import (
+    AUDIT_AUTH,
+    KNOWN_SECRET,
+    LINK_GONE,
+    AuditEvent,
+    AuditQuery,
+    TokenRecord,
+    TrustedDevice,
+)
 from radmfa.store.facade import AsyncStore
 
 __all__ = [
@@ -56,11 +66,8 @@ __all__ = [
     "FactorView",
     "Overview",
     "Removed",
-    "UserLocks",
     "actor_of",
 ]
-
-T = TypeVar("T")
 
 #: Sign-ins a user's own page lists, newest first.
 RECENT_SIGN_INS = 20
@@ -79,6 +86,10 @@ class Confirmed(enum.Enum):
     HAS_FACTOR = "has_factor"
     #: The user already has this secret (cannot happen with a fresh one; kept honest).
     DUPLICATE = "duplicate"
+    #: The enrolment link of the session is used up, expired (or not the user's).
+    LINK_GONE = "link_gone"
+    #: The token to replace is gone meanwhile.
+    GONE = "gone"
 
 
 class Removed(enum.Enum):
@@ -144,36 +155,13 @@ def factor_views(factors: FactorRegistry, tokens: Sequence[TokenRecord]) -> list
     return views
 
 
-class UserLocks:
-    """One :class:`DeferredLock` per user with a change in progress in this process."""
-
-    def __init__(self) -> None:
-        self._locks: defaultdict[str, DeferredLock] = defaultdict(DeferredLock)
-
-    async def run(self, user: str, work: Callable[[], Awaitable[T]]) -> T:
-        lock = self._locks[user]
-        await lock.acquire()
-        try:
-            return await work()
-        finally:
-            lock.release()
-            if not lock.locked and not lock.waiting:
-                self._locks.pop(user, None)
-
-
 class Account:
     """A user's factors, devices and history through the store runner. ``current`` gives the
     running pipeline's parts (a reload may replace the factors)."""
 
-    def __init__(
-        self,
-        current: Callable[[], AccountParts],
-        clock: IReactorTime,
-        locks: UserLocks | None = None,
-    ) -> None:
+    def __init__(self, current: Callable[[], AccountParts], clock: IReactorTime) -> None:
         self.current = current
         self.clock = clock
-        self.locks = locks if locks is not None else UserLocks()
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -245,11 +233,13 @@ class Account:
         *,
         password_only: bool,
         replacing: str | None = None,
+        link: bytes | None = None,
     ) -> Confirmed:
         """Store ``pending`` if ``code`` is a fresh code of it (in place of the user's token
         ``replacing``, in one step). ``password_only``: the session never proved a factor,
         so the enrolment is only for a user who still has none (a password alone must not
-        add a factor next to one the user already has)."""
+        add a factor next to one the user already has), judged in the transaction that adds
+        it; ``link``: the enrolment link to spend with it."""
         if pending.user != user:  # a session's token is always its own user's
             return Confirmed.WRONG_CODE
         parts = self.current()
@@ -257,123 +247,121 @@ class Account:
         token = confirm_token(pending, code, now, parts.factors)
         if token is None:
             return Confirmed.WRONG_CODE
-        confirmed = token
-
-        async def store() -> Confirmed:
-            if password_only and await self.has_factor(user):
-                return Confirmed.HAS_FACTOR
-            actor = portal_actor(user, "self-service enrolment")
-            try:
-                if replacing is not None and await parts.store.interaction(
-                    replace_token, actor, confirmed, replacing, now=now
-                ):
-                    return Confirmed.ADDED
-                await parts.store.interaction(enroll_token, actor, confirmed, now=now)
-            except DuplicateSecret:
-                return Confirmed.DUPLICATE
-            return Confirmed.ADDED
-
-        return await self.locks.run(user, store)
+        actor = portal_actor(user, "self-service enrolment")
+        result = await parts.store.interaction(
+            enroll_judged,
+            actor,
+            token,
+            now=now,
+            judge=only_first_factor(parts.factors, now) if password_only else None,
+            replacing=replacing,
+            link=link if password_only else None,
+        )
+        if result.refusal == GONE:  # the app it replaces went meanwhile: add it alone
+            result = await parts.store.interaction(enroll_judged, actor, token, now=now)
+        return _confirmed(result.refusal)
 
     async def save_address(
-        self, user: str, config: Config, token_type: str, address: str, *, password_only: bool
+        self,
+        user: str,
+        config: Config,
+        token_type: str,
+        address: str,
+        *,
+        password_only: bool,
+        link: bytes | None = None,
     ) -> Confirmed:
         """Store a new email address or phone number whose code came back (so confirmed);
-        the earlier one of that type goes, and with it the user's trusted devices."""
+        the earlier one of that type goes, and with it the user's trusted devices.
+        ``password_only`` and ``link`` as for :meth:`confirm`."""
         parts = self.current()
-
-        async def store() -> Confirmed:
-            if password_only and await self.has_factor(user):
-                return Confirmed.HAS_FACTOR
-            try:
-                await parts.store.interaction(
-                    change_address,
-                    portal_actor(user, "self-service, confirmed by a code sent there"),
-                    config,
-                    token_type,
-                    user,
-                    address,
-                    now=self.clock.seconds(),
-                    confirmed=True,
-                )
-            except FactorAdminError:
-                return Confirmed.WRONG_CODE
-            return Confirmed.ADDED
-
-        return await self.locks.run(user, store)
+        now = self.clock.seconds()
+        try:
+            await parts.store.interaction(
+                change_address,
+                portal_actor(user, "self-service, confirmed by a code sent there"),
+                config,
+                token_type,
+                user,
+                address,
+                now=now,
+                confirmed=True,
+                judge=only_first_factor(parts.factors, now) if password_only else None,
+                link=link if password_only else None,
+            )
+        except ChangeRefused as e:
+            return _confirmed(e.refusal)
+        except FactorAdminError:
+            return Confirmed.WRONG_CODE
+        return Confirmed.ADDED
 
     # -- changes --------------------------------------------------------------------------------
 
     async def backup_codes(self, user: str, config: Config) -> list[str]:
         """A new set of backup codes (the old set dies); shown once, never kept here."""
-        parts = self.current()
-        return await self.locks.run(
+        return await self.current().store.interaction(
+            regenerate_backup_codes,
+            portal_actor(user, "self-service"),
+            config,
             user,
-            lambda: parts.store.interaction(
-                regenerate_backup_codes,
-                portal_actor(user, "self-service"),
-                config,
-                user,
-                now=self.clock.seconds(),
-            ),
+            now=self.clock.seconds(),
         )
 
     async def remove(self, user: str, token_id: str, *, keep_one: bool) -> Removed:
         """Remove one of the user's tokens (never a backup code: those are regenerated);
-        ``keep_one``: not the last standing factor."""
+        ``keep_one``: not the last standing factor (judged in the removal's transaction)."""
         parts = self.current()
-
-        async def work() -> Removed:
-            tokens = await parts.store.list_tokens(user)
-            if not any(t.token_id == token_id and t.type != "backup" for t in tokens):
-                return Removed.GONE
-            try:
-                removed = await parts.store.interaction(
-                    remove_tokens,
-                    portal_actor(user, "self-service"),
-                    user,
-                    token_id,
-                    now=self.clock.seconds(),
-                    keep_one=parts.factors if keep_one else None,
-                )
-            except LastFactor:
-                return Removed.LAST
-            return Removed.REMOVED if removed else Removed.GONE
-
-        return await self.locks.run(user, work)
+        tokens = await parts.store.list_tokens(user)
+        if not any(t.token_id == token_id and t.type != "backup" for t in tokens):
+            return Removed.GONE
+        try:
+            removed = await parts.store.interaction(
+                remove_tokens,
+                portal_actor(user, "self-service"),
+                user,
+                token_id,
+                now=self.clock.seconds(),
+                keep_one=parts.factors if keep_one else None,
+            )
+        except LastFactor:
+            return Removed.LAST
+        return Removed.REMOVED if removed else Removed.GONE
 
     async def prefer(self, user: str, factor: str) -> bool:
         """Set the preferred factor (``none``: no preference); False when the user has no
         factor of that type."""
-        parts = self.current()
-
-        async def work() -> bool:
-            try:
-                await parts.store.interaction(
-                    prefer_factor,
-                    portal_actor(user, "self-service"),
-                    user,
-                    factor,
-                    now=self.clock.seconds(),
-                )
-            except FactorAdminError:
-                return False
-            return True
-
-        return await self.locks.run(user, work)
+        try:
+            await self.current().store.interaction(
+                prefer_factor,
+                portal_actor(user, "self-service"),
+                user,
+                factor,
+                now=self.clock.seconds(),
+            )
+        except FactorAdminError:
+            return False
+        return True
 
     async def forget(self, user: str, device: str | None) -> int:
         """Forget one of the user's trusted devices (through every client), or all; how many
         stations were forgotten."""
-        parts = self.current()
-        known = await self.locks.run(
+        known = await self.current().store.interaction(
+            revoke_devices,
+            portal_actor(user, "self-service"),
             user,
-            lambda: parts.store.interaction(
-                revoke_devices,
-                portal_actor(user, "self-service"),
-                user,
-                device,
-                now=self.clock.seconds(),
-            ),
+            device,
+            now=self.clock.seconds(),
         )
         return len({d.device for d in known})
+
+
+def _confirmed(refusal: object | None) -> Confirmed:
+    """What a judged enrolment's refusal means to the page."""
+    if refusal is None:
+        return Confirmed.ADDED
+    return {
+        HAS_FACTOR: Confirmed.HAS_FACTOR,
+        LINK_GONE: Confirmed.LINK_GONE,
+        KNOWN_SECRET: Confirmed.DUPLICATE,
+        GONE: Confirmed.GONE,
+    }.get(str(refusal), Confirmed.WRONG_CODE)

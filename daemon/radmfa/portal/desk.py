@@ -1,7 +1,7 @@
 """What the help-desk pages read and change in the store: another user's status, factors,
 devices, lock and sign-ins, and the admin use cases the CLI runs (unlock, disable/enable,
-suspend, reset, revoke devices, an emergency code), with the help-desk member as the actor
-on the portal and the reason they gave.
+suspend, reset, revoke devices, an emergency code, an enrolment link), with the help-desk
+member as the actor on the portal and the reason they gave.
 
 The subject is named by the page (a help-desk member acts on others); the actor always comes
 from the session. A member never acts on their own account here (another member does, or an
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from radmfa.admin.actor import portal_actor
 from radmfa.admin.factors import FactorAdminError, backup_codes_left, issue_emergency
+from radmfa.admin.links import LinkError, create_enrol_link, link_url
 from radmfa.admin.users import (
     UserAdminError,
     change_status,
@@ -64,7 +65,7 @@ class SubjectView:
 
 
 class HelpDesk:
-    """The help-desk half of the portal's store access, sharing the account's user locks."""
+    """The help-desk half of the portal's store access."""
 
     def __init__(self, account: Account) -> None:
         self.account = account
@@ -158,7 +159,7 @@ class HelpDesk:
             text = f"{user}: {was} → {is_now}" if was != is_now else f"{user}: already {is_now}"
             return text + (f"; {revoked} trusted device(s) revoked." if revoked else ".")
 
-        return await self.account.locks.run(user, work)
+        return await work()
 
     async def emergency(
         self, member: str, user: str, reason: str, config: Config
@@ -170,15 +171,34 @@ class HelpDesk:
         actor = portal_actor(member, reason)
         now = self.account.clock.seconds()
         try:
-            code, token = await self.account.locks.run(
-                user,
-                lambda: parts.store.interaction(
-                    issue_emergency, actor, config, user, None, now=now
-                ),
+            code, token = await parts.store.interaction(
+                issue_emergency, actor, config, user, None, now=now
             )
         except FactorAdminError as e:
             raise DeskError(str(e)) from None
         return code, token.created_at + token.period
+
+    async def link(
+        self, member: str, user: str, reason: str, public_url: str, ttl: float
+    ) -> tuple[str, float]:
+        """A one-time enrolment link for ``user`` (its URL, until when it works): shown once
+        to the member, stored as a hash. None for a user who can sign in with a factor."""
+        self._not_self(member, user)
+        parts = self.account.current()
+        now = self.account.clock.seconds()
+        has_factor = await self.account.has_factor(user)
+        try:
+            made = await parts.store.interaction(
+                create_enrol_link,
+                portal_actor(member, reason),
+                user,
+                now=now,
+                ttl=ttl,
+                has_factor=has_factor,
+            )
+        except LinkError as e:
+            raise DeskError(str(e)) from None
+        return link_url(public_url, made.secret), made.record.expires_at
 
     @staticmethod
     def _not_self(member: str, user: str) -> None:

@@ -24,6 +24,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from radmfa.admin.links import LINK_PATH, link_hash, link_secret
 from radmfa.admin.tokens import provisioning_uri, secret_base32
 from radmfa.auth.policy import GroupSet
 from radmfa.auth.signin import (
@@ -62,6 +63,12 @@ log = Logger(namespace="radmfa.portal")
 
 SESSION_COOKIE = "radmfa-session"
 PRE_COOKIE = "radmfa-pre"
+#: The secret of an enrolment link the browser came with, until it signs in and enrolls.
+LINK_COOKIE = "radmfa-link"
+LINK_GONE = (
+    "This enrolment link does not work any more: it was used, or it expired. Ask the help "
+    "desk for a new one."
+)
 SIGNIN_FAILED = "Sign-in failed. Check your user name and password, and try again."
 CODE_FAILED = "That code did not work. Type the current code from your app, or a backup code."
 SENT_FAILED = "That code did not work. Type the code we sent, or ask for a new one."
@@ -132,6 +139,8 @@ class PortalApp:
         method = "GET" if request.method == "HEAD" else request.method
         if (method, request.path) == ("GET", "/static/portal.css"):
             return WebResponse(body=STYLESHEET, content_type="text/css; charset=utf-8")
+        if method == "GET" and request.path.startswith("/" + LINK_PATH):
+            return await self.open_link(request, request.path[len(LINK_PATH) + 1 :])
         handler = self.routes.get((method, request.path))
         if handler is None:
             if any(path == request.path for _method, path in self.routes):
@@ -205,7 +214,12 @@ class PortalApp:
         return self._signin_page(request)
 
     def _signin_page(
-        self, request: WebRequest, *, error: str | None = None, name: str = ""
+        self,
+        request: WebRequest,
+        *,
+        error: str | None = None,
+        name: str = "",
+        notice: str | None = None,
     ) -> WebResponse:
         """The form, with the ``pre`` cookie its token must match (a new one if none)."""
         cookie = self._cookie(request, PRE_COOKIE)
@@ -213,7 +227,7 @@ class PortalApp:
         fresh = not token or len(token) > 64
         if fresh:
             token = secrets.token_urlsafe(32)
-        response = self.page("signin.html", csrf=token, error=error, username=name)
+        response = self.page("signin.html", csrf=token, error=error, username=name, notice=notice)
         if fresh:
             response.cookies.append(Cookie(cookie, token))
         return response
@@ -226,7 +240,10 @@ class PortalApp:
         ):
             raise BadRequest("the form expired or came from another site; reload the page")
         name = form.get("username", "").strip()
-        result = await self.sign_in().password(name, form.get("password", ""), request.client)
+        link = self._link_of(request)
+        result = await self.sign_in().password(
+            name, form.get("password", ""), request.client, link=link
+        )
         if session is not None:  # whatever it was, it is not this sign-in's
             await self.sessions.end(session)
         if result.step is Step.REFUSED:
@@ -249,16 +266,53 @@ class PortalApp:
         helpdesk: bool = False,
     ) -> WebResponse:
         assert result.user is not None and result.key is not None
-        session_id, _session = await self.sessions.start(
+        started = await self.sessions.start(
             result.key,
             result.user,
             stage,
             replacing=replacing,
             grace_ends_at=result.grace_ends_at,
             helpdesk=helpdesk,
+            link=result.link,
         )
+        if started is None:  # another request of this browser took the step first
+            return WebResponse.redirect("/")
+        session_id, _session = started
         response = WebResponse.redirect("/signin/code" if stage == STAGE_CODE else "/")
         response.cookies.append(self.session_cookie(request, session_id))
+        return response
+
+    def _link_of(self, request: WebRequest) -> bytes | None:
+        """The hash of the enrolment link this browser came with (None: none)."""
+        secret = link_secret(request.cookies.get(self._cookie(request, LINK_COOKIE), ""))
+        return link_hash(secret) if secret is not None else None
+
+    async def open_link(self, request: WebRequest, text: str) -> WebResponse:
+        """An enrolment link: kept in a cookie for the sign-in that follows, which it lets
+        enroll a first factor if (and only if) it is that user's. The page says nothing
+        about whose link it is."""
+        secret = link_secret(text)
+        found = (
+            await self.backend().authenticator.store.enrol_link(link_hash(secret))
+            if secret is not None
+            else None
+        )
+        now = self.clock.seconds()
+        if secret is None or found is None or found.used_at is not None or now >= found.expires_at:
+            return self.page("error.html", status=404, title="Link expired", message=LINK_GONE)
+        response = self._signin_page(
+            request,
+            notice="Sign in with your network account to set up two-factor authentication.",
+        )
+        response.cookies.append(Cookie(self._cookie(request, LINK_COOKIE), secret))
+        return response
+
+    async def link_gone(self, request: WebRequest, session: Session) -> WebResponse:
+        """A password-only session whose enrolment link was spent or expired meanwhile."""
+        await self.sessions.end(session)
+        response = self.page("error.html", status=403, title="Link expired", message=LINK_GONE)
+        response.cookies.append(Cookie(self._cookie(request), "", max_age=0))
+        response.cookies.append(Cookie(self._cookie(request, LINK_COOKIE), "", max_age=0))
         return response
 
     def unavailable(self, request: WebRequest) -> WebResponse:
@@ -329,7 +383,7 @@ class PortalApp:
                 error = "There is no such address to send a code to."
             return await self._code_page(session, error=error)
         session = replace(session, sent=outcome.sent)
-        await self.sessions.update(session)
+        await self.sessions.sent(session, outcome.sent)
         minutes = max(1, math.ceil((outcome.sent.expires_at - self.clock.seconds()) / 60))
         return await self._code_page(
             session,
@@ -399,16 +453,19 @@ class PortalApp:
             return await self.has_factor(request, session)
         if session.pending is None:
             totp = self.backend().config.otp.totp
-            pending = self.account.new_app_token(session.user, totp, "added in the portal")
+            token = self.account.new_app_token(session.user, totp, "added in the portal")
+            # A second tab asking at the same moment is shown the same app to scan.
+            pending = await self.sessions.offer_pending(session, token, only_if_empty=True)
+            if pending is None:  # the session ended meanwhile
+                return WebResponse.redirect("/signin")
             session = replace(session, pending=pending)
-            await self.sessions.update(session)
         return self._enroll_page(request, session)
 
     def _enroll_page(
         self, request: WebRequest, session: Session, error: str | None = None
     ) -> WebResponse:
-        token = session.pending
-        assert token is not None
+        assert session.pending is not None
+        token = session.pending.token
         issuer = self.backend().config.otp.totp.issuer
         uri = provisioning_uri(token, issuer)
         secret = secret_base32(token)
@@ -436,17 +493,22 @@ class PortalApp:
         pending = await self.sessions.take_pending(session)
         if pending is None:  # confirmed meanwhile (a second submit), or never started
             return WebResponse.redirect("/")
-        session = replace(session, pending=None)  # what is stored now: never write it back
         outcome = await self.account.confirm(
             session.user,
-            pending,
+            pending.token,
             form.get("code", ""),
             password_only=session.stage == STAGE_ENROLL,
-            replacing=session.replacing,
+            replacing=pending.replacing,
+            link=session.link,
         )
         if outcome is Confirmed.WRONG_CODE:
-            session = replace(session, pending=pending)
-            await self.sessions.update(session)
+            # Back for another try, unless a new one was offered meanwhile.
+            kept = await self.sessions.offer_pending(
+                session, pending.token, pending.replacing, only_if_empty=True
+            )
+            if kept is None:
+                return WebResponse.redirect("/")
+            session = replace(session, pending=kept)
             return self._enroll_page(
                 request,
                 session,
@@ -454,26 +516,31 @@ class PortalApp:
             )
         if outcome is Confirmed.HAS_FACTOR:
             return await self.has_factor(request, session)
+        if outcome is Confirmed.LINK_GONE:
+            return await self.link_gone(request, session)
         log.info("{user} enrolled an authenticator app in the portal", user=session.user)
         notice = (
             "Authenticator app added."
-            if session.replacing is None
+            if pending.replacing is None
             else ("Authenticator app replaced: the old one no longer works.")
         )
-        return await self.proven(request, replace(session, replacing=None), notice)
+        return await self.proven(request, session, notice)
 
     async def proven(self, request: WebRequest, session: Session, notice: str) -> WebResponse:
         """A factor was just added and proven: to the home page with ``notice``; a
-        password-only session becomes a full one (with a new id)."""
+        password-only session becomes a full one (with a new id; an enrolment link it came
+        with is spent, and its cookie goes)."""
         if session.stage == STAGE_ENROLL:
-            session_id, fresh = await self.sessions.start(
-                session.user, session.name, STAGE_FULL, replacing=session
+            started = await self.sessions.start(
+                session.user, session.name, STAGE_FULL, replacing=session, notice=notice
             )
-            await self.sessions.update(replace(fresh, notice=notice))
-            response = WebResponse.redirect("/")
-            response.cookies.append(self.session_cookie(request, session_id))
+            response = WebResponse.redirect("/" if started is not None else "/signin")
+            if started is not None:
+                response.cookies.append(self.session_cookie(request, started[0]))
+            if session.link is not None:
+                response.cookies.append(Cookie(self._cookie(request, LINK_COOKIE), "", max_age=0))
             return response
-        await self.sessions.update(replace(session, notice=notice))
+        await self.sessions.notice(session, notice)
         return WebResponse.redirect("/")
 
     async def enroll_replace(self, request: WebRequest, session: Session | None) -> WebResponse:
@@ -485,7 +552,8 @@ class PortalApp:
         session = checked
         form = self.form(request, session, "token_id")
         if not form.get("token_id"):  # "keep the old one too": a plain enrolment
-            await self.sessions.update(replace(session, replacing=None))
+            if session.pending is not None and session.pending.replacing is not None:
+                await self.sessions.offer_pending(session, session.pending.token)
             return WebResponse.redirect("/enroll/app")
         factors = await self.account.factors_of(session.user)
         target = next(
@@ -495,8 +563,8 @@ class PortalApp:
         if target is None:
             raise BadRequest("that authenticator app is not one of yours")
         totp = self.backend().config.otp.totp
-        pending = self.account.new_app_token(session.user, totp, "added in the portal")
-        await self.sessions.update(replace(session, pending=pending, replacing=target.token_id))
+        token = self.account.new_app_token(session.user, totp, "added in the portal")
+        await self.sessions.offer_pending(session, token, target.token_id)
         return WebResponse.redirect("/enroll/app")
 
     async def has_factor(self, request: WebRequest, session: Session) -> WebResponse:

@@ -1,12 +1,13 @@
 """The help-desk pages: find a user; their status, factors, devices, lock and recent sign-ins;
-unlock, disable/enable, suspend until, resume, reset, forget devices, issue an emergency code.
+unlock, disable/enable, suspend until, resume, reset, forget devices, issue an emergency code,
+create an enrolment link (with ``portal.public_url``).
 
 Only for a full session of a member of ``portal.helpdesk_groups`` (checked at sign-in; the
 dispatcher answers 403 to everyone else before a handler runs). Every action needs a reason
 and writes an audit row naming the member (``hank (portal)``), through the same admin use
 cases as the CLI. The subject is a form field (the member acts on others), canonicalised
 like a login name; the actor is always the session's user. An emergency code is in the
-answer to the POST that made it and nowhere else.
+answer to the POST that made it and nowhere else, and so is an enrolment link.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
+from radmfa.admin.links import DEFAULT_LINK_TTL
 from radmfa.auth.identity import NameProblem, check_user, store_key
 from radmfa.auth.stations import device_key
 from radmfa.config import parse_duration
@@ -68,6 +70,7 @@ class HelpDeskPages:
             ("POST", "/helpdesk/user"): self.user,
             ("POST", "/helpdesk/act"): self.act,
             ("POST", "/helpdesk/emergency"): self.emergency,
+            ("POST", "/helpdesk/link"): self.link,
         }
 
     @staticmethod
@@ -124,6 +127,8 @@ class HelpDeskPages:
         status: int = 200,
         code: str | None = None,
         code_until: float | None = None,
+        link: str | None = None,
+        link_until: float | None = None,
     ) -> WebResponse:
         view = await self.desk.view(subject)
         return self.app.page(
@@ -137,6 +142,9 @@ class HelpDeskPages:
             error=error,
             code=code,
             code_until=code_until,
+            link=link,
+            link_until=link_until,
+            links=self.app.settings.public_url is not None,
         )
 
     async def act(self, request: WebRequest, session: Session | None) -> WebResponse:
@@ -184,3 +192,23 @@ class HelpDeskPages:
             return await self._subject_page(member, subject, error=str(e), status=400)
         log.info("help desk {member}: emergency code for {user}", member=member.user, user=subject)
         return await self._subject_page(member, subject, code=code, code_until=until)
+
+    async def link(self, request: WebRequest, session: Session | None) -> WebResponse:
+        """A one-time enrolment link for a user without a factor, shown in this answer only."""
+        member = self._member(session)
+        form = self.app.form(request, member, "user", "reason")
+        subject = self._subject(form.get("user", ""))
+        reason = form.get("reason", "").strip()
+        if not reason:
+            return await self._subject_page(member, subject, error=REASON_REQUIRED, status=400)
+        public_url = self.app.settings.public_url
+        if public_url is None:
+            raise BadRequest("enrolment links need portal.public_url")
+        try:
+            url, until = await self.desk.link(
+                member.user, subject, reason, public_url, DEFAULT_LINK_TTL
+            )
+        except DeskError as e:
+            return await self._subject_page(member, subject, error=str(e), status=400)
+        log.info("help desk {member}: enrolment link for {user}", member=member.user, user=subject)
+        return await self._subject_page(member, subject, link=url, link_until=until)

@@ -79,7 +79,7 @@ class SelfServicePages:
             return checked
         session = checked
         if session.notice is not None:
-            await self.app.sessions.update(replace(session, notice=None))
+            await self.app.sessions.notice(session, None)
         overview = await self.account.overview(session.user)
         parts = self.app.backend().authenticator
         address_types = [t for t in ADDRESS_TYPES if parts.factors.out_of_band(t) is not None]
@@ -156,7 +156,7 @@ class SelfServicePages:
         else:
             log.info("{user} removed a factor in the portal", user=session.user)
             notice = "Removed. It no longer works for signing in."
-        await self.app.sessions.update(replace(session, notice=notice))
+        await self.app.sessions.notice(session, notice)
         return WebResponse.redirect("/")
 
     async def prefer(self, request: WebRequest, session: Session | None) -> WebResponse:
@@ -170,7 +170,7 @@ class SelfServicePages:
             raise BadRequest("no such kind of sign-in method")
         done = await self.account.prefer(session.user, factor)
         notice = "Preferred sign-in method saved." if done else "You have no such method."
-        await self.app.sessions.update(replace(session, notice=notice))
+        await self.app.sessions.notice(session, notice)
         return WebResponse.redirect("/")
 
     # -- trusted devices -------------------------------------------------------------------------
@@ -181,7 +181,7 @@ class SelfServicePages:
             return checked
         session = checked
         if session.notice is not None:
-            await self.app.sessions.update(replace(session, notice=None))
+            await self.app.sessions.notice(session, None)
         return self.app.page(
             "devices.html",
             csrf=session.csrf,
@@ -201,7 +201,7 @@ class SelfServicePages:
             raise BadRequest("which device?")
         count = await self.account.forget(session.user, device)
         notice = "Device forgotten: it asks for a code again." if count else "No such device."
-        await self.app.sessions.update(replace(session, notice=notice))
+        await self.app.sessions.notice(session, notice)
         return WebResponse.redirect("/devices")
 
     async def forget_all(self, request: WebRequest, session: Session | None) -> WebResponse:
@@ -212,7 +212,7 @@ class SelfServicePages:
         self.app.form(request, session)
         count = await self.account.forget(session.user, None)
         notice = f"{count} device(s) forgotten." if count else "No devices to forget."
-        await self.app.sessions.update(replace(session, notice=notice))
+        await self.app.sessions.notice(session, notice)
         return WebResponse.redirect("/devices")
 
     # -- recent sign-ins -------------------------------------------------------------------------
@@ -340,7 +340,7 @@ class SelfServicePages:
                 session, kind, error=f"Please wait {wait} seconds before asking for another code."
             )
         session = replace(session, sent=outcome.sent)
-        await self.app.sessions.update(session)
+        await self.app.sessions.sent(session, outcome.sent)
         return self._confirm_page(session, kind, outcome.sent)
 
     def _confirm_page(
@@ -370,12 +370,13 @@ class SelfServicePages:
     async def _confirm(self, request: WebRequest, session: Session, kind: str) -> WebResponse:
         """The code sent to the new address came back: store the address, confirmed."""
         form = self.app.form(request, session, "code")
-        sent = session.sent
+        # Taken, not read: of two answers sent at once one is checked, and a wrong one
+        # goes back with its try counted, so parallel guesses get no more tries.
+        sent = await self.app.sessions.take_sent(session)
         now = self.app.clock.seconds()
         if sent is None or sent.token_id is not None or sent.factor != kind:
             return WebResponse.redirect(f"/address/{kind}")
         if now >= sent.expires_at:
-            await self.app.sessions.update(replace(session, sent=None))
             return await self._address_page(
                 session, kind, error="The code expired. Ask for a new one."
             )
@@ -384,25 +385,26 @@ class SelfServicePages:
         if typed is None or not code_hash_matches(sent.code_hash, typed):
             tries = sent.tries + 1
             if tries >= MAX_CONFIRM_TRIES:
-                await self.app.sessions.update(replace(session, sent=None))
                 return await self._address_page(
                     session, kind, error="Too many wrong codes. Ask for a new one."
                 )
             sent = replace(sent, tries=tries)
             session = replace(session, sent=sent)
-            await self.app.sessions.update(session)
+            await self.app.sessions.sent(session, sent)
             return self._confirm_page(session, kind, sent, "That code did not match.")
         session = replace(session, sent=None)  # used: never again
-        await self.app.sessions.update(session)
         outcome = await self.account.save_address(
             session.user,
             self.app.backend().config,
             kind,
             sent.address,
             password_only=session.stage == STAGE_ENROLL,
+            link=session.link,
         )
         if outcome is Confirmed.HAS_FACTOR:
             return await self.app.has_factor(request, session)
+        if outcome is Confirmed.LINK_GONE:
+            return await self.app.link_gone(request, session)
         if outcome is not Confirmed.ADDED:
             raise BadRequest("that address cannot be used")
         log.info("{user} confirmed a new {kind} address in the portal", user=session.user,

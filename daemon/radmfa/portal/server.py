@@ -9,20 +9,22 @@ An unexpected error is logged and answered with a plain 500 page, never a traceb
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from radmfa.config import PortalConfig
+from radmfa.config import ListenAddress, PortalConfig
 from radmfa.portal.handlers import PortalApp
 from radmfa.portal.web import (
     MAX_FORM_BYTES,
@@ -172,12 +174,24 @@ def tls_options(cert_file: str, key_file: str) -> ssl.CertificateOptions:
     )
 
 
-def listen_portal(reactor: Any, settings: PortalConfig, app: PortalApp) -> Any:
-    """Bind the portal's address (TLS when configured); the listening port."""
+#: Binds a TCP port shared by several workers (SO_REUSEPORT): reactor, address, factory.
+SharedListen = Callable[[Any, ListenAddress, Any], Any]
+
+
+def listen_portal(
+    reactor: Any, settings: PortalConfig, app: PortalApp, *, shared: SharedListen | None = None
+) -> Any:
+    """Bind the portal's address (TLS when configured); the listening port. ``shared``: how
+    one of several workers binds it with SO_REUSEPORT (the kernel spreads connections over
+    them; any worker serves any browser, since sessions live in the store)."""
     tls = settings.tls is not None
     site = PortalSite(PortalResource(app, settings, tls=tls), reactor)
-    address = settings.listen
+    factory: Any = site
     if settings.tls is not None:
         options = tls_options(settings.tls.cert_file, settings.tls.key_file)
-        return reactor.listenSSL(address.port, site, options, interface=address.host)
-    return reactor.listenTCP(address.port, site, interface=address.host)
+        # what listenSSL does, spelled out so that a shared port can carry it too
+        factory = TLSMemoryBIOFactory(cast(Any, options), False, cast(Any, site))
+    address = settings.listen
+    if shared is not None:
+        return shared(reactor, address, factory)
+    return reactor.listenTCP(address.port, factory, interface=address.host)

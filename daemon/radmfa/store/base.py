@@ -24,6 +24,8 @@ from radmfa.store.model import (
     DUPLICATE_IN_FLIGHT,
     FAILED_ATTEMPT_MEMORY,
     IDLE_USERS_BATCH,
+    KNOWN_SECRET,
+    LINK_GONE,
     LOCKED_FOR_GOOD,
     SEND_WINDOW,
     STALE_FAILURES,
@@ -37,12 +39,17 @@ from radmfa.store.model import (
     AuditQuery,
     ChallengeRecord,
     DeviceRef,
+    EnrolLink,
     FailureWindow,
     LockoutRule,
     LockState,
     LoginState,
+    PendingEnrolment,
+    PortalSession,
     SendGrant,
     StoreError,
+    TokenChange,
+    TokenChanged,
     TokenRecord,
     TrustedDevice,
     UserSettings,
@@ -70,6 +77,8 @@ __all__ = [
     "DUPLICATE_IN_FLIGHT",
     "FAILED_ATTEMPT_MEMORY",
     "IDLE_USERS_BATCH",
+    "KNOWN_SECRET",
+    "LINK_GONE",
     "LOCKED_FOR_GOOD",
     "SEND_WINDOW",
     "STALE_FAILURES",
@@ -83,13 +92,18 @@ __all__ = [
     "AuditQuery",
     "ChallengeRecord",
     "DeviceRef",
+    "EnrolLink",
     "FailureWindow",
     "LockState",
     "LockoutRule",
     "LoginState",
+    "PendingEnrolment",
+    "PortalSession",
     "SendGrant",
     "Store",
     "StoreError",
+    "TokenChange",
+    "TokenChanged",
     "TokenRecord",
     "TrustedDevice",
     "UserSettings",
@@ -149,6 +163,23 @@ class Store(Protocol):
         Returns how many were removed. Regenerating backup codes, issuing an emergency code and
         changing an address use it: the old set is dead the moment the new one exists.
         """
+        ...
+
+    def change_tokens(
+        self,
+        change: TokenChange,
+        judge: Callable[[list[TokenRecord], list[TokenRecord]], object | None],
+    ) -> TokenChanged:
+        """Change one user's tokens if ``judge`` approves, in one transaction that no other
+        change of the user's tokens interleaves with (threads, workers and nodes alike).
+
+        ``judge(tokens, doomed)`` sees every token of ``change.user`` as stored now and the
+        ones the change would remove; a refusal it returns is handed back and nothing is
+        written. Then ``change.link`` is spent (:data:`LINK_GONE` when it is not usable for
+        the user at ``change.now``), and a token to add with a secret the user keeps is
+        :data:`KNOWN_SECRET`: either way nothing is written. The rules "add this factor only
+        while the user has none" and "remove this one only if another remains" are judges.
+        ``judge`` must be pure and quick: it runs inside the transaction."""
         ...
 
     # lockout
@@ -326,9 +357,58 @@ class Store(Protocol):
 
     def purge_expired(self, now: float, failures_before: float | None = None) -> int:
         """Drop expired challenges (the count returned), send records older than an hour,
-        expired trusted devices, attempts past their lease, failure records older than
-        ``failures_before``, and at most :data:`IDLE_USERS_BATCH` users rows that hold nothing
-        (see :func:`idle_user`)."""
+        expired portal sessions and enrolment links, expired trusted devices, attempts past
+        their lease, failure records older than ``failures_before``, and at most
+        :data:`IDLE_USERS_BATCH` users rows that hold nothing (see :func:`idle_user`)."""
+        ...
+
+    # portal sessions: created whole, then changed one field at a time
+    def put_portal_session(self, session: PortalSession) -> None:
+        """Store a new session (its key must be new: :class:`StoreError` otherwise)."""
+        ...
+
+    def touch_portal_session(self, key: bytes, now: float) -> PortalSession | None:
+        """The session under ``key`` with ``last_seen`` set to ``now``, in one step; None
+        when there is none or it has expired (:meth:`PortalSession.expired`)."""
+        ...
+
+    def delete_portal_session(self, key: bytes) -> bool:
+        """End a session; False when it was gone already (of two concurrent ends, one
+        True: a sign-in step rotating the session id does it once)."""
+        ...
+
+    def set_portal_notice(self, key: bytes, notice: str | None) -> bool:
+        """Set (or clear) the one-time message of the session's next page."""
+        ...
+
+    def set_portal_sent(self, key: bytes, sent: str | None) -> bool:
+        """Record (or clear) the code sent out of band for this session."""
+        ...
+
+    def take_portal_sent(self, key: bytes) -> str | None:
+        """Remove and return the sent code's record: of two concurrent takers, one gets it."""
+        ...
+
+    def offer_portal_pending(
+        self, key: bytes, pending: PendingEnrolment | None, *, only_if_empty: bool = False
+    ) -> PendingEnrolment | None:
+        """Set (or clear) the session's pending enrolment; ``only_if_empty``: only when it
+        has none. Returns the pending enrolment stored afterwards (None: none, or no such
+        session), so two tabs asking for a QR code at once are shown the same one."""
+        ...
+
+    def take_portal_pending(self, key: bytes) -> PendingEnrolment | None:
+        """Remove and return the pending enrolment: a confirmation sent twice (two tabs, a
+        double click) finds it once."""
+        ...
+
+    # enrolment links
+    def add_enrol_link(self, link: EnrolLink) -> None:
+        """Store a new link (its hash must be new: :class:`StoreError` otherwise)."""
+        ...
+
+    def enrol_link(self, link: bytes) -> EnrolLink | None:
+        """The link with this hash (used or not, expired or not), or None."""
         ...
 
     # metrics

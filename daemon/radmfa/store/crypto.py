@@ -28,6 +28,7 @@ __all__ = [
     "KeyFileError",
     "SecretBox",
     "SecretBoxError",
+    "pending_secret_aad",
     "token_secret_aad",
 ]
 
@@ -54,6 +55,14 @@ class KeyFileError(SecretBoxError):
 def token_secret_aad(user: str, token_id: str) -> bytes:
     """Associated data binding a token secret to its row; length-prefixed so it is unambiguous."""
     parts = [b"radmfa/token-secret/v1", user.encode("utf-8"), token_id.encode("utf-8")]
+    return b"".join(struct.pack(">I", len(p)) + p for p in parts)
+
+
+def pending_secret_aad(session_key: bytes, description: str) -> bytes:
+    """Associated data binding the secret of a portal session's pending enrolment to that
+    session and to the token it describes (a blob moved to another session, or a changed
+    description, fails to open)."""
+    parts = [b"radmfa/portal-pending/v1", session_key, description.encode("utf-8")]
     return b"".join(struct.pack(">I", len(p)) + p for p in parts)
 
 

@@ -28,12 +28,17 @@ from radmfa.store.base import (
     AuditQuery,
     ChallengeRecord,
     DeviceRef,
+    EnrolLink,
     FailureWindow,
     LockoutRule,
     LockState,
     LoginState,
+    PendingEnrolment,
+    PortalSession,
     SendGrant,
     Store,
+    TokenChange,
+    TokenChanged,
     TokenRecord,
     TrustedDevice,
     UserSettings,
@@ -92,6 +97,14 @@ class AsyncStore:
 
     def replace_tokens(self, user: str, type: str, tokens: Sequence[TokenRecord]) -> Deferred[int]:
         return self._call(self.store.replace_tokens, user, type, tokens)
+
+    def change_tokens(
+        self,
+        change: TokenChange,
+        judge: Callable[[list[TokenRecord], list[TokenRecord]], object | None],
+    ) -> Deferred[TokenChanged]:
+        """``judge`` runs on the runner's thread, inside the store's transaction."""
+        return self._call(self.store.change_tokens, change, judge)
 
     # -- lockout and per-user settings ----------------------------------------------------------
 
@@ -260,6 +273,42 @@ class AsyncStore:
 
     def take_challenge(self, state_id: bytes) -> Deferred[ChallengeRecord | None]:
         return self._call(self.store.take_challenge, state_id)
+
+    # -- portal sessions and enrolment links ----------------------------------------------------
+
+    def put_portal_session(self, session: PortalSession) -> Deferred[None]:
+        return self._call(self.store.put_portal_session, session)
+
+    def touch_portal_session(self, key: bytes, now: float) -> Deferred[PortalSession | None]:
+        return self._call(self.store.touch_portal_session, key, now)
+
+    def delete_portal_session(self, key: bytes) -> Deferred[bool]:
+        return self._call(self.store.delete_portal_session, key)
+
+    def set_portal_notice(self, key: bytes, notice: str | None) -> Deferred[bool]:
+        return self._call(self.store.set_portal_notice, key, notice)
+
+    def set_portal_sent(self, key: bytes, sent: str | None) -> Deferred[bool]:
+        return self._call(self.store.set_portal_sent, key, sent)
+
+    def take_portal_sent(self, key: bytes) -> Deferred[str | None]:
+        return self._call(self.store.take_portal_sent, key)
+
+    def offer_portal_pending(
+        self, key: bytes, pending: PendingEnrolment | None, *, only_if_empty: bool = False
+    ) -> Deferred[PendingEnrolment | None]:
+        return self._call(
+            self.store.offer_portal_pending, key, pending, only_if_empty=only_if_empty
+        )
+
+    def take_portal_pending(self, key: bytes) -> Deferred[PendingEnrolment | None]:
+        return self._call(self.store.take_portal_pending, key)
+
+    def add_enrol_link(self, link: EnrolLink) -> Deferred[None]:
+        return self._call(self.store.add_enrol_link, link)
+
+    def enrol_link(self, link: bytes) -> Deferred[EnrolLink | None]:
+        return self._call(self.store.enrol_link, link)
 
     # -- audit and maintenance ------------------------------------------------------------------
 

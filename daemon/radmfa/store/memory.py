@@ -20,6 +20,8 @@ from radmfa.store.model import (
     DUPLICATE_IN_FLIGHT,
     FAILED_ATTEMPT_MEMORY,
     IDLE_USERS_BATCH,
+    KNOWN_SECRET,
+    LINK_GONE,
     SEND_WINDOW,
     USER_STATUSES,
     AttemptEnd,
@@ -28,12 +30,17 @@ from radmfa.store.model import (
     AuditQuery,
     ChallengeRecord,
     DeviceRef,
+    EnrolLink,
     FailureWindow,
     LockoutRule,
     LockState,
     LoginState,
+    PendingEnrolment,
+    PortalSession,
     SendGrant,
     StoreError,
+    TokenChange,
+    TokenChanged,
     TokenRecord,
     TrustedDevice,
     UserSettings,
@@ -68,6 +75,8 @@ class MemoryStore:
         self._audit: list[AuditEvent] = []
         #: attempt id -> (user, source, expires_at, failed)
         self._attempts: dict[bytes, tuple[str, str | None, float, bool]] = {}
+        self._portal: dict[bytes, PortalSession] = {}
+        self._links: dict[bytes, EnrolLink] = {}
         self._closed = False
 
     def _check_open(self) -> None:
@@ -135,6 +144,42 @@ class MemoryStore:
             for token in tokens:
                 self._tokens[token.token_id] = token
             return len(doomed)
+
+    def change_tokens(
+        self,
+        change: TokenChange,
+        judge: Callable[[list[TokenRecord], list[TokenRecord]], object | None],
+    ) -> TokenChanged:
+        with self._lock:
+            self._check_open()
+            mine = self.list_tokens(change.user)
+            doomed = [
+                t for t in mine if t.token_id in change.remove_ids or t.type in change.remove_types
+            ]
+            refusal = judge(mine, doomed)
+            if refusal is not None:
+                return TokenChanged(refusal)
+            if change.link is not None:
+                link = self._links.get(change.link)
+                if link is None or not link.usable(change.user, change.now):
+                    return TokenChanged(LINK_GONE)
+            kept = [t for t in mine if t not in doomed]
+            _new, skipped = split_known_secrets(kept, change.add)
+            if skipped:
+                return TokenChanged(KNOWN_SECRET)
+            ids = [t.token_id for t in change.add]
+            gone = {t.token_id for t in doomed}
+            if len(set(ids)) != len(ids) or any(i in self._tokens and i not in gone for i in ids):
+                raise StoreError(f"changing the tokens of {change.user!r}: a token id exists")
+            if change.link is not None:
+                self._links[change.link] = dataclasses.replace(
+                    self._links[change.link], used_at=change.now
+                )
+            for token in doomed:
+                del self._tokens[token.token_id]
+            for token in change.add:
+                self._tokens[token.token_id] = token
+            return TokenChanged(None, tuple(doomed))
 
     # lockout
     def lock_state(self, user: str) -> LockState:
@@ -499,6 +544,10 @@ class MemoryStore:
                 del self._devices[device]
             for attempt in [a for a, v in self._attempts.items() if v[2] <= now]:
                 del self._attempts[attempt]
+            for session_key in [k for k, p in self._portal.items() if p.expired(now)]:
+                del self._portal[session_key]
+            for link_key in [k for k, link in self._links.items() if link.expires_at <= now]:
+                del self._links[link_key]
             if failures_before is not None:
                 for failure_key, times in list(self._failures.items()):
                     kept = [t for t in times if t >= failures_before]
@@ -531,6 +580,87 @@ class MemoryStore:
         for user in idle:
             self._users.pop(user, None)
             self._settings.pop(user, None)
+
+    # portal sessions
+    def put_portal_session(self, session: PortalSession) -> None:
+        with self._lock:
+            self._check_open()
+            if session.key in self._portal:
+                raise StoreError("a portal session with this key already exists")
+            self._portal[session.key] = session
+
+    def touch_portal_session(self, key: bytes, now: float) -> PortalSession | None:
+        with self._lock:
+            self._check_open()
+            session = self._portal.get(key)
+            if session is None or session.expired(now):
+                return None
+            session = self._portal[key] = dataclasses.replace(session, last_seen=now)
+            return session
+
+    def delete_portal_session(self, key: bytes) -> bool:
+        with self._lock:
+            self._check_open()
+            return self._portal.pop(key, None) is not None
+
+    def _set_portal(self, key: bytes, **changes: object) -> bool:
+        with self._lock:
+            self._check_open()
+            session = self._portal.get(key)
+            if session is None:
+                return False
+            self._portal[key] = dataclasses.replace(session, **changes)  # type: ignore[arg-type]
+            return True
+
+    def set_portal_notice(self, key: bytes, notice: str | None) -> bool:
+        return self._set_portal(key, notice=notice)
+
+    def set_portal_sent(self, key: bytes, sent: str | None) -> bool:
+        return self._set_portal(key, sent=sent)
+
+    def take_portal_sent(self, key: bytes) -> str | None:
+        with self._lock:
+            self._check_open()
+            session = self._portal.get(key)
+            if session is None or session.sent is None:
+                return None
+            self._set_portal(key, sent=None)
+            return session.sent
+
+    def offer_portal_pending(
+        self, key: bytes, pending: PendingEnrolment | None, *, only_if_empty: bool = False
+    ) -> PendingEnrolment | None:
+        with self._lock:
+            self._check_open()
+            session = self._portal.get(key)
+            if session is None:
+                return None
+            if only_if_empty and session.pending is not None:
+                return session.pending
+            self._set_portal(key, pending=pending)
+            return pending
+
+    def take_portal_pending(self, key: bytes) -> PendingEnrolment | None:
+        with self._lock:
+            self._check_open()
+            session = self._portal.get(key)
+            if session is None or session.pending is None:
+                return None
+            self._set_portal(key, pending=None)
+            return session.pending
+
+    # enrolment links
+    def add_enrol_link(self, link: EnrolLink) -> None:
+        with self._lock:
+            self._check_open()
+            if link.link in self._links:
+                raise StoreError("an enrolment link with this hash already exists")
+            self._links[link.link] = link
+
+    def enrol_link(self, link: bytes) -> EnrolLink | None:
+        with self._lock:
+            self._check_open()
+            return self._links.get(link)
 
     # metrics
     def count_locked(self, now: float) -> int:

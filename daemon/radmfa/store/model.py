@@ -330,3 +330,102 @@ STALE_FAILURES = 7 * 86400.0
 
 #: Send records older than this no longer count towards ``reserve_send``'s hourly cap.
 SEND_WINDOW = 3600.0
+
+
+# -- the portal ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEnrolment:
+    """An authenticator app shown to a portal session (its QR code), not stored as a token
+    until a code from it comes back; ``replacing``: the token it is to replace."""
+
+    token: TokenRecord
+    replacing: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PortalSession:
+    """One browser's session of the self-service portal, as the store keeps it.
+
+    ``key`` is the SHA-256 of the cookie's value, never the value. ``pending`` holds a TOTP
+    secret: engines seal it as they seal token secrets, bound to this session's key. ``sent``
+    is the portal's own record of a code sent out of band (opaque here: a JSON text with the
+    code's hash, never the code). Everything after ``last_seen`` changes only through the
+    field-specific calls of the store contract, never by writing the whole record back.
+    """
+
+    key: bytes
+    #: The store key of the user, and the canonical name pages show.
+    user: str
+    name: str
+    stage: str
+    #: The form token of this session.
+    csrf: str
+    created_at: float
+    last_seen: float
+    #: Seconds without a request after which the session ends ...
+    idle: float
+    #: ... and the moment it ends whatever happens (``session_max`` after sign-in).
+    ends_at: float
+    grace_ends_at: float | None = None
+    helpdesk: bool = False
+    #: The hash of the enrolment link this (password-only) session was started with.
+    link: bytes | None = None
+    notice: str | None = None
+    pending: PendingEnrolment | None = None
+    sent: str | None = None
+
+    def expired(self, now: float) -> bool:
+        return now >= self.last_seen + self.idle or now >= self.ends_at
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolLink:
+    """A one-time enrolment link (``radmfa enroll-link``): only the hash of its secret part
+    is stored; it works for ``user`` alone, until ``expires_at``, once."""
+
+    link: bytes
+    user: str
+    created_at: float
+    expires_at: float
+    #: Who made it, as the audit trail names them.
+    created_by: str
+    used_at: float | None = None
+
+    def usable(self, user: str, now: float) -> bool:
+        return self.user == user and self.used_at is None and now < self.expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class TokenChange:
+    """One change of one user's tokens, judged and made in one transaction
+    (``Store.change_tokens``): remove the tokens named (by id, or every token of a type),
+    add others, and spend an enrolment link, all or nothing."""
+
+    user: str
+    add: tuple[TokenRecord, ...] = ()
+    remove_ids: tuple[str, ...] = ()
+    remove_types: tuple[str, ...] = ()
+    #: An enrolment link of ``user`` to spend in the same transaction (usable at ``now``).
+    link: bytes | None = None
+    now: float = 0.0
+
+
+#: ``TokenChanged.refusal`` when a token to add has a secret the user already holds.
+KNOWN_SECRET = "known_secret"
+#: ``TokenChanged.refusal`` when the enrolment link is used, expired or not the user's.
+LINK_GONE = "link_gone"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenChanged:
+    """The answer of ``Store.change_tokens``: what was removed, or why nothing changed."""
+
+    #: What the judge returned, or :data:`KNOWN_SECRET` / :data:`LINK_GONE`; None: done.
+    refusal: object | None
+    removed: tuple[TokenRecord, ...] = ()
+
+    @property
+    def done(self) -> bool:
+        return self.refusal is None

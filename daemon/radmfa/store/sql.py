@@ -16,6 +16,7 @@ from radmfa.store.queries.challenges import ChallengeQueries
 from radmfa.store.queries.devices import DeviceQueries
 from radmfa.store.queries.maintenance import MaintenanceQueries
 from radmfa.store.queries.metrics import MetricsQueries
+from radmfa.store.queries.portal import PortalQueries
 from radmfa.store.queries.sends import SendQueries
 from radmfa.store.queries.throttles import ThrottleQueries
 from radmfa.store.queries.tokens import TokenQueries
@@ -35,6 +36,7 @@ class SqlStore(
     ChallengeQueries,
     MaintenanceQueries,
     MetricsQueries,
+    PortalQueries,
 ):
     """:class:`~radmfa.store.base.Store` on an opened (and migrated) SQL engine; token
     secrets sealed with ``box`` before they reach the database."""

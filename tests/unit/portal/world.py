@@ -29,9 +29,9 @@ from radmfa.factors.sms import SmsFactor
 from radmfa.factors.totp import TotpFactor
 from radmfa.portal.handlers import PortalApp
 from radmfa.portal.server import PortalResource, PortalSite
-from radmfa.portal.sessions import MemorySessionStore, SessionManager
+from radmfa.portal.sessions import SessionManager
 from radmfa.portal.web import WebRequest, WebResponse
-from radmfa.store.base import TokenRecord
+from radmfa.store.base import PortalSession, TokenRecord
 from radmfa.store.facade import AsyncStore
 from radmfa.store.memory import MemoryStore
 from radmfa.testing import FakeDirectory, InlineRunner, RecordingMailer, RecordingSms
@@ -53,6 +53,7 @@ policy:
   default: {default}
   unenrolled: {{grace_days: {grace_days}}}
 portal:
+  public_url: "https://mfa.example.org/"
   trusted_proxies: [10.0.0.1/32]
   session_idle: 10m
   session_max: 1h
@@ -135,7 +136,8 @@ class World:
         )
         self.backend = Backend(self.config, self.authenticator)
         assert self.config.portal is not None
-        self.sessions = MemorySessionStore()
+        #: Sessions live in the store, through the same runner as everything else.
+        self.sessions = AsyncStore(self.store, self.db)
         self.app = PortalApp(
             settings=self.config.portal,
             backend=lambda: self.backend,
@@ -153,6 +155,10 @@ class World:
         self.store.add_token(
             TokenRecord("tok-h", "hank", "totp", HANK_SECRET, 6, "SHA1", 30, T0 - 1000)
         )
+
+    def portal_sessions(self) -> dict[bytes, PortalSession]:
+        """The sessions the store holds now (live or not yet purged), by key."""
+        return dict(self.store._portal)
 
     def code(self, secret: bytes = ALICE_SECRET, steps: int = 0) -> str:
         return totp_code(secret, self.clock.seconds() + 30 * steps)

@@ -21,7 +21,15 @@ from radmfa.config import StoreConfig
 from radmfa.store import open_store
 from radmfa.store.busy import PatientConnection
 from radmfa.store.crypto import KeyFileError, SecretBox, SecretBoxError, token_secret_aad
-from radmfa.store.model import AuditQuery, ChallengeRecord, DeviceRef, StoreError, TokenRecord
+from radmfa.store.model import (
+    AuditQuery,
+    ChallengeRecord,
+    DeviceRef,
+    PendingEnrolment,
+    PortalSession,
+    StoreError,
+    TokenRecord,
+)
 from radmfa.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore
 
 NOW = 1_800_000_000.0
@@ -150,6 +158,37 @@ def test_database_files_and_dump_hold_no_secret(store: SqliteStore, db_path: Pat
             assert form.encode() not in raw
             assert form not in dump
         assert secret not in raw
+
+
+def _portal_session(key: bytes, secret: bytes) -> PortalSession:
+    pending = PendingEnrolment(_token("p-" + key.hex()[:6], "alice", secret), None)
+    return PortalSession(
+        key, "alice", "alice", "enroll", "csrf", 1.0, 1.0, 600.0, 3601.0, pending=pending
+    )
+
+
+def test_a_pending_enrolment_is_sealed_and_bound_to_its_session(
+    store: SqliteStore, db_path: Path
+) -> None:
+    store.put_portal_session(_portal_session(b"a" * 32, SECRET_A))
+    store.put_portal_session(_portal_session(b"b" * 32, SECRET_B))
+    raw = b"".join(p.read_bytes() for p in db_path.parent.iterdir())
+    dump = "\n".join(_raw(db_path).iterdump())
+    for secret in (SECRET_A, SECRET_B):
+        b32 = base64.b32encode(secret).decode()
+        assert secret not in raw and b32.encode() not in raw and b32 not in dump
+    # A sealed secret moved to another session (or a changed description) does not open.
+    conn = _raw(db_path)
+    (blob_b,) = conn.execute(
+        "SELECT pending_secret FROM portal_sessions WHERE session_key=?", (b"b" * 32,)
+    ).fetchone()
+    conn.execute("UPDATE portal_sessions SET pending_secret=? WHERE session_key=?",
+                 (blob_b, b"a" * 32))  # fmt: skip
+    conn.close()
+    with pytest.raises(StoreError, match="pending enrolment"):
+        store.take_portal_pending(b"a" * 32)
+    taken = store.take_portal_pending(b"b" * 32)
+    assert taken is not None and taken.token.secret == SECRET_B
 
 
 def test_swapped_secret_blobs_fail_to_decrypt(store: SqliteStore, db_path: Path) -> None:

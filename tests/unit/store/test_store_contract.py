@@ -31,15 +31,21 @@ from radmfa.store.model import (
     DUPLICATE_FAILED,
     DUPLICATE_IN_FLIGHT,
     FAILED_ATTEMPT_MEMORY,
+    KNOWN_SECRET,
+    LINK_GONE,
     AuditEvent,
     AuditQuery,
     ChallengeRecord,
     DeviceRef,
+    EnrolLink,
     FailureWindow,
     LockoutRule,
     LockState,
     LoginState,
+    PendingEnrolment,
+    PortalSession,
     StoreError,
+    TokenChange,
     TokenRecord,
     TrustedDevice,
     UserSettings,
@@ -47,6 +53,7 @@ from radmfa.store.model import (
 from radmfa.store.pg_schema import DATA_TABLES
 from radmfa.store.postgres import PostgresStore
 from radmfa.store.rules import next_failure_state
+from radmfa.store.schema.postgres import PORTAL_TABLES
 from radmfa.store.sqlite import SqliteStore
 from tests.support.postgres import Postgres
 
@@ -65,7 +72,7 @@ def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     server: Postgres = request.getfixturevalue("postgres")
     store = PostgresStore(server.dsn, SecretBox(bytes(range(32))), pool_size=8)
     with server.admin(dbname="radmfa_test") as conn:
-        conn.execute(f"TRUNCATE {', '.join(DATA_TABLES)} RESTART IDENTITY")
+        conn.execute(f"TRUNCATE {', '.join(DATA_TABLES + PORTAL_TABLES)} RESTART IDENTITY")
     return store
 
 
@@ -1235,3 +1242,299 @@ def test_end_attempts_ends_a_batch_in_one_call(store: Store) -> None:
         assert state is not None and state.pending_user == (1 if user == "carol" else 0)
     assert store.known_users() == ["alice"]  # bob's release wrote nothing
     store.end_attempts([], NOW)  # nothing to do
+
+
+# -- changing a user's tokens under a rule ---------------------------------------------------
+
+
+def no_tokens_yet(tokens: list[TokenRecord], doomed: list[TokenRecord]) -> object | None:
+    return "has_factor" if tokens else None
+
+
+def another_remains(tokens: list[TokenRecord], doomed: list[TokenRecord]) -> object | None:
+    if not doomed:
+        return "gone"
+    return None if len(tokens) > len(doomed) else "last"
+
+
+def test_change_tokens_adds_and_removes_in_one_step(store: Store) -> None:
+    store.add_tokens([token("a1"), token("a2", type="email"), token("b1", "bob")])
+    done = store.change_tokens(
+        TokenChange("alice", add=(token("a3"),), remove_ids=("a1",), remove_types=("email",)),
+        lambda tokens, doomed: None,
+    )
+    assert done.done and sorted(t.token_id for t in done.removed) == ["a1", "a2"]
+    assert [t.token_id for t in store.list_tokens()] == ["a3", "b1"]
+
+
+def test_a_refused_change_writes_nothing(store: Store) -> None:
+    store.add_token(token("a1"))
+    seen: list[object] = []
+
+    def refuse(tokens: list[TokenRecord], doomed: list[TokenRecord]) -> object | None:
+        seen.append(([t.token_id for t in tokens], [t.token_id for t in doomed]))
+        return "no"
+
+    result = store.change_tokens(
+        TokenChange("alice", add=(token("a2"),), remove_ids=("a1",)), refuse
+    )
+    assert result.refusal == "no" and not result.done and result.removed == ()
+    assert seen == [(["a1"], ["a1"])]
+    assert [t.token_id for t in store.list_tokens()] == ["a1"]
+
+
+def test_a_change_adding_a_secret_the_user_keeps_is_refused(store: Store) -> None:
+    store.add_token(token("a1", secret=SHARED))
+    result = store.change_tokens(
+        TokenChange("alice", add=(token("a2", secret=SHARED),)), lambda t, d: None
+    )
+    assert result.refusal == KNOWN_SECRET
+    # ... unless the change removes the token that holds it (a replacement).
+    result = store.change_tokens(
+        TokenChange("alice", add=(token("a2", secret=SHARED),), remove_ids=("a1",)),
+        lambda t, d: None,
+    )
+    assert result.done and [t.token_id for t in store.list_tokens()] == ["a2"]
+
+
+def test_concurrent_first_enrolments_add_one_factor(store: Store) -> None:
+    """Two tabs of a password-only session confirming two apps at once: "add this factor
+    only while the user has none" lets one of them in."""
+    ids = iter(range(1000))
+    lock = threading.Lock()
+
+    def enroll() -> bool:
+        with lock:
+            n = next(ids)
+        change = TokenChange("carol", add=(token(f"c{n}", "carol", secret=bytes([n]) * 20),))
+        return store.change_tokens(change, no_tokens_yet).done
+
+    assert sorted(run_concurrently(8, enroll)) == [False] * 7 + [True]
+    assert len(store.list_tokens("carol")) == 1
+
+
+def test_concurrent_removals_of_two_factors_keep_one(store: Store) -> None:
+    """Two tabs each removing one of the user's two factors: "only if another remains"
+    removes one of them."""
+    lock = threading.Lock()
+
+    def remover(targets: Iterator[str]) -> Callable[[], bool]:
+        def remove() -> bool:
+            with lock:
+                target = next(targets)
+            change = TokenChange("alice", remove_ids=(target,))
+            return store.change_tokens(change, another_remains).done
+
+        return remove
+
+    for _round in range(5):
+        store.remove_tokens("alice")
+        store.add_tokens([token("a1", secret=b"1" * 20), token("a2", secret=b"2" * 20)])
+        assert sorted(run_concurrently(2, remover(iter(["a1", "a2"])))) == [False, True]
+        assert len(store.list_tokens("alice")) == 1
+
+
+def link(secret: bytes = b"L" * 32, user: str = "alice", **kw: object) -> EnrolLink:
+    fields: dict[str, object] = {
+        "created_at": NOW,
+        "expires_at": NOW + 7 * 86400,
+        "created_by": "root",
+    }
+    fields.update(kw)
+    return EnrolLink(link=secret, user=user, **fields)  # type: ignore[arg-type]
+
+
+def test_enrol_links_are_stored_and_read_back(store: Store) -> None:
+    store.add_enrol_link(link())
+    assert store.enrol_link(b"L" * 32) == link()
+    assert store.enrol_link(b"M" * 32) is None
+    with pytest.raises(StoreError, match="already exists"):
+        store.add_enrol_link(link(user="bob"))
+
+
+def test_a_link_is_spent_once_with_the_enrolment(store: Store) -> None:
+    store.add_enrol_link(link())
+    first = TokenChange("alice", add=(token("a1"),), link=b"L" * 32, now=NOW + 60)
+    assert store.change_tokens(first, no_tokens_yet).done
+    assert store.enrol_link(b"L" * 32) == link(used_at=NOW + 60)
+    store.remove_tokens("alice")
+    again = TokenChange("alice", add=(token("a2"),), link=b"L" * 32, now=NOW + 61)
+    assert store.change_tokens(again, no_tokens_yet).refusal == LINK_GONE
+    assert store.list_tokens("alice") == []
+
+
+def test_a_link_works_for_its_user_only_and_until_it_expires(store: Store) -> None:
+    store.add_enrol_link(link())
+    bob = TokenChange("bob", add=(token("b1", "bob"),), link=b"L" * 32, now=NOW)
+    assert store.change_tokens(bob, no_tokens_yet).refusal == LINK_GONE
+    late = TokenChange("alice", add=(token("a1"),), link=b"L" * 32, now=NOW + 7 * 86400)
+    assert store.change_tokens(late, no_tokens_yet).refusal == LINK_GONE
+    unknown = TokenChange("alice", add=(token("a1"),), link=b"X" * 32, now=NOW)
+    assert store.change_tokens(unknown, no_tokens_yet).refusal == LINK_GONE
+    assert store.list_tokens() == [] and store.enrol_link(b"L" * 32) == link()
+
+
+def test_a_refused_enrolment_does_not_spend_the_link(store: Store) -> None:
+    store.add_enrol_link(link())
+    store.add_token(token("a0"))
+    change = TokenChange("alice", add=(token("a1"),), link=b"L" * 32, now=NOW)
+    assert store.change_tokens(change, no_tokens_yet).refusal == "has_factor"
+    assert store.enrol_link(b"L" * 32) == link()
+
+
+def test_two_tabs_with_one_link_enroll_once(store: Store) -> None:
+    store.add_enrol_link(link())
+    ids = iter(range(1000))
+    lock = threading.Lock()
+
+    def enroll() -> object:
+        with lock:
+            n = next(ids)
+        change = TokenChange(
+            "alice", add=(token(f"a{n}", secret=bytes([n]) * 20),), link=b"L" * 32, now=NOW
+        )
+        return store.change_tokens(change, lambda t, d: None).refusal
+
+    assert sorted(map(str, run_concurrently(6, enroll))) == sorted([LINK_GONE] * 5 + ["None"])
+    assert len(store.list_tokens("alice")) == 1
+
+
+def test_purge_drops_expired_links(store: Store) -> None:
+    store.add_enrol_link(link(b"A" * 32, expires_at=NOW + 10))
+    store.add_enrol_link(link(b"B" * 32, expires_at=NOW + 100))
+    store.purge_expired(NOW + 10)
+    assert store.enrol_link(b"A" * 32) is None
+    assert store.enrol_link(b"B" * 32) is not None
+
+
+# -- portal sessions -------------------------------------------------------------------------
+
+
+def portal_session(key: bytes = b"k" * 32, user: str = "alice", **kw: object) -> PortalSession:
+    fields: dict[str, object] = {
+        "name": user,
+        "stage": "full",
+        "csrf": "form-token",
+        "created_at": NOW,
+        "last_seen": NOW,
+        "idle": 600.0,
+        "ends_at": NOW + 3600,
+    }
+    fields.update(kw)
+    return PortalSession(key=key, user=user, **fields)  # type: ignore[arg-type]
+
+
+def pending(token_id: str = "p1", replacing: str | None = None) -> PendingEnrolment:
+    return PendingEnrolment(
+        token(token_id, description="added in the portal", created_at=NOW + 0.5), replacing
+    )
+
+
+def test_a_portal_session_comes_back_with_every_field(store: Store) -> None:
+    full = portal_session(
+        grace_ends_at=NOW + 86400,
+        helpdesk=True,
+        link=b"L" * 32,
+        notice="Saved.",
+        sent='{"factor": "email"}',
+        pending=pending(replacing="old"),
+    )
+    store.put_portal_session(full)
+    assert store.touch_portal_session(full.key, NOW + 5) == dataclasses.replace(
+        full, last_seen=NOW + 5
+    )
+    with pytest.raises(StoreError, match="already exists"):
+        store.put_portal_session(portal_session(user="bob"))
+
+
+def test_a_portal_session_ends_when_idle_or_too_old(store: Store) -> None:
+    store.put_portal_session(portal_session())
+    assert store.touch_portal_session(b"k" * 32, NOW + 599) is not None
+    assert store.touch_portal_session(b"k" * 32, NOW + 599 + 600) is None  # idle
+    store.put_portal_session(portal_session(b"j" * 32))
+    for minute in range(1, 60):
+        assert store.touch_portal_session(b"j" * 32, NOW + 60 * minute) is not None
+    assert store.touch_portal_session(b"j" * 32, NOW + 3600) is None  # session_max
+    assert store.touch_portal_session(b"x" * 32, NOW) is None
+
+
+def test_purge_drops_expired_portal_sessions(store: Store) -> None:
+    store.put_portal_session(portal_session(b"a" * 32))
+    store.put_portal_session(portal_session(b"b" * 32, last_seen=NOW + 500))
+    store.purge_expired(NOW + 600)
+    assert store.delete_portal_session(b"a" * 32) is False
+    assert store.delete_portal_session(b"b" * 32) is True
+
+
+def test_a_portal_session_is_ended_once(store: Store) -> None:
+    store.put_portal_session(portal_session())
+    assert sorted(run_concurrently(4, lambda: store.delete_portal_session(b"k" * 32))) == [
+        False,
+        False,
+        False,
+        True,
+    ]
+    assert store.touch_portal_session(b"k" * 32, NOW) is None
+
+
+def test_portal_fields_change_one_at_a_time(store: Store) -> None:
+    """Two requests of one browser, one setting a notice and one offering a QR code, both
+    stick: nothing writes the whole record back."""
+    store.put_portal_session(portal_session())
+    key = b"k" * 32
+    changes = iter(
+        [
+            lambda: store.set_portal_notice(key, "Saved."),
+            lambda: store.offer_portal_pending(key, pending()),
+            lambda: store.set_portal_sent(key, "sent"),
+        ]
+    )
+    lock = threading.Lock()
+
+    def change() -> object:
+        with lock:
+            work = next(changes)
+        return work()
+
+    assert run_concurrently(3, change).count(None) == 0
+    found = store.touch_portal_session(key, NOW)
+    assert found is not None
+    assert (found.notice, found.pending, found.sent) == ("Saved.", pending(), "sent")
+    assert store.set_portal_notice(key, None) is True
+    found = store.touch_portal_session(key, NOW)
+    assert found is not None and found.notice is None and found.pending == pending()
+    assert store.set_portal_notice(b"x" * 32, "nobody") is False
+
+
+def test_an_offered_enrolment_stays_unless_replaced(store: Store) -> None:
+    store.put_portal_session(portal_session())
+    key = b"k" * 32
+    assert store.offer_portal_pending(key, pending("p1"), only_if_empty=True) == pending("p1")
+    # A second tab asking for a QR code is shown the first one.
+    assert store.offer_portal_pending(key, pending("p2"), only_if_empty=True) == pending("p1")
+    assert store.offer_portal_pending(key, pending("p3", "old")) == pending("p3", "old")
+    assert store.offer_portal_pending(key, None) is None
+    assert store.take_portal_pending(key) is None
+    assert store.offer_portal_pending(b"x" * 32, pending()) is None
+
+
+def test_concurrent_confirmations_take_the_pending_enrolment_once(store: Store) -> None:
+    store.put_portal_session(portal_session())
+    key = b"k" * 32
+    for _round in range(5):
+        store.offer_portal_pending(key, pending())
+        taken = run_concurrently(4, lambda: store.take_portal_pending(key))
+        assert sorted(map(repr, taken)) == sorted([repr(pending())] + ["None"] * 3)
+
+
+def test_a_sent_code_is_taken_once(store: Store) -> None:
+    store.put_portal_session(portal_session())
+    key = b"k" * 32
+    assert store.take_portal_sent(key) is None
+    store.set_portal_sent(key, "code record")
+    assert sorted(map(str, run_concurrently(4, lambda: store.take_portal_sent(key)))) == [
+        "None",
+        "None",
+        "None",
+        "code record",
+    ]

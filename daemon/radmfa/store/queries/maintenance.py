@@ -1,5 +1,6 @@
 """Purging what expired: challenges, send records past the hourly window, trusted devices,
-old failure records, users rows that hold nothing, and attempts past their lease."""
+old failure records, users rows that hold nothing, portal sessions and enrolment links, and
+attempts past their lease."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from radmfa.store.engines.base import Transaction
 from radmfa.store.engines.dialect import Statement
 from radmfa.store.model import IDLE_USERS_BATCH, SEND_WINDOW, STALE_FAILURES
 from radmfa.store.queries.base import Queries
+from radmfa.store.queries.portal import DELETE_EXPIRED_LINKS, DELETE_EXPIRED_SESSIONS
 
 __all__ = ["ATTEMPTS_PURGE_BATCH", "MaintenanceQueries"]
 
@@ -50,6 +52,8 @@ class MaintenanceQueries(Queries):
         def work(tx: Transaction) -> int:
             tx.execute(DELETE_OLD_SENDS, (now - SEND_WINDOW,))
             tx.execute(DELETE_EXPIRED_DEVICES, (now,))
+            tx.execute(DELETE_EXPIRED_SESSIONS, {"now": now})
+            tx.execute(DELETE_EXPIRED_LINKS, (now,))
             if failures_before is not None:
                 tx.execute(DELETE_OLD_FAILURES, (failures_before,))
             tx.execute(

@@ -4,13 +4,21 @@ and the replay check (``advance_step``)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from radmfa.store.crypto import SecretBoxError, token_secret_aad
 from radmfa.store.engines.base import Row, Transaction
 from radmfa.store.engines.dialect import Statement
-from radmfa.store.model import StoreError, TokenRecord
+from radmfa.store.model import (
+    KNOWN_SECRET,
+    LINK_GONE,
+    StoreError,
+    TokenChange,
+    TokenChanged,
+    TokenRecord,
+)
 from radmfa.store.queries.base import Queries
+from radmfa.store.queries.portal import SPEND_LINK
 from radmfa.store.rules import split_known_secrets
 
 __all__ = ["DELETE_USER_TOKENS", "TokenQueries", "token_record"]
@@ -111,6 +119,41 @@ class TokenQueries(Queries):
             if new:
                 tx.many(INSERT_TOKEN, self._token_rows(new))
             return skipped
+
+        return self._inserting(what, work, f"{what}: a token id already exists")
+
+    def change_tokens(
+        self,
+        change: TokenChange,
+        judge: Callable[[list[TokenRecord], list[TokenRecord]], object | None],
+    ) -> TokenChanged:
+        user = change.user
+        rows = self._token_rows(change.add)
+        what = f"changing the tokens of {user!r}"
+
+        def work(tx: Transaction) -> TokenChanged:
+            # The user's changes take turns (the same lock as add_tokens and replace_tokens),
+            # so the judge sees a set no one else changes until this one commits.
+            tx.lock(("tokens", user))
+            mine = [self._token_from_row(row) for row in tx.all(SELECT_USER_TOKENS, (user,))]
+            doomed = [
+                t for t in mine if t.token_id in change.remove_ids or t.type in change.remove_types
+            ]
+            refusal = judge(mine, doomed)
+            if refusal is not None:
+                return TokenChanged(refusal)
+            kept = [t for t in mine if t not in doomed]
+            if split_known_secrets(kept, change.add)[1]:
+                return TokenChanged(KNOWN_SECRET)
+            if change.link is not None and not tx.rowcount(
+                SPEND_LINK, {"now": change.now, "link": change.link, "user": user}
+            ):
+                return TokenChanged(LINK_GONE)
+            for token in doomed:
+                tx.execute(DELETE_TOKEN, (user, token.token_id))
+            if rows:
+                tx.many(INSERT_TOKEN, rows)
+            return TokenChanged(None, tuple(doomed))
 
         return self._inserting(what, work, f"{what}: a token id already exists")
 

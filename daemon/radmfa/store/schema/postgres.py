@@ -20,7 +20,7 @@ Append only: never edit a migration that has shipped.
 
 from __future__ import annotations
 
-__all__ = ["DATA_TABLES", "MIGRATIONS", "SCHEMA_VERSION"]
+__all__ = ["DATA_TABLES", "MIGRATIONS", "PORTAL_TABLES", "SCHEMA_VERSION"]
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: the schema of SQLite version 6, and the key check.
@@ -150,12 +150,49 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 2: the step offset of a TOTP token's last accepted code (SQLite version 8).
     ("ALTER TABLE tokens ADD COLUMN drift integer",),
+    # 3: the self-service portal's sessions (shared by every node, so any of them serves a
+    #    browser) and one-time enrolment links; keys and links stored as hashes only.
+    (
+        """
+        CREATE TABLE portal_sessions (
+            session_key    bytea PRIMARY KEY,
+            username       text COLLATE "C" NOT NULL,
+            name           text NOT NULL,
+            stage          text NOT NULL,
+            csrf           text NOT NULL,
+            created_at     double precision NOT NULL,
+            last_seen      double precision NOT NULL,
+            idle           double precision NOT NULL,
+            ends_at        double precision NOT NULL,
+            grace_ends_at  double precision,
+            helpdesk       boolean NOT NULL DEFAULT false,
+            link           bytea,
+            notice         text,
+            sent           text,
+            pending_meta   text,
+            pending_secret bytea
+        )
+        """,
+        "CREATE INDEX portal_sessions_by_end ON portal_sessions (ends_at)",
+        """
+        CREATE TABLE enrol_links (
+            link       bytea PRIMARY KEY,
+            username   text COLLATE "C" NOT NULL,
+            created_at double precision NOT NULL,
+            expires_at double precision NOT NULL,
+            created_by text NOT NULL,
+            used_at    double precision
+        )
+        """,
+        "CREATE INDEX enrol_links_by_expiry ON enrol_links (expires_at)",
+    ),
 )
 
 #: The schema version this code writes and understands.
 SCHEMA_VERSION = len(MIGRATIONS)
 
-#: Every table a store writes (the key check in ``meta`` and the version are not data).
+#: Every table ``radmfa store copy`` fills or counts (the key check in ``meta`` and the
+#: version are not data).
 DATA_TABLES = (
     "tokens",
     "users",
@@ -166,3 +203,6 @@ DATA_TABLES = (
     "audit",
     "attempts",
 )
+#: The portal's tables: browser sessions and enrolment links live minutes to days and are
+#: not carried over by a copy (users sign in again; links are made anew).
+PORTAL_TABLES = ("portal_sessions", "enrol_links")

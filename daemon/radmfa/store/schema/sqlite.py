@@ -180,6 +180,42 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 8: the step offset of a TOTP token's last accepted code (``radmfa user show``: a phone
     #    whose clock drifts).
     ("ALTER TABLE tokens ADD COLUMN drift INTEGER",),
+    # 9: the self-service portal's sessions (shared by every worker, so any of them serves
+    #    a browser) and one-time enrolment links; keys and links stored as hashes only.
+    (
+        """
+        CREATE TABLE portal_sessions (
+            session_key    BLOB PRIMARY KEY,
+            username       TEXT NOT NULL,
+            name           TEXT NOT NULL,
+            stage          TEXT NOT NULL,
+            csrf           TEXT NOT NULL,
+            created_at     REAL NOT NULL,
+            last_seen      REAL NOT NULL,
+            idle           REAL NOT NULL,
+            ends_at        REAL NOT NULL,
+            grace_ends_at  REAL,
+            helpdesk       INTEGER NOT NULL DEFAULT 0,
+            link           BLOB,
+            notice         TEXT,
+            sent           TEXT,
+            pending_meta   TEXT,
+            pending_secret BLOB
+        )
+        """,
+        "CREATE INDEX portal_sessions_by_end ON portal_sessions (ends_at)",
+        """
+        CREATE TABLE enrol_links (
+            link       BLOB PRIMARY KEY,
+            username   TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            created_by TEXT NOT NULL,
+            used_at    REAL
+        )
+        """,
+        "CREATE INDEX enrol_links_by_expiry ON enrol_links (expires_at)",
+    ),
 )
 
 #: The schema version this code writes and understands.
