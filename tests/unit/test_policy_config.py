@@ -305,3 +305,20 @@ def test_a_dictionary_that_cannot_be_read_is_blamed_on_its_line(tmp_path: Path) 
 def test_a_named_dictionary_is_checked_even_when_no_rule_needs_it(tmp_path: Path) -> None:
     text = BASE + "dictionary: [missing.dict]\n"
     assert_one_problem(tmp_path, text, "dictionary:", "dictionary[0]", "cannot read")
+
+
+def test_a_continue_rule_may_only_add_attributes(tmp_path: Path) -> None:
+    rule = "policy:\n  rules:\n    - name: vlan\n      users: [alice]\n      continue: true\n"
+    config = load(tmp_path, BASE + rule + "      reply: {Class: x}\n")
+    assert config.policy.rules[0].proceed
+    text = BASE + rule + "      reply: {Class: x}\n      mfa: exempt\n"
+    assert_one_problem(tmp_path, text, "mfa: exempt", "policy.rules[0].mfa", "continue: true")
+    assert_one_warning(tmp_path, BASE + rule, "continue:", "policy.rules[0].continue", "nothing")
+
+
+def test_a_continue_rule_without_conditions_hides_no_rule_after_it(tmp_path: Path) -> None:
+    text = BASE + (
+        "policy:\n  rules:\n    - {name: all, continue: true, reply: {Class: x}}\n"
+        "    - {name: svc, users: [svc-*], mfa: exempt}\n"
+    )
+    assert load(tmp_path, text).warnings == ()

@@ -259,6 +259,9 @@ class Policy:
         self._base[DEFAULT_RULE] = self._build(DEFAULT_RULE, config.default)
 
     def evaluate(self, subject: Subject) -> Verdict | _NeedsGroups:
+        """The first matching rule decides; a matching ``continue`` rule only adds its reply
+        attributes (before the deciding rule's) and the rules after it go on."""
+        extra: tuple[bytes, ...] = ()
         for rule in self.rules:
             if not self._matches_without_groups(rule, subject):
                 continue
@@ -267,8 +270,11 @@ class Policy:
                     return NEEDS_GROUPS
                 if not any(subject.groups.has(group) for group in rule.groups):
                     continue
-            return self._verdict(rule.name, rule.outcome, subject.address)
-        return self._verdict(DEFAULT_RULE, self.config.default, subject.address)
+            if rule.proceed:
+                extra += self._base[rule.name].reply
+                continue
+            return self._verdict(rule.name, rule.outcome, subject.address, extra)
+        return self._verdict(DEFAULT_RULE, self.config.default, subject.address, extra)
 
     @staticmethod
     def _matches_without_groups(rule: PolicyRule, subject: Subject) -> bool:
@@ -280,12 +286,18 @@ class Policy:
             return False
         return _sources_match(rule, subject.address or UNKNOWN_ADDRESS)
 
-    def _verdict(self, name: str, outcome: RuleOutcome, address: UserAddress | None) -> Verdict:
+    def _verdict(
+        self,
+        name: str,
+        outcome: RuleOutcome,
+        address: UserAddress | None,
+        extra: tuple[bytes, ...] = (),
+    ) -> Verdict:
         refusal = _address_refusal(outcome, address or UNKNOWN_ADDRESS)
         base = self._base.get(name)
         if base is None:
             base = self._build(name, outcome)
-        if refusal is None:
+        if refusal is None and not extra:
             return base
         return Verdict(
             base.rule,
@@ -294,7 +306,7 @@ class Policy:
             refusal,
             base.trusted_device_ttl,
             base.grace,
-            base.reply,
+            extra + base.reply,
         )
 
     def _build(self, name: str, outcome: RuleOutcome) -> Verdict:

@@ -91,6 +91,9 @@ class PolicyRule:
     #: an IP address, the packet source without one, else unknown and never matching).
     sources: tuple[Network, ...] = ()
     outcome: RuleOutcome = field(default_factory=RuleOutcome)
+    #: ``continue: true``: the rule only adds its ``reply`` attributes to the Access-Accept
+    #: and the rules after it go on to decide (it never changes who needs MFA).
+    proceed: bool = False
 
 
 #: ``policy.unenrolled.message`` when the portal has a ``public_url`` and none is given.
@@ -141,6 +144,7 @@ RULE_KEYS = (
     "grace_days",
     "grace_logins",
     "reply",
+    "continue",
 )
 OUTCOME_KEYS = (
     "mfa",
@@ -305,7 +309,7 @@ def _rules(
         rule = _rule(section, names, client_names, groups_problem, dictionary)
         if rule is None:
             continue
-        if not any(key in section for key in _MATCH_KEYS):
+        if not any(key in section for key in _MATCH_KEYS) and not rule.proceed:
             catch_all = f"rule {rule.name!r}"
         rules.append(rule)
     return tuple(rules)
@@ -345,6 +349,7 @@ def _rule(
         nas_identifiers=_names(s.get("nas_identifiers"), fold=True),
         sources=_networks(s.get("sources")),
         outcome=_outcome(s, dictionary),
+        proceed=_proceeds(s),
     )
     if rule.outcome.mac_station == MAC_STATION_NAS and not clients:
         s.warn(
@@ -353,6 +358,27 @@ def _rule(
             "the rule to the clients that send MAC addresses (clients: [wifi])",
         )
     return rule if name else None
+
+
+#: What a ``continue: true`` rule may have besides its conditions: it decides nothing.
+_CONTINUE_KEYS = frozenset({"name", "reply", "continue", *_MATCH_KEYS})
+
+
+def _proceeds(s: Section) -> bool:
+    """``continue: true``: attributes only; any outcome key beside it is an error (such a
+    rule must not change who needs MFA, nor who is refused)."""
+    if not s.get_bool("continue", False):
+        return False
+    for key in RULE_KEYS:
+        if key in s and key not in _CONTINUE_KEYS:
+            s.error(
+                key,
+                "a rule with continue: true only adds reply attributes, and the rules after it "
+                "decide; move this to a rule without continue",
+            )
+    if "reply" not in s:
+        s.warn("continue", "a rule with continue: true and no reply does nothing")
+    return True
 
 
 def _strings(value: Value | None) -> list[tuple[str, Value]]:

@@ -647,3 +647,24 @@ def test_a_client_with_a_mode_of_its_own_overrides_otp_mode():
     assert d.outcome is Outcome.ACCEPT and d.method == "append"
     d = w.send("alice", "alice-pw", client="pam", source="127.0.0.9")  # append: no challenge
     assert summary(d) == ("reject", "bad_otp", "default")
+
+
+CONTINUE = """\
+trusted_devices: {days: 30}
+policy:
+  default: {mfa: optional, reply: {Filter-Id: all}}
+  rules:
+    - {name: guest-vlan, groups: [guests], continue: true, reply: {Tunnel-Private-Group-Id: '130'}}
+    - {name: gone, users: [mallory], deny: true}
+"""
+
+
+def test_a_continue_rule_adds_its_attributes_and_changes_nobodys_mfa():
+    w = World(CONTINUE)
+    w.store.remove_tokens("bob")
+    d = w.send("bob", "bob-pw")  # a guest without a factor: optional still decides
+    assert summary(d) == ("accept", "password_only", "default")
+    assert d.attributes == (b"\x51\x05130", b"\x0b\x05all")
+    d = w.mfa("alice")  # not a guest: the default's attributes only
+    assert summary(d) == ("accept", "ok", "default") and d.attributes == (b"\x0b\x05all",)
+    assert w.send("mallory", "mallory-pw").outcome is Outcome.REJECT
