@@ -54,8 +54,10 @@ from radmfa.portal.web import (
     WebRequest,
     WebResponse,
     cookie_name,
+    loggable_path,
     parse_form,
 )
+from radmfa.store.base import StoreError
 
 __all__ = ["PortalApp", "PortalBackend"]
 
@@ -135,7 +137,19 @@ class PortalApp:
     # -- dispatch ----------------------------------------------------------------------------
 
     async def handle(self, request: WebRequest) -> WebResponse:
-        """The response to ``request``; bad input is a 400 page, never an exception."""
+        """The response to ``request``; bad input is a 400 page, a store outage a 503 page,
+        never an exception."""
+        try:
+            return await self._dispatch(request)
+        except StoreError as e:
+            log.warn(
+                "portal request for {path}: the store is unavailable ({err})",
+                path=loggable_path(request.path),
+                err=str(e),
+            )
+            return self.unavailable(request)
+
+    async def _dispatch(self, request: WebRequest) -> WebResponse:
         method = "GET" if request.method == "HEAD" else request.method
         if (method, request.path) == ("GET", "/static/portal.css"):
             return WebResponse(body=STYLESHEET, content_type="text/css; charset=utf-8")
@@ -334,6 +348,21 @@ class PortalApp:
         response.cookies.append(Cookie(self._cookie(request), "", max_age=0))
         response.cookies.append(Cookie(self._cookie(request, LINK_COOKIE), "", max_age=0))
         return response
+
+    def around_proxy(self) -> WebResponse:
+        """A browser that reached the plain-HTTP port around the TLS proxy: sent to the
+        portal's address, with nothing to type a password into."""
+        where = self.settings.public_url
+        return self.page(
+            "error.html",
+            status=403,
+            title="Use the secure address",
+            message=(
+                f"Open {where} to reach this service."
+                if where is not None
+                else "Open this service through its https:// address."
+            ),
+        )
 
     def unavailable(self, request: WebRequest) -> WebResponse:
         return self.page(

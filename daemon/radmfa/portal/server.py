@@ -31,6 +31,8 @@ from radmfa.portal.web import (
     WebRequest,
     WebResponse,
     client_origin,
+    direct_plain_peer,
+    loggable_path,
     security_headers,
 )
 
@@ -76,6 +78,12 @@ class PortalResource(Resource):
 
     def render(self, request: Request) -> Any:  # twisted's signature
         web = self._web_request(request)
+        host = getattr(request.getClientAddress(), "host", "") or ""
+        if direct_plain_peer(
+            self.settings.listen.host, host, self.settings.trusted_proxies, self.tls
+        ):
+            self._write(self.app.around_proxy(), request, web)
+            return NOT_DONE_YET
         d = Deferred.fromCoroutine(self.app.handle(web))
         d.addErrback(self._failed, request)
         d.addCallback(self._write, request, web)
@@ -112,7 +120,8 @@ class PortalResource(Resource):
         )
 
     def _failed(self, failure: Failure, request: Request) -> WebResponse:
-        log.failure("portal request for {path} failed", failure, path=request.path)
+        path = loggable_path(request.path.decode("latin-1"))
+        log.failure("portal request for {path} failed", failure, path=path)
         return WebResponse(status=500, body=_FAILED)
 
     def _write(self, response: WebResponse, request: Request, web: WebRequest) -> None:
