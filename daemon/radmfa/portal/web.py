@@ -26,6 +26,7 @@ __all__ = [
     "client_origin",
     "cookie_name",
     "direct_plain_peer",
+    "exempt_peer",
     "loggable_path",
     "parse_form",
     "security_headers",
@@ -154,8 +155,13 @@ def direct_plain_peer(listen_host: str, peer: str, trusted: Sequence[Network], t
     trusted proxies and this host itself are served there."""
     if tls or _loopback(listen_host):
         return False
+    return not exempt_peer(peer, trusted)
+
+
+def exempt_peer(peer: str, trusted: Sequence[Network]) -> bool:
+    """A trusted proxy or this host: many browsers may share its connections."""
     peer_ip = _ip(peer)
-    return peer_ip is None or not (peer_ip.is_loopback or _within(peer_ip, trusted))
+    return peer_ip is not None and (peer_ip.is_loopback or _within(peer_ip, trusted))
 
 
 def _loopback(host: str) -> bool:

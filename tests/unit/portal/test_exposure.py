@@ -106,3 +106,77 @@ def test_a_loopback_or_tls_portal_serves_any_peer():
     world = World()
     status, _h, _b = headers_of(http(world.site(), get("/signin"), peer="203.0.113.7"))
     assert status == 200
+
+
+# -- slow and many connections ---------------------------------------------------------------
+
+
+def _connect(site: PortalSite, peer: str = "203.0.113.7", port: int = 40000):
+    """A new connection; (its protocol, its transport, whether it was kept open)."""
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.testing import StringTransport
+
+    address = IPv4Address("TCP", peer, port)
+    protocol = site.buildProtocol(address)
+    transport = StringTransport(peerAddress=address)
+    protocol.makeConnection(transport)
+    return protocol, transport, not transport.disconnecting
+
+
+def test_a_request_trickled_byte_by_byte_is_cut_off_at_the_deadline():
+    """Slowloris: a byte every 20 s keeps resetting the idle timeout; the whole request must
+    still arrive within REQUEST_DEADLINE of the connection (or of the last answer)."""
+    from radmfa.portal.server import REQUEST_DEADLINE
+
+    world = World()
+    site = world.site()
+    protocol, transport, _open = _connect(site)
+    raw = get("/signin")
+    for i in range(20):
+        if transport.disconnecting:
+            break
+        protocol.dataReceived(raw[i : i + 1])
+        world.clock.advance(REQUEST_DEADLINE / 3 + 1)
+    assert transport.disconnecting
+    assert world.clock.seconds() - T0 <= REQUEST_DEADLINE + REQUEST_DEADLINE / 3 + 1
+
+
+def test_a_request_in_time_is_answered_and_the_next_one_gets_its_own_deadline():
+    from radmfa.portal.server import REQUEST_DEADLINE
+
+    world = World()
+    site = world.site()
+    protocol, transport, _open = _connect(site)
+    world.clock.advance(REQUEST_DEADLINE - 1)
+    protocol.dataReceived(get("/signin"))
+    assert transport.value().startswith(b"HTTP/1.1 200")
+    world.clock.advance(REQUEST_DEADLINE - 1)
+    assert not transport.disconnecting
+    transport.clear()
+    protocol.dataReceived(get("/static/portal.css"))
+    assert transport.value().startswith(b"HTTP/1.1 200")
+    protocol.connectionLost(None)
+    world.clock.advance(3 * REQUEST_DEADLINE)  # no timer left behind
+
+
+def test_one_address_cannot_hold_every_connection_but_the_proxy_can_hold_many():
+    from radmfa.portal.server import MAX_CONNECTIONS_PER_PEER
+
+    world = World()
+    site = _proxied_site(world)
+    held = [_connect(site, port=40000 + i) for i in range(MAX_CONNECTIONS_PER_PEER)]
+    assert all(kept for _p, _t, kept in held)
+    assert not _connect(site, port=50000)[2]
+    assert _connect(site, peer="198.51.100.9")[2]
+    proxy = [
+        _connect(site, peer="10.0.0.1", port=40000 + i) for i in range(3 * MAX_CONNECTIONS_PER_PEER)
+    ]
+    assert all(kept for _p, _t, kept in proxy)
+    held[0][0].connectionLost(None)
+    assert _connect(site, port=50001)[2]
+
+
+def _proxied_site(world: World) -> PortalSite:
+    assert world.config.portal is not None
+    resource = PortalResource(world.app, world.config.portal, tls=False)
+    return PortalSite(resource, world.clock, trusted=world.config.portal.trusted_proxies)
