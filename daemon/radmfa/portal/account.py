@@ -52,8 +52,10 @@ from radmfa.store.base import (
     AUDIT_AUTH,
     KNOWN_SECRET,
     LINK_GONE,
+    USER_DISABLED,
     AuditEvent,
     AuditQuery,
+    Store,
     TokenRecord,
     TrustedDevice,
 )
@@ -185,6 +187,11 @@ class Account:
         tokens = await parts.store.list_tokens(user)
         now = self.clock.seconds()
         return any(parts.factors.usable(t, now) for t in tokens)
+
+    async def in_good_standing(self, user: str) -> bool:
+        """Whether a session of ``user`` may go on: not disabled, not locked (what a new
+        login is refused for before any password check), read in one trip."""
+        return await self.current().store.interaction(_in_good_standing, user, self.clock.seconds())
 
     async def devices(self, user: str) -> list[TrustedDevice]:
         return await self.current().store.list_devices(user, self.clock.seconds())
@@ -353,6 +360,12 @@ class Account:
             now=self.clock.seconds(),
         )
         return len({d.device for d in known})
+
+
+def _in_good_standing(store: Store, user: str, now: float) -> bool:
+    if store.user_settings(user).status == USER_DISABLED:
+        return False
+    return not store.lock_state(user).is_locked(now)
 
 
 def _confirmed(refusal: object | None) -> Confirmed:

@@ -54,8 +54,10 @@ from radmfa.portal.web import (
     WebRequest,
     WebResponse,
     cookie_name,
+    loggable_path,
     parse_form,
 )
+from radmfa.store.base import StoreError
 
 __all__ = ["PortalApp", "PortalBackend"]
 
@@ -135,7 +137,19 @@ class PortalApp:
     # -- dispatch ----------------------------------------------------------------------------
 
     async def handle(self, request: WebRequest) -> WebResponse:
-        """The response to ``request``; bad input is a 400 page, never an exception."""
+        """The response to ``request``; bad input is a 400 page, a store outage a 503 page,
+        never an exception."""
+        try:
+            return await self._dispatch(request)
+        except StoreError as e:
+            log.warn(
+                "portal request for {path}: the store is unavailable ({err})",
+                path=loggable_path(request.path),
+                err=str(e),
+            )
+            return self.unavailable(request)
+
+    async def _dispatch(self, request: WebRequest) -> WebResponse:
         method = "GET" if request.method == "HEAD" else request.method
         if (method, request.path) == ("GET", "/static/portal.css"):
             return WebResponse(body=STYLESHEET, content_type="text/css; charset=utf-8")
@@ -147,23 +161,43 @@ class PortalApp:
                 return self.page("error.html", status=405, title="Not allowed")
             return self.page("error.html", status=404, title="Not found")
         try:
-            session = await self.sessions.find(request.cookies.get(self._cookie(request)))
+            session = await self._session_of(request)
             if request.path == HELPDESK or request.path.startswith(HELPDESK + "/"):
-                refused = self._helpdesk_refusal(session)
+                refused = await self._helpdesk_refusal(session)
                 if refused is not None:
                     return refused
             return await handler(request, session)
         except BadRequest as e:
             return self.page("error.html", status=400, title="Bad request", message=str(e))
 
-    def _helpdesk_refusal(self, session: Session | None) -> WebResponse | None:
-        """None for a help-desk member's full session; else where to go, or 403."""
+    async def _session_of(self, request: WebRequest) -> Session | None:
+        """The request's live session, as long as its user still stands: a user disabled
+        or locked meanwhile (by an admin, the help desk, failures over RADIUS, another
+        node) is signed out here, as a new sign-in would be refused."""
+        session = await self.sessions.find(request.cookies.get(self._cookie(request)))
+        if session is None or await self.account.in_good_standing(session.user):
+            return session
+        await self.sessions.end(session)
+        log.info(
+            "{user}: portal session ended, the account is disabled or locked", user=session.user
+        )
+        return None
+
+    async def _helpdesk_refusal(self, session: Session | None) -> WebResponse | None:
+        """None for a help-desk member's full session whose user is a member still (asked
+        of the directory on every help-desk request: rights end with the membership, not
+        with the session); else where to go, or 403."""
         if session is None:
             return WebResponse.redirect("/signin")
         if session.stage == STAGE_CODE:
             return WebResponse.redirect("/signin/code")
         if session.stage == STAGE_FULL and session.helpdesk:
-            return None
+            if await self.helpdesk_member(session.name):
+                return None
+            log.warn(
+                "{user} is no longer in portal.helpdesk_groups: help-desk page refused",
+                user=session.user,
+            )
         return self.page(
             "error.html",
             status=403,
@@ -315,6 +349,21 @@ class PortalApp:
         response.cookies.append(Cookie(self._cookie(request, LINK_COOKIE), "", max_age=0))
         return response
 
+    def around_proxy(self) -> WebResponse:
+        """A browser that reached the plain-HTTP port around the TLS proxy: sent to the
+        portal's address, with nothing to type a password into."""
+        where = self.settings.public_url
+        return self.page(
+            "error.html",
+            status=403,
+            title="Use the secure address",
+            message=(
+                f"Open {where} to reach this service."
+                if where is not None
+                else "Open this service through its https:// address."
+            ),
+        )
+
     def unavailable(self, request: WebRequest) -> WebResponse:
         return self.page(
             "error.html",
@@ -360,7 +409,9 @@ class PortalApp:
             session.name, form.get("code", ""), request.client, session.sent
         )
         if result.step is Step.SIGNED_IN:
-            helpdesk = await self._helpdesk_member(session.name)
+            helpdesk = await self.helpdesk_member(session.name)
+            if helpdesk:
+                log.info("{user} signed in to the portal as a help-desk member", user=session.user)
             return await self._start(request, result, STAGE_FULL, session, helpdesk=helpdesk)
         if result.step is Step.UNAVAILABLE:
             return self.unavailable(request)
@@ -390,7 +441,7 @@ class PortalApp:
             notice=f"We sent a code to {outcome.sent.masked}. It works for {minutes} minutes.",
         )
 
-    async def _helpdesk_member(self, name: str) -> bool:
+    async def helpdesk_member(self, name: str) -> bool:
         """Whether ``name`` is in one of ``portal.helpdesk_groups`` (the directory's group
         lookup, on the service connection). Any failure: not a member."""
         wanted = self.settings.helpdesk_groups
@@ -411,10 +462,7 @@ class PortalApp:
             )
             return False
         groups = GroupSet.of(found.groups)
-        member = any(groups.has(g if "=" in g else fold_name(g)) for g in wanted)
-        if member:
-            log.info("{user} signed in to the portal as a help-desk member", user=name)
-        return member
+        return any(groups.has(g if "=" in g else fold_name(g)) for g in wanted)
 
     async def signout(self, request: WebRequest, session: Session | None) -> WebResponse:
         if session is None:

@@ -94,7 +94,7 @@ class SelfServicePages:
             grace_ends_at=session.grace_ends_at,
             address_types=address_types,
             address_words=ADDRESS_WORDS,
-            helpdesk=session.helpdesk,
+            helpdesk=session.helpdesk and await self.app.helpdesk_member(session.name),
         )
 
     # -- backup codes ----------------------------------------------------------------------------

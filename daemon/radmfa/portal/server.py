@@ -9,7 +9,7 @@ An unexpected error is logged and answered with a plain 500 page, never a traceb
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
@@ -28,13 +29,27 @@ from radmfa.config import ListenAddress, PortalConfig
 from radmfa.portal.handlers import PortalApp
 from radmfa.portal.web import (
     MAX_FORM_BYTES,
+    Network,
     WebRequest,
     WebResponse,
     client_origin,
+    direct_plain_peer,
+    exempt_peer,
+    loggable_path,
     security_headers,
 )
 
-__all__ = ["BoundedRequest", "PortalResource", "PortalSite", "listen_portal", "tls_options"]
+__all__ = [
+    "MAX_CONNECTIONS",
+    "MAX_CONNECTIONS_PER_PEER",
+    "REQUEST_DEADLINE",
+    "BoundedRequest",
+    "PortalChannel",
+    "PortalResource",
+    "PortalSite",
+    "listen_portal",
+    "tls_options",
+]
 
 log = Logger(namespace="radmfa.portal")
 
@@ -63,6 +78,65 @@ class BoundedRequest(Request):
             super().handleContentChunk(data)
 
 
+#: A request (its line, headers and body) must arrive whole within this long after the
+#: connection opened or the previous answer went out. twisted.web's idle timeout restarts
+#: with every byte: a byte a minute would hold a connection for days (slowloris).
+REQUEST_DEADLINE = 30.0
+#: Open connections one address may hold (trusted proxies and this host are not counted
+#: against it), and all together: the portal shares the daemon's file descriptors with
+#: RADIUS, so a crowd of idle browsers must not starve it.
+MAX_CONNECTIONS_PER_PEER = 32
+MAX_CONNECTIONS = 1024
+
+
+class PortalChannel(http.HTTPChannel):
+    """An HTTP/1.1 connection under :data:`REQUEST_DEADLINE` and the connection caps of
+    its :class:`PortalSite`."""
+
+    site: PortalSite
+    _deadline: IDelayedCall | None = None
+    _peer: str | None = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        peer = getattr(self.transport.getPeer(), "host", "") if self.transport else ""
+        if not self.site.admit(peer):
+            self.transport.abortConnection()  # type: ignore[union-attr]
+            return
+        self._peer = peer
+        self._arm()
+
+    def allContentReceived(self) -> None:
+        self._disarm()  # the request is in: answering may take as long as it takes
+        super().allContentReceived()
+
+    def requestDone(self, request: Request) -> None:
+        super().requestDone(request)
+        if self._peer is not None:
+            self._arm()  # the next request on this connection, if any
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        self._disarm()
+        if self._peer is not None:
+            self.site.release(self._peer)
+            self._peer = None
+        super().connectionLost(reason)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._deadline = self.callLater(REQUEST_DEADLINE, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+
 class PortalResource(Resource):
     """Every path, every method: the app decides."""
 
@@ -76,6 +150,12 @@ class PortalResource(Resource):
 
     def render(self, request: Request) -> Any:  # twisted's signature
         web = self._web_request(request)
+        host = getattr(request.getClientAddress(), "host", "") or ""
+        if direct_plain_peer(
+            self.settings.listen.host, host, self.settings.trusted_proxies, self.tls
+        ):
+            self._write(self.app.around_proxy(), request, web)
+            return NOT_DONE_YET
         d = Deferred.fromCoroutine(self.app.handle(web))
         d.addErrback(self._failed, request)
         d.addCallback(self._write, request, web)
@@ -112,7 +192,8 @@ class PortalResource(Resource):
         )
 
     def _failed(self, failure: Failure, request: Request) -> WebResponse:
-        log.failure("portal request for {path} failed", failure, path=request.path)
+        path = loggable_path(request.path.decode("latin-1"))
+        log.failure("portal request for {path} failed", failure, path=path)
         return WebResponse(status=500, body=_FAILED)
 
     def _write(self, response: WebResponse, request: Request, web: WebRequest) -> None:
@@ -142,14 +223,47 @@ class PortalResource(Resource):
 
 
 class PortalSite(Site):
-    """A Site whose requests bound their bodies; no access log of its own (the portal logs
-    what matters, and query strings could hold anything)."""
+    """A Site whose requests bound their bodies and whose connections are bounded in time
+    and number (:class:`PortalChannel`); no access log of its own (the portal logs what
+    matters, and query strings could hold anything). Plain HTTP/1.1: the pages need
+    nothing of HTTP/2."""
 
     requestFactory = BoundedRequest
+    protocol = PortalChannel  # type: ignore[assignment]
 
-    def __init__(self, resource: Resource, reactor: Any = None) -> None:
+    def __init__(
+        self,
+        resource: Resource,
+        reactor: Any = None,
+        *,
+        trusted: Sequence[Network] = (),
+    ) -> None:
         super().__init__(resource, reactor=reactor)
         self.noisy = False
+        #: Peers not held to :data:`MAX_CONNECTIONS_PER_PEER` (the reverse proxies).
+        self.trusted = tuple(trusted)
+        self.open_by_peer: dict[str, int] = {}
+        self.open_total = 0
+
+    def admit(self, peer: str) -> bool:
+        """Count a new connection from ``peer``; False (not counted) over a cap."""
+        if self.open_total >= MAX_CONNECTIONS:
+            return False
+        capped = not exempt_peer(peer, self.trusted)
+        if capped and self.open_by_peer.get(peer, 0) >= MAX_CONNECTIONS_PER_PEER:
+            return False
+        self.open_total += 1
+        if capped:
+            self.open_by_peer[peer] = self.open_by_peer.get(peer, 0) + 1
+        return True
+
+    def release(self, peer: str) -> None:
+        self.open_total -= 1
+        left = self.open_by_peer.get(peer, 0) - 1
+        if left > 0:
+            self.open_by_peer[peer] = left
+        else:
+            self.open_by_peer.pop(peer, None)
 
     def log(self, request: http.Request) -> None:
         pass
@@ -185,7 +299,9 @@ def listen_portal(
     one of several workers binds it with SO_REUSEPORT (the kernel spreads connections over
     them; any worker serves any browser, since sessions live in the store)."""
     tls = settings.tls is not None
-    site = PortalSite(PortalResource(app, settings, tls=tls), reactor)
+    site = PortalSite(
+        PortalResource(app, settings, tls=tls), reactor, trusted=settings.trusted_proxies
+    )
     factory: Any = site
     if settings.tls is not None:
         options = tls_options(settings.tls.cert_file, settings.tls.key_file)

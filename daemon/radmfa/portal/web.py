@@ -25,6 +25,9 @@ __all__ = [
     "WebResponse",
     "client_origin",
     "cookie_name",
+    "direct_plain_peer",
+    "exempt_peer",
+    "loggable_path",
     "parse_form",
     "security_headers",
 ]
@@ -108,6 +111,19 @@ def cookie_name(base: str, secure: bool) -> str:
     return f"__Host-{base}" if secure else base
 
 
+#: Paths whose last part is a secret (an enrolment link): never in a log line.
+SECRET_PATHS = ("/link/",)
+
+
+def loggable_path(path: str) -> str:
+    """``path`` as a log line may show it: the secret of an enrolment link cut off (a log
+    reader must not be able to enroll), anything else escaped by the logger."""
+    for prefix in SECRET_PATHS:
+        if path.startswith(prefix):
+            return prefix + "…"
+    return path
+
+
 def client_origin(
     peer: str, headers: Mapping[str, str], trusted: Sequence[Network], tls: bool
 ) -> tuple[str, bool]:
@@ -131,6 +147,26 @@ def client_origin(
     if proto is not None:
         secure = proto.split(",")[-1].strip().lower() == "https"
     return client, secure
+
+
+def direct_plain_peer(listen_host: str, peer: str, trusted: Sequence[Network], tls: bool) -> bool:
+    """Whether ``peer`` reached a plain-HTTP portal on a network address around the TLS
+    proxy in front of it: such a browser would send the password in clear. Only the
+    trusted proxies and this host itself are served there."""
+    if tls or _loopback(listen_host):
+        return False
+    return not exempt_peer(peer, trusted)
+
+
+def exempt_peer(peer: str, trusted: Sequence[Network]) -> bool:
+    """A trusted proxy or this host: many browsers may share its connections."""
+    peer_ip = _ip(peer)
+    return peer_ip is not None and (peer_ip.is_loopback or _within(peer_ip, trusted))
+
+
+def _loopback(host: str) -> bool:
+    address = _ip(host)
+    return address is not None and address.is_loopback
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

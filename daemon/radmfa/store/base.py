@@ -212,8 +212,9 @@ class Store(Protocol):
 
     def reset_user(self, user: str) -> tuple[int, int]:
         """Remove every token (all factors) and trusted device of ``user``, the preferred
-        factor and the grace-period record, in one transaction, so the next login enrolls
-        afresh. Returns (tokens removed, devices removed)."""
+        factor, the grace-period record and every portal session, in one transaction, so the
+        next login enrolls afresh (and no browser signed in before, perhaps with the lost
+        phone, may enroll one of its own). Returns (tokens removed, devices removed)."""
         ...
 
     # trusted devices

@@ -290,6 +290,8 @@ class MemoryStore:
                 self._settings[user] = dataclasses.replace(
                     current, preferred=None, first_seen_at=None, grace_logins=0
                 )
+            for session_key in [k for k, p in self._portal.items() if p.user == user]:
+                del self._portal[session_key]
             return len(doomed), len(devices)
 
     def login_state(

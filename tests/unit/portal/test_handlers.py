@@ -69,9 +69,9 @@ def test_wrong_codes_count_towards_the_same_lockout_as_radius():
         page = browser.post("/signin/code", {"code": "000000"})
         assert page.status == 200 and b"did not work" in page.body
     assert world.store.lock_state("alice").is_locked(world.clock.seconds())
-    # the right code is refused now, and so is RADIUS
+    # the right code is refused now (the locked user's sign-in ends), and so is RADIUS
     browser.post("/signin/code", {"code": world.code()})
-    assert browser.get("/").headers["Location"] == "/signin/code"
+    assert browser.get("/").headers["Location"] == "/signin"
     decision = world.radius("alice", "alice-pw" + world.code())
     assert (decision.outcome, decision.reason) == (Outcome.REJECT, Reason.LOCKED)
 

@@ -47,7 +47,8 @@ def test_a_member_of_the_helpdesk_group_gets_the_pages_after_a_full_sign_in():
     assert b'href="/helpdesk"' in browser.get("/").body
     page = browser.get("/helpdesk")
     assert page.status == 200 and b"Find a user" in page.body
-    assert world.directory.group_lookups == ["hank"]
+    # at sign-in, and again for every page that offers or serves help-desk rights
+    assert world.directory.group_lookups == ["hank"] * 4
 
 
 @pytest.mark.parametrize(("method", "path", "fields"), ROUTES)
@@ -210,3 +211,38 @@ def test_a_bad_subject_or_action_is_a_400_page():
         browser.post("/helpdesk/act", {"user": "alice", "action": "drop", "reason": "x"}).status
         == 400
     )
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/helpdesk/",
+        "/HELPDESK",
+        "/Helpdesk/act",
+        "//helpdesk",
+        "//helpdesk/act",
+        "/helpdesk/act/",
+        "/helpdesk%2Fact",
+        "/helpdesk/%61ct",
+        "/./helpdesk/act",
+        "/x/../helpdesk/act",
+        "/helpdesk/act;x",
+        "/helpdesk/act%00",
+    ],
+)
+def test_no_other_spelling_of_a_helpdesk_url_reaches_an_action(path):
+    """Routes match the raw path exactly: every other spelling is a 404 (or the help desk's
+    own 403), for GET, HEAD and POST alike, and nothing changes."""
+    world = World()
+    alice = signed_in(world)
+    alice.get("/")
+    token = alice.csrf()
+    fields = {"csrf": token, "user": "bob", "action": "disable", "reason": "x"}
+    for method in ("GET", "HEAD", "POST"):
+        if method == "POST":
+            response = alice.post(path, fields)
+        else:
+            response = alice.request(method, path)
+        assert response.status in (403, 404), (method, path, response.status)
+    assert world.store.user_settings("bob").status == "enabled"
+    assert admin_rows(world, "bob") == []

@@ -186,7 +186,10 @@ class World:
 
     def site(self) -> PortalSite:
         assert self.config.portal is not None
-        return PortalSite(PortalResource(self.app, self.config.portal, tls=False), self.clock)
+        portal = self.config.portal
+        return PortalSite(
+            PortalResource(self.app, portal, tls=False), self.clock, trusted=portal.trusted_proxies
+        )
 
 
 def done(d: Deferred[Any]) -> Any:

@@ -1466,6 +1466,16 @@ def test_purge_drops_expired_portal_sessions(store: Store) -> None:
     assert store.delete_portal_session(b"b" * 32) is True
 
 
+def test_a_reset_ends_every_portal_session_of_the_user(store: Store) -> None:
+    store.put_portal_session(portal_session(b"a" * 32))
+    store.put_portal_session(portal_session(b"b" * 32, stage="code"))
+    store.put_portal_session(portal_session(b"c" * 32, user="bob"))
+    store.reset_user("alice")
+    assert store.touch_portal_session(b"a" * 32, NOW) is None
+    assert store.touch_portal_session(b"b" * 32, NOW) is None
+    assert store.touch_portal_session(b"c" * 32, NOW) is not None
+
+
 def test_a_portal_session_is_ended_once(store: Store) -> None:
     store.put_portal_session(portal_session())
     assert sorted(run_concurrently(4, lambda: store.delete_portal_session(b"k" * 32))) == [

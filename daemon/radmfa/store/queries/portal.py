@@ -45,6 +45,8 @@ SELECT_SESSION = Statement(
     "FROM portal_sessions WHERE session_key = ?"
 )
 DELETE_SESSION = Statement("DELETE FROM portal_sessions WHERE session_key = ?")
+#: Every session of one user (a reset: no browser keeps what it proved before).
+DELETE_USER_SESSIONS = Statement("DELETE FROM portal_sessions WHERE username = ?")
 SET_NOTICE = Statement("UPDATE portal_sessions SET notice = ? WHERE session_key = ?")
 SET_SENT = Statement("UPDATE portal_sessions SET sent = ? WHERE session_key = ?")
 SELECT_SENT = Statement("SELECT sent FROM portal_sessions WHERE session_key = ?{for_update}")

@@ -8,6 +8,7 @@ from radmfa.store.engines.dialect import Statement
 from radmfa.store.model import USER_STATUSES, LockoutRule, LockState, UserSettings
 from radmfa.store.queries.base import Queries
 from radmfa.store.queries.devices import REVOKE_DEVICES
+from radmfa.store.queries.portal import DELETE_USER_SESSIONS
 from radmfa.store.queries.tokens import DELETE_USER_TOKENS
 from radmfa.store.rules import next_failure_state
 
@@ -223,6 +224,7 @@ class UserQueries(Queries):
             tokens = tx.rowcount(DELETE_USER_TOKENS, (user,))
             devices = tx.rowcount(REVOKE_DEVICES, {"user": user, "device": None})
             tx.execute(RESET_SETTINGS, (user,))
+            tx.execute(DELETE_USER_SESSIONS, (user,))
             return tokens, devices
 
         return self._engine.transaction(f"resetting {user!r}", work)
