@@ -43,6 +43,7 @@ def test_an_empty_section_serves_on_loopback_with_the_issue_defaults(tmp_path):
     assert portal == PortalConfig()
     assert portal.listen == ListenAddress("127.0.0.1", 9443)
     assert (portal.session_idle, portal.session_max) == (600.0, 3600.0)
+    assert portal.reauth_after == 300.0
     assert portal.tls is None and portal.trusted_proxies == () and portal.public_url is None
 
 
@@ -56,7 +57,8 @@ def test_every_key_is_read(tmp_path):
             "  trusted_proxies: [127.0.0.1/32, '::1']\n"
             "  session_idle: 5m\n"
             "  session_max: 2h\n"
-            "  helpdesk_groups: [mfa-helpdesk, 'cn=desk,ou=groups,dc=example,dc=org']\n",
+            "  helpdesk_groups: [mfa-helpdesk, 'cn=desk,ou=groups,dc=example,dc=org']\n"
+            "  reauth_after: 2m\n",
         )
     ).portal
     assert portal is not None
@@ -68,6 +70,7 @@ def test_every_key_is_read(tmp_path):
     )
     assert (portal.session_idle, portal.session_max) == (300.0, 7200.0)
     assert portal.helpdesk_groups == ("mfa-helpdesk", "cn=desk,ou=groups,dc=example,dc=org")
+    assert portal.reauth_after == 120.0
 
 
 def test_unknown_keys_and_bad_values_point_at_their_lines(tmp_path):
@@ -215,3 +218,9 @@ def test_a_grace_message_too_long_with_the_url_is_refused(tmp_path):
     # the default message leaves a long address out rather than cut it
     message = load_config(write(tmp_path, f'portal: {{public_url: "{long_url}"}}\n'))
     assert "x" * 150 not in message.policy.unenrolled.message
+
+
+@pytest.mark.parametrize("value", ["0s", "2d", "soon", "-5m"])
+def test_reauth_after_out_of_bounds_points_at_its_line(tmp_path, value):
+    (found,) = problems(write(tmp_path, f"portal:\n  session_max: 1h\n  reauth_after: {value}\n"))
+    assert found.startswith(f"{tmp_path / 'radmfa.yaml'}:10: portal.reauth_after: "), found

@@ -37,6 +37,7 @@ PORTAL_KEYS = (
     "session_idle",
     "session_max",
     "helpdesk_groups",
+    "reauth_after",
 )
 PORTAL_TLS_KEYS = ("cert_file", "key_file")
 
@@ -47,6 +48,10 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _MIN_SESSION = 60.0
 _MAX_IDLE = 86400.0
 _MAX_SESSION = 86400.0
+#: Bounds of ``reauth_after``: a second is useful only to tests; a day is longer than any
+#: session lives.
+_MIN_REAUTH = 1.0
+_MAX_REAUTH = 86400.0
 #: Larger PEM files are not certificates or keys (and are not read into memory).
 _MAX_PEM_BYTES = 1 << 20
 
@@ -75,6 +80,9 @@ class PortalConfig:
     session_max: float = 3600.0
     #: Directory groups whose members may use the help-desk pages.
     helpdesk_groups: tuple[str, ...] = ()
+    #: A security change (a factor added, replaced or removed, backup codes, an address, a
+    #: help-desk action) needs a second factor proven this recently, else a code first.
+    reauth_after: float = 300.0
 
 
 def parse_portal(root: Section) -> PortalConfig | None:
@@ -107,6 +115,7 @@ def parse_portal(root: Section) -> PortalConfig | None:
         session_idle=idle,
         session_max=longest,
         helpdesk_groups=_names(s.get("helpdesk_groups")),
+        reauth_after=s.get_duration("reauth_after", d.reauth_after, _MIN_REAUTH, _MAX_REAUTH),
     )
 
 

@@ -386,6 +386,11 @@ class Store(Protocol):
         """Record (or clear) the code sent out of band for this session."""
         ...
 
+    def set_portal_proven(self, key: bytes, at: float) -> bool:
+        """Record that the session's user proved a second factor at ``at`` (a step-up);
+        False when there is no such session."""
+        ...
+
     def take_portal_sent(self, key: bytes) -> str | None:
         """Remove and return the sent code's record: of two concurrent takers, one gets it."""
         ...

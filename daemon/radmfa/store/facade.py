@@ -291,6 +291,9 @@ class AsyncStore:
     def set_portal_sent(self, key: bytes, sent: str | None) -> Deferred[bool]:
         return self._call(self.store.set_portal_sent, key, sent)
 
+    def set_portal_proven(self, key: bytes, at: float) -> Deferred[bool]:
+        return self._call(self.store.set_portal_proven, key, at)
+
     def take_portal_sent(self, key: bytes) -> Deferred[str | None]:
         return self._call(self.store.take_portal_sent, key)
 

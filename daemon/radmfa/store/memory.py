@@ -620,6 +620,9 @@ class MemoryStore:
     def set_portal_sent(self, key: bytes, sent: str | None) -> bool:
         return self._set_portal(key, sent=sent)
 
+    def set_portal_proven(self, key: bytes, at: float) -> bool:
+        return self._set_portal(key, proven_at=at)
+
     def take_portal_sent(self, key: bytes) -> str | None:
         with self._lock:
             self._check_open()

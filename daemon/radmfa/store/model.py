@@ -375,6 +375,10 @@ class PortalSession:
     notice: str | None = None
     pending: PendingEnrolment | None = None
     sent: str | None = None
+    #: When the user last proved a second factor in this session (at sign-in, at enrolment,
+    #: at a "confirm it is you" step); None: never (a password-only session). Security
+    #: changes need it recent (``portal.reauth_after``).
+    proven_at: float | None = None
 
     def expired(self, now: float) -> bool:
         return now >= self.last_seen + self.idle or now >= self.ends_at

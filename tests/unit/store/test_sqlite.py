@@ -325,6 +325,31 @@ def test_devices_remembered_by_station_alone_are_forgotten_by_the_upgrade(
         store.close()
 
 
+def test_a_portal_session_from_before_step_up_has_proven_nothing_after_the_upgrade(
+    db_path: Path, key_file: Path
+) -> None:
+    """Version 9 kept no ``proven_at``: a session signed in before the upgrade must prove a
+    factor again before a security change, never count as proven just now."""
+    conn = _at_version(db_path, 9)
+    conn.execute(
+        "INSERT INTO portal_sessions (session_key, username, name, stage, csrf, created_at, "
+        "last_seen, idle, ends_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (b"k" * 32, "alice", "alice", "full", "csrf", NOW, NOW, 600.0, NOW + 3600),
+    )
+    conn.close()
+    store = SqliteStore(str(db_path), SecretBox.from_key_file(key_file))
+    try:
+        assert store.schema_at_open == 9 and store.schema_version() == SCHEMA_VERSION
+        found = store.touch_portal_session(b"k" * 32, NOW + 1)
+        assert found is not None and found.stage == "full" and found.proven_at is None
+        store._use_returning = False  # the path for SQLite < 3.35 reads the new column too
+        assert store.set_portal_proven(b"k" * 32, NOW + 2) is True
+        found = store.touch_portal_session(b"k" * 32, NOW + 3)
+        assert found is not None and found.proven_at == NOW + 2
+    finally:
+        store.close()
+
+
 def test_a_version_6_file_with_data_in_every_table_is_readable_after_the_upgrade(
     db_path: Path, key_file: Path
 ) -> None:

@@ -1438,6 +1438,7 @@ def test_a_portal_session_comes_back_with_every_field(store: Store) -> None:
         notice="Saved.",
         sent='{"factor": "email"}',
         pending=pending(replacing="old"),
+        proven_at=NOW - 2.5,
     )
     store.put_portal_session(full)
     assert store.touch_portal_session(full.key, NOW + 5) == dataclasses.replace(
@@ -1535,6 +1536,25 @@ def test_concurrent_confirmations_take_the_pending_enrolment_once(store: Store) 
         store.offer_portal_pending(key, pending())
         taken = run_concurrently(4, lambda: store.take_portal_pending(key))
         assert sorted(map(repr, taken)) == sorted([repr(pending())] + ["None"] * 3)
+
+
+def test_a_step_up_records_when_a_factor_was_proven(store: Store) -> None:
+    """A password-only session has proven nothing; a step-up sets the time, and only that
+    field: a notice or a pending enrolment set meanwhile stays."""
+    store.put_portal_session(portal_session(stage="enroll"))
+    key = b"k" * 32
+    found = store.touch_portal_session(key, NOW)
+    assert found is not None and found.proven_at is None
+    store.set_portal_notice(key, "Saved.")
+    store.offer_portal_pending(key, pending())
+    assert store.set_portal_proven(key, NOW + 400.25) is True
+    found = store.touch_portal_session(key, NOW + 401)
+    assert found is not None
+    assert (found.proven_at, found.notice, found.pending) == (NOW + 400.25, "Saved.", pending())
+    assert found.last_seen == NOW + 401
+    assert store.set_portal_proven(b"x" * 32, NOW) is False
+    store.delete_portal_session(key)
+    assert store.set_portal_proven(key, NOW) is False
 
 
 def test_a_sent_code_is_taken_once(store: Store) -> None:

@@ -25,14 +25,15 @@ __all__ = ["PortalQueries"]
 INSERT_SESSION = Statement(
     "INSERT INTO portal_sessions (session_key, username, name, stage, csrf, created_at, "
     "last_seen, idle, ends_at, grace_ends_at, helpdesk, link, notice, sent, pending_meta, "
-    "pending_secret) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "pending_secret, proven_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 #: A live session's idle timer restarted, in one statement (RETURNING gives the new row).
 TOUCH_SESSION = Statement(
     "UPDATE portal_sessions SET last_seen = :now WHERE session_key = :key "
     "AND last_seen + idle > :now AND ends_at > :now "
     "RETURNING session_key, username, name, stage, csrf, created_at, last_seen, idle, "
-    "ends_at, grace_ends_at, helpdesk, link, notice, sent, pending_meta, pending_secret"
+    "ends_at, grace_ends_at, helpdesk, link, notice, sent, pending_meta, pending_secret, "
+    "proven_at"
 )
 #: Without RETURNING (SQLite < 3.35): the update, then a read, in one write transaction.
 TOUCH_SESSION_ONLY = Statement(
@@ -41,14 +42,15 @@ TOUCH_SESSION_ONLY = Statement(
 )
 SELECT_SESSION = Statement(
     "SELECT session_key, username, name, stage, csrf, created_at, last_seen, idle, "
-    "ends_at, grace_ends_at, helpdesk, link, notice, sent, pending_meta, pending_secret "
-    "FROM portal_sessions WHERE session_key = ?"
+    "ends_at, grace_ends_at, helpdesk, link, notice, sent, pending_meta, pending_secret, "
+    "proven_at FROM portal_sessions WHERE session_key = ?"
 )
 DELETE_SESSION = Statement("DELETE FROM portal_sessions WHERE session_key = ?")
 #: Every session of one user (a reset: no browser keeps what it proved before).
 DELETE_USER_SESSIONS = Statement("DELETE FROM portal_sessions WHERE username = ?")
 SET_NOTICE = Statement("UPDATE portal_sessions SET notice = ? WHERE session_key = ?")
 SET_SENT = Statement("UPDATE portal_sessions SET sent = ? WHERE session_key = ?")
+SET_PROVEN = Statement("UPDATE portal_sessions SET proven_at = ? WHERE session_key = ?")
 SELECT_SENT = Statement("SELECT sent FROM portal_sessions WHERE session_key = ?{for_update}")
 SELECT_PENDING = Statement(
     "SELECT pending_meta, pending_secret FROM portal_sessions WHERE session_key = ?{for_update}"
@@ -132,6 +134,7 @@ class PortalQueries(Queries):
             notice=row[12],
             sent=row[13],
             pending=self._pending_from(key, row[14], row[15]),
+            proven_at=row[16],
         )
 
     def put_portal_session(self, session: PortalSession) -> None:
@@ -153,6 +156,7 @@ class PortalQueries(Queries):
             session.sent,
             meta,
             blob,
+            session.proven_at,
         )
 
         def work(tx: Transaction) -> None:
@@ -191,6 +195,9 @@ class PortalQueries(Queries):
 
     def set_portal_sent(self, key: bytes, sent: str | None) -> bool:
         return self._engine.write("recording a sent code", SET_SENT, (sent, key)) == 1
+
+    def set_portal_proven(self, key: bytes, at: float) -> bool:
+        return self._engine.write("recording a proven factor", SET_PROVEN, (at, key)) == 1
 
     def take_portal_sent(self, key: bytes) -> str | None:
         def work(tx: Transaction) -> str | None:

@@ -186,6 +186,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX enrol_links_by_expiry ON enrol_links (expires_at)",
     ),
+    # 4: when a portal session's user last proved a second factor (SQLite version 10).
+    ("ALTER TABLE portal_sessions ADD COLUMN proven_at double precision",),
 )
 
 #: The schema version this code writes and understands.

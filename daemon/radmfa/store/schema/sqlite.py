@@ -216,6 +216,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX enrol_links_by_expiry ON enrol_links (expires_at)",
     ),
+    # 10: when a portal session's user last proved a second factor (step-up before a
+    #     security change); sessions from before have none and are asked for a code.
+    ("ALTER TABLE portal_sessions ADD COLUMN proven_at REAL",),
 )
 
 #: The schema version this code writes and understands.
