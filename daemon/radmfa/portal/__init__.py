@@ -13,6 +13,8 @@ Layout, one job per module:
 - :mod:`~radmfa.portal.handlers`: dispatch, sign-in, enrolment, the help-desk 403;
 - :mod:`~radmfa.portal.selfservice`, :mod:`~radmfa.portal.helpdesk`: the user's own pages
   and the help-desk pages;
+- :mod:`~radmfa.portal.stepup`: "confirm it is you", a second factor proven again before a
+  security change once ``portal.reauth_after`` has passed;
 - :mod:`~radmfa.portal.pages`: Jinja2 templates (autoescaped) and the QR code;
 - :mod:`~radmfa.portal.server`: twisted.web on the daemon's reactor, TCP or TLS;
 - :mod:`~radmfa.portal.service`: its life cycle inside the daemon.

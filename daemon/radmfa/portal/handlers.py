@@ -10,6 +10,10 @@ user name typed into the sign-in form and the subject of a help-desk action.
 
 Every ``/helpdesk`` URL answers 403 before anything else is read unless the session is a
 full one whose user was a member of ``portal.helpdesk_groups`` at sign-in.
+
+Every security change asks :meth:`PortalApp.step_up` first: past ``portal.reauth_after``
+since the session last proved a factor, it changes nothing and sends the browser to a
+"confirm it is you" page (:mod:`~radmfa.portal.stepup`).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from radmfa.portal.sessions import (
     SessionManager,
     same_token,
 )
+from radmfa.portal.stepup import CONFIRM, RETURNS, StepUpPages
 from radmfa.portal.web import (
     BadRequest,
     Cookie,
@@ -133,6 +138,7 @@ class PortalApp:
 
         self.routes.update(SelfServicePages(self).routes())
         self.routes.update(HelpDeskPages(self).routes())
+        self.routes.update(StepUpPages(self).routes())
 
     # -- dispatch ----------------------------------------------------------------------------
 
@@ -222,6 +228,23 @@ class PortalApp:
         if not same_token(session.csrf, form.get("csrf")):
             raise BadRequest("the form expired or came from another site; reload the page")
         return form
+
+    def step_up(self, session: Session, back: str) -> WebResponse | None:
+        """None when ``session`` may make a security change now (a factor proven within
+        ``portal.reauth_after``); else the way to the confirm page, which returns to the
+        page :data:`~radmfa.portal.stepup.RETURNS` names ``back``. Nothing is changed."""
+        if self.sessions.fresh(session):
+            return None
+        if back not in RETURNS:
+            raise ValueError(f"no confirm page returns to {back!r}")
+        log.info("{user}: a security change asks for a second factor again", user=session.user)
+        return WebResponse.redirect(CONFIRM + back)
+
+    async def take_notice(self, session: Session) -> str | None:
+        """The session's one-time message, cleared for the pages after this one."""
+        if session.notice is not None:
+            await self.sessions.notice(session, None)
+        return session.notice
 
     def sign_in(self) -> SignIn:
         backend = self.backend()
@@ -499,6 +522,11 @@ class PortalApp:
         session = checked
         if session.stage == STAGE_ENROLL and await self.account.has_factor(session.user):
             return await self.has_factor(request, session)
+        # A first factor on the password alone has nothing to prove; another one has.
+        stale = self.step_up(session, "app") if session.stage == STAGE_FULL else None
+        if stale is not None:
+            return stale
+        notice = await self.take_notice(session)
         if session.pending is None:
             totp = self.backend().config.otp.totp
             token = self.account.new_app_token(session.user, totp, "added in the portal")
@@ -507,10 +535,14 @@ class PortalApp:
             if pending is None:  # the session ended meanwhile
                 return WebResponse.redirect("/signin")
             session = replace(session, pending=pending)
-        return self._enroll_page(request, session)
+        return self._enroll_page(request, session, notice=notice)
 
     def _enroll_page(
-        self, request: WebRequest, session: Session, error: str | None = None
+        self,
+        request: WebRequest,
+        session: Session,
+        error: str | None = None,
+        notice: str | None = None,
     ) -> WebResponse:
         assert session.pending is not None
         token = session.pending.token
@@ -530,6 +562,7 @@ class PortalApp:
             algorithm=token.algorithm,
             replacing=session.replacing,
             error=error,
+            notice=notice,
         )
 
     async def enroll(self, request: WebRequest, session: Session | None) -> WebResponse:
@@ -538,6 +571,9 @@ class PortalApp:
             return checked
         session = checked
         form = self.form(request, session, "code")
+        stale = self.step_up(session, "app") if session.stage == STAGE_FULL else None
+        if stale is not None:  # the app being enrolled stays for after the confirmation
+            return stale
         pending = await self.sessions.take_pending(session)
         if pending is None:  # confirmed meanwhile (a second submit), or never started
             return WebResponse.redirect("/")
@@ -599,6 +635,9 @@ class PortalApp:
             return checked
         session = checked
         form = self.form(request, session, "token_id")
+        stale = self.step_up(session, "home")
+        if stale is not None:
+            return stale
         if not form.get("token_id"):  # "keep the old one too": a plain enrolment
             if session.pending is not None and session.pending.replacing is not None:
                 await self.sessions.offer_pending(session, session.pending.token)

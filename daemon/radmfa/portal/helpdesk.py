@@ -7,7 +7,10 @@ dispatcher answers 403 to everyone else before a handler runs). Every action nee
 and writes an audit row naming the member (``hank (portal)``), through the same admin use
 cases as the CLI. The subject is a form field (the member acts on others), canonicalised
 like a login name; the actor is always the session's user. An emergency code is in the
-answer to the POST that made it and nowhere else, and so is an enrolment link.
+answer to the POST that made it and nowhere else, and so is an enrolment link. Every action
+needs the member's second factor proven within ``portal.reauth_after``
+(:meth:`~radmfa.portal.handlers.PortalApp.step_up`): a member's stolen session cookie must
+not hand out emergency codes.
 """
 
 from __future__ import annotations
@@ -91,10 +94,17 @@ class HelpDeskPages:
 
     async def start(self, request: WebRequest, session: Session | None) -> WebResponse:
         member = self._member(session)
-        return self._find_page(member, query="", found=None)
+        notice = await self.app.take_notice(member)
+        return self._find_page(member, query="", found=None, notice=notice)
 
     def _find_page(
-        self, member: Session, *, query: str, found: list[str] | None, status: int = 200
+        self,
+        member: Session,
+        *,
+        query: str,
+        found: list[str] | None,
+        status: int = 200,
+        notice: str | None = None,
     ) -> WebResponse:
         return self.app.page(
             "helpdesk_find.html",
@@ -103,6 +113,7 @@ class HelpDeskPages:
             signed_in=member.name,
             query=query,
             found=found,
+            notice=notice,
         )
 
     async def find(self, request: WebRequest, session: Session | None) -> WebResponse:
@@ -150,6 +161,9 @@ class HelpDeskPages:
     async def act(self, request: WebRequest, session: Session | None) -> WebResponse:
         member = self._member(session)
         form = self.app.form(request, member, "user", "action", "reason", "until", "device")
+        stale = self.app.step_up(member, "helpdesk")
+        if stale is not None:
+            return stale
         subject = self._subject(form.get("user", ""))
         action = form.get("action", "")
         if action not in ACTIONS:
@@ -180,6 +194,9 @@ class HelpDeskPages:
         """A single-use emergency code, shown in this answer only."""
         member = self._member(session)
         form = self.app.form(request, member, "user", "reason")
+        stale = self.app.step_up(member, "helpdesk")
+        if stale is not None:
+            return stale
         subject = self._subject(form.get("user", ""))
         reason = form.get("reason", "").strip()
         if not reason:
@@ -197,6 +214,9 @@ class HelpDeskPages:
         """A one-time enrolment link for a user without a factor, shown in this answer only."""
         member = self._member(session)
         form = self.app.form(request, member, "user", "reason")
+        stale = self.app.step_up(member, "helpdesk")
+        if stale is not None:
+            return stale
         subject = self._subject(form.get("user", ""))
         reason = form.get("reason", "").strip()
         if not reason:

@@ -4,7 +4,10 @@ sign-ins.
 
 Every page acts on the session's user; a form never names a user. Every change needs a
 full session (a second factor proven at sign-in), except registering a first email address
-or phone number during the enrolment grace period, like enrolling a first app. Secrets
+or phone number during the enrolment grace period, like enrolling a first app. Security
+changes (backup codes, removing a factor, a new address) need that factor proven within
+``portal.reauth_after`` (:meth:`~radmfa.portal.handlers.PortalApp.step_up`); the preferred
+factor and forgetting trusted devices do not: they take no trust away from the owner. Secrets
 (backup codes) are in the answer to the POST that made them and nowhere else: every page
 is ``no-store``, and a reload of the page shows only how many are left.
 
@@ -108,6 +111,7 @@ class SelfServicePages:
             "backup.html",
             csrf=checked.csrf,
             signed_in=checked.name,
+            notice=await self.app.take_notice(checked),
             left=overview.backup_left,
             total=overview.backup_total,
             codes=None,
@@ -120,6 +124,9 @@ class SelfServicePages:
             return checked
         session = checked
         self.app.form(request, session)
+        stale = self.app.step_up(session, "backup")
+        if stale is not None:
+            return stale
         codes = await self.account.backup_codes(session.user, self.app.backend().config)
         log.info("{user} made new backup codes in the portal", user=session.user)
         return self.app.page(
@@ -139,6 +146,9 @@ class SelfServicePages:
             return checked
         session = checked
         form = self.app.form(request, session, "token_id")
+        stale = self.app.step_up(session, "home")
+        if stale is not None:
+            return stale
         config = self.app.backend().config
         required = await self.account.mfa_required(
             session.name, session.user, [c.name for c in config.clients]
@@ -241,6 +251,13 @@ class SelfServicePages:
             return await self.app.has_factor(request, checked)
         return checked
 
+    def _stale(self, session: Session, kind: str) -> WebResponse | None:
+        """The step-up of a full session changing where codes go (a first address on the
+        password alone has no factor to prove)."""
+        if session.stage != STAGE_FULL:
+            return None
+        return self.app.step_up(session, f"address-{kind}")
+
     async def _vouchers(self, session: Session, kind: str) -> tuple[bool, bool]:
         """(another factor must vouch, a typed code can): the user's trusted factors of
         another type, and whether one of them takes a typed code."""
@@ -263,12 +280,20 @@ class SelfServicePages:
             checked = await self._address_session(request, session)
             if isinstance(checked, WebResponse):
                 return checked
-            return await self._address_page(checked, kind)
+            return await self._address_page(
+                checked, kind, notice=await self.app.take_notice(checked)
+            )
 
         return handler
 
     async def _address_page(
-        self, session: Session, kind: str, *, error: str | None = None, status: int = 200
+        self,
+        session: Session,
+        kind: str,
+        *,
+        error: str | None = None,
+        status: int = 200,
+        notice: str | None = None,
     ) -> WebResponse:
         parts = self.app.backend().authenticator
         tokens = await parts.store.list_tokens(session.user)
@@ -286,6 +311,7 @@ class SelfServicePages:
             vouch=vouch,
             can_vouch=typed,
             error=error,
+            notice=notice,
         )
 
     def _address_send(self, kind: str) -> Handler:
@@ -304,6 +330,9 @@ class SelfServicePages:
         then send a code to the address; nothing is stored yet."""
         started = self.app.clock.seconds()
         form = self.app.form(request, session, "address", "code")
+        stale = self._stale(session, kind)
+        if stale is not None:
+            return stale
         try:
             address = clean_address(kind, form.get("address", ""))
         except FactorAdminError:
@@ -370,6 +399,9 @@ class SelfServicePages:
     async def _confirm(self, request: WebRequest, session: Session, kind: str) -> WebResponse:
         """The code sent to the new address came back: store the address, confirmed."""
         form = self.app.form(request, session, "code")
+        stale = self._stale(session, kind)
+        if stale is not None:
+            return stale
         # Taken, not read: of two answers sent at once one is checked, and a wrong one
         # goes back with its try counted, so parallel guesses get no more tries.
         sent = await self.app.sessions.take_sent(session)

@@ -38,6 +38,7 @@ class PortalService:
             reactor,
             idle=settings.session_idle,
             longest=settings.session_max,
+            reauth_after=settings.reauth_after,
         )
         self.app = PortalApp(
             settings=settings, backend=backend, sessions=self.sessions, clock=reactor

@@ -13,6 +13,12 @@ that must happen once are taken, not read: two requests of one browser never ove
 other, and a confirmation sent twice finds its pending enrolment once. Rotating the id at a
 sign-in step deletes the old session first; only the request that deleted it gets the new
 one.
+
+A session also records when its user last proved a second factor (``proven_at``: at the
+sign-in's code step, at the enrolment that made it a full session, at a "confirm it is
+you" step). A security change needs that to be at most ``reauth_after`` ago
+(:meth:`SessionManager.fresh`): a session cookie stolen from a browser is worth an hour of
+looking, not a new authenticator for the thief.
 """
 
 from __future__ import annotations
@@ -86,6 +92,8 @@ class Session:
     #: The hash of the enrolment link a password-only session was started with: spent by
     #: the enrolment it allows.
     link: bytes | None = None
+    #: When the user last proved a second factor in this session (None: never).
+    proven_at: float | None = None
 
     @property
     def replacing(self) -> str | None:
@@ -145,6 +153,7 @@ def session_of(record: PortalSession) -> Session:
         helpdesk=record.helpdesk,
         sent=sent_from(record.sent),
         link=record.link,
+        proven_at=record.proven_at,
     )
 
 
@@ -157,6 +166,7 @@ class SessionStore(Protocol):
     def delete_portal_session(self, key: bytes) -> Deferred[bool]: ...
     def set_portal_notice(self, key: bytes, notice: str | None) -> Deferred[bool]: ...
     def set_portal_sent(self, key: bytes, sent: str | None) -> Deferred[bool]: ...
+    def set_portal_proven(self, key: bytes, at: float) -> Deferred[bool]: ...
     def take_portal_sent(self, key: bytes) -> Deferred[str | None]: ...
     def offer_portal_pending(
         self, key: bytes, pending: PendingEnrolment | None, *, only_if_empty: bool = False
@@ -165,15 +175,23 @@ class SessionStore(Protocol):
 
 
 class SessionManager:
-    """Makes, finds, rotates and ends sessions under the configured timeouts."""
+    """Makes, finds, rotates and ends sessions under the configured timeouts, and says
+    whether a session proved a factor recently enough for a security change."""
 
     def __init__(
-        self, store: SessionStore, clock: IReactorTime, *, idle: float, longest: float
+        self,
+        store: SessionStore,
+        clock: IReactorTime,
+        *,
+        idle: float,
+        longest: float,
+        reauth_after: float,
     ) -> None:
         self.store = store
         self.clock = clock
         self.idle = idle
         self.longest = longest
+        self.reauth_after = reauth_after
 
     async def find(self, session_id: str | None) -> Session | None:
         """The live session of a cookie value (its idle timer restarted), else None."""
@@ -205,6 +223,9 @@ class SessionManager:
         now = self.clock.seconds()
         session_id = secrets.token_urlsafe(ID_BYTES)
         created = replacing.created_at if replacing is not None else now
+        # A full session starts at the step that proved a factor (a code, or a new factor
+        # confirmed by its code); the other stages have proven none.
+        proven_at = now if stage == STAGE_FULL else None
         session = Session(
             key=session_key(session_id),
             user=user,
@@ -217,6 +238,7 @@ class SessionManager:
             helpdesk=helpdesk and stage == STAGE_FULL,
             link=link if stage == STAGE_ENROLL else None,
             notice=notice,
+            proven_at=proven_at,
         )
         await self.store.put_portal_session(
             PortalSession(
@@ -233,9 +255,22 @@ class SessionManager:
                 helpdesk=session.helpdesk,
                 link=session.link,
                 notice=notice,
+                proven_at=proven_at,
             )
         )
         return session_id, session
+
+    def fresh(self, session: Session) -> bool:
+        """Whether ``session`` may make a security change now: a full session whose user
+        proved a second factor at most ``reauth_after`` ago. Nothing proven is never fresh."""
+        if session.stage != STAGE_FULL or session.proven_at is None:
+            return False
+        return self.clock.seconds() - session.proven_at <= self.reauth_after
+
+    async def prove(self, session: Session) -> bool:
+        """The user proved a second factor just now (a "confirm it is you" step); False when
+        the session ended meanwhile."""
+        return await self.store.set_portal_proven(session.key, self.clock.seconds())
 
     async def end(self, session: Session) -> None:
         await self.store.delete_portal_session(session.key)

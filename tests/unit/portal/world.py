@@ -146,6 +146,7 @@ class World:
                 self.clock,
                 idle=self.config.portal.session_idle,
                 longest=self.config.portal.session_max,
+                reauth_after=self.config.portal.reauth_after,
             ),
             clock=self.clock,
         )
