@@ -7,7 +7,8 @@ sign-ins, and is refused the help-desk pages; a help-desk member (an LDAP group)
 user, who is then back to enrolling over RADIUS, and issues an emergency code that works.
 A user without a grace period gets an enrolment link by mail (``radmfa enroll-link --email``
 through a real SMTP server), opens it in the browser, signs in and enrolls; the link then
-works no more.
+works no more. Past a short ``portal.reauth_after`` (a daemon of its own), making backup
+codes asks to confirm with a code first, then works.
 
 The daemon runs two workers (``radius.workers: 2``) sharing the portal's port: sessions live
 in the store, so every page works whichever worker a connection reaches.
@@ -105,6 +106,35 @@ def portal_daemon(
         },
     }
     d = RadmfaDaemon(tmp_path_factory.mktemp("radmfa-portal"), config)
+    d.start()
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+#: ``portal.reauth_after`` of the step-up daemon: short, for the test to wait past it, and
+#: long enough for the browser to submit a form again after confirming.
+REAUTH_AFTER = 4
+
+
+@pytest.fixture(scope="module")
+def stepup_daemon(slapd: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RadmfaDaemon]:
+    require_browser()
+    listen = f"127.0.0.1:{free_port('tcp')}"
+    config = {
+        "clients": [{"name": "local", "address": "127.0.0.0/8", "secret": SECRET}],
+        "ldap": {
+            "servers": [slapd.url],
+            "base_dn": SUFFIX,
+            "bind_dn": SERVICE_DN,
+            "bind_password": SERVICE_PASSWORD,
+            "timeout": 5,
+        },
+        "radius": {"reject_delay": 0},
+        "portal": {"listen": listen, "reauth_after": f"{REAUTH_AFTER}s"},
+    }
+    d = RadmfaDaemon(tmp_path_factory.mktemp("radmfa-stepup"), config)
     d.start()
     try:
         yield d
@@ -439,3 +469,38 @@ def test_an_enrolment_link_by_mail_opened_in_the_browser_enrolls_once(
         assert f'"action": "{action}"' in audit.stdout, action
     assert "new starter" in audit.stdout
     assert link.rsplit("/", 1)[1] not in portal_daemon.log()
+
+
+def test_after_reauth_after_new_backup_codes_ask_to_confirm_with_a_code_first(
+    stepup_daemon: RadmfaDaemon, slapd: Slapd
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    name = f"stepup{next(_counter)}x{random.randrange(10**6)}"
+    password = f"pw-{name}-Secret"
+    slapd.add_users([LdapUser(name, password)])
+    totp = enroll_by_cli(stepup_daemon, name)
+    base = portal_url(stepup_daemon)
+    shots = Screenshots("step-up")
+    with chromium(PHONE) as driver:
+        sign_in(driver, base, name, password, totp.now())
+        time.sleep(REAUTH_AFTER + 1)  # the factor proven at sign-in is too old now
+        driver.get(f"{base}/backup")
+        submit(driver)
+        assert driver.current_url == f"{base}/confirm/backup"
+        assert "Confirm it is you" in driver.page_source
+        assert driver.find_elements(By.CSS_SELECTOR, "ol.codes code") == []
+        shots.take(driver, "confirm")
+        # the next step's code: the sign-in's is spent (the window allows one step of drift)
+        fill(driver, 'input[autocomplete="one-time-code"]', totp.at(time.time() + 30))
+        submit(driver)
+        assert driver.current_url == f"{base}/backup"
+        assert "Confirmed." in driver.page_source
+        submit(driver)  # the same form, submitted again
+        codes = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "ol.codes code")]
+        assert len(codes) == 10, driver.page_source
+        shots.take(driver, "backup-codes")
+    audit = stepup_daemon.cli("audit", "--user", name, "--format", "json")
+    assert audit.returncode == 0, audit.stderr
+    assert audit.stdout.count('"action": "backup-codes"') == 1
+    assert f"{name} confirmed a second factor in the portal" in stepup_daemon.log()
