@@ -115,7 +115,7 @@ def portal_daemon(
 
 #: ``portal.reauth_after`` of the step-up daemon: short, for the test to wait past it, and
 #: long enough for the browser to submit a form again after confirming.
-REAUTH_AFTER = 4
+REAUTH_AFTER = 8  # seconds: a loaded CI machine still submits within it
 
 
 @pytest.fixture(scope="module")
