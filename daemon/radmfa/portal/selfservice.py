@@ -19,6 +19,7 @@ whoever changes where codes go must prove a factor the user already trusts).
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -40,6 +41,9 @@ __all__ = ["SelfServicePages"]
 
 log = Logger(namespace="radmfa.portal")
 
+#: A page of a full session: the session is known to be full when it is called.
+FullHandler = Callable[[WebRequest, Session], Awaitable[WebResponse]]
+
 #: Wrong answers to a code sent to a new address before it must be sent again.
 MAX_CONFIRM_TRIES = 3
 #: What an address is called on the pages.
@@ -56,14 +60,14 @@ class SelfServicePages:
     def routes(self) -> dict[tuple[str, str], Handler]:
         routes: dict[tuple[str, str], Handler] = {
             ("GET", "/"): self.home,
-            ("GET", "/backup"): self.backup_page,
-            ("POST", "/backup"): self.backup,
-            ("POST", "/factors/remove"): self.remove,
-            ("POST", "/prefer"): self.prefer,
-            ("GET", "/devices"): self.devices,
-            ("POST", "/devices/forget"): self.forget,
-            ("POST", "/devices/forget-all"): self.forget_all,
-            ("GET", "/activity"): self.activity,
+            ("GET", "/backup"): self._full_only(self.backup_page),
+            ("POST", "/backup"): self._full_only(self.backup),
+            ("POST", "/factors/remove"): self._full_only(self.remove),
+            ("POST", "/prefer"): self._full_only(self.prefer),
+            ("GET", "/devices"): self._full_only(self.devices),
+            ("POST", "/devices/forget"): self._full_only(self.forget),
+            ("POST", "/devices/forget-all"): self._full_only(self.forget_all),
+            ("GET", "/activity"): self._full_only(self.activity),
         }
         for kind in ADDRESS_TYPES:
             routes[("GET", f"/address/{kind}")] = self._address_form(kind)
@@ -71,8 +75,17 @@ class SelfServicePages:
             routes[("POST", f"/address/{kind}/confirm")] = self._address_confirm(kind)
         return routes
 
-    def _full(self, session: Session | None) -> WebResponse | Session:
-        return self.app.full(session)
+    def _full_only(self, handler: FullHandler) -> Handler:
+        """``handler`` for a full session only (a second factor proven at sign-in); any other
+        session gets what :meth:`PortalApp.full` answers instead."""
+
+        async def checked(request: WebRequest, session: Session | None) -> WebResponse:
+            full = self.app.full(session)
+            if isinstance(full, WebResponse):
+                return full
+            return await handler(request, full)
+
+        return checked
 
     # -- home ------------------------------------------------------------------------------------
 
@@ -102,27 +115,20 @@ class SelfServicePages:
 
     # -- backup codes ----------------------------------------------------------------------------
 
-    async def backup_page(self, request: WebRequest, session: Session | None) -> WebResponse:
-        checked = self._full(session)
-        if isinstance(checked, WebResponse):
-            return checked
-        overview = await self.account.overview(checked.user)
+    async def backup_page(self, request: WebRequest, session: Session) -> WebResponse:
+        overview = await self.account.overview(session.user)
         return self.app.page(
             "backup.html",
-            csrf=checked.csrf,
-            signed_in=checked.name,
-            notice=await self.app.take_notice(checked),
+            csrf=session.csrf,
+            signed_in=session.name,
+            notice=await self.app.take_notice(session),
             left=overview.backup_left,
             total=overview.backup_total,
             codes=None,
         )
 
-    async def backup(self, request: WebRequest, session: Session | None) -> WebResponse:
+    async def backup(self, request: WebRequest, session: Session) -> WebResponse:
         """A new set, shown in this answer only (the previous set stops working)."""
-        checked = self._full(session)
-        if isinstance(checked, WebResponse):
-            return checked
-        session = checked
         self.app.form(request, session)
         stale = self.app.step_up(session, "backup")
         if stale is not None:
@@ -140,11 +146,7 @@ class SelfServicePages:
 
     # -- factors ---------------------------------------------------------------------------------
 
-    async def remove(self, request: WebRequest, session: Session | None) -> WebResponse:
-        checked = self._full(session)
-        if isinstance(checked, WebResponse):
-            return checked
-        session = checked
+    async def remove(self, request: WebRequest, session: Session) -> WebResponse:
         form = self.app.form(request, session, "token_id")
         stale = self.app.step_up(session, "home")
         if stale is not None:
@@ -169,11 +171,7 @@ class SelfServicePages:
         await self.app.sessions.notice(session, notice)
         return WebResponse.redirect("/")
 
-    async def prefer(self, request: WebRequest, session: Session | None) -> WebResponse:
-        checked = self._full(session)
-        if isinstance(checked, WebResponse):
-            return checked
-        session = checked
+    async def prefer(self, request: WebRequest, session: Session) -> WebResponse:
         form = self.app.form(request, session, "factor")
         factor = form.get("factor", "")
         if factor != "none" and factor not in self.app.backend().authenticator.factors:
@@ -185,11 +183,7 @@ class SelfServicePages:
 
     # -- trusted devices -------------------------------------------------------------------------
 
-    async def devices(self, request: WebRequest, session: Session | None) -> WebResponse:
-        checked = self._full(session)
-        if isinstance(checked, WebResponse):
-            return checked
-        session = checked
+    async def devices(self, request: WebRequest, session: Session) -> WebResponse:
         if session.notice is not None:
             await self.app.sessions.notice(session, None)
         return self.app.page(
@@ -200,11 +194,7 @@ class SelfServicePages:
             devices=await self.account.devices(session.user),
         )
 
-    async def forget(self, request: WebRequest, session: Session | None) -> WebResponse:
-        checked = self._full(session)
-        if isinstance(checked, WebResponse):
-            return checked
-        session = checked
+    async def forget(self, request: WebRequest, session: Session) -> WebResponse:
         form = self.app.form(request, session, "device")
         device = device_key(form.get("device"))
         if device is None:
@@ -214,11 +204,7 @@ class SelfServicePages:
         await self.app.sessions.notice(session, notice)
         return WebResponse.redirect("/devices")
 
-    async def forget_all(self, request: WebRequest, session: Session | None) -> WebResponse:
-        checked = self._full(session)
-        if isinstance(checked, WebResponse):
-            return checked
-        session = checked
+    async def forget_all(self, request: WebRequest, session: Session) -> WebResponse:
         self.app.form(request, session)
         count = await self.account.forget(session.user, None)
         notice = f"{count} device(s) forgotten." if count else "No devices to forget."
@@ -227,15 +213,12 @@ class SelfServicePages:
 
     # -- recent sign-ins -------------------------------------------------------------------------
 
-    async def activity(self, request: WebRequest, session: Session | None) -> WebResponse:
-        checked = self._full(session)
-        if isinstance(checked, WebResponse):
-            return checked
+    async def activity(self, request: WebRequest, session: Session) -> WebResponse:
         return self.app.page(
             "activity.html",
-            csrf=checked.csrf,
-            signed_in=checked.name,
-            rows=await self.account.recent(checked.user),
+            csrf=session.csrf,
+            signed_in=session.name,
+            rows=await self.account.recent(session.user),
         )
 
     # -- email address, phone number -------------------------------------------------------------
