@@ -232,44 +232,32 @@ class Ledger:
     async def _reserve(
         self, attempt: Attempt, device: DeviceRef | None, now: float
     ) -> tuple[AttemptStart, list[TokenRecord]]:
-        """One trip: the batched ends, then the reservation; ends the store did not take
-        are kept for the next trip."""
+        """One store transaction: the batched ends, the judgement, the reservation and the
+        user's tokens (parts that cannot matter under this configuration are not asked
+        for); ends the store did not take are kept for the next trip."""
         ends = self._take_ends()
+        limits = self.rate_limits
+        watch_source = attempt.source is not None and limits.source.max_failures > 0
         try:
-            started = await self.store.interaction(self._begin_attempt, attempt, device, now, ends)
+            start = await self.store.begin_attempt(
+                attempt.attempt_id,
+                attempt.key,
+                now,
+                lambda state: self.judge(state, now),
+                user_since=now - limits.user.window if limits.user.delay > 0 else None,
+                source=attempt.source if watch_source else None,
+                source_since=now - limits.source.window if watch_source else None,
+                device=device if self.devices_on else None,
+                lease=self.lease,
+                ends=ends,
+                with_tokens=True,
+            )
         except StoreError:
             self._keep(ends)
             raise
         self._ends_lost_said = False
-        return started
-
-    def _begin_attempt(
-        self,
-        store: Store,
-        attempt: Attempt,
-        device: DeviceRef | None,
-        now: float,
-        ends: list[AttemptEnd],
-    ) -> tuple[AttemptStart, list[TokenRecord]]:
-        """The batched ends first, then tokens, then the judgement and the reservation in
-        one store transaction; parts that cannot matter under this configuration are not
-        asked for."""
-        limits = self.rate_limits
-        if ends:
-            store.end_attempts(ends, now)
-        tokens = [t for t in store.list_tokens(attempt.key) if t.type in self.factors]
-        watch_source = attempt.source is not None and limits.source.max_failures > 0
-        start = store.begin_attempt(
-            attempt.attempt_id,
-            attempt.key,
-            now,
-            lambda state: self.judge(state, now),
-            user_since=now - limits.user.window if limits.user.delay > 0 else None,
-            source=attempt.source if watch_source else None,
-            source_since=now - limits.source.window if watch_source else None,
-            device=device if self.devices_on else None,
-            lease=self.lease,
-        )
+        factors = self.factors
+        tokens = [t for t in start.tokens or () if t.type in factors]
         return start, tokens
 
     def judge(self, state: LoginState, now: float) -> Reason | str | None:

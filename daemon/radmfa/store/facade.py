@@ -211,6 +211,8 @@ class AsyncStore:
         source_since: float | None = None,
         device: DeviceRef | None = None,
         lease: float = ATTEMPT_LEASE,
+        ends: Sequence[AttemptEnd] = (),
+        with_tokens: bool = False,
     ) -> Deferred[AttemptStart]:
         """``judge`` runs on the runner's thread, inside the store's transaction."""
         return self._call(
@@ -224,6 +226,8 @@ class AsyncStore:
             source_since=source_since,
             device=device,
             lease=lease,
+            ends=ends,
+            with_tokens=with_tokens,
         )
 
     def finish_attempt(

@@ -251,6 +251,9 @@ class AttemptStart:
     #: This very request (the same attempt id) is already reserved by another worker or
     #: daemon (:data:`DUPLICATE_IN_FLIGHT`), or failed lately (:data:`DUPLICATE_FAILED`).
     duplicate: str | None = None
+    #: The user's tokens, read in the same transaction when asked for (``with_tokens``) and
+    #: the attempt was reserved; None otherwise.
+    tokens: list[TokenRecord] | None = None
 
     @property
     def reserved(self) -> bool:
