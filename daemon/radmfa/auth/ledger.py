@@ -12,8 +12,9 @@ for; the rest are refused without directory traffic. Each reservation ends exact
 refusals are never counted). A reservation whose request never ends (a crash) stops counting
 after :data:`~radmfa.store.base.ATTEMPT_LEASE`.
 
-The functions run as store interactions keep their names: the counting runner labels store
-errors by them.
+Reserving, failing and ending go to the store as single calls (``begin_attempt``,
+``finish_attempt``, ``end_attempts``), each one transaction: on SQLite they run on the
+reactor unless another connection holds the lock (:class:`~radmfa.threads.InlineFirstRunner`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ from radmfa.store.base import (
     LockoutRule,
     LockState,
     LoginState,
-    Store,
     StoreError,
     TokenRecord,
     TrustedDevice,
@@ -301,7 +301,20 @@ class Ledger:
         # Ended only once written: if the store fails here, the reservation stays pending
         # (counted as a failure that may still happen) until its lease ends.
         attempt.counting = True
-        state = await self.store.interaction(self._record_failure, attempt, now)
+        limits = self.rate_limits
+        keys = []
+        if limits.user.delay > 0:
+            keys.append(user_failures_key(attempt.key))
+        if limits.source.max_failures and attempt.source is not None:
+            keys.append(attempt.source)
+        state = await self.store.finish_attempt(
+            attempt.attempt_id,
+            attempt.key,
+            now,
+            ATTEMPT_FAILED,
+            lockout=self.rule,
+            failure_keys=keys,
+        )
         attempt.ended = True
         if state is not None and state.locked_until is not None and state.last_failure_at == now:
             if state.locked_for_good:
@@ -318,22 +331,6 @@ class Ledger:
                     secs=self.lockout.duration,
                     n=state.failures,
                 )
-
-    def _record_failure(self, store: Store, attempt: Attempt, now: float) -> LockState | None:
-        limits = self.rate_limits
-        keys = []
-        if limits.user.delay > 0:
-            keys.append(user_failures_key(attempt.key))
-        if limits.source.max_failures and attempt.source is not None:
-            keys.append(attempt.source)
-        return store.finish_attempt(
-            attempt.attempt_id,
-            attempt.key,
-            now,
-            ATTEMPT_FAILED,
-            lockout=self.rule,
-            failure_keys=keys,
-        )
 
     async def succeed(self, view: UserView) -> None:
         """Clear the failure counts and the user's window, and end the reservation."""

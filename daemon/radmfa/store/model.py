@@ -15,6 +15,12 @@ class StoreError(Exception):
     """The store could not complete an operation (I/O, corruption, lock timeout)."""
 
 
+class StoreBusy(StoreError):
+    """Another connection held the lock and this one may not wait (the reactor thread's
+    SQLite connection): nothing was done, so the call may run again where waiting is
+    allowed (the store thread)."""
+
+
 @dataclass(frozen=True, slots=True)
 class TokenRecord:
     """A second-factor credential. ``secret`` is plaintext only in memory, never at rest."""
