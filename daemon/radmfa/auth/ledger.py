@@ -365,10 +365,9 @@ class Ledger:
             self._ends_timer = self.clock.callLater(ENDS_DELAY, self._flush_ends)
 
     def _take_ends(self) -> list[AttemptEnd]:
+        """The batch so far. Its timer stays set: when it fires it flushes whatever has
+        been batched since, so a steady stream of logins costs no timer per login."""
         ends, self._ends = self._ends, []
-        if self._ends_timer is not None and self._ends_timer.active():
-            self._ends_timer.cancel()
-        self._ends_timer = None
         return ends
 
     def _flush_ends(self) -> Deferred[None]:
@@ -382,6 +381,8 @@ class Ledger:
 
     def flush(self) -> Deferred[None]:
         """Hand over the ends still batched (at shutdown)."""
+        if self._ends_timer is not None and self._ends_timer.active():
+            self._ends_timer.cancel()
         return self._flush_ends()
 
     def _ends_lost(self, failure: Failure, ends: list[AttemptEnd]) -> None:
