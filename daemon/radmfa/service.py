@@ -51,13 +51,22 @@ from radmfa.radius.tlscontext import (
 from radmfa.radius.udp import RadiusDatagramProtocol
 from radmfa.store import describe as describe_store
 from radmfa.store import open_store
-from radmfa.store.base import Store
+from radmfa.store.base import Store, StoreBusy
 from radmfa.store.facade import AsyncStore
-from radmfa.threads import BlockingRunner, PooledRunner, SerialThreadRunner, ThreadPoolRunner
+from radmfa.store.sqlite import SqliteStore
+from radmfa.threads import (
+    BlockingRunner,
+    InlineFirstRunner,
+    PooledRunner,
+    SerialThreadRunner,
+    ThreadPoolRunner,
+)
 
 log = Logger(namespace="radmfa.service")
 
 PURGE_INTERVAL = 60.0
+#: Seconds between two WAL checkpoints by the store thread when logins write on the reactor.
+CHECKPOINT_INTERVAL = 1.0
 
 
 class SetupError(Exception):
@@ -189,6 +198,9 @@ class Daemon:
         self.tls_ports: dict[ListenAddress, tuple[Any, ReloadableServerTls, RadsecFactory]] = {}
         self._purge = LoopingCall(self._maintain)
         self._purge.clock = reactor
+        #: SQLite: the login calls run on the reactor first (see _quick_calls).
+        self.inline: InlineFirstRunner | None = None
+        self._checkpoints: LoopingCall | None = None
         #: Queues decisions for the audit trail and writes them in batches (audit.enabled).
         self.recorder: AuditRecorder | None = None
         #: Prometheus metrics, when the config has a metrics section (workers write them to
@@ -239,7 +251,7 @@ class Daemon:
             raise SetupError(f"cannot open the store {where}: {e}") from None
         #: The store on each lane: logins', background work's (purging, counting) and the
         #: audit trail's.
-        self.logins = AsyncStore(self.store, self.store_calls)
+        self.logins = AsyncStore(self.store, self.store_calls, quick=self._quick_calls(self.store))
         self.background = AsyncStore(self.store, self.store_background)
         self.trail = AsyncStore(self.store, self.audit_calls)
         self.db.start()
@@ -268,6 +280,26 @@ class Daemon:
         self._start_portal()
         self._purge.start(PURGE_INTERVAL, now=False)
         self.reactor.addSystemEventTrigger("before", "shutdown", self.stop)
+
+    def _quick_calls(self, store: Store) -> BlockingRunner | None:
+        """On SQLite, a login's quick calls run on the reactor, on a connection that never
+        waits: one that finds the file's lock taken (the store or audit thread, another
+        worker, the CLI) goes to the store thread instead. That connection leaves WAL
+        checkpoints (an fsync) to the store thread, every second."""
+        if not isinstance(store, SqliteStore):
+            return None  # PostgreSQL: every call is a network round trip
+        store.forbid_waiting()
+        self.inline = InlineFirstRunner(self.db, StoreBusy)
+        self._checkpoints = LoopingCall(self._checkpoint, store)
+        self._checkpoints.clock = self.reactor
+        self._checkpoints.start(CHECKPOINT_INTERVAL, now=False)
+        if self.metrics is None:
+            return self.inline
+        return CountingRunner(self.inline, self.metrics)
+
+    def _checkpoint(self, store: SqliteStore) -> None:
+        d = self.db.background.run(store.checkpoint)
+        d.addErrback(lambda f: log.failure("checkpointing the SQLite WAL failed", f))
 
     def log_ready(self) -> None:
         """The line tests, scripts and admins wait for. Logged once the reactor runs (and so
@@ -484,6 +516,8 @@ class Daemon:
     def _stop(self) -> Deferred[Any]:
         if self._purge.running:
             self._purge.stop()
+        if self._checkpoints is not None and self._checkpoints.running:
+            self._checkpoints.stop()
         drains = [self.server.drain()]
         if self.runtime is not None:  # codes still being delivered (bounded by their timeouts)
             drains.append(self.runtime.authenticator.courier.drain())

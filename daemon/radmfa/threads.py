@@ -1,7 +1,9 @@
 """The one seam through which blocking work (ldap3, SQLite, SMTP) leaves the reactor thread.
 
 Production uses :class:`ThreadPoolRunner` (several threads, e.g. ldap3) or
-:class:`SerialThreadRunner` (one thread: the store); tests use
+:class:`SerialThreadRunner` (one thread: the store), with :class:`InlineFirstRunner` in
+front of it for the quick calls of a login on SQLite (run on the reactor unless the file's
+lock is taken); tests use
 :class:`radmfa.testing.InlineRunner`, which runs the call synchronously so unit tests stay
 deterministic.
 """
@@ -15,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
@@ -56,6 +58,36 @@ class PooledRunner(ThreadPoolRunner):
     def __init__(self, reactor: IReactorFromThreads, name: str, max_threads: int) -> None:
         super().__init__(reactor, name, max_threads)
         self.background: BlockingRunner = self
+
+
+class InlineFirstRunner:
+    """Runs a call right here, on the reactor thread, and hands it to ``fallback`` (a
+    thread) only when it raised ``busy``: for quick store calls on SQLite, whose commit takes
+    microseconds when no other connection holds the lock, where a trip to the store thread
+    costs two thread wake-ups and a pass of the event loop.
+
+    Only for calls that never wait on the calling thread (the store refuses with ``busy``
+    instead, having done nothing, so running them again on ``fallback`` is safe) and do
+    little work: one transaction or statement on a few rows.
+    """
+
+    def __init__(self, fallback: BlockingRunner, busy: type[BaseException]) -> None:
+        self._fallback = fallback
+        self._busy = busy
+        #: Calls run here / handed to the fallback because the store was busy.
+        self.inline = 0
+        self.handed_over = 0
+
+    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        try:
+            result = fn(*args, **kwargs)
+        except self._busy:
+            self.handed_over += 1
+            return self._fallback.run(fn, *args, **kwargs)
+        except BaseException:
+            return fail(Failure())
+        self.inline += 1
+        return succeed(result)
 
 
 class SerialThreadRunner:

@@ -11,6 +11,7 @@ import json
 import random
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -543,3 +544,26 @@ def test_user_show_tells_how_far_a_phones_clock_is_off(daemon, slapd, strict_cli
     assert totp["drift_steps"] == 1
     text = daemon.cli("user", "show", user.name).stdout
     assert "last code +1 step (30 s ahead of this server's clock)" in text, text
+
+
+def test_a_login_that_finds_the_store_locked_waits_off_the_event_loop(daemon, slapd, strict_client):
+    """SQLite: a login's store calls run on the event loop only while nobody holds the
+    file's lock. With the lock held by another connection (the CLI, another worker) the
+    login waits on the store thread: the daemon keeps answering, and the login goes
+    through once the lock is free."""
+    user = Enrolled(daemon, slapd)
+    login = build_request(STRICT_SECRET.encode(), user.name, user.password + user.code())
+    holder = sqlite3.connect(daemon.workdir / "radmfa.sqlite3", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        strict_client.send_raw(login.RequestPacket())
+        reply, out = radclient(
+            daemon.port, LEGACY_SECRET, {"Message-Authenticator": "0x00"}, command="status"
+        )
+        assert reply == "Access-Accept", out  # the event loop is not stuck on the lock
+        assert strict_client.receive_raw(0.2) is None  # the login waits for the store
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    answer = strict_client.read_reply(login)
+    assert answer is not None and answer.code == ACCEPT

@@ -175,3 +175,49 @@ async def test_a_pooled_runner_serves_calls_at_once_and_its_background_is_the_po
         assert len(set(names)) == 3
     finally:
         pooled.stop()
+
+
+class _Busy(Exception):
+    pass
+
+
+class _RecordingRunner:
+    """A fallback that keeps the calls handed to it, to run them when the test says."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, tuple[object, ...]]] = []
+
+    def run(self, fn, *args, **kwargs):
+        from twisted.internet.defer import Deferred
+
+        d: Deferred[object] = Deferred()
+        self.calls.append((fn, args))
+        d.callback("from the fallback")
+        return d
+
+
+def test_inline_first_runs_the_call_here_and_hands_a_busy_one_to_the_fallback():
+    from radmfa.threads import InlineFirstRunner
+
+    fallback = _RecordingRunner()
+    runner = InlineFirstRunner(fallback, _Busy)
+    main = threading.get_ident()
+    results: list[object] = []
+    runner.run(lambda x: (x, threading.get_ident() == main), 7).addCallback(results.append)
+    assert results == [(7, True)]  # already fired: no hop, no pass of the event loop
+    assert fallback.calls == []
+
+    def busy(x: int) -> int:
+        raise _Busy()
+
+    runner.run(busy, 8).addCallback(results.append)
+    assert fallback.calls == [(busy, (8,))] and results[-1] == "from the fallback"
+    assert (runner.inline, runner.handed_over) == (1, 1)
+
+    failures: list[object] = []
+
+    def broken() -> None:
+        raise ValueError("store broke")
+
+    runner.run(broken).addErrback(lambda f: failures.append(f.value))
+    assert [type(e) for e in failures] == [ValueError] and len(fallback.calls) == 1

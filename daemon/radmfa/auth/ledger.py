@@ -12,8 +12,9 @@ for; the rest are refused without directory traffic. Each reservation ends exact
 refusals are never counted). A reservation whose request never ends (a crash) stops counting
 after :data:`~radmfa.store.base.ATTEMPT_LEASE`.
 
-The functions run as store interactions keep their names: the counting runner labels store
-errors by them.
+Reserving, failing and ending go to the store as single calls (``begin_attempt``,
+``finish_attempt``, ``end_attempts``), each one transaction: on SQLite they run on the
+reactor unless another connection holds the lock (:class:`~radmfa.threads.InlineFirstRunner`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ from radmfa.store.base import (
     LockoutRule,
     LockState,
     LoginState,
-    Store,
     StoreError,
     TokenRecord,
     TrustedDevice,
@@ -232,44 +232,32 @@ class Ledger:
     async def _reserve(
         self, attempt: Attempt, device: DeviceRef | None, now: float
     ) -> tuple[AttemptStart, list[TokenRecord]]:
-        """One trip: the batched ends, then the reservation; ends the store did not take
-        are kept for the next trip."""
+        """One store transaction: the batched ends, the judgement, the reservation and the
+        user's tokens (parts that cannot matter under this configuration are not asked
+        for); ends the store did not take are kept for the next trip."""
         ends = self._take_ends()
+        limits = self.rate_limits
+        watch_source = attempt.source is not None and limits.source.max_failures > 0
         try:
-            started = await self.store.interaction(self._begin_attempt, attempt, device, now, ends)
+            start = await self.store.begin_attempt(
+                attempt.attempt_id,
+                attempt.key,
+                now,
+                lambda state: self.judge(state, now),
+                user_since=now - limits.user.window if limits.user.delay > 0 else None,
+                source=attempt.source if watch_source else None,
+                source_since=now - limits.source.window if watch_source else None,
+                device=device if self.devices_on else None,
+                lease=self.lease,
+                ends=ends,
+                with_tokens=True,
+            )
         except StoreError:
             self._keep(ends)
             raise
         self._ends_lost_said = False
-        return started
-
-    def _begin_attempt(
-        self,
-        store: Store,
-        attempt: Attempt,
-        device: DeviceRef | None,
-        now: float,
-        ends: list[AttemptEnd],
-    ) -> tuple[AttemptStart, list[TokenRecord]]:
-        """The batched ends first, then tokens, then the judgement and the reservation in
-        one store transaction; parts that cannot matter under this configuration are not
-        asked for."""
-        limits = self.rate_limits
-        if ends:
-            store.end_attempts(ends, now)
-        tokens = [t for t in store.list_tokens(attempt.key) if t.type in self.factors]
-        watch_source = attempt.source is not None and limits.source.max_failures > 0
-        start = store.begin_attempt(
-            attempt.attempt_id,
-            attempt.key,
-            now,
-            lambda state: self.judge(state, now),
-            user_since=now - limits.user.window if limits.user.delay > 0 else None,
-            source=attempt.source if watch_source else None,
-            source_since=now - limits.source.window if watch_source else None,
-            device=device if self.devices_on else None,
-            lease=self.lease,
-        )
+        factors = self.factors
+        tokens = [t for t in start.tokens or () if t.type in factors]
         return start, tokens
 
     def judge(self, state: LoginState, now: float) -> Reason | str | None:
@@ -313,7 +301,20 @@ class Ledger:
         # Ended only once written: if the store fails here, the reservation stays pending
         # (counted as a failure that may still happen) until its lease ends.
         attempt.counting = True
-        state = await self.store.interaction(self._record_failure, attempt, now)
+        limits = self.rate_limits
+        keys = []
+        if limits.user.delay > 0:
+            keys.append(user_failures_key(attempt.key))
+        if limits.source.max_failures and attempt.source is not None:
+            keys.append(attempt.source)
+        state = await self.store.finish_attempt(
+            attempt.attempt_id,
+            attempt.key,
+            now,
+            ATTEMPT_FAILED,
+            lockout=self.rule,
+            failure_keys=keys,
+        )
         attempt.ended = True
         if state is not None and state.locked_until is not None and state.last_failure_at == now:
             if state.locked_for_good:
@@ -330,22 +331,6 @@ class Ledger:
                     secs=self.lockout.duration,
                     n=state.failures,
                 )
-
-    def _record_failure(self, store: Store, attempt: Attempt, now: float) -> LockState | None:
-        limits = self.rate_limits
-        keys = []
-        if limits.user.delay > 0:
-            keys.append(user_failures_key(attempt.key))
-        if limits.source.max_failures and attempt.source is not None:
-            keys.append(attempt.source)
-        return store.finish_attempt(
-            attempt.attempt_id,
-            attempt.key,
-            now,
-            ATTEMPT_FAILED,
-            lockout=self.rule,
-            failure_keys=keys,
-        )
 
     async def succeed(self, view: UserView) -> None:
         """Clear the failure counts and the user's window, and end the reservation."""
@@ -380,10 +365,9 @@ class Ledger:
             self._ends_timer = self.clock.callLater(ENDS_DELAY, self._flush_ends)
 
     def _take_ends(self) -> list[AttemptEnd]:
+        """The batch so far. Its timer stays set: when it fires it flushes whatever has
+        been batched since, so a steady stream of logins costs no timer per login."""
         ends, self._ends = self._ends, []
-        if self._ends_timer is not None and self._ends_timer.active():
-            self._ends_timer.cancel()
-        self._ends_timer = None
         return ends
 
     def _flush_ends(self) -> Deferred[None]:
@@ -397,6 +381,8 @@ class Ledger:
 
     def flush(self) -> Deferred[None]:
         """Hand over the ends still batched (at shutdown)."""
+        if self._ends_timer is not None and self._ends_timer.active():
+            self._ends_timer.cancel()
         return self._flush_ends()
 
     def _ends_lost(self, failure: Failure, ends: list[AttemptEnd]) -> None:

@@ -32,18 +32,20 @@ import re
 import socket
 import ssl
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from ldap3.core.results import RESULT_CODES
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IDelayedCall, IReadDescriptor
+from twisted.internet.interfaces import IReadDescriptor
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from radmfa.config import LdapConfig, LdapGroupsConfig
+from radmfa.deadlines import Deadline, Deadlines
 from radmfa.directory.answers import Verdict
 from radmfa.directory.pool import (
     ConnectionFailed,
@@ -88,12 +90,12 @@ def import_ldap() -> Any:
 
 
 class _Operation:
-    __slots__ = ("deferred", "entries", "kind", "max_entries", "overflow", "references", "timer")
+    __slots__ = ("deadline", "deferred", "entries", "kind", "max_entries", "overflow", "references")
 
-    def __init__(self, kind: str, timer: IDelayedCall, max_entries: int) -> None:
+    def __init__(self, kind: str, deadline: Deadline, max_entries: int) -> None:
         self.kind = kind
         self.deferred: Deferred[Any] = Deferred()
-        self.timer = timer
+        self.deadline = deadline
         self.entries: list[SearchEntry] = []
         self.max_entries = max_entries
         self.references = 0
@@ -112,6 +114,8 @@ class LibldapConnection:
         self._ld = ld
         self._clock = clock
         self._timeout = timeout
+        #: The operations' timeouts: one timer for the connection, not one per operation.
+        self._deadlines = Deadlines(clock)
         self.name = name
         self._pending: dict[int, _Operation] = {}
         self.on_idle: Callable[[LibldapConnection], None] | None = None
@@ -197,7 +201,7 @@ class LibldapConnection:
             self.drop(f"connection lost: {_error_text(exc)}", retriable=True)
             raise NotSent(f"connection lost: {_error_text(exc)}") from None
         op = _Operation(
-            kind, self._clock.callLater(self._timeout, self._timed_out, msgid), max_entries
+            kind, self._deadlines.add(self._timeout, partial(self._timed_out, msgid)), max_entries
         )
         self._pending[msgid] = op
         return op.deferred
@@ -288,7 +292,7 @@ class LibldapConnection:
         op = self._pending.pop(msgid, None)
         if op is None:
             return
-        op.timer.cancel()
+        self._deadlines.cancel(op.deadline)
         code = info.get("result")
         result = LdapResult(
             code=code if isinstance(code, int) else 80,
@@ -325,9 +329,8 @@ class LibldapConnection:
         _quiet_unbind(self._ldap, self._ld)  # non-blocking: an unbind the socket takes, or none
         self._sock.close()
         pending, self._pending = self._pending, {}
+        self._deadlines.stop()
         for op in pending.values():
-            if op.timer.active():
-                op.timer.cancel()
             if not op.deferred.called:
                 op.deferred.errback(Failure(error))
 

@@ -26,10 +26,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from functools import partial
 from typing import Protocol
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -42,6 +43,7 @@ from radmfa.auth.model import (
     Reason,
 )
 from radmfa.config import ClientConfig, RadiusConfig
+from radmfa.deadlines import Deadline, Deadlines
 from radmfa.radius.clients import ClientTable
 from radmfa.radius.codec import (
     ACCESS_ACCEPT,
@@ -152,7 +154,8 @@ class _Job:
     channel: ReplyChannel
     received_at: float
     settled: bool = False
-    timer: IDelayedCall | None = None
+    #: When it times out, while it waits for a decision.
+    deadline: Deadline | None = None
 
 
 class RadiusServer:
@@ -182,6 +185,8 @@ class RadiusServer:
         self._outstanding: set[_Job] = set()
         self._drain_waiters: list[Deferred[None]] = []
         self.quiet = RateLimiter(clock, LOG_INTERVAL)
+        #: The request deadlines: one timer for them all, not one per request.
+        self._deadlines = Deadlines(clock)
 
     # ---------------------------------------------------------------------------------------
     # Lifecycle
@@ -376,7 +381,9 @@ class RadiusServer:
 
     def _start(self, job: _Job) -> None:
         self._in_flight += 1
-        job.timer = self.clock.callLater(self.radius_config.request_timeout, self._timed_out, job)
+        job.deadline = self._deadlines.add(
+            self.radius_config.request_timeout, partial(self._timed_out, job)
+        )
         result = maybeDeferred(self._handler.handle, job.decoded.request)
         result.addCallbacks(self._decided, self._failed, callbackArgs=(job,), errbackArgs=(job,))
         result.addErrback(self._bug, job)
@@ -387,9 +394,9 @@ class RadiusServer:
             return False
         job.settled = True
         self._in_flight -= 1
-        if job.timer is not None and job.timer.active():
-            job.timer.cancel()
-        job.timer = None
+        if job.deadline is not None:
+            self._deadlines.cancel(job.deadline)
+            job.deadline = None
         return True
 
     def _decided(self, decision: object, job: _Job) -> None:
@@ -422,7 +429,6 @@ class RadiusServer:
         self._reply(job, Decision(Outcome.REJECT, Reason.INTERNAL_ERROR))
 
     def _timed_out(self, job: _Job) -> None:
-        job.timer = None
         if not self._settle(job):
             return
         self.stats.internal_errors += 1

@@ -47,6 +47,7 @@ from radmfa.store.model import (
     PendingEnrolment,
     PortalSession,
     SendGrant,
+    StoreBusy,
     StoreError,
     TokenChange,
     TokenChanged,
@@ -101,6 +102,7 @@ __all__ = [
     "PortalSession",
     "SendGrant",
     "Store",
+    "StoreBusy",
     "StoreError",
     "TokenChange",
     "TokenChanged",
@@ -305,6 +307,8 @@ class Store(Protocol):
         source_since: float | None = None,
         device: DeviceRef | None = None,
         lease: float = ATTEMPT_LEASE,
+        ends: Sequence[AttemptEnd] = (),
+        with_tokens: bool = False,
     ) -> AttemptStart:
         """Read the login state (as :meth:`login_state`, plus the attempts of ``user`` and
         ``source`` still pending), ask ``judge`` whether this attempt may go on, and if it
@@ -315,6 +319,12 @@ class Store(Protocol):
         ``judge`` must be pure and quick: it runs inside the transaction. An ``attempt_id``
         still reserved (within its lease) or failed within :data:`FAILED_ATTEMPT_MEMORY` is a
         duplicate: nothing else is read or written.
+
+        ``ends`` (of any users) are ended first, in the same transaction, as
+        :meth:`end_attempts` would (a duplicate or a refusal ends them too): a login's one
+        trip to the store carries the ends batched since the last one. ``with_tokens``:
+        ``AttemptStart.tokens`` holds ``user``'s tokens (as :meth:`list_tokens`) when the
+        attempt was reserved, read in the same transaction.
         """
         ...
 

@@ -55,16 +55,23 @@ class AsyncStore:
     """:class:`~radmfa.store.base.Store`'s calls, each run on ``runner``; same arguments,
     same results, as Deferreds. Store errors arrive as failed Deferreds (``StoreError``)."""
 
-    def __init__(self, store: Store, runner: BlockingRunner) -> None:
+    def __init__(
+        self, store: Store, runner: BlockingRunner, *, quick: BlockingRunner | None = None
+    ) -> None:
         #: The blocking store, for work already off the reactor (an :meth:`interaction`).
         self.store = store
         self.runner = runner
+        #: Where a login's quick calls run (one transaction on a few rows: reserving,
+        #: ending and failing an attempt, consuming a code): on SQLite in front of
+        #: ``runner``, on the reactor unless the lock is taken
+        #: (:class:`~radmfa.threads.InlineFirstRunner`); else ``runner`` itself.
+        self.quick = quick if quick is not None else runner
 
     def __repr__(self) -> str:
         return f"AsyncStore({self.store!r})"
 
     def on(self, runner: BlockingRunner) -> AsyncStore:
-        """The same store, its calls run on ``runner`` (another lane or thread)."""
+        """The same store, every call run on ``runner`` (another lane or thread)."""
         return AsyncStore(self.store, runner)
 
     def interaction(
@@ -77,6 +84,9 @@ class AsyncStore:
 
     def _call(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
         return self.runner.run(method, *args, **kwargs)
+
+    def _quick(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        return self.quick.run(method, *args, **kwargs)
 
     # -- tokens ---------------------------------------------------------------------------------
 
@@ -93,7 +103,7 @@ class AsyncStore:
         return self._call(self.store.remove_tokens, user, token_id)
 
     def advance_step(self, token_id: str, step: int, drift: int | None = None) -> Deferred[bool]:
-        return self._call(self.store.advance_step, token_id, step, drift)
+        return self._quick(self.store.advance_step, token_id, step, drift)
 
     def replace_tokens(self, user: str, type: str, tokens: Sequence[TokenRecord]) -> Deferred[int]:
         return self._call(self.store.replace_tokens, user, type, tokens)
@@ -211,9 +221,12 @@ class AsyncStore:
         source_since: float | None = None,
         device: DeviceRef | None = None,
         lease: float = ATTEMPT_LEASE,
+        ends: Sequence[AttemptEnd] = (),
+        with_tokens: bool = False,
     ) -> Deferred[AttemptStart]:
-        """``judge`` runs on the runner's thread, inside the store's transaction."""
-        return self._call(
+        """``judge`` runs inside the store's transaction (on the reactor or the runner's
+        thread): pure and quick."""
+        return self._quick(
             self.store.begin_attempt,
             attempt_id,
             user,
@@ -224,6 +237,8 @@ class AsyncStore:
             source_since=source_since,
             device=device,
             lease=lease,
+            ends=ends,
+            with_tokens=with_tokens,
         )
 
     def finish_attempt(
@@ -237,7 +252,7 @@ class AsyncStore:
         failure_keys: Sequence[str] = (),
         clear_keys: Sequence[str] = (),
     ) -> Deferred[LockState | None]:
-        return self._call(
+        return self._quick(
             self.store.finish_attempt,
             attempt_id,
             user,
@@ -249,7 +264,7 @@ class AsyncStore:
         )
 
     def end_attempts(self, ends: Sequence[AttemptEnd], now: float) -> Deferred[None]:
-        return self._call(self.store.end_attempts, ends, now)
+        return self._quick(self.store.end_attempts, ends, now)
 
     # -- sends and challenges -------------------------------------------------------------------
 

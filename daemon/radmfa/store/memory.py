@@ -329,9 +329,12 @@ class MemoryStore:
         source_since: float | None = None,
         device: DeviceRef | None = None,
         lease: float = ATTEMPT_LEASE,
+        ends: Sequence[AttemptEnd] = (),
+        with_tokens: bool = False,
     ) -> AttemptStart:
         with self._lock:
             self._check_open()
+            self._end_all(ends, now)
             known = self._attempts.get(attempt_id)
             if known is not None and known[2] > now:
                 return AttemptStart(
@@ -351,9 +354,10 @@ class MemoryStore:
                 pending_source=sum(1 for a in live if source is not None and a[1] == source),
             )
             refusal = judge(state)
-            if refusal is None:
-                self._attempts[attempt_id] = (user, source, now + lease, False)
-            return AttemptStart(state, refusal)
+            if refusal is not None:
+                return AttemptStart(state, refusal)
+            self._attempts[attempt_id] = (user, source, now + lease, False)
+            return AttemptStart(state, tokens=self.list_tokens(user) if with_tokens else None)
 
     def finish_attempt(
         self,
@@ -390,6 +394,9 @@ class MemoryStore:
             return None
 
     def end_attempts(self, ends: Sequence[AttemptEnd], now: float) -> None:
+        self._end_all(ends, now)
+
+    def _end_all(self, ends: Sequence[AttemptEnd], now: float) -> None:
         with self._lock:
             for end in ends:
                 self.finish_attempt(

@@ -15,6 +15,12 @@ class StoreError(Exception):
     """The store could not complete an operation (I/O, corruption, lock timeout)."""
 
 
+class StoreBusy(StoreError):
+    """Another connection held the lock and this one may not wait (the reactor thread's
+    SQLite connection): nothing was done, so the call may run again where waiting is
+    allowed (the store thread)."""
+
+
 @dataclass(frozen=True, slots=True)
 class TokenRecord:
     """A second-factor credential. ``secret`` is plaintext only in memory, never at rest."""
@@ -251,6 +257,9 @@ class AttemptStart:
     #: This very request (the same attempt id) is already reserved by another worker or
     #: daemon (:data:`DUPLICATE_IN_FLIGHT`), or failed lately (:data:`DUPLICATE_FAILED`).
     duplicate: str | None = None
+    #: The user's tokens, read in the same transaction when asked for (``with_tokens``) and
+    #: the attempt was reserved; None otherwise.
+    tokens: list[TokenRecord] | None = None
 
     @property
     def reserved(self) -> bool:

@@ -34,3 +34,13 @@ class SqliteStore(SqlStore):
     def _conn(self) -> sqlite3.Connection:
         """This thread's connection."""
         return self._sqlite.connection()
+
+    def forbid_waiting(self) -> None:
+        """This thread (the reactor's) never waits for the file's lock: calls that find it
+        taken raise :class:`~radmfa.store.base.StoreBusy` having done nothing (see
+        :meth:`SqliteEngine.forbid_waiting`)."""
+        self._sqlite.forbid_waiting()
+
+    def checkpoint(self) -> None:
+        """A PASSIVE WAL checkpoint, on a thread that may block (the store thread)."""
+        self._sqlite.checkpoint()

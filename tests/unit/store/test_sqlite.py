@@ -568,3 +568,47 @@ def test_processes_accept_each_step_exactly_once(
     assert sorted(won) == list(range(1, rounds + 1))  # every step accepted once, no step twice
     assert store.list_tokens()[0].last_step == rounds
     assert store.lock_state("alice").failures == rounds * workers
+
+
+def _allow(state: object) -> object | None:
+    return None
+
+
+def test_a_thread_that_may_not_wait_is_refused_at_once_and_nothing_is_done(
+    store: SqliteStore, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reactor's connection (forbid_waiting): a taken lock is StoreBusy with nothing
+    written, never a sleep on that thread; other threads still wait their turn."""
+    from radmfa.store.base import StoreBusy
+
+    store.add_token(_token("t1", "alice", SECRET_A))
+    store.forbid_waiting()
+    conn = store._conn()
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # no fsync here
+
+    def no_sleeping(seconds: float) -> None:
+        raise AssertionError(f"the reactor's connection slept {seconds}s")
+
+    monkeypatch.setattr(PatientConnection, "sleep", staticmethod(no_sleeping))
+    holder = sqlite3.connect(db_path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreBusy):
+            store.begin_attempt(b"a1", "alice", NOW, _allow, with_tokens=True)
+        with pytest.raises(StoreBusy):
+            store.advance_step("t1", 5)
+        assert not conn.in_transaction
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    assert store.list_tokens("alice")[0].last_step is None  # the refused write left nothing
+    start = store.begin_attempt(b"a1", "alice", NOW, _allow, with_tokens=True)
+    assert start.reserved and start.state is not None and start.state.pending_user == 0
+    assert start.tokens is not None and [t.token_id for t in start.tokens] == ["t1"]
+    assert store.advance_step("t1", 5)
+
+    seen: list[object] = []
+    other = threading.Thread(target=lambda: seen.append(store._conn().patience))
+    other.start()
+    other.join()
+    assert seen == [5.0]  # the store thread's connection still waits for the lock

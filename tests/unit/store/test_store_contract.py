@@ -1244,6 +1244,59 @@ def test_end_attempts_ends_a_batch_in_one_call(store: Store) -> None:
     store.end_attempts([], NOW)  # nothing to do
 
 
+def test_begin_attempt_ends_the_batched_ends_first_in_its_transaction(store: Store) -> None:
+    from radmfa.store.base import AttemptEnd
+
+    store.record_failure("alice", NOW - 5, max_failures=5, lock_seconds=60)
+    store.note_failures(["user:alice"], NOW - 5)
+    store.begin_attempt(b"a0", "alice", NOW, allow_up_to(5))
+    store.begin_attempt(b"b0", "bob", NOW, allow_up_to(5))
+    ends = [
+        AttemptEnd(b"b0", "bob"),
+        AttemptEnd(b"a0", "alice", succeeded=True, clear_keys=("user:alice",)),
+    ]
+    start = store.begin_attempt(
+        b"a1", "alice", NOW + 1, allow_up_to(5), user_since=NOW - 60, ends=ends
+    )
+    # The judgement already saw the ends: nothing pending, the success cleared the counts.
+    assert start.reserved and start.state is not None
+    assert (start.state.pending_user, start.state.lock.failures) == (0, 0)
+    assert start.state.user_window.count == 0
+    state = store.begin_attempt(b"b1", "bob", NOW + 2, allow_up_to(5)).state
+    assert state is not None and state.pending_user == 0
+
+
+def test_begin_attempt_ends_the_batch_even_when_it_reserves_nothing(store: Store) -> None:
+    from radmfa.store.base import AttemptEnd
+
+    store.begin_attempt(b"a0", "alice", NOW, allow_up_to(5))
+    store.begin_attempt(b"b0", "bob", NOW, allow_up_to(5))
+    duplicate = store.begin_attempt(
+        b"a0", "alice", NOW + 1, allow_up_to(5), ends=[AttemptEnd(b"b0", "bob")]
+    )
+    assert duplicate.duplicate == DUPLICATE_IN_FLIGHT
+    refused = store.begin_attempt(
+        b"c0", "carol", NOW + 1, lambda state: "no", ends=[AttemptEnd(b"a0", "alice")]
+    )
+    assert refused.refusal == "no" and refused.tokens is None
+    for user in ("alice", "bob"):
+        state = store.begin_attempt(b"x-" + user.encode(), user, NOW + 2, allow_up_to(5)).state
+        assert state is not None and state.pending_user == 0
+
+
+def test_begin_attempt_reads_the_tokens_of_a_reserved_attempt_when_asked(store: Store) -> None:
+    store.add_token(token("t2", created_at=NOW + 1))
+    store.add_token(token("t1"))
+    store.add_token(token("t3", user="bob"))
+    start = store.begin_attempt(b"a1", "alice", NOW, allow_up_to(5), with_tokens=True)
+    assert start.reserved and start.tokens == store.list_tokens("alice")
+    assert [t.token_id for t in start.tokens] == ["t1", "t2"]
+    assert start.tokens[0].secret == token("t1").secret  # opened, as list_tokens gives them
+    assert store.begin_attempt(b"a2", "alice", NOW, allow_up_to(5)).tokens is None
+    nobody = store.begin_attempt(b"a3", "nobody", NOW, allow_up_to(5), with_tokens=True)
+    assert nobody.tokens == []
+
+
 # -- changing a user's tokens under a rule ---------------------------------------------------
 
 

@@ -16,10 +16,10 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from radmfa.store.busy import PatientConnection
+from radmfa.store.busy import PatientConnection, is_busy
 from radmfa.store.engines.base import Params, Row, forks_seen
 from radmfa.store.engines.dialect import Statement
-from radmfa.store.model import StoreError
+from radmfa.store.model import StoreBusy, StoreError
 from radmfa.store.schema.sqlite import MIGRATIONS, SCHEMA_VERSION
 
 __all__ = ["BUSY_TIMEOUT_MS", "SqliteEngine", "SqliteTransaction"]
@@ -108,6 +108,38 @@ class SqliteEngine:
         """This thread's connection (opened on first use)."""
         return self._tx().conn
 
+    def forbid_waiting(self) -> None:
+        """From now on this thread (the reactor's) never waits for SQLite: a statement or a
+        ``BEGIN IMMEDIATE`` that finds another connection holding the lock raises
+        :class:`StoreBusy` at once, after rolling back, and its connection leaves WAL
+        checkpoints (an fsync) to the other threads' connections."""
+        self._local.no_wait = True
+        tx: SqliteTransaction | None = getattr(self._local, "tx", None)
+        if tx is not None:
+            self._never_wait(tx.conn)
+
+    @staticmethod
+    def _never_wait(conn: sqlite3.Connection) -> None:
+        if isinstance(conn, PatientConnection):
+            conn.patience = 0.0
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+
+    def checkpoint(self) -> None:
+        """Copy the WAL back into the database file without waiting for anyone (PASSIVE):
+        for the thread whose connection may block, when writers that may not (see
+        :meth:`forbid_waiting`) leave checkpoints to others."""
+        try:
+            self._tx().conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as e:
+            raise StoreError(f"checkpointing {self.path} failed: {e}") from e
+
+    def _error(self, what: str, error: sqlite3.Error) -> StoreError:
+        """The StoreError for a failed statement: :class:`StoreBusy` on a thread that may
+        not wait, when the lock was the problem."""
+        if is_busy(error) and getattr(self._local, "no_wait", False):
+            return StoreBusy(f"{what}: {self.path} is busy")
+        return StoreError(f"{what} failed on {self.path}: {error}")
+
     def _tx(self) -> SqliteTransaction:
         if self._closed:
             raise StoreError(f"store {self.path} is closed")
@@ -146,6 +178,8 @@ class SqliteEngine:
                 )
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
+            if getattr(self._local, "no_wait", False):
+                self._never_wait(conn)
         except sqlite3.Error as e:
             conn.close()
             raise StoreError(f"cannot open database {self.path}: {e}") from e
@@ -171,7 +205,7 @@ class SqliteEngine:
         try:
             return self._tx().conn.execute(statement.sqlite, params).fetchall()
         except sqlite3.Error as e:
-            raise StoreError(f"{what} failed on {self.path}: {e}") from e
+            raise self._error(what, e) from e
 
     def write(
         self, what: str, statement: Statement, params: Params = (), *, retry: bool = True
@@ -181,7 +215,7 @@ class SqliteEngine:
         try:
             return self._tx().conn.execute(statement.sqlite, params).rowcount
         except sqlite3.Error as e:
-            raise StoreError(f"{what} failed on {self.path}: {e}") from e
+            raise self._error(what, e) from e
 
     def write_returning(
         self, what: str, statement: Statement, params: Params = (), *, retry: bool = True
@@ -209,7 +243,7 @@ class SqliteEngine:
             with contextlib.suppress(sqlite3.Error):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-            raise StoreError(f"{what} failed on {self.path}: {e}") from e
+            raise self._error(what, e) from e
 
     # -- schema -----------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from radmfa.store.model import (
     LockoutRule,
     LockState,
     LoginState,
+    TokenRecord,
     TrustedDevice,
     UserSettings,
 )
@@ -134,6 +135,10 @@ def _login_state_from_row(
 
 
 class AttemptQueries(Queries):
+    def _user_tokens(self, tx: Transaction, user: str) -> list[TokenRecord]:
+        """``user``'s tokens inside ``tx``: the token queries supply it (see SqlStore)."""
+        raise NotImplementedError
+
     def login_state(
         self,
         user: str,
@@ -160,6 +165,8 @@ class AttemptQueries(Queries):
         source_since: float | None = None,
         device: DeviceRef | None = None,
         lease: float = ATTEMPT_LEASE,
+        ends: Sequence[AttemptEnd] = (),
+        with_tokens: bool = False,
     ) -> AttemptStart:
         params = _login_state_params(user, now, user_since, source, source_since, device)
         params["attempt"] = attempt_id
@@ -171,6 +178,9 @@ class AttemptQueries(Queries):
             # the reservation is committed (on SQLite, BEGIN IMMEDIATE already made every
             # other writer wait). The read is one statement, one snapshot.
             tx.lock(("user", user), *([("source", source)] if source is not None else []))
+            # Then the batched ends: row locks only, taken after the advisory locks as every
+            # other transaction takes them (never an advisory lock while holding rows).
+            _end_all(tx, ends, now)
             row = tx.one(ATTEMPT_STATE, params)
             assert row is not None  # selected from one row
             known = row[20]
@@ -180,9 +190,11 @@ class AttemptQueries(Queries):
                 )
             state = _login_state_from_row(user, device, row, row[18], row[19])
             refusal = judge(state)
-            if refusal is None:
-                tx.execute(RESERVE_ATTEMPT, (user, attempt_id, source, now + lease))
-            return AttemptStart(state, refusal)
+            if refusal is not None:
+                return AttemptStart(state, refusal)
+            tx.execute(RESERVE_ATTEMPT, (user, attempt_id, source, now + lease))
+            tokens = self._user_tokens(tx, user) if with_tokens else None
+            return AttemptStart(state, tokens=tokens)
 
         return self._engine.transaction(f"reserving an attempt of {user!r}", work)
 
@@ -230,16 +242,23 @@ class AttemptQueries(Queries):
     def end_attempts(self, ends: Sequence[AttemptEnd], now: float) -> None:
         if not ends:
             return
+        self._engine.transaction(
+            f"ending {len(ends)} attempt(s)", lambda tx: _end_all(tx, ends, now)
+        )
 
-        def end_all(tx: Transaction) -> None:
-            # Single statements on rows a failing finish locks (FOR UPDATE) before it
-            # counts: they wait for each other, nothing is lost.
-            tx.many(FORGET_ATTEMPT, [(end.user, end.attempt_id) for end in ends])
-            succeeded = [end for end in ends if end.succeeded]
-            if succeeded:
-                tx.many(CLEAR_FAILURES, [(now, end.user) for end in succeeded])
-                keys = [(key,) for end in succeeded for key in end.clear_keys]
-                if keys:
-                    tx.many(DELETE_FAILURES, keys)
 
-        self._engine.transaction(f"ending {len(ends)} attempt(s)", end_all)
+def _end_all(tx: Transaction, ends: Sequence[AttemptEnd], now: float) -> None:
+    """Attempts that failed nobody, ended. Single statements on rows a failing finish locks
+    (FOR UPDATE) before it counts: they wait for each other, nothing is lost. Rows are
+    taken in one order (by user, then attempt id) so two batches never wait on each other
+    in a cycle."""
+    if not ends:
+        return
+    ordered = sorted(ends, key=lambda end: (end.user, end.attempt_id))
+    tx.many(FORGET_ATTEMPT, [(end.user, end.attempt_id) for end in ordered])
+    succeeded = [end for end in ordered if end.succeeded]
+    if succeeded:
+        tx.many(CLEAR_FAILURES, [(now, end.user) for end in succeeded])
+        keys = sorted({key for end in succeeded for key in end.clear_keys})
+        if keys:
+            tx.many(DELETE_FAILURES, [(key,) for key in keys])

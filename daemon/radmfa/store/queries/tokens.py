@@ -135,7 +135,7 @@ class TokenQueries(Queries):
             # The user's changes take turns (the same lock as add_tokens and replace_tokens),
             # so the judge sees a set no one else changes until this one commits.
             tx.lock(("tokens", user))
-            mine = [self._token_from_row(row) for row in tx.all(SELECT_USER_TOKENS, (user,))]
+            mine = self._user_tokens(tx, user)
             doomed = [
                 t for t in mine if t.token_id in change.remove_ids or t.type in change.remove_types
             ]
@@ -163,6 +163,10 @@ class TokenQueries(Queries):
         else:
             rows = self._engine.read("listing tokens", SELECT_USER_TOKENS, (user,))
         return [self._token_from_row(row) for row in rows]
+
+    def _user_tokens(self, tx: Transaction, user: str) -> list[TokenRecord]:
+        """``user``'s tokens, read inside ``tx`` (as :meth:`list_tokens` orders them)."""
+        return [self._token_from_row(row) for row in tx.all(SELECT_USER_TOKENS, (user,))]
 
     def _token_from_row(self, row: Row) -> TokenRecord:
         token_id, user, blob = row[0], row[1], row[3]
