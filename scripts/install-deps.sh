@@ -6,13 +6,16 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 venv=${RADMFA_VENV:-$here/.venv}
-# libldap2-dev libsasl2-dev: headers pip builds python-ldap with (it has no wheels; gcc and
-# python3-dev are needed too). chromium chromium-driver: the portal's browser tests (the two
-# packages match each other); zbar-tools: zbarimg, which reads the portal's QR code back.
+# libldap2-dev libsasl2-dev: headers pip builds python-ldap with (it has no wheels).
+# build-essential python3-dev: the C compiler and Python's headers, for python-ldap and for the
+# modules mypyc compiles (setup.py; without them radmfa installs as pure Python).
+# chromium chromium-driver: the portal's browser tests (the two packages match each other);
+# zbar-tools: zbarimg, which reads the portal's QR code back.
 # freeradius eapoltest: Wi-Fi (802.1X) tests, FreeRADIUS terminating EAP-TTLS in front of radmfa
 # (contrib/freeradius-eap) with wpa_supplicant's eapol_test as the laptop. radsecproxy: the
 # RadSec (RADIUS over TLS) client in front of the daemon in the tests.
 want_deb=(slapd ldap-utils freeradius-utils libpam-radius-auth pamtester postgresql libldap2-dev libsasl2-dev
+  build-essential python3-dev
   chromium chromium-driver zbar-tools freeradius eapoltest radsecproxy)
 if [ "${1:-}" = "--bench" ]; then want_deb+=(freeradius-ldap); shift; fi
 
@@ -45,7 +48,18 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 stamp="$venv/.radmfa-installed"
-if [ ! -f "$stamp" ] || [ "$here/pyproject.toml" -nt "$stamp" ]; then
+# The editable install keeps the compiled modules (radmfa.native.COMPILED) beside their sources:
+# one edited since the last build would run its old compiled code, so rebuild. With RADMFA_PURE=1
+# a (re)build is pure.
+compiled_changed() {
+  local path
+  for path in $(grep -o '"radmfa/[a-z_/]*\.py"' "$here/daemon/radmfa/native.py" | tr -d '"') setup.py; do
+    case $path in setup.py) path=$here/setup.py ;; *) path=$here/daemon/$path ;; esac
+    [ "$path" -nt "$stamp" ] && return 0
+  done
+  return 1
+}
+if [ ! -f "$stamp" ] || [ "$here/pyproject.toml" -nt "$stamp" ] || compiled_changed; then
   "$venv/bin/pip" install -q --upgrade pip >/dev/null
   "$venv/bin/pip" install -q -e "$here[test]"
   touch "$stamp"

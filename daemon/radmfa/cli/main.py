@@ -24,11 +24,30 @@ class UsageError(Exception):
     """The command line or configuration is wrong (exit 2)."""
 
 
+class VersionAction(argparse.Action):
+    """``--version``: the release and whether this build runs compiled (mypyc) or pure Python;
+    imported only when asked, so other commands do not pay for the check."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        from radmfa.native import describe
+
+        print(f"radmfa {__version__}, {describe()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="radmfa", description="RADIUS server with LDAP passwords and second factors."
     )
-    parser.add_argument("--version", action="version", version=f"radmfa {__version__}")
+    parser.add_argument(
+        "--version", action=VersionAction, nargs=0, help="print the version and build"
+    )
     parser.add_argument(
         "-c",
         "--config",
