@@ -16,7 +16,15 @@ python="${RADMFA_VENV:-$here/.venv}/bin/python"
 # and a compiled-only difference in behaviour shows up as a difference between the two runs.
 "$python" -m radmfa --version
 if [ $# -gt 0 ]; then exec "$python" -m pytest "$@"; fi
-"$python" -m pytest
+# Two processes, each taking whole test files (--dist loadfile: a file's module-scoped servers
+# stay in one process; each process starts its own session-scoped slapd and PostgreSQL, on
+# free ports). RADMFA_TEST_WORKERS=0 runs everything in this one process.
+workers="${RADMFA_TEST_WORKERS:-2}"
+if [ "$workers" = 0 ]; then
+  "$python" -m pytest
+else
+  "$python" -m pytest -n "$workers" --dist loadfile
+fi
 pure=$(mktemp -d)
 trap 'rm -rf "$pure"' EXIT
 cp -r "$here/daemon" "$pure/daemon"
