@@ -117,6 +117,9 @@ class RadiusStats:
     status_server: int = 0
     overloaded: int = 0
     internal_errors: int = 0
+    #: RadSec connections refused (a failed or abandoned handshake, no client entry for the
+    #: certificate, a cap reached): connections, not packets, but watched the same way.
+    tls_refused: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

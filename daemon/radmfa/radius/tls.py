@@ -230,6 +230,7 @@ class RadsecConnection(Protocol):
         elif not self._refused:
             why = reason.getErrorMessage() if isinstance(reason, Failure) else "closed"
             self.factory.refused += 1
+            self.factory.server.stats.tls_refused += 1
             self.factory.log_refusal(self.source, f"TLS handshake failed or abandoned: {why}")
 
     def _close_state(self) -> None:
@@ -243,6 +244,7 @@ class RadsecConnection(Protocol):
         """Count, log (once a minute per source) and close; no packet was read."""
         self._refused = True
         self.factory.refused += 1
+        self.factory.server.stats.tls_refused += 1
         self.factory.log_refusal(self.source, why)
         self._close_state()
         self._hang_up(abort=abort)

@@ -360,6 +360,7 @@ def test_the_source_address_never_picks_the_client(h: Harness) -> None:
     assert transport.closed == "abort" or transport.closed == "lose"
     assert conn.client is None
     assert h.factory.refused == 1
+    assert h.server.stats.tls_refused == 1  # radmfa_radius_packets_total{kind="tls_refused"}
 
 
 def test_data_before_the_handshake_is_never_processed(h: Harness) -> None:
