@@ -58,12 +58,11 @@ _FLAGS = (
 
 
 def require_browser() -> None:
-    """Skip unless Debian's chromium, its driver, zbarimg and selenium are installed
-    (scripts/install-deps.sh installs them)."""
+    """Fail (never skip: CI must run every integration test) unless Debian's chromium, its
+    driver and zbarimg are installed; scripts/install-deps.sh installs them."""
     missing = [p for p in (CHROMIUM, CHROMEDRIVER, ZBARIMG) if not Path(p).exists()]
     if missing:
-        pytest.skip(f"not installed: {', '.join(missing)} (scripts/install-deps.sh)")
-    pytest.importorskip("selenium")
+        pytest.fail(f"not installed: {', '.join(missing)} (run scripts/install-deps.sh)")
 
 
 @contextmanager
