@@ -7,11 +7,14 @@ reference, so a request runs start to finish under the settings it started with.
 
 from __future__ import annotations
 
+import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -19,7 +22,7 @@ from radmfa import audit
 from radmfa.audit import AuditRecorder
 from radmfa.auth.decisionlog import DecisionLog, DecisionObserver
 from radmfa.auth.groupcheck import check_policy_groups
-from radmfa.auth.ledger import attempt_lease
+from radmfa.auth.ledger import AttemptEnds, attempt_lease
 from radmfa.auth.model import AccessRequest, Decision
 from radmfa.auth.pipeline import Authenticator, PipelineSettings
 from radmfa.auth.policy import Policy
@@ -67,6 +70,8 @@ log = Logger(namespace="radmfa.service")
 PURGE_INTERVAL = 60.0
 #: Seconds between two WAL checkpoints by the store thread when logins write on the reactor.
 CHECKPOINT_INTERVAL = 1.0
+#: Seconds between two looks at whether a replaced directory's requests are done.
+RETIRE_CHECK_INTERVAL = 0.5
 
 
 class SetupError(Exception):
@@ -81,14 +86,68 @@ class Runtime:
     authenticator: Authenticator
     #: The directory, when policy rules name groups and it can search for them.
     group_finder: GroupFinder | None = None
+    #: What the directory was built from (None: always built anew); see directory_inputs.
+    directory_inputs: object = None
+    #: The directory as built (``directory`` may be it measured), for the next reload.
+    built_directory: PasswordChecker | None = None
+
+
+class InFlight(Protocol):
+    """Something that counts the requests it is deciding (an Authenticator)."""
+
+    @property
+    def in_flight(self) -> int: ...
+
+
+def close_when_done(
+    clock: IReactorTime, requests: InFlight, close: Callable[[], object], longest: float
+) -> None:
+    """Call ``close`` once ``requests`` has none in flight, looking every
+    :data:`RETIRE_CHECK_INTERVAL`, or after ``longest`` seconds whatever is left."""
+    give_up = clock.seconds() + longest
+
+    def check() -> None:
+        if requests.in_flight and clock.seconds() < give_up:
+            clock.callLater(RETIRE_CHECK_INTERVAL, check)
+        else:
+            close()
+
+    check()
+
+
+def _file_stamp(path: str | None) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path) if path is not None else None
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size) if st is not None else None
+
+
+def _wants_groups(config: Config) -> bool:
+    """Group lookups only when a policy rule matches on groups, or the portal's help-desk
+    pages are for members of some."""
+    helpdesk = config.portal is not None and bool(config.portal.helpdesk_groups)
+    return config.policy.needs_groups or helpdesk
+
+
+def directory_inputs(config: Config) -> object:
+    """Everything an LDAP directory is built from, the CA file's contents included (by its
+    stamp): a reload that leaves it equal keeps the running directory, with its open
+    connections and cached entries, rather than starting cold while logins keep coming. None
+    (never equal) for a users file, which a reload is there to read again."""
+    if config.ldap is None:
+        return None
+    return (
+        config.ldap,
+        _wants_groups(config),
+        directory_attributes(config),
+        _file_stamp(config.ldap.ca_file),
+    )
 
 
 def build_directory(config: Config, runner: BlockingRunner, clock: Any) -> PasswordChecker:
     if config.ldap is not None:
-        # Group lookups only when a policy rule matches on groups, or the portal's help-desk
-        # pages are for members of some.
-        helpdesk = config.portal is not None and bool(config.portal.helpdesk_groups)
-        groups = config.ldap.groups if config.policy.needs_groups or helpdesk else None
+        groups = config.ldap.groups if _wants_groups(config) else None
         try:
             wanted = directory_attributes(config)  # addresses for email / SMS codes
             if config.ldap.engine == "libldap":  # connections are opened on the runner
@@ -117,8 +176,25 @@ def build_runtime(
     metrics: Metrics | None = None,
     recorder: AuditRecorder | None = None,
     drift: DriftWatch | None = None,
+    attempt_ends: AttemptEnds | None = None,
+    running: Runtime | None = None,
 ) -> Runtime:
-    directory = build_directory(config, directory_runner, clock)
+    """The parts that answer requests under ``config``; ``running`` (at a reload) lends its
+    directory when ``config`` builds the same one."""
+    inputs = directory_inputs(config)
+    built: PasswordChecker
+    reused = (
+        running is not None
+        and running.built_directory is not None
+        and inputs is not None
+        and running.directory_inputs == inputs
+    )
+    if reused:
+        assert running is not None and running.built_directory is not None
+        built = running.built_directory
+    else:
+        built = build_directory(config, directory_runner, clock)
+    directory = built
     groups = directory if resolves_groups(directory) else None
     finder = directory if config.policy.needs_groups and finds_groups(directory) else None
     try:
@@ -126,8 +202,12 @@ def build_runtime(
     except FactorLoadError as e:
         raise SetupError(str(e)) from None
     observers: list[DecisionObserver] = [DecisionLog()]
-    if metrics is not None:  # measured from outside: the engines and the pipeline stay as they are
+    if reused:
+        assert running is not None
+        directory = running.directory  # measured already, if it is
+    elif metrics is not None:  # measured from outside: the engines and the pipeline stay as is
         directory = MeasuredDirectory(directory, metrics, clock)
+    if metrics is not None:
         observers.append(DecisionMetrics(metrics))
     if recorder is not None:
         observers.append(recorder)
@@ -154,6 +234,7 @@ def build_runtime(
             groups=groups,
             audit=recorder,
             drift=drift,
+            attempt_ends=attempt_ends,
         )
     except ValueError as e:
         raise SetupError(str(e)) from None
@@ -163,6 +244,8 @@ def build_runtime(
         directory,
         authenticator,
         group_finder=finder,
+        directory_inputs=inputs,
+        built_directory=built,
     )
 
 
@@ -177,6 +260,8 @@ class Daemon:
         self.name = "radmfa" if worker is None else f"radmfa worker {worker}"
         self.stats = RadiusStats()
         self.store: Store | None = None
+        #: Attempt ends on their way to the store, one batch across reloads (set with the store).
+        self.attempt_ends: AttemptEnds | None = None
         #: SQLite serialises writers anyway: one thread (and one connection) avoids lock
         #: contention. PostgreSQL serves calls concurrently: one thread per pooled connection.
         self.db: SerialThreadRunner | PooledRunner = (
@@ -252,6 +337,7 @@ class Daemon:
         #: The store on each lane: logins', background work's (purging, counting) and the
         #: audit trail's.
         self.logins = AsyncStore(self.store, self.store_calls, quick=self._quick_calls(self.store))
+        self.attempt_ends = AttemptEnds(self.logins, self.reactor)
         self.background = AsyncStore(self.store, self.store_background)
         self.trail = AsyncStore(self.store, self.audit_calls)
         self.db.start()
@@ -374,6 +460,8 @@ class Daemon:
             metrics=self.metrics,
             recorder=self.recorder,
             drift=self.drift,
+            attempt_ends=self.attempt_ends,
+            running=self.runtime,
         )
 
     def _listen(self, address: ListenAddress) -> None:
@@ -421,10 +509,18 @@ class Daemon:
         for protocol in self._protocols():
             protocol.radius_config = config.radius
         if old is not None and old.directory is not runtime.directory:
-            # Requests in flight still hold the old directory: close it once they are done.
-            self.reactor.callLater(config.radius.request_timeout + 1, old.directory.close)
+            self._retire(old)
         log.info("configuration reloaded from {path}", path=path)
         return True
+
+    def _retire(self, old: Runtime) -> None:
+        """Close a replaced directory once the requests that started under it are done
+        (a check may go on after its RADIUS deadline, through waits and failover), or after
+        the longest a request can work (its attempt lease), whichever comes first."""
+        authenticator = old.authenticator
+        close_when_done(
+            self.reactor, authenticator, old.directory.close, authenticator.settings.attempt_lease
+        )
 
     def _check_groups(self, runtime: Runtime) -> None:
         """Warn about groups the policy names that the directory lacks; in the background
@@ -522,9 +618,9 @@ class Daemon:
         if self.runtime is not None:  # codes still being delivered (bounded by their timeouts)
             drains.append(self.runtime.authenticator.courier.drain())
         d: Deferred[Any] = DeferredList(drains) if drains else succeed(None)
-        if self.runtime is not None:  # attempt ends still batched, before the store closes
-            ledger = self.runtime.authenticator.ledger
-            d.addCallback(lambda _: ledger.flush())
+        ends = self.attempt_ends
+        if ends is not None:  # attempt ends still batched, before the store closes
+            d.addCallback(lambda _: ends.flush())
         if self.recorder is not None:  # the last decisions, before the store closes
             recorder = self.recorder
             d.addCallback(lambda _: recorder.stop())

@@ -67,6 +67,8 @@ ENDS_DELAY = 0.05
 MAX_BUSY_WAIT = 2.0
 #: Ends the store could not take (an outage) kept for the next trip, at most.
 MAX_KEPT_ENDS = 10_000
+#: When no login comes to carry them, how long kept ends wait before they are tried again.
+KEPT_ENDS_DELAY = 1.0
 
 
 @dataclass
@@ -163,6 +165,7 @@ class Ledger:
         devices_on: bool,
         lease: float = ATTEMPT_LEASE,
         drift: DriftWatch | None = None,
+        ends: AttemptEnds | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -175,9 +178,9 @@ class Ledger:
         self.lease = lease
         #: Told the step offset of every accepted TOTP code (a drifting server clock).
         self.drift = drift
-        self._ends: list[AttemptEnd] = []
-        self._ends_timer: IDelayedCall | None = None
-        self._ends_lost_said = False
+        #: Ends waiting to go to the store; the daemon passes one batch that outlives a
+        #: reload, so requests that end under the old configuration are not orphaned.
+        self.ends = ends if ends is not None else AttemptEnds(store, clock)
 
     async def begin(
         self, user: str, key: str, request: AccessRequest, device: DeviceRef | None, now: float
@@ -235,7 +238,8 @@ class Ledger:
         """One store transaction: the batched ends, the judgement, the reservation and the
         user's tokens (parts that cannot matter under this configuration are not asked
         for); ends the store did not take are kept for the next trip."""
-        ends = self._take_ends()
+        batch = self.ends
+        ends = batch.take()
         limits = self.rate_limits
         watch_source = attempt.source is not None and limits.source.max_failures > 0
         try:
@@ -253,9 +257,9 @@ class Ledger:
                 with_tokens=True,
             )
         except StoreError:
-            self._keep(ends)
+            batch.keep(ends)
             raise
-        self._ends_lost_said = False
+        batch.delivered()
         factors = self.factors
         tokens = [t for t in start.tokens or () if t.type in factors]
         return start, tokens
@@ -341,7 +345,7 @@ class Ledger:
         # Always cleared, not only when the view showed failures: a concurrent attempt may have
         # failed since it was read.
         clear = (user_failures_key(attempt.key),) if self.rate_limits.user.delay > 0 else ()
-        self._end(AttemptEnd(attempt.attempt_id, attempt.key, True, clear))
+        self.ends.add(AttemptEnd(attempt.attempt_id, attempt.key, True, clear))
 
     async def release(self, view: UserView) -> None:
         """End the reservation without counting anything (when neither fail nor succeed
@@ -350,62 +354,11 @@ class Ledger:
         if attempt.ended or attempt.counting:
             return
         attempt.ended = True
-        self._end(AttemptEnd(attempt.attempt_id, attempt.key))
-
-    # Ends that count nothing against anyone go to the store in batches: with the next
-    # login's reservation (the same trip to the store thread) or, when none comes, after
-    # ENDS_DELAY. A reservation ended late only errs on the safe side (it counts as pending a
-    # little longer); a failure is never batched. Ends the store could not take (it is down)
-    # go with the next trip once it is back, so an outage leaves no reservation pending
-    # against its user until the lease ends.
-
-    def _end(self, end: AttemptEnd) -> None:
-        self._ends.append(end)
-        if self._ends_timer is None:
-            self._ends_timer = self.clock.callLater(ENDS_DELAY, self._flush_ends)
-
-    def _take_ends(self) -> list[AttemptEnd]:
-        """The batch so far. Its timer stays set: when it fires it flushes whatever has
-        been batched since, so a steady stream of logins costs no timer per login."""
-        ends, self._ends = self._ends, []
-        return ends
-
-    def _flush_ends(self) -> Deferred[None]:
-        self._ends_timer = None
-        ends = self._take_ends()
-        if not ends:
-            return succeed(None)
-        d = self.store.end_attempts(ends, self.clock.seconds())
-        d.addErrback(self._ends_lost, ends)
-        return d
+        self.ends.add(AttemptEnd(attempt.attempt_id, attempt.key))
 
     def flush(self) -> Deferred[None]:
-        """Hand over the ends still batched (at shutdown)."""
-        if self._ends_timer is not None and self._ends_timer.active():
-            self._ends_timer.cancel()
-        return self._flush_ends()
-
-    def _ends_lost(self, failure: Failure, ends: list[AttemptEnd]) -> None:
-        failure.trap(StoreError)
-        self._keep(ends)
-        if not self._ends_lost_said:  # once per outage: the pipeline logs the outage itself
-            self._ends_lost_said = True
-            log.warn(
-                "{n} attempt reservation(s) could not be ended ({err}); they go with the "
-                "next call to the store",
-                n=len(ends),
-                err=failure.getErrorMessage(),
-            )
-
-    def _keep(self, ends: list[AttemptEnd]) -> None:
-        """Put back ends the store did not take, before the newer ones, as plain releases:
-        a release is safe to repeat, but a success's clearing applied late could wipe out
-        failures counted since (so a late success only stops counting its reservation).
-        No timer is set: they go with the next login's trip or the next end's batch, not
-        in a loop of failing calls while the store is down."""
-        kept = [e if not e.succeeded else AttemptEnd(e.attempt_id, e.user) for e in ends]
-        self._ends[:0] = kept
-        del self._ends[:-MAX_KEPT_ENDS]
+        """Hand over the ends still batched."""
+        return self.ends.flush()
 
     async def consume(self, token: TokenRecord, match: CodeMatch) -> bool:
         """Make a matched code stick (atomic in the store); False: someone used it first."""
@@ -433,3 +386,83 @@ class Ledger:
             return
         now = self.clock.seconds()
         await self.store.remember_device(key, device, now, now + ttl)
+
+
+class AttemptEnds:
+    """Ends that count nothing against anyone, on their way to the store in batches: with the
+    next login's reservation (the same trip to the store) or, when none comes, after
+    :data:`ENDS_DELAY`. A reservation ended late only errs on the safe side (it counts as
+    pending a little longer); a failure is never batched. Ends the store could not take (it
+    is down) go with the next trip once it is back, so an outage leaves no reservation
+    pending against its user until the lease ends.
+
+    One batch serves every :class:`Ledger` a process builds (a reload builds a new one):
+    requests still in flight under the old configuration end into the same batch the new
+    one's logins carry, rather than into a ledger no login uses any more.
+    """
+
+    def __init__(self, store: AsyncStore, clock: IReactorTime) -> None:
+        self.store = store
+        self.clock = clock
+        self._ends: list[AttemptEnd] = []
+        self._timer: IDelayedCall | None = None
+        self._lost_said = False
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def add(self, end: AttemptEnd) -> None:
+        self._ends.append(end)
+        if self._timer is None:
+            self._timer = self.clock.callLater(ENDS_DELAY, self._flush)
+
+    def take(self) -> list[AttemptEnd]:
+        """The batch so far, for a login's trip. Its timer stays set: when it fires it
+        flushes whatever has been batched since, so a steady stream of logins costs no
+        timer per login."""
+        ends, self._ends = self._ends, []
+        return ends
+
+    def delivered(self) -> None:
+        """A trip the store took: a later loss is a new outage, worth a line again."""
+        self._lost_said = False
+
+    def keep(self, ends: list[AttemptEnd]) -> None:
+        """Put back ends the store did not take, before the newer ones, as plain releases:
+        a release is safe to repeat, but a success's clearing applied late could wipe out
+        failures counted since (so a late success only stops counting its reservation).
+        When no end is waiting for its timer, one is set for them: they go with the next
+        login's trip or, if none comes, after :data:`KEPT_ENDS_DELAY`; never in a tight loop
+        of failing calls while the store is down."""
+        kept = [e if not e.succeeded else AttemptEnd(e.attempt_id, e.user) for e in ends]
+        self._ends[:0] = kept
+        del self._ends[:-MAX_KEPT_ENDS]
+        if self._ends and self._timer is None:
+            self._timer = self.clock.callLater(KEPT_ENDS_DELAY, self._flush)
+
+    def _flush(self) -> Deferred[None]:
+        self._timer = None
+        ends = self.take()
+        if not ends:
+            return succeed(None)
+        d = self.store.end_attempts(ends, self.clock.seconds())
+        d.addCallbacks(lambda _: self.delivered(), self._lost, errbackArgs=(ends,))
+        return d
+
+    def flush(self) -> Deferred[None]:
+        """Hand over the ends still batched (at shutdown)."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        return self._flush()
+
+    def _lost(self, failure: Failure, ends: list[AttemptEnd]) -> None:
+        failure.trap(StoreError)
+        self.keep(ends)
+        if not self._lost_said:  # once per outage: the pipeline logs the outage itself
+            self._lost_said = True
+            log.warn(
+                "{n} attempt reservation(s) could not be ended ({err}); they go with the "
+                "next call to the store",
+                n=len(ends),
+                err=failure.getErrorMessage(),
+            )

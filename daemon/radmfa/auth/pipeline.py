@@ -45,7 +45,7 @@ from radmfa.auth.challenge import MAX_EXCHANGE_SECONDS, PHASE_CODE, ChallengeIss
 from radmfa.auth.decisionlog import DecisionLog, DecisionObserver, sanitize
 from radmfa.auth.decisions import reject, ruled, tagged
 from radmfa.auth.identity import NameProblem, check_user, decode_password, store_key
-from radmfa.auth.ledger import Ledger, UserView
+from radmfa.auth.ledger import AttemptEnds, Ledger, UserView
 from radmfa.auth.model import AccessRequest, AuthMethod, Decision, Outcome, Reason
 from radmfa.auth.outofband import (
     AuditSink,
@@ -120,6 +120,7 @@ class Authenticator:
         groups: GroupResolver | None = None,
         audit: AuditSink | None = None,
         drift: DriftWatch | None = None,
+        attempt_ends: AttemptEnds | None = None,
     ) -> None:
         self.settings = settings
         self.directory = directory
@@ -155,6 +156,10 @@ class Authenticator:
         self.courier = courier if courier is not None else Courier(store)
 
         self.factors = factors
+        #: The attempt ends' batch (the daemon's, shared across reloads), or a new one.
+        self.attempt_ends = attempt_ends
+        #: Requests being decided (a reload closes the directory it replaced at zero).
+        self.in_flight = 0
         #: One log line when the store goes away and one when it is back.
         self.store_outage = Outage("the store", clock, log)
         self._build_parts()
@@ -170,6 +175,7 @@ class Authenticator:
             devices_on=self._devices_on,
             lease=self.settings.attempt_lease,
             drift=self.drift,
+            ends=self.attempt_ends,
         )
         self.password = PasswordCheck(self.directory, self.ledger)
         self.verdicts = PolicyCheck(policy=self.policy, groups=self.groups, ledger=self.ledger)
@@ -203,6 +209,7 @@ class Authenticator:
 
     def handle(self, request: AccessRequest) -> Deferred[Decision]:
         started = self.clock.seconds()
+        self.in_flight += 1
         d = Deferred.fromCoroutine(self._decide(request))
 
         def failed(failure: Failure) -> Decision:
@@ -212,6 +219,7 @@ class Authenticator:
         d.addErrback(failed)
 
         def logged(decision: Decision) -> Decision:
+            self.in_flight -= 1
             elapsed = self.clock.seconds() - started
             for observer in self.observers:
                 try:

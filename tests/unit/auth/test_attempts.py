@@ -15,6 +15,7 @@ import pyotp
 import pytest
 from twisted.internet.task import Clock
 
+from radmfa.auth.ledger import KEPT_ENDS_DELAY, AttemptEnds
 from radmfa.auth.model import AccessRequest, AuthMethod, Decision, Outcome, Reason
 from radmfa.auth.pipeline import Authenticator, PipelineSettings
 from radmfa.auth.policy import Policy
@@ -56,20 +57,29 @@ class World:
         self.clock.advance(T0)
         self.store = MemoryStore()
         self.directory = FakeDirectory(users={"alice": "hunter2", "bob": "b0bpass"})
-        self.auth = Authenticator(
-            settings=PipelineSettings(
-                otp=OtpConfig(mode=mode, allow_password_only=password_only),
-                lockout=LockoutConfig(
-                    max_failures=max_failures, duration=duration, max_total_failures=max_total
-                ),
-                rate_limits=rate_limits,
-                policy=policy,
+        self.async_store = AsyncStore(self.store, InlineRunner())
+        #: The daemon's batch of attempt ends, which outlives a reload.
+        self.attempt_ends = AttemptEnds(self.async_store, self.clock)
+        self.settings = PipelineSettings(
+            otp=OtpConfig(mode=mode, allow_password_only=password_only),
+            lockout=LockoutConfig(
+                max_failures=max_failures, duration=duration, max_total_failures=max_total
             ),
+            rate_limits=rate_limits,
+            policy=policy,
+        )
+        self.auth = self.reloaded()
+
+    def reloaded(self) -> Authenticator:
+        """A pipeline as a reload builds it: new parts, the daemon's store and batch."""
+        return Authenticator(
+            settings=self.settings,
             directory=self.directory,
-            store=AsyncStore(self.store, InlineRunner()),
+            store=self.async_store,
             factors=FactorRegistry([TotpFactor(skew=1)]),
             clock=self.clock,
             random_bytes=os.urandom,
+            attempt_ends=self.attempt_ends,
         )
 
     def enroll(self, user: str = "alice") -> None:
@@ -418,6 +428,33 @@ def test_a_success_whose_end_was_lost_releases_later_without_clearing_newer_fail
     assert w.send(b"bob", b"b0bpass").outcome is Outcome.ACCEPT  # takes the kept end along
     assert pending(w, "alice") == 0
     assert w.store.lock_state("alice").failures == 2
+
+
+def test_ends_the_store_could_not_take_go_later_without_waiting_for_another_login(monkeypatch):
+    w = World(password_only=True)
+    with monkeypatch.context() as m:
+        store_down(w, m, "end_attempts")
+        assert w.send(b"alice", b"hunter2").outcome is Outcome.ACCEPT
+        w.clock.advance(0.05)  # its end is not taken
+    assert pending(w, "alice") == 1
+    w.clock.advance(KEPT_ENDS_DELAY)  # no login comes to carry it: it goes by itself
+    assert pending(w, "alice") == 0
+
+
+def test_requests_in_flight_at_a_reload_end_into_the_batch_the_new_pipeline_carries():
+    """A reload builds a new pipeline while requests are in flight under the old one: their
+    ends must not wait in a batch no login carries any more (honest parallel logins would
+    then wait as if they were guesses still pending, and be throttled if it never went)."""
+    w = World(max_failures=4, password_only=True)
+    w.directory.hold = True
+    in_flight = burst(w, 4, b"alice", b"hunter2")
+    old, w.auth = w.auth, w.reloaded()
+    w.directory.hold = False
+    w.directory.release()
+    assert reasons(in_flight) == [Reason.PASSWORD_ONLY] * 4  # ended under the old pipeline
+    after = w.start(w.request(b"alice", b"hunter2"))
+    assert after and after[0].outcome is Outcome.ACCEPT  # at once: the ends went along
+    assert w.attempt_ends is old.ledger.ends is w.auth.ledger.ends
 
 
 @pytest.mark.logs_errors  # the outage's one line
