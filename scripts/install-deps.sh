@@ -53,7 +53,8 @@ stamp="$venv/.radmfa-installed"
 # a (re)build is pure.
 compiled_changed() {
   local path
-  for path in $(grep -o '"radmfa/[a-z_/]*\.py"' "$here/daemon/radmfa/native.py" | tr -d '"') setup.py; do
+  for path in $(grep -o '"radmfa/[a-z_/]*\.py"' "$here/daemon/radmfa/native.py" | tr -d '"') \
+    radmfa/native.py setup.py; do
     case $path in setup.py) path=$here/setup.py ;; *) path=$here/daemon/$path ;; esac
     [ "$path" -nt "$stamp" ] && return 0
   done

@@ -18,6 +18,7 @@ COMPILED: tuple[str, ...] = (
     "radmfa/auth/model.py",
     "radmfa/auth/identity.py",
     "radmfa/auth/policy.py",
+    "radmfa/factors/hmacotp.py",
     "radmfa/radius/codec.py",
     "radmfa/radius/dupcache.py",
     "radmfa/store/rules.py",

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import pyotp
 
 from radmfa.factors.base import NO_MATCH, BaseFactor, CodeMatch, MatchKind
+from radmfa.factors.hmacotp import hotp_code, usable
 from radmfa.factors.totp import _DIGESTS, is_code_shaped
 from radmfa.store.base import TokenRecord
 
@@ -66,16 +67,16 @@ class HotpFactor(BaseFactor):
         return (token.digits,)
 
     def verify(self, token: TokenRecord, code: str, now: float) -> CodeMatch:
-        if not is_code_shaped(code, token.digits):
+        secret, digits, algorithm = token.secret, token.digits, token.algorithm
+        if not is_code_shaped(code, digits) or not usable(secret, digits, algorithm):
             return NO_MATCH
-        otp = make_hotp(token)
         start = next_counter(token)
         for counter in range(start, start + self.window + 1):
-            if hmac.compare_digest(otp.at(counter), code):
+            if hmac.compare_digest(hotp_code(secret, counter, digits, algorithm), code):
                 return CodeMatch(MatchKind.MATCH, counter)
         # Only to tell a replay from a wrong code in the log: the last few used counters.
         for counter in range(max(0, start - self.window - 1), start):
-            if hmac.compare_digest(otp.at(counter), code):
+            if hmac.compare_digest(hotp_code(secret, counter, digits, algorithm), code):
                 return CodeMatch(MatchKind.REPLAY, counter)
         return NO_MATCH
 

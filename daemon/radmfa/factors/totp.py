@@ -1,4 +1,6 @@
-"""TOTP (RFC 6238) via pyotp, with the input checks and window pyotp leaves to us."""
+"""TOTP (RFC 6238): the window and the input checks; the code itself is
+:func:`radmfa.factors.hmacotp.hotp_code` at the time step (pyotp builds new tokens and their
+provisioning URIs)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import TYPE_CHECKING
 import pyotp
 
 from radmfa.factors.base import NO_MATCH, BaseFactor, CodeMatch, MatchKind
+from radmfa.factors.hmacotp import hotp_code, usable
 from radmfa.store.base import TokenRecord
 
 if TYPE_CHECKING:
@@ -42,22 +45,9 @@ class _TokenTOTP(pyotp.TOTP):
         return self._raw
 
 
-#: Built generators by (secret, digits, algorithm, period): pyotp's constructor base32-encodes
-#: the secret and validates it, several microseconds per login. Kept for the users seen most
-#: recently only (about 600 bytes each), so memory does not grow with the number enrolled.
-_OTPS: dict[tuple[bytes, int, str, int], pyotp.TOTP] = {}
-_MAX_OTPS = 10_000
-
-
 def make_otp(token: TokenRecord) -> pyotp.TOTP:
-    key = (token.secret, token.digits, token.algorithm, token.period)
-    otp = _OTPS.get(key)
-    if otp is None:
-        otp = _TokenTOTP(token)
-        if len(_OTPS) >= _MAX_OTPS:
-            del _OTPS[next(iter(_OTPS))]  # the oldest insertion
-        _OTPS[key] = otp
-    return otp
+    """pyotp's generator for ``token`` (enrolment's checks, provisioning URIs)."""
+    return _TokenTOTP(token)
 
 
 def _window(current: int, skew: int) -> list[int]:
@@ -81,13 +71,15 @@ class TotpFactor(BaseFactor):
         return (token.digits,)
 
     def verify(self, token: TokenRecord, code: str, now: float) -> CodeMatch:
-        if not is_code_shaped(code, token.digits):
+        secret, digits, algorithm = token.secret, token.digits, token.algorithm
+        if not is_code_shaped(code, digits) or not usable(secret, digits, algorithm):
             return NO_MATCH
-        otp = make_otp(token)
+        if token.period <= 0:
+            return NO_MATCH
         current = int(now) // token.period
         replayed: int | None = None
         for step in _window(current, self.skew):
-            if hmac.compare_digest(otp.generate_otp(step), code):
+            if hmac.compare_digest(hotp_code(secret, step, digits, algorithm), code):
                 if token.last_step is not None and step <= token.last_step:
                     replayed = step
                     continue

@@ -85,6 +85,17 @@ def test_rdn_values_unescape_and_stop_at_the_first_rdn():
     assert rdn_values("cn=x+uid=bob,ou=people,uid=eve", "uid") == ["bob"]
     assert rdn_values("cn=Alice,ou=x,uid=eve", "uid") == []
     assert rdn_values("not a dn", "uid") == []
+    assert rdn_values(r"uid=a\2Cb\,c,dc=x", "uid") == ["a,b,c"]
+    assert rdn_values('uid="quoted, name",dc=x', "uid") == ["quoted, name"]
+    assert rdn_values("uid= padded ,dc=x", "uid") == ["padded"]
+
+
+def test_an_rdn_value_in_ber_form_gives_no_rdn_answer():
+    """``uid=#0403626f62`` is bob, BER-encoded: never read as a name (nor as raw bytes that
+    may happen to spell one); the entry's attributes name it instead."""
+    assert rdn_values("uid=#0403626f62,ou=people,dc=x", "uid") == []
+    assert entry_name_mismatch("uid=#0403626f62,dc=x", {"uid": ["bob"]}, ("uid",), "bob") is None
+    assert entry_name_mismatch("uid=#0403626f62,dc=x", {"uid": ["eve"]}, ("uid",), "bob") == "eve"
 
 
 def test_a_directory_spelling_our_rule_does_not_equate_is_refused():
