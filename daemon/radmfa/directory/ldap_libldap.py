@@ -233,7 +233,11 @@ class LibldapConnection:
 
     def doRead(self) -> None:
         """Everything libldap can complete now, one message per call, until nothing is left
-        (it may hold more than the socket shows: a TLS record with several messages)."""
+        (it may hold more than the socket shows: a TLS record with several messages) or
+        until no operation waits for anything: each call is a trip into libldap (a poll,
+        often a read), and the one that finds nothing was a third of them. Whatever comes
+        unasked afterwards (a Notice of Disconnection, then the server's close) makes the
+        socket readable again: the reactor's epoll is level-triggered."""
         ldap = self._ldap
         result3 = self._ld.result3
         any_message = ldap.RES_ANY
@@ -249,10 +253,12 @@ class LibldapConnection:
                     self.drop(f"connection lost: {_error_text(exc)}", retriable=True)
                     return
                 self._received(info.get("msgtype"), None, msgid, info)
-                continue
-            if rtype is None:  # (an EOF or a reset is an LDAPError above, not this)
+            else:
+                if rtype is None:  # (an EOF or a reset is an LDAPError above, not this)
+                    return
+                self._received(rtype, rdata, msgid, {"result": 0})
+            if not self._pending:
                 return
-            self._received(rtype, rdata, msgid, {"result": 0})
 
     def _received(self, rtype: Any, rdata: Any, msgid: int, info: dict[str, Any]) -> None:
         """One message for ``msgid``: an entry or reference of a search, or the final result,
