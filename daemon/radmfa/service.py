@@ -70,6 +70,12 @@ log = Logger(namespace="radmfa.service")
 PURGE_INTERVAL = 60.0
 #: Seconds between two WAL checkpoints by the store thread when logins write on the reactor.
 CHECKPOINT_INTERVAL = 1.0
+#: Requests in flight in this process above which a login's store calls go to the store
+#: thread rather than run on the reactor: at moderate load inline is cheaper (no thread
+#: wake-ups); under saturation the thread overlaps SQLite (which releases the GIL) with the
+#: reactor's Python. The value is what the A/B in docs/benchmarks/2026-12-06-login-path.md
+#: chose; RADMFA_INLINE_MAX_IN_FLIGHT overrides it (benchmarks).
+INLINE_MAX_IN_FLIGHT = int(os.environ.get("RADMFA_INLINE_MAX_IN_FLIGHT", "8"))
 #: Seconds between two looks at whether a replaced directory's requests are done.
 RETIRE_CHECK_INTERVAL = 0.5
 
@@ -375,7 +381,13 @@ class Daemon:
         if not isinstance(store, SqliteStore):
             return None  # PostgreSQL: every call is a network round trip
         store.forbid_waiting()
-        self.inline = InlineFirstRunner(self.db, StoreBusy)
+        server = self.server
+        limit = INLINE_MAX_IN_FLIGHT
+
+        def crowded() -> bool:
+            return server.in_flight > limit
+
+        self.inline = InlineFirstRunner(self.db, StoreBusy, crowded)
         self._checkpoints = LoopingCall(self._checkpoint, store)
         self._checkpoints.clock = self.reactor
         self._checkpoints.start(CHECKPOINT_INTERVAL, now=False)

@@ -71,14 +71,28 @@ class InlineFirstRunner:
     little work: one transaction or statement on a few rows.
     """
 
-    def __init__(self, fallback: BlockingRunner, busy: type[BaseException]) -> None:
+    def __init__(
+        self,
+        fallback: BlockingRunner,
+        busy: type[BaseException],
+        crowded: Callable[[], bool] | None = None,
+    ) -> None:
         self._fallback = fallback
         self._busy = busy
-        #: Calls run here / handed to the fallback because the store was busy.
+        #: When it says so, calls go to ``fallback`` without a try here: under saturation the
+        #: fallback's thread runs them beside the reactor (SQLite releases the GIL), where
+        #: inline they would queue behind it.
+        self._crowded = crowded
+        #: Calls run here / handed to the fallback because the store was busy / because
+        #: the reactor was crowded.
         self.inline = 0
         self.handed_over = 0
+        self.offloaded = 0
 
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        if self._crowded is not None and self._crowded():
+            self.offloaded += 1
+            return self._fallback.run(fn, *args, **kwargs)
         try:
             result = fn(*args, **kwargs)
         except self._busy:

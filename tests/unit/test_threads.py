@@ -221,3 +221,21 @@ def test_inline_first_runs_the_call_here_and_hands_a_busy_one_to_the_fallback():
 
     runner.run(broken).addErrback(lambda f: failures.append(f.value))
     assert [type(e) for e in failures] == [ValueError] and len(fallback.calls) == 1
+
+
+def test_inline_first_runner_hands_everything_to_the_thread_while_crowded():
+    """Under saturation the store thread runs the calls beside the reactor (SQLite releases
+    the GIL) instead of each one queueing on the reactor; below the mark they run inline."""
+    from radmfa.threads import InlineFirstRunner
+
+    fallback = _RecordingRunner()
+    crowded = [False]
+    runner = InlineFirstRunner(fallback, _Busy, lambda: crowded[0])
+    ran_here: list[int] = []
+    runner.run(ran_here.append, 1)
+    crowded[0] = True
+    runner.run(ran_here.append, 2)
+    crowded[0] = False
+    runner.run(ran_here.append, 3)
+    assert ran_here == [1, 3] and fallback.calls == [(ran_here.append, (2,))]
+    assert (runner.inline, runner.handed_over, runner.offloaded) == (2, 0, 1)
