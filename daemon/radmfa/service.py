@@ -73,9 +73,9 @@ CHECKPOINT_INTERVAL = 1.0
 #: Requests in flight in this process above which a login's store calls go to the store
 #: thread rather than run on the reactor: at moderate load inline is cheaper (no thread
 #: wake-ups); under saturation the thread overlaps SQLite (which releases the GIL) with the
-#: reactor's Python. The value is what the A/B in docs/benchmarks/2026-12-06-login-path.md
-#: chose; RADMFA_INLINE_MAX_IN_FLIGHT overrides it (benchmarks).
-INLINE_MAX_IN_FLIGHT = int(os.environ.get("RADMFA_INLINE_MAX_IN_FLIGHT", "8"))
+#: reactor's Python (docs/benchmarks/2026-12-06-login-path.md: +11% logins/s at 64
+#: outstanding, no change at 1,000/s).
+INLINE_MAX_IN_FLIGHT = 8
 #: Seconds between two looks at whether a replaced directory's requests are done.
 RETIRE_CHECK_INTERVAL = 0.5
 
