@@ -106,11 +106,18 @@ class InFlight(Protocol):
 
 
 def close_when_done(
-    clock: IReactorTime, requests: InFlight, close: Callable[[], object], longest: float
+    clock: IReactorTime,
+    requests: InFlight,
+    close: Callable[[], object],
+    *,
+    earliest: float,
+    latest: float,
 ) -> None:
-    """Call ``close`` once ``requests`` has none in flight, looking every
-    :data:`RETIRE_CHECK_INTERVAL`, or after ``longest`` seconds whatever is left."""
-    give_up = clock.seconds() + longest
+    """Call ``close`` once ``requests`` has none in flight, but not before ``earliest``
+    seconds (users the counter does not see, a portal sign-in, get that long, as they always
+    did) and at the latest after ``latest`` seconds, whatever is left; looking every
+    :data:`RETIRE_CHECK_INTERVAL` in between."""
+    give_up = clock.seconds() + max(earliest, latest)
 
     def check() -> None:
         if requests.in_flight and clock.seconds() < give_up:
@@ -118,7 +125,7 @@ def close_when_done(
         else:
             close()
 
-    check()
+    clock.callLater(earliest, check)
 
 
 def _file_stamp(path: str | None) -> tuple[int, int] | None:
@@ -531,7 +538,11 @@ class Daemon:
         the longest a request can work (its attempt lease), whichever comes first."""
         authenticator = old.authenticator
         close_when_done(
-            self.reactor, authenticator, old.directory.close, authenticator.settings.attempt_lease
+            self.reactor,
+            authenticator,
+            old.directory.close,
+            earliest=old.config.radius.request_timeout + 1,
+            latest=authenticator.settings.attempt_lease,
         )
 
     def _check_groups(self, runtime: Runtime) -> None:

@@ -94,7 +94,8 @@ class Requests:
 def test_a_replaced_directory_closes_once_its_requests_are_done():
     clock, requests, closed = Clock(), Requests(), []
     requests.in_flight = 2
-    close_when_done(clock, requests, lambda: closed.append(clock.seconds()), 60)
+    close_when_done(clock, requests, lambda: closed.append(clock.seconds()), earliest=11, latest=60)
+    clock.advance(11)
     for _ in range(10):
         clock.advance(RETIRE_CHECK_INTERVAL)
     assert closed == []  # a request still uses it (one past its RADIUS deadline included)
@@ -105,10 +106,20 @@ def test_a_replaced_directory_closes_once_its_requests_are_done():
     assert len(closed) == 1
 
 
+def test_a_replaced_directory_stays_open_for_a_while_even_with_no_request_counted():
+    """A portal sign-in is not counted: it gets the grace every user had before."""
+    clock, requests, closed = Clock(), Requests(), []
+    close_when_done(clock, requests, lambda: closed.append(clock.seconds()), earliest=11, latest=60)
+    clock.advance(10.9)
+    assert closed == []
+    clock.advance(0.1)
+    assert closed == [11]
+
+
 def test_a_replaced_directory_closes_after_the_longest_a_request_can_take():
     clock, requests, closed = Clock(), Requests(), []
     requests.in_flight = 1  # a request that never ends (a bug elsewhere) holds nothing forever
-    close_when_done(clock, requests, lambda: closed.append(clock.seconds()), 30)
+    close_when_done(clock, requests, lambda: closed.append(clock.seconds()), earliest=11, latest=30)
     clock.advance(29.9)
     assert closed == []
     for _ in range(2):
