@@ -7,7 +7,7 @@ reference, so a request runs start to finish under the settings it started with.
 
 from __future__ import annotations
 
-import os
+import hashlib
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -128,12 +128,18 @@ def close_when_done(
     clock.callLater(earliest, check)
 
 
-def _file_stamp(path: str | None) -> tuple[int, int] | None:
+def _file_digest(path: str | None) -> bytes | None:
+    """What a file holds, as a SHA-256 digest (through any symlink). Not its mtime and size:
+    ``cp -p``, ``rsync -a``, an archive or an image with normalised times can put a renewed
+    CA of the same size in place with the old file's mtime. A CA file is small and read once
+    a reload."""
+    if path is None:
+        return None
     try:
-        st = os.stat(path) if path is not None else None
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").digest()
     except OSError:
         return None
-    return (st.st_mtime_ns, st.st_size) if st is not None else None
 
 
 def _wants_groups(config: Config) -> bool:
@@ -144,8 +150,8 @@ def _wants_groups(config: Config) -> bool:
 
 
 def directory_inputs(config: Config) -> object:
-    """Everything an LDAP directory is built from, the CA file's contents included (by its
-    stamp): a reload that leaves it equal keeps the running directory, with its open
+    """Everything an LDAP directory is built from, the CA file's contents included (by their
+    digest): a reload that leaves it equal keeps the running directory, with its open
     connections and cached entries, rather than starting cold while logins keep coming. None
     (never equal) for a users file, which a reload is there to read again."""
     if config.ldap is None:
@@ -154,7 +160,7 @@ def directory_inputs(config: Config) -> object:
         config.ldap,
         _wants_groups(config),
         directory_attributes(config),
-        _file_stamp(config.ldap.ca_file),
+        _file_digest(config.ldap.ca_file),
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 from twisted.internet.task import Clock
 
 from radmfa.config import Config, load_config
@@ -67,6 +68,83 @@ def test_a_renewed_ca_file_gets_a_new_directory(tmp_path):
     stamp = os.stat(ca.cert_path)
     os.utime(ca.cert_path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1_000_000_000))
     assert build(config(tmp_path, extra=extra), running=first).directory is not first.directory
+
+
+def _same_size(a: bytes, b: bytes) -> tuple[bytes, bytes]:
+    """Two PEM files padded to one length (trailing newlines: still the same certificates)."""
+    size = max(len(a), len(b))
+    return a + b"\n" * (size - len(a)), b + b"\n" * (size - len(b))
+
+
+def test_a_ca_file_replaced_with_the_same_size_and_mtime_gets_a_new_directory(tmp_path):
+    """``cp -p``, ``rsync -a``, ``tar x``, a package or an image with normalised times (Nix:
+    every mtime is 1) can put a new CA in place with the old file's mtime; a renewed CA of the
+    same key type often has the same size. The trust it changes must not wait for a restart:
+    the ldap3 engine builds its SSLContext once, libldap's open connections stay."""
+    ca, renewed = make_ca(tmp_path / "ca"), make_ca(tmp_path / "renewed")
+    old_pem, new_pem = _same_size(ca.cert_path.read_bytes(), renewed.cert_path.read_bytes())
+    ca.cert_path.write_bytes(old_pem)
+    before = os.stat(ca.cert_path)
+    extra = f"  ca_file: {ca.cert_path}"
+    first = build(config(tmp_path, extra=extra))
+    ca.cert_path.write_bytes(new_pem)
+    os.utime(ca.cert_path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(ca.cert_path)
+    assert (after.st_mtime_ns, after.st_size) == (before.st_mtime_ns, before.st_size)
+    assert build(config(tmp_path, extra=extra), running=first).directory is not first.directory
+
+
+def test_a_ca_file_swapped_by_its_symlink_gets_a_new_directory(tmp_path):
+    """The atomic way to replace a file (a Kubernetes secret, a deploy tool): a symlink
+    pointed at another target, here one with the same size and mtime as the old."""
+    ca, renewed = make_ca(tmp_path / "ca"), make_ca(tmp_path / "renewed")
+    old_pem, new_pem = _same_size(ca.cert_path.read_bytes(), renewed.cert_path.read_bytes())
+    old_target, new_target = tmp_path / "ca-1.pem", tmp_path / "ca-2.pem"
+    old_target.write_bytes(old_pem)
+    new_target.write_bytes(new_pem)
+    stamp = os.stat(old_target)
+    os.utime(new_target, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    link = tmp_path / "ca.pem"
+    link.symlink_to(old_target)
+    extra = f"  ca_file: {link}"
+    first = build(config(tmp_path, extra=extra))
+    assert build(config(tmp_path, extra=extra), running=first).directory is first.directory
+    swap = tmp_path / "ca.pem.new"
+    swap.symlink_to(new_target)
+    swap.replace(link)
+    assert build(config(tmp_path, extra=extra), running=first).directory is not first.directory
+
+
+def test_a_changed_bind_password_file_gets_a_new_directory(tmp_path):
+    secret = tmp_path / "bind.secret"
+    secret.write_text("first-password\n")
+    secret.chmod(0o600)
+    extra = f'  bind_dn: "cn=svc,dc=example,dc=org"\n  bind_password_file: {secret}'
+    first = build(config(tmp_path, extra=extra))
+    assert build(config(tmp_path, extra=extra), running=first).directory is first.directory
+    secret.write_text("other-password\n")
+    assert build(config(tmp_path, extra=extra), running=first).directory is not first.directory
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "  servers: [ldaps://other.example.org]",
+        '  user_filter: "(mail={username})"',
+        "  start_tls: true\n  servers: [ldap://ldap.example.org]",
+        "  account_state: false",
+        "  groups:\n    membership: memberof",
+    ],
+)
+def test_a_changed_directory_setting_gets_a_new_directory(tmp_path, extra):
+    first = build(config(tmp_path))
+    text = CONFIG.replace("  servers: [ldaps://ldap.example.org]\n", "")
+    if "servers" not in extra:
+        extra += "\n  servers: [ldaps://ldap.example.org]"
+    path = tmp_path / "changed.yaml"
+    path.write_text(text.format(secret="a-long-enough-secret-123", timeout=3, extra=extra))
+    path.chmod(0o600)
+    assert build(load_config(path), running=first).directory is not first.directory
 
 
 def test_a_users_file_is_read_again_at_every_reload(tmp_path):
