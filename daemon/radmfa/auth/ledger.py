@@ -343,9 +343,11 @@ class Ledger:
             return
         attempt.ended = True
         # Always cleared, not only when the view showed failures: a concurrent attempt may have
-        # failed since it was read.
+        # failed since it was read. But only what was counted up to now: the end reaches the
+        # store later, with a batch, and a guess counted in between must stay counted.
         clear = (user_failures_key(attempt.key),) if self.rate_limits.user.delay > 0 else ()
-        self.ends.add(AttemptEnd(attempt.attempt_id, attempt.key, True, clear))
+        now = self.clock.seconds()
+        self.ends.add(AttemptEnd(attempt.attempt_id, attempt.key, True, clear, at=now))
 
     async def release(self, view: UserView) -> None:
         """End the reservation without counting anything (when neither fail nor succeed

@@ -385,12 +385,22 @@ class MemoryStore:
                 return state
             if result == ATTEMPT_SUCCEEDED:
                 current = self._users.get(user)
-                if current is not None and (
-                    current.failures or current.total_failures or current.locked_until is not None
+                if (
+                    current is not None
+                    and (
+                        current.failures
+                        or current.total_failures
+                        or current.locked_until is not None
+                    )
+                    and (current.last_failure_at is None or current.last_failure_at <= now)
                 ):
                     self.record_success(user, now)
-                for key in clear_keys:
-                    self._failures.pop(key, None)
+                for key in clear_keys:  # the entries up to the success only (AttemptEnd.at)
+                    later = [at for at in self._failures.get(key, ()) if at > now]
+                    if later:
+                        self._failures[key] = later
+                    else:
+                        self._failures.pop(key, None)
             return None
 
     def end_attempts(self, ends: Sequence[AttemptEnd], now: float) -> None:
@@ -402,7 +412,7 @@ class MemoryStore:
                 self.finish_attempt(
                     end.attempt_id,
                     end.user,
-                    now,
+                    now if end.at is None else min(end.at, now),
                     ATTEMPT_SUCCEEDED if end.succeeded else ATTEMPT_NEUTRAL,
                     clear_keys=end.clear_keys,
                 )

@@ -238,12 +238,19 @@ DUPLICATE_FAILED = "failed"
 class AttemptEnd:
     """An attempt that ended without a failure (``Store.end_attempts``): a success clears
     the user's failure counts and the windows under ``clear_keys``; any other end only
-    releases the reservation."""
+    releases the reservation.
+
+    ``at`` is when the success was decided: ends reach the store in batches, later, and a
+    failure counted in between (a guess running beside the honest login, on this node or
+    another) must not be wiped by it, nor a lock it set lifted. The counts are cleared only
+    when the user's last failure is not after ``at``, and only window entries up to ``at``
+    go. None: the time the batch is ended."""
 
     attempt_id: bytes
     user: str
     succeeded: bool = False
     clear_keys: tuple[str, ...] = ()
+    at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

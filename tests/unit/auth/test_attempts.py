@@ -441,6 +441,27 @@ def test_ends_the_store_could_not_take_go_later_without_waiting_for_another_logi
     assert pending(w, "alice") == 0
 
 
+def test_a_guess_counted_while_an_honest_success_waits_in_the_batch_stays_counted():
+    """An attacker's wrong password and the user's right one are in flight together; the
+    user's success is decided first, its end waits for the batch, the guess fails in the
+    meantime: the batch must not wipe that failure (nor lift a lock it set)."""
+    w = World(max_failures=3, password_only=True)
+    w.store.record_failure("alice", T0 - 10, 3, 300)  # an earlier failure
+    w.directory.hold = True
+    guess = w.start(w.request(b"alice", b"wrong"))
+    honest = w.start(w.request(b"alice", b"hunter2"))
+    (guess_bind, guess_result), (honest_bind, honest_result) = w.directory.pending
+    w.directory.pending.clear()
+    honest_bind.callback(honest_result)
+    assert honest[0].outcome is Outcome.ACCEPT  # its end is batched, not yet in the store
+    w.clock.advance(0.001)
+    guess_bind.callback(guess_result)
+    assert guess[0].reason is Reason.BAD_PASSWORD
+    w.clock.advance(0.05)  # the batch goes to the store
+    assert w.store.lock_state("alice").failures == 2  # the guess still counts (and the one
+    # before it: a count cannot be cleared in part; the next success clears both)
+
+
 def test_requests_in_flight_at_a_reload_end_into_the_batch_the_new_pipeline_carries():
     """A reload builds a new pipeline while requests are in flight under the old one: their
     ends must not wait in a batch no login carries any more (honest parallel logins would

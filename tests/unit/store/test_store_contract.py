@@ -1244,6 +1244,31 @@ def test_end_attempts_ends_a_batch_in_one_call(store: Store) -> None:
     store.end_attempts([], NOW)  # nothing to do
 
 
+def test_a_success_ended_late_keeps_what_was_counted_after_it(store: Store) -> None:
+    """Ends reach the store in batches, after the success was decided (AttemptEnd.at): a
+    failure counted in between stays, with its lock and its window entry; what came before
+    the success goes."""
+    from radmfa.store.base import AttemptEnd
+
+    store.record_failure("alice", NOW - 5, max_failures=2, lock_seconds=60)
+    store.note_failures(["user:alice"], NOW - 5)
+    store.begin_attempt(b"a0", "alice", NOW, allow_up_to(5))
+    store.record_failure("alice", NOW + 2, max_failures=2, lock_seconds=60)  # after the success
+    store.note_failures(["user:alice"], NOW + 2)
+    late = AttemptEnd(b"a0", "alice", succeeded=True, clear_keys=("user:alice",), at=NOW + 1)
+    store.end_attempts([late], NOW + 3)
+    lock = store.lock_state("alice")
+    assert lock.failures == 2 and lock.is_locked(NOW + 3)
+    window = store.failure_window("user:alice", NOW - 60)
+    assert (window.count, window.last_at) == (1, NOW + 2)  # NOW - 5 went, NOW + 2 stays
+    # A success decided after the last failure clears everything, as before.
+    store.begin_attempt(b"a1", "alice", NOW + 70, allow_up_to(5))
+    later = AttemptEnd(b"a1", "alice", succeeded=True, clear_keys=("user:alice",), at=NOW + 70)
+    store.end_attempts([later], NOW + 71)
+    assert store.lock_state("alice").failures == 0
+    assert store.failure_window("user:alice", NOW - 60).count == 0
+
+
 def test_begin_attempt_ends_the_batched_ends_first_in_its_transaction(store: Store) -> None:
     from radmfa.store.base import AttemptEnd
 

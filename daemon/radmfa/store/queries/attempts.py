@@ -27,7 +27,7 @@ from radmfa.store.model import (
     UserSettings,
 )
 from radmfa.store.queries.base import Queries
-from radmfa.store.queries.throttles import DELETE_FAILURES, INSERT_FAILURE
+from radmfa.store.queries.throttles import DELETE_FAILURES_UNTIL, INSERT_FAILURE
 from radmfa.store.queries.users import CLEAR_FAILURES, count_failure, settings_from_row
 from radmfa.store.rules import check_finish, user_failures_key
 
@@ -232,9 +232,9 @@ class AttemptQueries(Queries):
             # Single statements on rows a failing finish locks (FOR UPDATE) before it
             # counts: they wait for each other, nothing is lost.
             tx.execute(FORGET_ATTEMPT, (user, attempt_id))
-            tx.execute(CLEAR_FAILURES, (now, user))
+            tx.execute(CLEAR_FAILURES, (now, user, now))
             for key in clear_keys:
-                tx.execute(DELETE_FAILURES, (key,))
+                tx.execute(DELETE_FAILURES_UNTIL, (key, now))
 
         self._engine.transaction(what, succeed)
         return None
@@ -258,7 +258,19 @@ def _end_all(tx: Transaction, ends: Sequence[AttemptEnd], now: float) -> None:
     tx.many(FORGET_ATTEMPT, [(end.user, end.attempt_id) for end in ordered])
     succeeded = [end for end in ordered if end.succeeded]
     if succeeded:
-        tx.many(CLEAR_FAILURES, [(now, end.user) for end in succeeded])
-        keys = sorted({key for end in succeeded for key in end.clear_keys})
-        if keys:
-            tx.many(DELETE_FAILURES, [(key,) for key in keys])
+        tx.many(
+            CLEAR_FAILURES,
+            [(at, end.user, at) for end in succeeded for at in (_success_time(end, now),)],
+        )
+        until: dict[str, float] = {}
+        for end in succeeded:
+            at = _success_time(end, now)
+            for key in end.clear_keys:
+                until[key] = max(at, until.get(key, at))
+        if until:
+            tx.many(DELETE_FAILURES_UNTIL, sorted(until.items()))
+
+
+def _success_time(end: AttemptEnd, now: float) -> float:
+    """When ``end``'s success was decided (never later than the batch)."""
+    return now if end.at is None else min(end.at, now)

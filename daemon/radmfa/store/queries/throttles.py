@@ -13,6 +13,8 @@ __all__ = ["DELETE_FAILURES", "INSERT_FAILURE", "ThrottleQueries"]
 
 INSERT_FAILURE = Statement("INSERT INTO failures (key, at) VALUES (?, ?)")
 DELETE_FAILURES = Statement("DELETE FROM failures WHERE key = ?")
+#: A success's clearing of a window: the entries up to its time only (AttemptEnd.at).
+DELETE_FAILURES_UNTIL = Statement("DELETE FROM failures WHERE key = ? AND at <= ?")
 FAILURE_WINDOW = Statement("SELECT COUNT(*), MAX(at) FROM failures WHERE key = ? AND at >= ?")
 
 

@@ -45,10 +45,13 @@ UPSERT_SUCCESS = Statement(
 )
 #: A success ends an attempt: clears failure counts that exist (no row for a user who never
 #: failed, so a login's success writes nothing to users in the common case).
+#: A success's clearing: (success time, user, success time). Nothing when a failure was
+#: counted after the success (see AttemptEnd.at): the counts then stay, which only errs on
+#: the safe side until the user's next success.
 CLEAR_FAILURES = Statement(
     "UPDATE users SET failures = 0, locked_until = NULL, total_failures = 0, "
     "last_success_at = ? WHERE username = ? AND (failures > 0 OR total_failures > 0 "
-    "OR locked_until IS NOT NULL)"
+    "OR locked_until IS NOT NULL) AND (last_failure_at IS NULL OR last_failure_at <= ?)"
 )
 UNLOCK = Statement(
     "UPDATE users SET failures = 0, locked_until = NULL, total_failures = 0 "
