@@ -201,31 +201,25 @@ def build_runtime(
     """The parts that answer requests under ``config``; ``running`` (at a reload) lends its
     directory when ``config`` builds the same one."""
     inputs = directory_inputs(config)
-    built: PasswordChecker
-    reused = (
+    directory: PasswordChecker
+    if (
         running is not None
         and running.built_directory is not None
         and inputs is not None
         and running.directory_inputs == inputs
-    )
-    if reused:
-        assert running is not None and running.built_directory is not None
-        built = running.built_directory
+    ):
+        built, directory = running.built_directory, running.directory  # measured, if it is
     else:
         built = build_directory(config, directory_runner, clock)
-    directory = built
-    groups = directory if resolves_groups(directory) else None
-    finder = directory if config.policy.needs_groups and finds_groups(directory) else None
+        # Measured from outside: the engines and the pipeline stay as they are.
+        directory = built if metrics is None else MeasuredDirectory(built, metrics, clock)
+    groups = built if resolves_groups(built) else None
+    finder = built if config.policy.needs_groups and finds_groups(built) else None
     try:
         factors = build_factors(config, clock)
     except FactorLoadError as e:
         raise SetupError(str(e)) from None
     observers: list[DecisionObserver] = [DecisionLog()]
-    if reused:
-        assert running is not None
-        directory = running.directory  # measured already, if it is
-    elif metrics is not None:  # measured from outside: the engines and the pipeline stay as is
-        directory = MeasuredDirectory(directory, metrics, clock)
     if metrics is not None:
         observers.append(DecisionMetrics(metrics))
     if recorder is not None:
@@ -395,12 +389,9 @@ class Daemon:
             return None  # PostgreSQL: every call is a network round trip
         store.forbid_waiting()
         server = self.server
-        limit = INLINE_MAX_IN_FLIGHT
-
-        def crowded() -> bool:
-            return server.in_flight > limit
-
-        self.inline = InlineFirstRunner(self.db, StoreBusy, crowded)
+        self.inline = InlineFirstRunner(
+            self.db, StoreBusy, lambda: server.in_flight > INLINE_MAX_IN_FLIGHT
+        )
         self._checkpoints = LoopingCall(self._checkpoint, store)
         self._checkpoints.clock = self.reactor
         self._checkpoints.start(CHECKPOINT_INTERVAL, now=False)
@@ -540,8 +531,9 @@ class Daemon:
 
     def _retire(self, old: Runtime) -> None:
         """Close a replaced directory once the requests that started under it are done
-        (a check may go on after its RADIUS deadline, through waits and failover), or after
-        the longest a request can work (its attempt lease), whichever comes first."""
+        (a check may go on after its RADIUS deadline, through waits and failover): not
+        before ``request_timeout + 1`` s, and at the latest after the longest a request can
+        work (its attempt lease)."""
         authenticator = old.authenticator
         close_when_done(
             self.reactor,

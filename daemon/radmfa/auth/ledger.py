@@ -410,9 +410,6 @@ class AttemptEnds:
         self._timer: IDelayedCall | None = None
         self._lost_said = False
 
-    def __len__(self) -> int:
-        return len(self._ends)
-
     def add(self, end: AttemptEnd) -> None:
         self._ends.append(end)
         if self._timer is None:
